@@ -1,0 +1,54 @@
+"""Entry point of the ``ja3svc`` console script.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``; that function adds
+the parser and sets ``func`` to a callable taking the parsed namespace and returning the exit
+status. Exit statuses: 0 success, 1 usage error or unreadable input, 2 damaged input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Modules providing sub-commands, in the order they appear in ``--help``.
+COMMAND_MODULES = ("cli.pcap_command",)
+
+EXIT_OK = 0
+EXIT_USAGE = 1
+EXIT_DAMAGED = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ja3svc",
+        description="TLS client fingerprints from captures, a fingerprint database and a "
+        "Dovecot authentication-policy service.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors; ours is 1
+        code = exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        return EXIT_USAGE if code == 2 else code
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `ja3svc pcap big.pcap | head` must not print a traceback.
+        sys.stderr.close()
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
