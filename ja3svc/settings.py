@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,8 +30,63 @@ class StoreSettings(BaseModel):
     retention_days: int | None = Field(default=90, ge=1)
 
 
+PolicyAction = Literal["allow", "tarpit", "reject"]
+
+
 class PolicySettings(BaseModel):
-    """Verdict rules of the Dovecot policy service (owned by the policy engine)."""
+    """Verdict rules of the Dovecot policy service (owned by the policy engine).
+
+    Attribute paths use Dovecot's own notation: ``attrs/ja3`` is the key ``ja3`` inside the
+    object ``attrs``; the first path present in a request wins.
+    """
+
+    # --- credentials -----------------------------------------------------------------------
+    # Accepted Dovecot credentials: the value of ``api_header`` (Dovecot's
+    # ``auth_policy_server_api_header``) or the password of HTTP Basic from the URL. Empty means
+    # the policy endpoint is open (logged as a warning at start).
+    api_keys: list[str] = Field(default_factory=list)
+    api_header: str = "X-API-Key"
+    # Bearer token (or ``X-Admin-Token``) for /api/v1; empty disables the admin API (401).
+    admin_token: str = ""
+
+    # --- where Dovecot puts things -----------------------------------------------------------
+    ja3_attributes: list[str] = Field(default_factory=lambda: ["attrs/ja3", "ja3"])
+    # Label kinds the Dovecot hash is looked up under: its own variant, then standard JA3
+    # (identical for plain OpenSSL clients, see fingerprints.md).
+    ja3_label_kinds: list[str] = Field(default_factory=lambda: ["ja3_dovecot", "ja3"])
+    peer_ip_attributes: list[str] = Field(
+        default_factory=lambda: ["conn/real_rip", "conn/ip", "real_rip", "real_remote_ip"]
+    )
+    peer_port_attributes: list[str] = Field(
+        default_factory=lambda: ["conn/real_rport", "conn/port", "real_rport", "real_remote_port"]
+    )
+    login_attribute: str = "login"
+    session_attribute: str = "session_id"
+    remote_attribute: str = "remote"
+
+    # --- verdict rules (see ja3svc.policy.engine.RULES) ---------------------------------------
+    unknown_action: PolicyAction = "allow"  # fingerprint with no label and never seen
+    no_fingerprint_action: PolicyAction = "allow"  # request without any fingerprint
+    new_fingerprint_action: PolicyAction = "allow"  # established account, fingerprint new to it
+    user_min_successes: int = Field(default=3, ge=1)  # successes that make an account established
+    tarpit_seconds: int = Field(default=5, ge=1, le=60)
+    # Deny labels below this confidence only tarpit: public lists contradict each other.
+    deny_min_confidence: float = Field(default=0.8, ge=0.0, le=1.0)
+    reputation_window_seconds: int = Field(default=3600, ge=1)
+    reputation_tarpit_accounts: int = Field(default=5, ge=0)  # 0 disables
+    reputation_reject_accounts: int = Field(default=20, ge=0)  # 0 disables
+    log_only: bool = False
+    reject_message: str = "Login refused by policy."
+    # Database unreachable and the label cache cannot answer: proceed (True) or reject.
+    fail_open: bool = True
+
+    # --- mechanics --------------------------------------------------------------------------
+    # An allow whose session_id had an allow within this many seconds is the after-auth allow.
+    session_window_seconds: int = Field(default=120, ge=1)
+    label_cache_seconds: float = Field(default=5.0, ge=0.0)
+    reputation_cache_seconds: float = Field(default=2.0, ge=0.0)
+    db_timeout_seconds: float = Field(default=0.5, gt=0.0)
+    audit_log: bool = True
 
 
 class Settings(BaseSettings):
