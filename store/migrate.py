@@ -1,0 +1,54 @@
+"""Alembic driven from code: the script directory ships inside the ``migrations`` package.
+
+Every function takes an Engine (or a Connection) so the URL always comes from the settings the
+caller resolved, never from an alembic.ini; this works the same from a source checkout and from
+an installed wheel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+import migrations
+
+
+def script_location() -> Path:
+    # The package directory itself (env.py, script.py.mako, versions/); found through the
+    # imported package so that a non-editable install finds its installed copy.
+    return Path(migrations.__file__).resolve().parent
+
+
+def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location()))
+    if url:
+        # ConfigParser interpolation would choke on '%' in passwords.
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), revision)
