@@ -70,8 +70,11 @@ class PolicySettings(BaseModel):
     new_fingerprint_action: PolicyAction = "allow"  # established account, fingerprint new to it
     user_min_successes: int = Field(default=3, ge=1)  # successes that make an account established
     tarpit_seconds: int = Field(default=5, ge=1, le=60)
-    # Deny labels below this confidence only tarpit: public lists contradict each other.
-    deny_min_confidence: float = Field(default=0.8, ge=0.0, le=1.0)
+    # Deny labels below this confidence (0-100, as stored) only tarpit: public lists
+    # contradict each other, so one low-confidence source must not lock clients out.
+    deny_min_confidence: int = Field(default=80, ge=0, le=100)
+    # Per-account overrides, checked first: login -> "allow", "reject", "tarpit" or "tarpit:N".
+    user_actions: dict[str, str] = Field(default_factory=dict)
     reputation_window_seconds: int = Field(default=3600, ge=1)
     reputation_tarpit_accounts: int = Field(default=5, ge=0)  # 0 disables
     reputation_reject_accounts: int = Field(default=20, ge=0)  # 0 disables

@@ -1,0 +1,102 @@
+"""Parse Dovecot's auth-policy request bodies (pure; see shared spec dovecot-auth-policy.md).
+
+Dovecot sends one JSON object whose configured attributes are strings. A ``/`` in an attribute
+name makes one nested level (``attrs/ja3`` -> ``{"attrs": {"ja3": ...}}``); deeper names arrive
+mangled (``a/b/c`` -> ``{"a": {"b": {"b/c": ...}}}``). We flatten both back to the names the
+administrator wrote, so settings can say ``attrs/ja3`` or ``conn/real_rip`` whatever the depth.
+``success``/``policy_reject`` (report only) and ``tls`` are real booleans.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+COMMANDS = frozenset({"allow", "report"})
+_BOOLEAN_KEYS = ("success", "policy_reject", "tls")
+_MAX_DEPTH = 6  # Dovecot nests at most 2; deeper input is hostile or broken
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+
+
+class BadRequest(ValueError):
+    """The body is not what Dovecot sends; the message is returned to the caller as a reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class DovecotRequest:
+    command: str
+    attributes: dict[str, str]  # flattened: "attrs/ja3" -> "8a9d..."
+    success: bool | None = None
+    policy_reject: bool | None = None
+    tls: bool | None = None
+
+    def first(self, paths: list[str] | tuple[str, ...]) -> str:
+        for path in paths:
+            value = self.attributes.get(path)
+            if value:
+                return value
+        return ""
+
+
+def _flatten(
+    obj: dict[str, object], prefix: str, last: str, out: dict[str, str], depth: int
+) -> None:
+    if depth > _MAX_DEPTH:
+        raise BadRequest("attributes nested too deeply")
+    for key, value in obj.items():
+        if prefix and last and key.startswith(last + "/"):
+            # Dovecot's mangled deeper form: inside "b" the key "b/c" means ".../b/c".
+            parent = prefix.rpartition("/")[0]
+            path = f"{parent}/{key}" if parent else key
+        else:
+            path = f"{prefix}/{key}" if prefix else key
+        if isinstance(value, str):
+            out[path] = value
+        elif isinstance(value, bool) or value is None:
+            raise BadRequest(f"attribute {path!r} must be a string")
+        elif isinstance(value, int | float):
+            # Dovecot always sends strings, but a hand-written client sending a port as a number
+            # is unambiguous; refusing it would only make integration harder.
+            out[path] = str(value)
+        elif isinstance(value, dict):
+            _flatten(value, path, key.rpartition("/")[2], out, depth + 1)
+        else:
+            raise BadRequest(f"attribute {path!r} must be a string or an object")
+
+
+def parse_request(command: str, body: bytes) -> DovecotRequest:
+    """Validate ``command`` and ``body``; raise :class:`BadRequest` with a reason otherwise."""
+    if command not in COMMANDS:
+        raise BadRequest(f"unknown command {command!r}; expected allow or report")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    flags: dict[str, bool | None] = {}
+    for key in _BOOLEAN_KEYS:
+        value = data.pop(key, None)
+        if value is not None and not isinstance(value, bool):
+            raise BadRequest(f"{key!r} must be a boolean")
+        flags[key] = value
+    attributes: dict[str, str] = {}
+    _flatten(data, "", "", attributes, 0)
+    return DovecotRequest(
+        command, attributes, flags["success"], flags["policy_reject"], flags["tls"]
+    )
+
+
+def normalise_hash(value: str) -> str:
+    """Lower-case MD5 hex, or ``""`` when Dovecot had none (plaintext) or sent garbage."""
+    value = value.strip().lower()
+    return value if _HEX32.fullmatch(value) else ""
+
+
+def parse_port(value: str) -> int | None:
+    try:
+        port = int(value)
+    except ValueError:
+        return None
+    return port if 0 <= port <= 65535 else None

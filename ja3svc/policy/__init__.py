@@ -1,0 +1,35 @@
+"""Pure verdict engine of the Dovecot policy service (no IO; see ``engine.RULES``)."""
+
+from ja3svc.policy.engine import RULES, PolicyConfig, Verdict, evaluate, parse_action
+from ja3svc.policy.facts import (
+    Action,
+    ConnectionLookup,
+    ConnectionPeer,
+    FingerprintRef,
+    LabelFact,
+    NoConnectionLookup,
+    PolicyInputs,
+    Reputation,
+    RequestFacts,
+    Stage,
+    UserHistory,
+)
+
+__all__ = [
+    "RULES",
+    "Action",
+    "ConnectionLookup",
+    "ConnectionPeer",
+    "FingerprintRef",
+    "LabelFact",
+    "NoConnectionLookup",
+    "PolicyConfig",
+    "PolicyInputs",
+    "Reputation",
+    "RequestFacts",
+    "Stage",
+    "UserHistory",
+    "Verdict",
+    "evaluate",
+    "parse_action",
+]

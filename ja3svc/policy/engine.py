@@ -1,0 +1,251 @@
+"""The verdict engine: pure, table-driven and explainable.
+
+Rules of this file:
+- ``RULES`` below is the whole policy. Each rule looks at :class:`PolicyInputs` and either
+  returns a :class:`Hit` (action, why, which labels) or ``None``; the first hit wins.
+- A verdict always names the rule that produced it and carries every reason collected on the way,
+  so the audit log can answer "why was alice tarpitted at 10:02?".
+- No IO and no clock: the caller gathers facts (labels, the account's history, reputation counts)
+  and passes them in; the same inputs always give the same verdict.
+- Stage handling is applied after the table: Dovecot honours a positive status only on the
+  before-auth allow, so a tarpit on the after-auth allow becomes 0. Log-only mode is applied last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ja3svc.policy.facts import Action, LabelFact, PolicyInputs, Stage
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """The knobs of the rules (built from ``PolicySettings`` by the service)."""
+
+    unknown_action: Action = Action.ALLOW
+    no_fingerprint_action: Action = Action.ALLOW
+    new_fingerprint_action: Action = Action.ALLOW
+    user_min_successes: int = 3
+    tarpit_seconds: int = 5
+    max_tarpit_seconds: int = 60
+    deny_min_confidence: int = 80
+    # login -> (action, tarpit seconds or None): administrator's per-account overrides.
+    user_actions: Mapping[str, tuple[Action, int | None]] = field(default_factory=dict)
+    reputation_tarpit_accounts: int = 5  # 0 disables
+    reputation_reject_accounts: int = 20  # 0 disables
+    log_only: bool = False
+    reject_message: str = "Login refused by policy."
+    fail_open: bool = True
+
+
+def parse_action(text: str) -> tuple[Action, int | None]:
+    """``"allow"``, ``"reject"``, ``"tarpit"`` or ``"tarpit:N"`` (as in ``user_actions``)."""
+    name, _, seconds = text.strip().lower().partition(":")
+    action = Action(name)  # ValueError names the bad value
+    if seconds and action is not Action.TARPIT:
+        raise ValueError(f"only tarpit takes seconds: {text!r}")
+    return action, (int(seconds) if seconds else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    action: Action
+    reason: str
+    labels: tuple[LabelFact, ...] = ()
+    tarpit_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer to Dovecot plus its explanation.
+
+    ``status``/``msg`` is exactly what goes on the wire. ``action`` is what the rules decided;
+    in log-only mode ``status`` is 0 and ``enforced`` is False while ``action`` keeps the
+    decision that would have been applied.
+    """
+
+    status: int
+    msg: str
+    action: Action
+    rule: str
+    reasons: tuple[str, ...]
+    labels: tuple[LabelFact, ...] = ()
+    enforced: bool = True
+
+    def response(self) -> dict[str, object]:
+        if self.status < 0:
+            return {"status": self.status, "msg": self.msg}
+        return {"status": self.status}
+
+
+Rule = Callable[[PolicyInputs, PolicyConfig], Hit | None]
+
+
+def _fingerprint_labels(inp: PolicyInputs) -> tuple[LabelFact, ...]:
+    kinds = {(f.kind, f.value) for f in inp.request.fingerprints}
+    return tuple(lb for lb in inp.labels if (lb.kind, lb.value) in kinds)
+
+
+def _with_action(inp: PolicyInputs, action: str) -> tuple[LabelFact, ...]:
+    return tuple(lb for lb in inp.labels if lb.action == action)
+
+
+def _describe(labels: tuple[LabelFact, ...]) -> str:
+    return ", ".join(
+        f"{lb.kind}:{lb.value[:16]} ({lb.client_name or lb.category or lb.source or 'label'})"
+        for lb in labels
+    )
+
+
+def rule_user_override(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    found = cfg.user_actions.get(inp.request.login)
+    if found is None:
+        return None
+    action, seconds = found
+    return Hit(action, f"per-account rule for {inp.request.login!r}", (), seconds)
+
+
+def rule_fail_closed(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    # Only when the database could not be asked AND the cache had nothing: with fail_open the
+    # remaining rules run on whatever the cache knew.
+    if inp.degraded and not cfg.fail_open and not inp.labels:
+        return Hit(Action.REJECT, "fingerprint database unavailable and fail_open is off")
+    return None
+
+
+def rule_label_deny(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    strong = tuple(
+        lb for lb in _with_action(inp, "deny") if lb.confidence >= cfg.deny_min_confidence
+    )
+    if strong:
+        return Hit(Action.REJECT, f"deny label on {_describe(strong)}", strong)
+    return None
+
+
+def rule_label_allow(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    # An explicit allow is an allow-list entry: it overrides tarpit labels, reputation and the
+    # rules for unknown fingerprints, but not a confident deny (checked first).
+    allow = _with_action(inp, "allow")
+    if allow:
+        return Hit(Action.ALLOW, f"allow label on {_describe(allow)}", allow)
+    return None
+
+
+def rule_label_tarpit(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    weak_deny = tuple(
+        lb for lb in _with_action(inp, "deny") if lb.confidence < cfg.deny_min_confidence
+    )
+    tarpit = _with_action(inp, "tarpit") + weak_deny
+    if not tarpit:
+        return None
+    seconds = max((lb.tarpit_seconds or cfg.tarpit_seconds) for lb in tarpit)
+    why = "tarpit label" if not weak_deny else "tarpit or low-confidence deny label"
+    return Hit(Action.TARPIT, f"{why} on {_describe(tarpit)}", tarpit, seconds)
+
+
+def rule_reputation_reject(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    n = inp.reputation.distinct_failed_accounts
+    if cfg.reputation_reject_accounts and n >= cfg.reputation_reject_accounts:
+        return Hit(
+            Action.REJECT,
+            f"fingerprint failed logins of {n} accounts in {inp.reputation.window_seconds}s "
+            f"(reject at {cfg.reputation_reject_accounts})",
+        )
+    return None
+
+
+def rule_reputation_tarpit(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    n = inp.reputation.distinct_failed_accounts
+    if cfg.reputation_tarpit_accounts and n >= cfg.reputation_tarpit_accounts:
+        return Hit(
+            Action.TARPIT,
+            f"fingerprint failed logins of {n} accounts in {inp.reputation.window_seconds}s "
+            f"(tarpit at {cfg.reputation_tarpit_accounts})",
+        )
+    return None
+
+
+def rule_new_fingerprint_for_user(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    fps = inp.request.fingerprints
+    hist = inp.history
+    if not fps or hist.successes < cfg.user_min_successes or not hist.known:
+        return None
+    if any(f in hist.known for f in fps):
+        return None
+    return Hit(
+        cfg.new_fingerprint_action,
+        f"account has {len(hist.known)} known fingerprints from {hist.successes} successful "
+        "logins; this one is new to it",
+    )
+
+
+def rule_unknown_fingerprint(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    fps = inp.request.fingerprints
+    if not fps or _fingerprint_labels(inp):
+        return None
+    if any(f in inp.history.known for f in fps):
+        return None  # the account itself has logged in with it before
+    return Hit(cfg.unknown_action, "fingerprint has no label and is new to this account")
+
+
+def rule_no_fingerprint(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    if inp.request.fingerprints:
+        return None
+    why = "request carries no fingerprint (Dovecot 2.3, plaintext or proxy-terminated TLS)"
+    return Hit(cfg.no_fingerprint_action, why)
+
+
+def rule_default(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    labels = _fingerprint_labels(inp)
+    why = f"known fingerprint: {_describe(labels)}" if labels else "no rule matched"
+    return Hit(Action.ALLOW, why, labels)
+
+
+# The policy, in order. First hit wins.
+RULES: tuple[tuple[str, Rule], ...] = (
+    ("user_override", rule_user_override),
+    ("fail_closed", rule_fail_closed),
+    ("label_deny", rule_label_deny),
+    ("label_allow", rule_label_allow),
+    ("label_tarpit", rule_label_tarpit),
+    ("reputation_reject", rule_reputation_reject),
+    ("reputation_tarpit", rule_reputation_tarpit),
+    ("new_fingerprint_for_user", rule_new_fingerprint_for_user),
+    ("unknown_fingerprint", rule_unknown_fingerprint),
+    ("no_fingerprint", rule_no_fingerprint),
+    ("default", rule_default),
+)
+
+
+def evaluate(inp: PolicyInputs, cfg: PolicyConfig) -> Verdict:
+    """Apply ``RULES`` to ``inp`` and turn the first hit into Dovecot's answer."""
+    reasons: list[str] = []
+    if inp.degraded:
+        reasons.append("database unavailable: labels from cache, no history or reputation")
+    name, hit = "default", Hit(Action.ALLOW, "no rule matched")
+    for rule_name, rule in RULES:
+        found = rule(inp, cfg)
+        if found is not None:
+            name, hit = rule_name, found
+            break
+    reasons.append(f"{name}: {hit.reason}")
+
+    action = hit.action
+    if action is Action.REJECT:
+        status, msg = -1, cfg.reject_message
+    elif action is Action.TARPIT:
+        seconds = hit.tarpit_seconds or cfg.tarpit_seconds
+        status, msg = max(1, min(seconds, cfg.max_tarpit_seconds)), ""
+        if inp.request.stage is Stage.AFTER_AUTH:
+            # Dovecot ignores a positive status here; answering 0 keeps the wire honest.
+            reasons.append("tarpit applies to the before-auth allow only; after-auth answers 0")
+            status = 0
+    else:
+        status, msg = 0, ""
+
+    enforced = True
+    if cfg.log_only and status != 0:
+        reasons.append(f"log-only mode: would answer {status}, answered 0")
+        status, msg, enforced = 0, "", False
+    return Verdict(status, msg, action, name, tuple(reasons), hit.labels, enforced)

@@ -1,0 +1,118 @@
+"""Inputs of the verdict engine: small frozen dataclasses, built by the HTTP layer from a request
+and from the store. Nothing here performs IO; the engine only ever sees these values, so a verdict
+can be replayed and explained from the facts alone.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Stage(enum.Enum):
+    """Which of Dovecot's calls a request is.
+
+    A successful login is ``allow`` (before the password check), ``allow`` (after it), ``report``.
+    Dovecot honours a positive status (tarpit) only on the first one.
+    """
+
+    BEFORE_AUTH = "before_auth"
+    AFTER_AUTH = "after_auth"
+
+
+class Action(enum.Enum):
+    ALLOW = "allow"
+    TARPIT = "tarpit"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class FingerprintRef:
+    """One fingerprint hash as the label table keys it, e.g. ``("ja3_dovecot", "8a9d...")``."""
+
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionPeer:
+    """The TCP peer Dovecot saw (``real_rip``/``real_rport``): what a passive capture sees."""
+
+    ip: str
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What one Dovecot ``allow`` request tells us, already parsed and normalised."""
+
+    login: str
+    stage: Stage = Stage.BEFORE_AUTH
+    # Fingerprints to match, in priority order: the hash Dovecot sent (looked up both as its own
+    # variant and as standard JA3, since plain OpenSSL clients give the same value both ways) and
+    # whatever a ConnectionLookup added from a capture.
+    fingerprints: tuple[FingerprintRef, ...] = ()
+    remote_ip: str = ""
+    protocol: str = ""
+    session_id: str = ""
+    tls: bool = False
+    peer: ConnectionPeer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LabelFact:
+    """One label row that matched a fingerprint of the request."""
+
+    kind: str
+    value: str
+    action: str  # allow | deny | tarpit | none
+    client_name: str = ""
+    category: str = ""
+    tarpit_seconds: int | None = None
+    source: str = ""
+    confidence: int = 100  # 0-100, as stored
+
+
+@dataclass(frozen=True, slots=True)
+class UserHistory:
+    """Fingerprints previously seen with successful logins of this account."""
+
+    known: frozenset[FingerprintRef] = frozenset()
+    successes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reputation:
+    """Failed logins with a fingerprint across distinct accounts within the window."""
+
+    distinct_failed_accounts: int = 0
+    failures: int = 0
+    window_seconds: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInputs:
+    """Everything the engine needs for one verdict."""
+
+    request: RequestFacts
+    labels: tuple[LabelFact, ...] = ()
+    history: UserHistory = field(default_factory=UserHistory)
+    reputation: Reputation = field(default_factory=Reputation)
+    # True when the fingerprint database was unreachable and facts came from the cache only.
+    degraded: bool = False
+
+
+class ConnectionLookup(Protocol):
+    """Hook for passive-capture correlation: fingerprints of the hello sent on a TCP connection.
+
+    The default returns nothing; the live-capture worker will provide one that finds the hello
+    by the peer address and port Dovecot reports as ``real_rip``/``real_rport``.
+    """
+
+    def fingerprints_for(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]: ...
+
+
+class NoConnectionLookup:
+    def fingerprints_for(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]:
+        return ()
