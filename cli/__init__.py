@@ -1,1 +1,1 @@
-"""The ``ja3svc`` command line: thin glue over the core, the capture sources, the store and the API."""
+"""The ``ja3svc`` command line: glue over the core, capture sources, store and API."""

@@ -15,8 +15,33 @@ from ja3svc.grease import GREASE_VALUES
 from ja3svc.hello import ClientHello
 
 _OPENSSL_30 = frozenset(
-    (0, 1, 5, 10, 11, 12, 13, 16, 18, 21, 22, 23, 35, 41, 42, 43, 44, 45, 47, 49, 50, 51,
-     13172, 65000, 65281)
+    (
+        0,
+        1,
+        5,
+        10,
+        11,
+        12,
+        13,
+        16,
+        18,
+        21,
+        22,
+        23,
+        35,
+        41,
+        42,
+        43,
+        44,
+        45,
+        47,
+        49,
+        50,
+        51,
+        13172,
+        65000,
+        65281,
+    )
 )
 # OpenSSL 3.2 learned certificate compression (27) and raw public keys (19, 20).
 _OPENSSL_32 = _OPENSSL_30 | {19, 20, 27}

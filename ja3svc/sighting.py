@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ja3svc.grease import without_grease
 from ja3svc.dovecot import DEFAULT_PROFILE, ja3_dovecot_string
+from ja3svc.grease import without_grease
 from ja3svc.hello import ClientHello, ServerHello
 from ja3svc.ja3 import ja3_string, ja3n_string, ja3s_string, md5_hex
 from ja3svc.ja4 import ja4, ja4_r

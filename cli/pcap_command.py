@@ -1,0 +1,302 @@
+"""``ja3svc pcap FILE...``: fingerprint every TLS hello in capture files.
+
+Output goes to stdout (one record per hello, or a summary); counters, progress and errors go to
+stderr so stdout stays machine-readable. Exit status: 0 every input read completely, 2 an input
+was damaged or truncated (what was readable is still output), 1 usage error or an input that
+is unreadable or not a capture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from capture.capture_file import NotACaptureError
+from capture.pcap_run import RunTotals, fingerprint_stream
+from cli.main import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE
+from ja3svc.dovecot import DEFAULT_PROFILE, OPENSSL_PROFILES
+from ja3svc.sighting import HelloSighting
+
+Record = dict[str, Any]
+Emit = Callable[[Record], None]
+
+CSV_COLUMNS = (
+    "ts", "src", "sport", "dst", "dport", "transport", "hello", "index", "sni", "alpn",
+    "tls_version", "ja3", "ja3_hash", "ja3n", "ja3n_hash", "ja4", "ja4_r", "ja3_dovecot",
+    "ja3_dovecot_hash", "ja3s", "ja3s_hash",
+)  # fmt: skip
+
+# Files smaller than this finish before a progress bar would be worth drawing.
+PROGRESS_MIN_BYTES = 32 << 20
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "pcap",
+        help="fingerprint the TLS hellos in pcap/pcapng files",
+        description="Read pcap or pcapng captures ('-' for standard input) and print one "
+        "record per TLS ClientHello/ServerHello: JA3, JA3N, JA4, Dovecot's JA3 and JA3S.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="capture file, or - for stdin")
+    p.add_argument(
+        "--format", choices=("json", "csv", "table"), default="json",
+        help="json: one object per line (default); csv: with a header row; table: for people",
+    )  # fmt: skip
+    p.add_argument(
+        "--summary", action="store_true",
+        help="print the distinct fingerprints with their counts instead of every hello",
+    )  # fmt: skip
+    p.add_argument(
+        "--dovecot-profile", choices=sorted(OPENSSL_PROFILES), default=None,
+        help=f"OpenSSL known-extension set for Dovecot's JA3 (default {DEFAULT_PROFILE}, "
+        "or the configured one)",
+    )  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no counters on stderr")
+    p.add_argument(
+        "--store", action="store_true",
+        help="also record every hello as a sighting in the fingerprint database",
+    )  # fmt: skip
+    p.add_argument("--database-url", help="database URL for --store (default: settings)")
+    p.add_argument("--sensor", help="sensor name recorded with --store (default: file:NAME)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    profile = args.dovecot_profile or _configured_profile()
+    out = sys.stdout
+    emit, finish = _output(args.format, args.summary, out)
+    store = _Store(args) if args.store else None
+    totals = RunTotals()
+    status = EXIT_OK
+    stdin_used = False
+    for name in args.files:
+        if name == "-":
+            if stdin_used:
+                print("ja3svc pcap: '-' given twice", file=sys.stderr)
+                return EXIT_USAGE
+            stdin_used = True
+        try:
+            stream = sys.stdin.buffer if name == "-" else open(name, "rb")
+        except OSError as exc:
+            print(f"ja3svc pcap: cannot read {name}: {exc.strerror or exc}", file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        label = "<stdin>" if name == "-" else name
+        record = emit if store is None else store.wrap(emit, label)
+
+        def sink(s: HelloSighting, record: Callable[[Record], None] = record) -> None:
+            record(s.as_dict(profile))
+
+        progress = _progress_bar(stream, label) if not args.no_progress else None
+        damaged_before = len(totals.damaged)
+        try:
+            fingerprint_stream(stream, label, sink, totals, progress)
+        except NotACaptureError as exc:
+            print(f"ja3svc pcap: {label}: {exc}", file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        except OSError as exc:
+            print(f"ja3svc pcap: error reading {label}: {exc}", file=sys.stderr)
+            status = max(status, EXIT_DAMAGED) if status != EXIT_USAGE else status
+            continue
+        finally:
+            if progress is not None:
+                progress.close()
+            if name != "-":
+                stream.close()
+        out.flush()
+        for message in totals.damaged[damaged_before:]:
+            print(f"ja3svc pcap: {message}", file=sys.stderr)
+            if status == EXIT_OK:
+                status = EXIT_DAMAGED
+    finish()
+    out.flush()
+    if store is not None:
+        store.close()
+    if not args.quiet:
+        _print_totals(totals, sys.stderr)
+    return status
+
+
+def _configured_profile() -> str:
+    from ja3svc.settings import load_settings
+
+    try:
+        return load_settings().dovecot_openssl_profile
+    except Exception:  # a broken config file must not stop offline analysis
+        return DEFAULT_PROFILE
+
+
+# --- output formats ----------------------------------------------------------------------
+
+
+def _output(fmt: str, summary: bool, out: TextIO) -> tuple[Emit, Callable[[], None]]:
+    if summary:
+        return _summary_output(out)
+    if fmt == "csv":
+        writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+
+        def emit_csv(row: Record) -> None:
+            row = dict(row)
+            row["alpn"] = ";".join(row["alpn"])
+            writer.writerow(row)
+
+        return emit_csv, lambda: None
+    if fmt == "table":
+        return _table_output(out)
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    line_buffered = out.isatty()
+
+    def emit_json(d: Record) -> None:
+        out.write(dumps(d) + "\n")
+        if line_buffered:
+            out.flush()
+
+    return emit_json, lambda: None
+
+
+def _table_output(out: TextIO) -> tuple[Emit, Callable[[], None]]:
+    row = "{:<15} {:<6} {:<4} {:<46} {:<32} {:<36} {}\n"
+    out.write(row.format("time", "hello", "#", "connection", "ja3/ja3s hash", "ja4", "sni"))
+
+    def emit(d: Record) -> None:
+        conn = f"{_hostport(d['src'], d['sport'])} > {_hostport(d['dst'], d['dport'])}"
+        ts = d["ts"]
+        out.write(
+            row.format(
+                time.strftime("%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}",
+                d["hello"],
+                d["index"],
+                conn,
+                d.get("ja3_hash") or d.get("ja3s_hash"),
+                d.get("ja4") or "",
+                d.get("sni") or "",
+            )
+        )
+
+    return emit, lambda: None
+
+
+def _summary_output(out: TextIO) -> tuple[Emit, Callable[[], None]]:
+    counts: Counter[tuple[str, str, str]] = Counter()
+    examples: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def emit(d: Record) -> None:
+        key = (d["hello"], d.get("ja3_hash") or d["ja3s_hash"], d.get("ja4") or "")
+        counts[key] += 1
+        examples.setdefault(key, d)
+
+    def finish() -> None:
+        out.write(
+            f"{'count':>7}  {'hello':<6} {'ja3/ja3s hash':<32} {'ja4':<36} example sni / string\n"
+        )
+        for key, n in counts.most_common():
+            d = examples[key]
+            detail = d.get("sni") or d.get("ja3") or d.get("ja3s") or ""
+            out.write(f"{n:>7}  {key[0]:<6} {key[1]:<32} {key[2]:<36} {detail}\n")
+
+    return emit, finish
+
+
+def _hostport(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+# --- progress and totals -----------------------------------------------------------------
+
+
+class _ProgressBar:
+    def __init__(self, total: int, label: str) -> None:
+        self.total = total
+        self.label = os.path.basename(label)
+        self.last = 0.0
+        self.drawn = False
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.25:
+            return
+        self.last = now
+        frac = min(done / self.total, 1.0) if self.total else 0.0
+        width = 30
+        bar = "#" * int(frac * width)
+        sys.stderr.write(f"\r{self.label[:30]:<30} [{bar:<{width}}] {frac * 100:5.1f}%")
+        sys.stderr.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\r" + " " * 72 + "\r")
+            sys.stderr.flush()
+
+
+def _progress_bar(stream: io.BufferedIOBase | Any, label: str) -> _ProgressBar | None:
+    if not sys.stderr.isatty():
+        return None
+    try:
+        size = os.fstat(stream.fileno()).st_size
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return None
+    if size < PROGRESS_MIN_BYTES:
+        return None
+    return _ProgressBar(size, label)
+
+
+def _print_totals(t: RunTotals, err: TextIO) -> None:
+    rate = t.packets / t.seconds if t.seconds else 0.0
+    err.write(
+        f"packets {t.packets}  bytes {t.bytes}  flows {t.flows}  hellos {t.hellos} "
+        f"(client {t.counters['hellos.client']}, server {t.counters['hellos.server']})  "
+        f"{t.seconds:.2f}s  {rate:,.0f} packets/s\n"
+    )
+    problems = sorted((k, v) for k, v in t.counters.items() if not k.startswith("hellos.") and v)
+    if problems:
+        err.write("not fingerprinted: " + ", ".join(f"{k} {v}" for k, v in problems) + "\n")
+
+
+# --- optional database sink -------------------------------------------------------------
+
+
+class _Store:
+    """Records each hello as a sighting through the store's batched, spooling writer."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from ja3svc.settings import load_settings
+        from store.database import Database
+
+        overrides = {"database_url": args.database_url} if args.database_url else {}
+        self.settings = load_settings(**overrides)
+        self.db = Database.from_settings(self.settings)
+        self.sensor = args.sensor
+        self.writers: list[Any] = []
+
+    def wrap(self, emit: Emit, label: str) -> Emit:
+        from store.sighting_writer import SightingWriter
+
+        writer = SightingWriter(
+            self.db,
+            sensor=self.sensor or f"file:{os.path.basename(label)}",
+            batch_size=self.settings.store.batch_size,
+            spool_dir=self.settings.data_dir / "spool",
+        )
+        self.writers.append(writer)
+
+        def sink(d: Record) -> None:
+            emit(d)
+            writer.add(d)
+
+        return sink
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()

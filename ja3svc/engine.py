@@ -1,0 +1,334 @@
+"""Frames in, fingerprinted hellos out: link layer, IP, tunnels and TCP on the hot path.
+
+``FingerprintEngine.feed_frame`` is called once per captured packet, so the common cases
+(Ethernet or cooked capture, IPv4/IPv6, TCP, a flow that is already finished) are decoded
+inline with integer offsets into the frame instead of a header object per layer. Everything the
+engine gives up on is counted in ``stats`` under a reason; nothing raises.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from collections.abc import Sequence
+
+from ja3svc.flow_table import FlowDirection, FlowTable
+from ja3svc.hello import HelloError, parse_client_hello, parse_server_hello
+from ja3svc.sighting import HelloSighting
+from ja3svc.tls_stream import HANDSHAKE_CLIENT_HELLO
+
+# Link types (https://www.tcpdump.org/linktypes.html).
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW_12 = 12
+LINKTYPE_RAW_14 = 14
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+
+ETH_IPV4 = 0x0800
+ETH_IPV6 = 0x86DD
+ETH_VLAN = (0x8100, 0x88A8, 0x9100)
+ETH_MPLS = (0x8847, 0x8848)
+ETH_PPPOE_SESSION = 0x8864
+ETH_TRANSPARENT_BRIDGING = 0x6558  # Ethernet inside GRE / GENEVE
+ETH_ERSPAN_II = 0x88BE
+ETH_ERSPAN_III = 0x22EB
+
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_GRE = 47
+IPV6_EXTENSION_HEADERS = (0, 43, 60, 135, 139, 140)  # skipped by their length field
+IPV6_FRAGMENT = 44
+IPV6_AH = 51
+
+UDP_VXLAN = 4789
+UDP_GENEVE = 6081
+
+TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
+
+MAX_TUNNEL_DEPTH = 4
+
+# NULL/LOOP address family values meaning IPv6 on the various BSDs and macOS.
+_BSD_AF_INET6 = (10, 24, 28, 30)
+
+_NOTHING: tuple[HelloSighting, ...] = ()
+
+
+class FingerprintEngine:
+    """Stateful: feed every frame of a capture in order; collect ``HelloSighting`` objects."""
+
+    def __init__(self, flow_table: FlowTable | None = None) -> None:
+        self.flows = flow_table if flow_table is not None else FlowTable()
+        self.stats: Counter[str] = Counter()
+        self.packets = 0
+
+    # --- link layer ---------------------------------------------------------------------
+
+    def feed_frame(
+        self, ts: float, linktype: int, frame: bytes, wire_length: int = 0
+    ) -> Sequence[HelloSighting]:
+        self.packets += 1
+        try:
+            if linktype == LINKTYPE_ETHERNET:
+                return self._ethernet(ts, frame, 0, 0)
+            if linktype == LINKTYPE_LINUX_SLL2:
+                return self._ethertype(ts, frame, (frame[0] << 8) | frame[1], 20, 0)
+            if linktype == LINKTYPE_LINUX_SLL:
+                return self._ethertype(ts, frame, (frame[14] << 8) | frame[15], 16, 0)
+            if linktype in (LINKTYPE_RAW, LINKTYPE_RAW_12, LINKTYPE_RAW_14):
+                return self._ip_by_version(ts, frame, 0, 0)
+            if linktype == LINKTYPE_IPV4 or linktype == LINKTYPE_IPV6:
+                return self._ip_by_version(ts, frame, 0, 0)
+            if linktype == LINKTYPE_NULL or linktype == LINKTYPE_LOOP:
+                family = int.from_bytes(frame[0:4], "little")
+                if family > 0xFFFF:  # written in the other byte order
+                    family = int.from_bytes(frame[0:4], "big")
+                if family == 2:
+                    return self._ipv4(ts, frame, 4, 0)
+                if family in _BSD_AF_INET6:
+                    return self._ipv6(ts, frame, 4, 0)
+                self.stats["skipped.non_ip"] += 1
+                return _NOTHING
+        except IndexError:
+            self.stats["malformed.short_frame"] += 1
+            return _NOTHING
+        self.stats[f"skipped.linktype_{linktype}"] += 1
+        return _NOTHING
+
+    def _ethernet(self, ts: float, frame: bytes, off: int, depth: int) -> Sequence[HelloSighting]:
+        ethertype = (frame[off + 12] << 8) | frame[off + 13]
+        return self._ethertype(ts, frame, ethertype, off + 14, depth)
+
+    def _ethertype(
+        self, ts: float, frame: bytes, ethertype: int, off: int, depth: int
+    ) -> Sequence[HelloSighting]:
+        while ethertype in ETH_VLAN:
+            ethertype = (frame[off + 2] << 8) | frame[off + 3]
+            off += 4
+        if ethertype == ETH_IPV4:
+            return self._ipv4(ts, frame, off, depth)
+        if ethertype == ETH_IPV6:
+            return self._ipv6(ts, frame, off, depth)
+        if ethertype in ETH_MPLS:
+            while not frame[off + 2] & 0x01:  # bottom-of-stack bit
+                off += 4
+            return self._ip_by_version(ts, frame, off + 4, depth)
+        if ethertype == ETH_PPPOE_SESSION:
+            ppp = (frame[off + 6] << 8) | frame[off + 7]
+            if ppp == 0x0021:
+                return self._ipv4(ts, frame, off + 8, depth)
+            if ppp == 0x0057:
+                return self._ipv6(ts, frame, off + 8, depth)
+        self.stats["skipped.non_ip"] += 1
+        return _NOTHING
+
+    # --- network layer ------------------------------------------------------------------
+
+    def _ip_by_version(
+        self, ts: float, frame: bytes, off: int, depth: int
+    ) -> Sequence[HelloSighting]:
+        version = frame[off] >> 4
+        if version == 4:
+            return self._ipv4(ts, frame, off, depth)
+        if version == 6:
+            return self._ipv6(ts, frame, off, depth)
+        self.stats["malformed.ip_version"] += 1
+        return _NOTHING
+
+    def _ipv4(self, ts: float, frame: bytes, off: int, depth: int) -> Sequence[HelloSighting]:
+        vihl = frame[off]
+        ihl = (vihl & 0x0F) * 4
+        total = (frame[off + 2] << 8) | frame[off + 3]
+        if vihl >> 4 != 4 or ihl < 20 or total < ihl:
+            self.stats["malformed.ipv4_header"] += 1
+            return _NOTHING
+        end = off + total
+        if end > len(frame):
+            self.stats["skipped.truncated_packet"] += 1
+            return _NOTHING
+        if (frame[off + 6] & 0x3F) | frame[off + 7]:
+            # Fragments are rare for TCP (path MTU discovery sets DF); not reassembled.
+            self.stats["skipped.ip_fragment"] += 1
+            return _NOTHING
+        proto = frame[off + 9]
+        l4 = off + ihl
+        if proto == PROTO_TCP:
+            return self._tcp(ts, frame, l4, end, frame[off + 12 : off + 20], 4)
+        return self._other_l4(ts, frame, proto, l4, end, depth)
+
+    def _ipv6(self, ts: float, frame: bytes, off: int, depth: int) -> Sequence[HelloSighting]:
+        if frame[off] >> 4 != 6:
+            self.stats["malformed.ipv6_header"] += 1
+            return _NOTHING
+        end = off + 40 + ((frame[off + 4] << 8) | frame[off + 5])
+        if end > len(frame):
+            self.stats["skipped.truncated_packet"] += 1
+            return _NOTHING
+        proto = frame[off + 6]
+        l4 = off + 40
+        for _ in range(8):
+            if proto in IPV6_EXTENSION_HEADERS:
+                proto, l4 = frame[l4], l4 + (frame[l4 + 1] + 1) * 8
+            elif proto == IPV6_FRAGMENT:
+                if ((frame[l4 + 2] << 8) | frame[l4 + 3]) & 0xFFF9:  # offset or more-fragments
+                    self.stats["skipped.ip_fragment"] += 1
+                    return _NOTHING
+                proto, l4 = frame[l4], l4 + 8
+            elif proto == IPV6_AH:
+                proto, l4 = frame[l4], l4 + (frame[l4 + 1] + 2) * 4
+            else:
+                break
+        if l4 > end:
+            self.stats["malformed.ipv6_extension"] += 1
+            return _NOTHING
+        if proto == PROTO_TCP:
+            return self._tcp(ts, frame, l4, end, frame[off + 8 : off + 40], 16)
+        return self._other_l4(ts, frame, proto, l4, end, depth)
+
+    def _other_l4(
+        self, ts: float, frame: bytes, proto: int, l4: int, end: int, depth: int
+    ) -> Sequence[HelloSighting]:
+        if depth < MAX_TUNNEL_DEPTH:
+            if proto == PROTO_GRE:
+                return self._gre(ts, frame, l4, end, depth + 1)
+            if proto == PROTO_UDP and end - l4 >= 8:
+                dport = (frame[l4 + 2] << 8) | frame[l4 + 3]
+                if dport == UDP_VXLAN:
+                    return self._ethernet(ts, frame[:end], l4 + 16, depth + 1)
+                if dport == UDP_GENEVE:
+                    opt_len = (frame[l4 + 8] & 0x3F) * 4
+                    inner = (frame[l4 + 10] << 8) | frame[l4 + 11]
+                    return self._tunnelled(ts, frame[:end], inner, l4 + 16 + opt_len, depth + 1)
+        self.stats["skipped.not_tcp"] += 1
+        return _NOTHING
+
+    def _gre(
+        self, ts: float, frame: bytes, off: int, end: int, depth: int
+    ) -> Sequence[HelloSighting]:
+        flags = frame[off]
+        if frame[off + 1] & 0x07:
+            self.stats["skipped.gre_version"] += 1  # GRE v1 is PPTP's enhanced GRE
+            return _NOTHING
+        inner = (frame[off + 2] << 8) | frame[off + 3]
+        off += 4 + 4 * ((flags >> 7) + ((flags >> 5) & 1) + ((flags >> 4) & 1))
+        if inner == ETH_ERSPAN_II:
+            # ERSPAN type II has an 8-byte header when GRE carries a sequence number.
+            return self._ethernet(ts, frame[:end], off + 8, depth)
+        if inner == ETH_ERSPAN_III:
+            extra = 8 if frame[off + 11] & 0x01 else 0  # optional platform-specific subheader
+            return self._ethernet(ts, frame[:end], off + 12 + extra, depth)
+        return self._tunnelled(ts, frame[:end], inner, off, depth)
+
+    def _tunnelled(
+        self, ts: float, frame: bytes, inner: int, off: int, depth: int
+    ) -> Sequence[HelloSighting]:
+        if inner == ETH_TRANSPARENT_BRIDGING:
+            return self._ethernet(ts, frame, off, depth)
+        return self._ethertype(ts, frame, inner, off, depth)
+
+    # --- transport ----------------------------------------------------------------------
+
+    def _tcp(
+        self, ts: float, frame: bytes, l4: int, end: int, addrs: bytes, alen: int
+    ) -> Sequence[HelloSighting]:
+        key = addrs + frame[l4 : l4 + 4]
+        flags = frame[l4 + 13]
+        payload_at = l4 + ((frame[l4 + 12] >> 4) * 4)
+        flows = self.flows
+        d = flows.directions.get(key)
+        if d is not None:
+            d.flow.last_ts = ts
+            if d.done:
+                if flags & (TCP_RST | TCP_FIN):
+                    self._finish(d, flags)
+                return _NOTHING
+        else:
+            flows.sweep(ts)
+            if payload_at >= end and not flags & TCP_SYN:
+                return _NOTHING  # a bare ACK of a flow we never saw start
+            if payload_at < l4 + 20 or payload_at > end:
+                self.stats["malformed.tcp_header"] += 1
+                return _NOTHING
+            sport = (frame[l4] << 8) | frame[l4 + 1]
+            dport = (frame[l4 + 2] << 8) | frame[l4 + 3]
+            rkey = addrs[alen:] + addrs[:alen] + frame[l4 + 2 : l4 + 4] + frame[l4 : l4 + 2]
+            d = flows.create(ts, key, rkey, addrs[:alen], addrs[alen:], sport, dport)
+        if payload_at > end:
+            self.stats["malformed.tcp_header"] += 1
+            return _NOTHING
+        seq = int.from_bytes(frame[l4 + 4 : l4 + 8], "big")
+        if flags & TCP_SYN:
+            d.tcp.syn(seq)
+            seq = (seq + 1) & 0xFFFFFFFF
+        found: Sequence[HelloSighting] = _NOTHING
+        if payload_at < end:
+            data = d.tcp.push(seq, frame[payload_at:end])
+            if d.tcp.gap:
+                self.stats["skipped.tcp_gap"] += 1
+                d.done = True
+            elif data:
+                found = self._stream(ts, d, data)
+        if flags & (TCP_RST | TCP_FIN):
+            self._finish(d, flags)
+        return found
+
+    def _finish(self, d: FlowDirection, flags: int) -> None:
+        flow = d.flow
+        if flags & TCP_RST or flow.closing:
+            self.flows.close(d)
+        else:
+            flow.closing = True  # wait for the other side's FIN before forgetting the flow
+
+    def _stream(self, ts: float, d: FlowDirection, data: bytes) -> Sequence[HelloSighting]:
+        items = d.tls.feed(data)
+        if d.tls.done:
+            d.done = True
+        if not items:
+            return _NOTHING
+        out: list[HelloSighting] = []
+        for kind, value in items:
+            if kind == 0:
+                self.stats[f"malformed.{value}"] += 1
+                continue
+            assert isinstance(value, bytes)
+            try:
+                if kind == HANDSHAKE_CLIENT_HELLO:
+                    hello = parse_client_hello(value)
+                    d.client_hellos += 1
+                    index = d.client_hellos
+                else:
+                    hello = parse_server_hello(value)
+                    d.server_hellos += 1
+                    index = d.server_hellos
+            except HelloError as exc:
+                side = "client" if kind == HANDSHAKE_CLIENT_HELLO else "server"
+                self.stats[f"malformed.{side}_hello_{exc.reason}"] += 1
+                continue
+            out.append(
+                HelloSighting(
+                    ts=ts,
+                    src=_address(d.src),
+                    sport=d.sport,
+                    dst=_address(d.dst),
+                    dport=d.dport,
+                    transport="tcp",
+                    index=index,
+                    hello=hello,
+                )
+            )
+        self.stats["hellos.client"] += sum(1 for s in out if s.kind == "client")
+        self.stats["hellos.server"] += sum(1 for s in out if s.kind == "server")
+        return out
+
+    def finish(self) -> None:
+        """End of input: count what was left incomplete."""
+        for _ in self.flows.flush():
+            self.stats["skipped.tcp_gap_at_end"] += 1
+
+
+def _address(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)

@@ -1,0 +1,251 @@
+"""One direction of a TCP stream, seen as TLS records: in-order bytes in, hello messages out.
+
+The machine is fed the stream's bytes in order (whatever the segment boundaries) and returns
+the ClientHello/ServerHello handshake messages it completes. It never raises on bad input; it
+reports a problem and stops looking at that direction.
+
+States and what moves between them:
+
+    DETECT   start of stream, or plaintext (STARTTLS): a TLS handshake record header must start
+             the stream or start a chunk / follow a newline in plaintext -> HEADER; TLS records
+             of another type at the start (capture began mid-connection) -> DONE; too much
+             plaintext without a hello -> DONE.
+    HEADER   expecting a 5-byte record header (kept across chunks) -> BODY; an invalid header
+             -> DONE with problem "bad_record_header"; application data (23) -> DONE, because
+             everything after it is encrypted.
+    BODY     consuming a record's payload; handshake payload is reassembled into messages
+             (a message may span records, a record may hold several) -> HEADER when consumed.
+    DONE     nothing more to find in this direction.
+
+After a ChangeCipherSpec the handshake is normally encrypted (TLS 1.2), but after a TLS 1.3
+HelloRetryRequest a plaintext hello follows a compatibility CCS. A post-CCS handshake record is
+taken as a hello only if it is exactly one well-formed hello header filling the record;
+anything else there ends the direction quietly.
+"""
+
+from __future__ import annotations
+
+DETECT, HEADER, BODY, DONE = range(4)
+
+CONTENT_CCS = 20
+CONTENT_ALERT = 21
+CONTENT_HANDSHAKE = 22
+CONTENT_APPLICATION_DATA = 23
+CONTENT_HEARTBEAT = 24
+
+HANDSHAKE_CLIENT_HELLO = 1
+HANDSHAKE_SERVER_HELLO = 2
+
+# A TLSCiphertext fragment is at most 2^14 + 2048 bytes (RFC 5246, 6.2.3).
+MAX_RECORD_LENGTH = 16384 + 2048
+# Real hellos are a few KB; a larger "hello" is junk or an attack on our memory.
+MAX_HELLO_LENGTH = 65536
+# Plaintext (STARTTLS dialogue, HTTP, ...) watched for a hello before giving up on a direction.
+MAX_PLAINTEXT = 32768
+# Hellos per direction: two after a HelloRetryRequest; more is not a real handshake.
+MAX_HELLOS = 4
+
+_TLS_MIDSTREAM_TYPES = (CONTENT_CCS, CONTENT_ALERT, CONTENT_APPLICATION_DATA, CONTENT_HEARTBEAT)
+
+# Emitted items: (1, body) ClientHello, (2, body) ServerHello, (0, reason) a problem.
+StreamItem = tuple[int, bytes | str]
+
+
+def _is_handshake_header(data: bytes, i: int) -> bool:
+    """Whether ``data[i:]`` starts like a TLS handshake record carrying a hello.
+
+    Needs 5 bytes; if a sixth is there it must be a hello type, which is what makes a plaintext
+    0x16 0x03 by chance unlikely to pass.
+    """
+    if data[i] != CONTENT_HANDSHAKE or data[i + 1] != 3 or data[i + 2] > 4:
+        return False
+    length = (data[i + 3] << 8) | data[i + 4]
+    if not 0 < length <= MAX_RECORD_LENGTH:
+        return False
+    return len(data) <= i + 5 or data[i + 5] in (HANDSHAKE_CLIENT_HELLO, HANDSHAKE_SERVER_HELLO)
+
+
+def _is_sslv2_client_hello(data: bytes) -> bool:
+    # 2-byte header with the high bit set, msg type 1, then a version 0x0002 or 0x03xx.
+    return (
+        len(data) >= 5
+        and data[0] & 0x80 != 0
+        and data[2] == 1
+        and (data[3] == 3 or (data[3] == 0 and data[4] == 2))
+    )
+
+
+class TlsStreamParser:
+    """TLS record and handshake reassembly for one direction of one TCP stream."""
+
+    __slots__ = (
+        "_after_ccs",
+        "_hs_buf",
+        "_hs_skip",
+        "_pending",
+        "_plaintext_seen",
+        "_record_left",
+        "_record_length",
+        "_record_type",
+        "hellos",
+        "started",
+        "state",
+    )
+
+    def __init__(self) -> None:
+        self.state = DETECT
+        self.started = False  # any byte seen yet
+        self.hellos = 0
+        self._pending = b""  # an incomplete record header (HEADER) or stream start (DETECT)
+        self._record_type = 0
+        self._record_length = 0
+        self._record_left = 0
+        self._hs_buf = bytearray()
+        self._hs_skip = 0
+        self._after_ccs = False
+        self._plaintext_seen = 0
+
+    @property
+    def done(self) -> bool:
+        return self.state == DONE
+
+    def feed(self, data: bytes) -> list[StreamItem]:
+        """Consume the next in-order bytes of the stream; return completed hellos and problems."""
+        out: list[StreamItem] = []
+        if self.state == DONE or not data:
+            return out
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
+        pos = 0
+        end = len(data)
+        while pos < end:
+            state = self.state
+            if state == BODY:
+                take = min(self._record_left, end - pos)
+                if self._record_type == CONTENT_HANDSHAKE:
+                    self._handshake(data[pos : pos + take], out)
+                pos += take
+                self._record_left -= take
+                if self._record_left == 0 and self.state == BODY:
+                    self.state = HEADER
+            elif state == HEADER:
+                if end - pos < 5:
+                    self._pending = data[pos:]
+                    break
+                pos = self._header(data, pos, out)
+            elif state == DETECT:
+                pos = self._detect(data, pos)
+                if pos < 0:
+                    break
+            else:
+                break
+        return out
+
+    def _detect(self, data: bytes, pos: int) -> int:
+        """Find where TLS starts in this chunk; return its offset, or -1 to wait for more."""
+        end = len(data)
+        at_stream_start = not self.started
+        self.started = True
+        if (
+            end - pos < 6
+            and data[pos] == CONTENT_HANDSHAKE
+            and self._plaintext_seen < MAX_PLAINTEXT
+        ):
+            # A record header split before its sixth byte (or the 5-byte header alone): decide
+            # once the first handshake byte is here; the pending bytes count as plaintext so a
+            # stream of tiny 0x16 chunks cannot keep this forever.
+            self._pending = data[pos:]
+            self._plaintext_seen += end - pos
+            return -1
+        if _is_handshake_header(data, pos):
+            self.state = HEADER
+            return pos
+        if at_stream_start and pos == 0:
+            if data[0] in _TLS_MIDSTREAM_TYPES and data[1] == 3:
+                self.state = DONE  # joined an established TLS connection; no hello to come
+                return end
+            if _is_sslv2_client_hello(data):
+                self.state = DONE
+                return end
+        # Plaintext: a STARTTLS hello starts right after the server's line that ended in "\n".
+        i = data.find(b"\x16\x03", pos + 1)
+        while i != -1:
+            if data[i - 1] == 0x0A and end - i >= 5 and _is_handshake_header(data, i):
+                self.state = HEADER
+                return i
+            i = data.find(b"\x16\x03", i + 1)
+        self._plaintext_seen += end - pos
+        if self._plaintext_seen > MAX_PLAINTEXT:
+            self.state = DONE
+        return end
+
+    def _header(self, data: bytes, pos: int, out: list[StreamItem]) -> int:
+        ctype = data[pos]
+        length = (data[pos + 3] << 8) | data[pos + 4]
+        if not (CONTENT_CCS <= ctype <= CONTENT_HEARTBEAT and data[pos + 1] == 3) or (
+            length > MAX_RECORD_LENGTH
+        ):
+            out.append((0, "bad_record_header"))
+            self.state = DONE
+            return len(data)
+        if ctype == CONTENT_APPLICATION_DATA:
+            self.state = DONE
+            return len(data)
+        if ctype == CONTENT_CCS:
+            self._after_ccs = True
+        self._record_type = ctype
+        self._record_length = length
+        self._record_left = length
+        self.state = BODY if length else HEADER
+        return pos + 5
+
+    def _handshake(self, chunk: bytes, out: list[StreamItem]) -> None:
+        if self._hs_skip:
+            if len(chunk) <= self._hs_skip:
+                self._hs_skip -= len(chunk)
+                return
+            chunk = chunk[self._hs_skip :]
+            self._hs_skip = 0
+        buf = self._hs_buf
+        message_starts_record = not buf and self._record_left == self._record_length
+        buf += chunk
+        while len(buf) >= 4:
+            msg_type = buf[0]
+            length = (buf[1] << 16) | (buf[2] << 8) | buf[3]
+            if self._after_ccs and not (
+                msg_type in (HANDSHAKE_CLIENT_HELLO, HANDSHAKE_SERVER_HELLO)
+                and message_starts_record
+                and length + 4 == self._record_length
+                and (len(buf) < 5 or buf[4] == 3)
+            ):
+                # Encrypted Finished after CCS: nothing readable follows.
+                self.state = DONE
+                buf.clear()
+                return
+            # Accepted as a post-HelloRetryRequest hello; its remaining bytes may come later.
+            self._after_ccs = False
+            if msg_type not in (HANDSHAKE_CLIENT_HELLO, HANDSHAKE_SERVER_HELLO):
+                # Certificates and friends: skip without buffering them.
+                if len(buf) >= 4 + length:
+                    del buf[: 4 + length]
+                    message_starts_record = False
+                    continue
+                self._hs_skip = 4 + length - len(buf)
+                buf.clear()
+                return
+            if length > MAX_HELLO_LENGTH:
+                out.append((0, "oversized_hello"))
+                self.state = DONE
+                buf.clear()
+                return
+            if len(buf) < 4 + length:
+                return
+            out.append((msg_type, bytes(buf[4 : 4 + length])))
+            del buf[: 4 + length]
+            message_starts_record = False
+            self.hellos += 1
+            if self.hellos >= MAX_HELLOS:
+                self.state = DONE
+                buf.clear()
+                return
