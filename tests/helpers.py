@@ -21,5 +21,5 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
 
 def fingerprint_file(path: Path | str, *extra: str) -> tuple[list[dict[str, Any]], int]:
     """All hello records ``ja3svc pcap`` prints for one file, and its exit status."""
-    status, out, err = run_cli("pcap", "--no-progress", "-q", str(path), *extra)
+    status, out, _err = run_cli("pcap", "--no-progress", "-q", str(path), *extra)
     return [json.loads(line) for line in out.splitlines() if line], status
