@@ -26,8 +26,19 @@ def default_data_dir() -> Path:
 class StoreSettings(BaseModel):
     """Fingerprint database and the write path into it (owned by the store)."""
 
+    # Sightings per write transaction; larger batches amortise the commit, smaller ones make
+    # captured hellos visible to the policy service sooner.
     batch_size: int = Field(default=500, ge=1, le=100_000)
+    # Sightings, auth failures and decisions older than this are pruned (`ja3svc db prune`);
+    # fingerprint aggregates and labels are kept. None keeps everything.
     retention_days: int | None = Field(default=90, ge=1)
+    # Migrate the schema to head on first use. None: only for SQLite (one host, nothing to set
+    # up); a shared PostgreSQL is upgraded once, explicitly, with `ja3svc db upgrade`.
+    auto_upgrade: bool | None = None
+    # Where batches go while the database is unreachable; empty means ``data_dir/spool``.
+    spool_dir: Path | None = None
+    # After a failed write, spool without retrying the database for this long.
+    retry_interval_seconds: float = Field(default=5.0, ge=0)
 
 
 PolicyAction = Literal["allow", "tarpit", "reject"]
@@ -110,6 +121,9 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{self.data_dir / 'ja3svc.sqlite3'}"
 
+    def resolved_spool_dir(self) -> Path:
+        return self.store.spool_dir or self.data_dir / "spool"
+
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build settings from defaults, an optional TOML file, the environment and ``overrides``."""
@@ -120,7 +134,9 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             file_values = tomllib.load(fh)
     # Environment beats the file: pydantic-settings gives init kwargs priority, so drop file keys
     # that the environment sets.
-    env_keys = {k[len("JA3SVC_") :].split("__")[0].lower() for k in os.environ if k.startswith("JA3SVC_")}
+    env_keys = {
+        k[len("JA3SVC_") :].split("__")[0].lower() for k in os.environ if k.startswith("JA3SVC_")
+    }
     merged = {k: v for k, v in file_values.items() if k not in env_keys}
     merged.update(overrides)
     return Settings(**merged)

@@ -19,9 +19,14 @@ import migrations
 
 
 def script_location() -> Path:
-    # The package directory itself (env.py, script.py.mako, versions/); found through the
-    # imported package so that a non-editable install finds its installed copy.
-    return Path(migrations.__file__).resolve().parent
+    # The package directory itself (env.py, script.py.mako, versions/), found through the
+    # imported package so that a non-editable install finds its installed copy. __path__
+    # rather than __file__: an editable install made before the package had an __init__.py
+    # presents it as a namespace package, whose __file__ is None.
+    for entry in migrations.__path__:
+        if (Path(entry) / "env.py").is_file():
+            return Path(entry).resolve()
+    raise RuntimeError(f"Alembic scripts not found in {list(migrations.__path__)}")
 
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:

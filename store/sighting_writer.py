@@ -1,0 +1,308 @@
+"""Batched, idempotent, outage-proof writes of hello sightings and fingerprint aggregates.
+
+Used by ``ja3svc pcap --store`` and the capture worker::
+
+    w = SightingWriter(db, sensor="file:capture.pcap", spool_dir=settings.resolved_spool_dir())
+    for s in sightings:
+        w.add(s.as_dict())
+    stats = w.close()
+
+One transaction per batch: the sightings go in with ``INSERT ... ON CONFLICT DO NOTHING
+RETURNING`` on their uniqueness key, and only the rows that came back (new sightings) are added
+to the fingerprint aggregates, with an atomic upsert (``times_seen = times_seen + excluded``).
+Storing the same capture twice therefore changes nothing, and concurrent writers on PostgreSQL
+lose no count: the database, not the writer, does the arithmetic.
+
+When the database is unreachable the batch is appended to a spool file and replayed, in order,
+by the next flush that reaches the database (and by any writer starting with the same spool
+directory), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from ja3svc.models import FINGERPRINT_FIELDS, Fingerprint, Sighting
+from store.database import Database
+from store.spool import Spool, SpoolItem, replay_file
+
+log = logging.getLogger(__name__)
+
+_SIGHTINGS = Sighting.__table__
+_FINGERPRINTS = Fingerprint.__table__
+KEY_COLUMNS = ("sensor", "ts", "src", "sport", "dst", "dport", "hello", "hello_index")
+_KEY = [_SIGHTINGS.c[name] for name in KEY_COLUMNS]
+# PostgreSQL error codes worth an immediate retry: the transaction lost a race, nothing is down.
+_RETRY_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+_RETRIES = 3
+
+
+@dataclass
+class WriterStats:
+    stored: int = 0  # sightings newly inserted (directly or from the spool)
+    duplicates: int = 0  # sightings already in the database (re-stored capture)
+    spooled: int = 0  # sightings written to the spool because the database was unreachable
+    replayed: int = 0  # sightings read back from spool files and written
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Errors that mean "the database is not there right now", as opposed to a bad statement."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _clip(value: Any, limit: int) -> str | None:
+    # Hello fields come from the wire: keep them within the column sizes, and without the NUL
+    # characters PostgreSQL refuses in text, so one odd hello cannot fail a whole batch.
+    if value is None:
+        return None
+    s = str(value).replace("\x00", "\\x00")
+    return s[:limit]
+
+
+def sighting_row(sensor: str, r: dict[str, Any]) -> dict[str, Any]:
+    """Map a ``HelloSighting.as_dict()`` record to a row of the sightings table."""
+    alpn = r.get("alpn")
+    return {
+        "sensor": _clip(sensor, 200),
+        "ts": float(r["ts"]),
+        "src": _clip(r["src"], 45),
+        "sport": int(r["sport"]),
+        "dst": _clip(r["dst"], 45),
+        "dport": int(r["dport"]),
+        "transport": _clip(r.get("transport") or "tcp", 8),
+        "hello": r["hello"],
+        "hello_index": int(r.get("index") or 1),
+        "sni": _clip(r.get("sni"), 255),
+        "alpn": None if alpn is None else json.dumps(list(alpn)),
+        "tls_version": _clip(r.get("tls_version"), 16),
+        "ja3_hash": _clip(r.get("ja3_hash"), 32),
+        "ja3n_hash": _clip(r.get("ja3n_hash"), 32),
+        "ja4": _clip(r.get("ja4"), 64),
+        "ja3_dovecot_hash": _clip(r.get("ja3_dovecot_hash"), 32),
+        "ja3s_hash": _clip(r.get("ja3s_hash"), 32),
+    }
+
+
+def _insert(conn: Connection, table: Any) -> Any:
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+def write_batch(conn: Connection, items: Iterable[SpoolItem]) -> tuple[int, int]:
+    """Insert one batch in the caller's transaction; return (new sightings, duplicates)."""
+    rows: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
+    total = 0
+    for sensor, record in items:
+        row = sighting_row(sensor, record)
+        rows.setdefault(tuple(row[c] for c in KEY_COLUMNS), (row, record))
+        total += 1
+    if not rows:
+        return 0, 0
+    # Key order is the lock order: two writers storing the same capture cannot deadlock.
+    ordered = [rows[k] for k in sorted(rows)]
+    stmt = (
+        _insert(conn, _SIGHTINGS)
+        .on_conflict_do_nothing(index_elements=KEY_COLUMNS)
+        .returning(*_KEY)
+    )
+    new_keys = {tuple(r) for r in conn.execute(stmt, [row for row, _ in ordered])}
+
+    aggregates: dict[tuple[str, str], list[Any]] = {}
+    for row, record in ordered:
+        if tuple(row[c] for c in KEY_COLUMNS) not in new_keys:
+            continue
+        ts = row["ts"]
+        for kind, (value_key, string_key) in FINGERPRINT_FIELDS.items():
+            value = record.get(value_key)
+            if not value:
+                continue
+            agg = aggregates.get((kind, value))
+            if agg is None:
+                aggregates[(kind, value)] = [record.get(string_key), ts, ts, 1]
+            else:
+                agg[1], agg[2], agg[3] = min(agg[1], ts), max(agg[2], ts), agg[3] + 1
+    if aggregates:
+        _upsert_fingerprints(conn, aggregates)
+    return len(new_keys), total - len(new_keys)
+
+
+def _upsert_fingerprints(conn: Connection, aggregates: dict[tuple[str, str], list[Any]]) -> None:
+    ins = _insert(conn, _FINGERPRINTS)
+    fp = _FINGERPRINTS.c
+    if conn.dialect.name == "postgresql":
+        least, greatest = func.least, func.greatest
+    else:  # SQLite's min()/max() with several arguments are the scalar forms
+        least, greatest = func.min, func.max
+    stmt = ins.on_conflict_do_update(
+        index_elements=["kind", "value"],
+        set_={
+            "times_seen": fp.times_seen + ins.excluded.times_seen,
+            "first_seen": least(fp.first_seen, ins.excluded.first_seen),
+            "last_seen": greatest(fp.last_seen, ins.excluded.last_seen),
+            "full_string": func.coalesce(fp.full_string, ins.excluded.full_string),
+        },
+    )
+    params = [
+        {
+            "kind": kind,
+            "value": value,
+            "full_string": full,
+            "first_seen": first,
+            "last_seen": last,
+            "times_seen": count,
+        }
+        # Sorted for a consistent row-lock order across concurrent writers (no deadlocks).
+        for (kind, value), (full, first, last, count) in sorted(aggregates.items())
+    ]
+    conn.execute(stmt, params)
+
+
+class SightingWriter:
+    """Buffers records and writes them in batches; see the module docstring."""
+
+    def __init__(
+        self,
+        db: Database,
+        sensor: str,
+        batch_size: int = 500,
+        spool_dir: Path | str | None = None,
+        *,
+        retry_interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.sensor = sensor
+        self.batch_size = batch_size
+        self.stats = WriterStats()
+        self._pending: list[SpoolItem] = []
+        self._spool = Spool(Path(spool_dir), sensor) if spool_dir is not None else None
+        self._retry_interval = retry_interval
+        self._clock = clock
+        self._retry_after = 0.0
+        self._closed = False
+        if self._spool is not None:
+            # Leftovers of earlier runs (ours or another writer's that died) go in first.
+            self._replay(self._spool.files(), blocking=False)
+
+    # Counters as attributes too, for callers that print them.
+    @property
+    def stored(self) -> int:
+        return self.stats.stored
+
+    @property
+    def duplicates(self) -> int:
+        return self.stats.duplicates
+
+    @property
+    def spooled(self) -> int:
+        return self.stats.spooled
+
+    @property
+    def replayed(self) -> int:
+        return self.stats.replayed
+
+    def add(self, record: dict[str, Any]) -> None:
+        if self._closed:
+            raise RuntimeError("SightingWriter is closed")
+        self._pending.append((self.sensor, record))
+        if len(self._pending) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        spool = self._spool
+        if spool is not None and (
+            self._clock() < self._retry_after  # database known down: do not wait on it
+            or (spool.has_data() and not self._replay([spool.path], blocking=True))
+        ):
+            # Behind what is already spooled, so the order is kept.
+            self._to_spool(batch)
+            return
+        if not batch:
+            return
+        try:
+            self._write(batch)
+        except DBAPIError as exc:
+            if spool is None or not is_outage(exc):
+                raise
+            self._note_outage(exc)
+            self._to_spool(batch)
+
+    def close(self) -> WriterStats:
+        if not self._closed:
+            # A final attempt even inside the retry interval: the process is about to exit.
+            self._retry_after = 0.0
+            self.flush()
+            self._closed = True
+            if self._spool is not None and self._spool.has_data():
+                log.warning(
+                    "database still unreachable: %s keeps the unsaved sightings; they are "
+                    "stored by the next writer using this spool directory",
+                    self._spool.path,
+                )
+        return self.stats
+
+    def __enter__(self) -> SightingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _write(self, batch: list[SpoolItem]) -> None:
+        for attempt in range(_RETRIES):
+            try:
+                with self.db.write_engine.begin() as conn:
+                    stored, dups = write_batch(conn, batch)
+                break
+            except DBAPIError as exc:
+                sqlstate = getattr(exc.orig, "sqlstate", None)
+                if sqlstate not in _RETRY_SQLSTATES or attempt == _RETRIES - 1:
+                    raise
+        self.stats.stored += stored
+        self.stats.duplicates += dups
+
+    def _replay(self, paths: list[Path], *, blocking: bool) -> bool:
+        """Replay spool files; False (and a retry pause) if the database is still down."""
+        for path in paths:
+            try:
+                n = replay_file(path, self._write, self.batch_size, blocking=blocking)
+            except DBAPIError as exc:
+                if not is_outage(exc):
+                    raise
+                self._note_outage(exc)
+                return False
+            if n:
+                self.stats.replayed += n
+                log.info("replayed %d spooled sightings from %s", n, path)
+        return True
+
+    def _to_spool(self, batch: list[SpoolItem]) -> None:
+        assert self._spool is not None
+        self._spool.append(batch)
+        self.stats.spooled += len(batch)
+
+    def _note_outage(self, exc: DBAPIError) -> None:
+        self._retry_after = self._clock() + self._retry_interval
+        log.warning(
+            "database unreachable (%s); spooling to %s, retrying in %.0f s",
+            str(exc.orig).strip().splitlines()[0] if exc.orig else exc,
+            self._spool.path if self._spool else "-",
+            self._retry_interval,
+        )
