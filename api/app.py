@@ -1,0 +1,98 @@
+"""The FastAPI application factory. Nothing is global: every app owns its service and database.
+
+``create_app(settings)`` opens the configured database (``Database.from_settings`` migrates a
+SQLite file to head on first use) unless a database is passed in, as tests do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.routes import admin, ops, policy
+from api.service import PolicyService
+from ja3svc.policy import ConnectionLookup
+from ja3svc.settings import Settings, load_settings
+from store.policy_store import PolicyStore
+
+log = logging.getLogger("ja3svc.api")
+
+# Environment variable through which `ja3svc serve` hands its resolved settings to uvicorn
+# workers (each worker process builds its own app with `app_from_env`).
+SETTINGS_ENV = "JA3SVC_SERVE_SETTINGS"
+LOG_LEVEL_ENV = "JA3SVC_SERVE_LOG_LEVEL"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    database: Any | None = None,
+    connection_lookup: ConnectionLookup | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    if database is None:
+        from store.database import Database
+
+        database = Database.from_settings(settings)
+    service = PolicyService(
+        settings.policy, PolicyStore.from_database(database), connection_lookup, clock
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.policy.api_keys:
+            log.warning("policy endpoint is open: no policy.api_keys configured")
+        service.start()
+        try:
+            yield
+        finally:
+            service.writer.flush(5.0)
+            service.stop()
+
+    app = FastAPI(
+        title="ja3svc policy service",
+        summary="JA3-aware Dovecot authentication-policy server",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.database = database
+    app.include_router(policy.router)
+    app.include_router(ops.router)
+    app.include_router(admin.router)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        detail = (
+            exc.detail if isinstance(exc.detail, dict) else {"error": "http", "reason": exc.detail}
+        )
+        return JSONResponse(detail, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        reason = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        return JSONResponse({"error": "invalid", "reason": reason}, status_code=422)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory used by `ja3svc serve` (one call per worker process)."""
+    from api.logs import configure
+
+    # Worker processes start fresh: set up the JSON logs here too.
+    configure(os.environ.get(LOG_LEVEL_ENV, "info"))
+    raw = os.environ.get(SETTINGS_ENV)
+    settings = Settings(**json.loads(raw)) if raw else load_settings()
+    return create_app(settings)

@@ -1,0 +1,136 @@
+"""In-memory state of one worker: the label cache, the session tracker, short-lived counters.
+
+All of it is per process. With several workers each keeps its own copy; the database stays the
+source of truth and every cache entry expires, so workers converge within seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+from ja3svc.policy.facts import LabelFact
+
+K = TypeVar("K")
+V = TypeVar("V")
+Ref = tuple[str, str]
+
+
+class TtlLru(Generic[K, V]):
+    """A bounded LRU map whose entries are fresh for ``ttl`` seconds and then only *stale*.
+
+    Stale entries are kept (until evicted by size) because during a database outage a stale
+    answer is better than none: that is the whole point of the outage cache.
+    """
+
+    def __init__(
+        self, maxsize: int, ttl: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.maxsize = maxsize
+        self.ttl = ttl
+        self._clock = clock
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._lock = threading.Lock()  # the writer and executor threads touch it too
+
+    def get(self, key: K, allow_stale: bool = False) -> V | None:
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                return None
+            stamp, value = item
+            if not allow_stale and self._clock() - stamp > self.ttl:
+                return None
+            self._data.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._data[key] = (self._clock(), value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def discard(self, key: K) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class LabelCache:
+    """Labels by (kind, value): recently looked up ones plus the preloaded actionable ones.
+
+    A miss that was looked up is cached as an empty tuple, so an unknown fingerprint costs one
+    query per ``ttl``, not one per login.
+    """
+
+    def __init__(self, maxsize: int = 200_000, ttl: float = 5.0) -> None:
+        self._lru: TtlLru[Ref, tuple[LabelFact, ...]] = TtlLru(maxsize, ttl)
+
+    def split(
+        self, refs: Iterable[Ref], allow_stale: bool = False
+    ) -> tuple[dict[Ref, tuple[LabelFact, ...]], list[Ref]]:
+        """(cached labels, refs that must be asked from the database)."""
+        hits: dict[Ref, tuple[LabelFact, ...]] = {}
+        misses: list[Ref] = []
+        for ref in refs:
+            found = self._lru.get(ref, allow_stale)
+            if found is None:
+                misses.append(ref)
+            else:
+                hits[ref] = found
+        return hits, misses
+
+    def store(self, labels: dict[Ref, tuple[LabelFact, ...]]) -> None:
+        for ref, found in labels.items():
+            self._lru.put(ref, found)
+
+    def preload(self, labels: Iterable[LabelFact]) -> int:
+        grouped: dict[Ref, list[LabelFact]] = {}
+        for lb in labels:
+            grouped.setdefault((lb.kind, lb.value), []).append(lb)
+        self.store({r: tuple(v) for r, v in grouped.items()})
+        return len(grouped)
+
+    def invalidate(self, ref: Ref | None = None) -> None:
+        if ref is None:
+            self._lru.clear()
+        else:
+            self._lru.discard(ref)
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+
+class SessionTracker:
+    """Tells Dovecot's before-auth allow from the after-auth allow of the same login.
+
+    Rule: an ``allow`` whose ``session_id`` already had an ``allow`` within ``window`` seconds is
+    the after-auth allow. Dovecot sends allow, allow, report for a successful login and allow,
+    report for a failed one; session ids are unique per login attempt, so a generous window only
+    costs memory. A ``report`` ends the session. An allow without a session id is always treated
+    as before-auth (the conservative choice: at worst Dovecot ignores a tarpit).
+    """
+
+    def __init__(self, window: float, maxsize: int = 200_000) -> None:
+        self._seen: TtlLru[str, bool] = TtlLru(maxsize, window)
+
+    def is_after_auth(self, session_id: str) -> bool:
+        if not session_id:
+            return False
+        if self._seen.get(session_id) is not None:
+            return True
+        self._seen.put(session_id, True)
+        return False
+
+    def end(self, session_id: str) -> None:
+        if session_id:
+            self._seen.discard(session_id)

@@ -1,0 +1,51 @@
+"""Liveness, readiness and Prometheus metrics (unauthenticated, as probes expect)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fastapi import APIRouter, Request, Response
+
+from api.deps import get_service
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/livez")
+async def livez() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request, strict: bool = False) -> Response:
+    """``ready`` when the database answers and is at the migrations' head.
+
+    ``degraded`` (verdicts from the label cache) still answers 200 unless ``strict``: taking every
+    replica out of rotation during a database outage would turn a degraded service into none.
+    """
+    service = get_service(request)
+    db = request.app.state.database
+    status, detail = "ready", ""
+    try:
+        at_head = await asyncio.wait_for(asyncio.to_thread(db.is_at_head), 2.0)
+        if not at_head:
+            status, detail = "degraded", "database schema is not at the migrations' head"
+    except Exception as exc:
+        status, detail = "degraded", f"database unreachable: {type(exc).__name__}"
+    if status == "ready" and service.degraded:
+        status, detail = "degraded", f"recent database error: {service.last_db_error}"
+    code = 503 if strict and status != "ready" else 200
+    body: dict[str, object] = {"status": status, "label_cache": len(service.labels)}
+    if detail:
+        body["reason"] = detail
+    return Response(json.dumps(body), status_code=code, media_type="application/json")
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    service = get_service(request)
+    service.metrics.cache_size.set(len(service.labels))
+    return Response(
+        service.metrics.registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )

@@ -1,0 +1,92 @@
+"""Dovecot's endpoint: ``POST /policy?command=allow|report`` and the weakforced spellings.
+
+Kept lean on purpose (no body model, no dependency tree): it is called twice or three times per
+login and must answer well inside Dovecot's 2 s. Dovecot counts any non-2xx, invalid JSON or
+non-integer status as a policy failure, so a well-formed request always gets 200 with an integer
+status; only malformed input (400) and bad credentials (401) get anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from fastapi import APIRouter, Request, Response
+
+from api.auth import check_dovecot
+from api.deps import get_service
+from api.dovecot_request import BadRequest, parse_request
+
+router = APIRouter(tags=["dovecot"])
+log = logging.getLogger("ja3svc.api")
+
+_OK_REPORT = b'{"status":"ok"}'
+_JSON = "application/json"
+
+
+def _error(code: int, error: str, reason: str) -> Response:
+    body = json.dumps({"error": error, "reason": reason}).encode()
+    return Response(body, status_code=code, media_type=_JSON)
+
+
+async def handle(request: Request, command: str) -> Response:
+    started = time.perf_counter()
+    service = get_service(request)
+    metrics = service.metrics
+    settings = service.settings
+    reason = check_dovecot(request.headers, settings.api_header, settings.api_keys)
+    if reason is not None:
+        metrics.requests.inc(command, "401")
+        return _error(401, "unauthorized", reason)
+    try:
+        req = parse_request(command, await request.body())
+    except BadRequest as exc:
+        metrics.requests.inc(command, "400")
+        return _error(400, "bad_request", str(exc))
+    # pwhash identifies a password guess; it must never reach a log line or the audit table.
+    req.attributes.pop("pwhash", None)
+    if command == "report":
+        try:
+            service.report(req)
+        except Exception:  # never fail Dovecot's report; the loss is logged
+            log.exception("report handling failed")
+        body = _OK_REPORT
+    else:
+        try:
+            verdict = await service.allow(req)
+            body = json.dumps(verdict.response(), separators=(",", ":")).encode()
+        except Exception:
+            # A bug must not turn into Dovecot's "policy server failed" for every login.
+            log.exception("verdict failed; answering by fail_open")
+            fallback = (
+                {"status": 0}
+                if settings.fail_open
+                else {"status": -1, "msg": settings.reject_message}
+            )
+            body = json.dumps(fallback).encode()
+    metrics.requests.inc(command, "200")
+    metrics.latency.observe(time.perf_counter() - started, command)
+    return Response(body, media_type=_JSON)
+
+
+_DOC = {
+    "summary": "Dovecot auth-policy request",
+    "description": "Body: Dovecot's JSON attributes. Answer `{status, msg}` for allow, "
+    '`{"status":"ok"}` for report.',
+}
+
+
+@router.post("/policy", **_DOC)
+async def policy(request: Request, command: str = "") -> Response:
+    return await handle(request, command)
+
+
+@router.post("/", **_DOC)
+async def root(request: Request, command: str = "") -> Response:
+    return await handle(request, command)
+
+
+@router.post("/command/{command}", **_DOC)
+async def command_path(request: Request, command: str) -> Response:
+    return await handle(request, command)

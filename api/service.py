@@ -1,0 +1,307 @@
+"""The policy service of one worker: turns a parsed Dovecot request into a verdict.
+
+It gathers facts (cache, database with a deadline, connection lookup), calls the pure engine and
+queues the writes. Database trouble never raises out of here: facts degrade to what the cache
+knows and the verdict says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from api.caches import LabelCache, SessionTracker, TtlLru
+from api.dovecot_request import DovecotRequest, normalise_hash, parse_port
+from api.metrics import PolicyMetrics
+from api.writer import BatchWriter
+from ja3svc.policy import (
+    RULES,
+    Action,
+    ConnectionLookup,
+    ConnectionPeer,
+    FingerprintRef,
+    LabelFact,
+    NoConnectionLookup,
+    PolicyConfig,
+    PolicyInputs,
+    Reputation,
+    RequestFacts,
+    Stage,
+    UserHistory,
+    Verdict,
+    evaluate,
+    parse_action,
+)
+from ja3svc.settings import PolicySettings
+from store.policy_store import AllowFacts, DecisionRecord, PolicyStore, Ref
+
+log = logging.getLogger("ja3svc.policy")
+
+# Dovecot's hash is its own variant; failures and per-user learning are recorded under it.
+DOVECOT_KIND = "ja3_dovecot"
+# After a database error, skip the database for this long: each attempt could cost the full
+# deadline, and Dovecot's budget is 2 s per request.
+CIRCUIT_OPEN_SECONDS = 5.0
+PRELOAD_LABELS = 100_000
+
+
+def policy_config(p: PolicySettings) -> PolicyConfig:
+    return PolicyConfig(
+        unknown_action=Action(p.unknown_action),
+        no_fingerprint_action=Action(p.no_fingerprint_action),
+        new_fingerprint_action=Action(p.new_fingerprint_action),
+        user_min_successes=p.user_min_successes,
+        tarpit_seconds=p.tarpit_seconds,
+        deny_min_confidence=p.deny_min_confidence,
+        user_actions={u: parse_action(a) for u, a in p.user_actions.items()},
+        reputation_tarpit_accounts=p.reputation_tarpit_accounts,
+        reputation_reject_accounts=p.reputation_reject_accounts,
+        log_only=p.log_only,
+        reject_message=p.reject_message,
+        fail_open=p.fail_open,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFacts:
+    request: RequestFacts
+    ja3_hash: str
+    identity: tuple[Ref, ...]  # refs that successes/failures are recorded under
+
+
+class PolicyService:
+    def __init__(
+        self,
+        settings: PolicySettings,
+        store: PolicyStore,
+        connection_lookup: ConnectionLookup | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.config = policy_config(settings)
+        self.store = store
+        self.lookup = connection_lookup or NoConnectionLookup()
+        self.clock = clock
+        self.metrics = PolicyMetrics([name for name, _ in RULES])
+        self.labels = LabelCache(ttl=settings.label_cache_seconds)
+        self.sessions = SessionTracker(settings.session_window_seconds)
+        self._reputation: TtlLru[tuple[Ref, ...], Reputation] = TtlLru(
+            100_000, settings.reputation_cache_seconds
+        )
+        self.writer = BatchWriter(
+            store, on_drop=lambda n: self.metrics.writer_dropped.inc(amount=n)
+        )
+        # A few threads only: SQLite serialises anyway and PostgreSQL pools are small.
+        self._executor = ThreadPoolExecutor(4, thread_name_prefix="policy-db")
+        self._circuit_open_until = 0.0
+        self.last_db_error = ""
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.writer.start()
+        try:
+            n = self.labels.preload(self.store.actionable_labels(PRELOAD_LABELS))
+            log.info("label cache preloaded", extra={"fields": {"fingerprints": n}})
+        except Exception as exc:  # start degraded rather than not at all
+            self._db_failed("error", exc)
+
+    def stop(self) -> None:
+        self.writer.stop()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def degraded(self) -> bool:
+        return self.clock() < self._circuit_open_until
+
+    def _db_failed(self, reason: str, exc: BaseException | None) -> None:
+        self.metrics.degraded.inc(reason)
+        self.last_db_error = type(exc).__name__ if exc else reason
+        self._circuit_open_until = self.clock() + CIRCUIT_OPEN_SECONDS
+        log.warning("database unavailable", extra={"fields": {"reason": self.last_db_error}})
+
+    # --- facts ------------------------------------------------------------------------------
+
+    def parse_facts(self, req: DovecotRequest, stage: Stage) -> ParsedFacts:
+        s = self.settings
+        ja3 = normalise_hash(req.first(s.ja3_attributes))
+        peer_ip = req.first(s.peer_ip_attributes)
+        peer = None
+        if peer_ip:
+            peer = ConnectionPeer(peer_ip, parse_port(req.first(s.peer_port_attributes)))
+        refs: list[FingerprintRef] = (
+            [FingerprintRef(k, ja3) for k in s.ja3_label_kinds] if ja3 else []
+        )
+        identity: list[Ref] = [(DOVECOT_KIND, ja3)] if ja3 else []
+        if peer is not None:
+            for ref in self.lookup.fingerprints_for(peer):
+                if ref not in refs:
+                    refs.append(ref)
+                    identity.append((ref.kind, ref.value))
+        facts = RequestFacts(
+            login=req.attributes.get(s.login_attribute, ""),
+            stage=stage,
+            fingerprints=tuple(refs),
+            remote_ip=req.attributes.get(s.remote_attribute, ""),
+            protocol=req.attributes.get("protocol", ""),
+            session_id=req.attributes.get(s.session_attribute, ""),
+            tls=bool(req.tls),
+            peer=peer,
+        )
+        return ParsedFacts(facts, ja3, tuple(identity))
+
+    async def _gather(self, parsed: ParsedFacts) -> PolicyInputs:
+        facts = parsed.request
+        refs = [(f.kind, f.value) for f in facts.fingerprints]
+        if not refs:
+            # Nothing to look up (Dovecot 2.3 without correlation): no database round trip.
+            return PolicyInputs(request=facts)
+        now = self.clock()
+        cached, misses = self.labels.split(refs)
+        rep_key = tuple(parsed.identity)
+        rep = self._reputation.get(rep_key)
+        if not self.degraded:
+            try:
+                loop = asyncio.get_running_loop()
+                found: AllowFacts = await asyncio.wait_for(
+                    loop.run_in_executor(
+                        self._executor,
+                        self.store.allow_facts,
+                        misses,
+                        facts.login,
+                        [] if rep is not None else list(parsed.identity),
+                        self.settings.reputation_window_seconds,
+                        now,
+                    ),
+                    self.settings.db_timeout_seconds,
+                )
+            except TimeoutError as exc:
+                self._db_failed("timeout", exc)
+            except Exception as exc:
+                self._db_failed("error", exc)
+            else:
+                self.labels.store(found.labels)
+                cached.update(found.labels)
+                if rep is None:
+                    rep = found.reputation
+                    self._reputation.put(rep_key, rep)
+                return PolicyInputs(
+                    request=facts,
+                    labels=_flatten(cached),
+                    history=found.history,
+                    reputation=rep,
+                )
+        else:
+            self.metrics.degraded.inc("circuit_open")
+        # Degraded: whatever the cache knows, stale included.
+        stale, _ = self.labels.split(misses, allow_stale=True)
+        cached.update(stale)
+        return PolicyInputs(
+            request=facts,
+            labels=_flatten(cached),
+            history=UserHistory(),
+            reputation=rep or Reputation(window_seconds=self.settings.reputation_window_seconds),
+            degraded=True,
+        )
+
+    # --- commands ---------------------------------------------------------------------------
+
+    async def allow(self, req: DovecotRequest) -> Verdict:
+        session_id = req.attributes.get(self.settings.session_attribute, "")
+        stage = Stage.AFTER_AUTH if self.sessions.is_after_auth(session_id) else Stage.BEFORE_AUTH
+        parsed = self.parse_facts(req, stage)
+        inputs = await self._gather(parsed)
+        verdict = evaluate(inputs, self.config)
+        self._record(req.command, parsed, verdict)
+        return verdict
+
+    def report(self, req: DovecotRequest) -> None:
+        parsed = self.parse_facts(req, Stage.AFTER_AUTH)
+        facts = parsed.request
+        self.sessions.end(facts.session_id)
+        now = self.clock()
+        if req.policy_reject:
+            outcome = "policy_reject"
+        elif req.success:
+            outcome = "success"
+            if facts.login:
+                for ref in parsed.identity:
+                    self.writer.success((now, facts.login, ref))
+        else:
+            outcome = "failure"
+            # A policy rejection is our own doing, not evidence against the fingerprint;
+            # counting it would make a tarpit feed itself.
+            if facts.login:
+                for ref in parsed.identity:
+                    self.writer.failure((now, facts.login, ref))
+                self._reputation.discard(tuple(parsed.identity))
+        self.metrics.reports.inc(outcome)
+        if self.settings.audit_log:
+            self.writer.decision(
+                DecisionRecord(
+                    ts=now,
+                    command="report",
+                    username=facts.login,
+                    remote_ip=facts.remote_ip,
+                    remote_port=facts.peer.port if facts.peer else None,
+                    ja3_hash=parsed.ja3_hash,
+                    status=0,
+                    action=outcome,
+                    rule="report",
+                    reason=f"report: {outcome}",
+                    labels=(),
+                )
+            )
+
+    def _record(self, command: str, parsed: ParsedFacts, verdict: Verdict) -> None:
+        facts = parsed.request
+        self.metrics.verdicts.inc(
+            verdict.action.value, verdict.rule, "true" if verdict.enforced else "false"
+        )
+        reason = "; ".join(verdict.reasons)
+        if verdict.action is not Action.ALLOW or log.isEnabledFor(logging.DEBUG):
+            level = logging.INFO if verdict.action is not Action.ALLOW else logging.DEBUG
+            log.log(
+                level,
+                "verdict",
+                extra={
+                    "fields": {
+                        "login": facts.login,
+                        "remote": facts.remote_ip,
+                        "session_id": facts.session_id,
+                        "stage": facts.stage.value,
+                        "ja3": parsed.ja3_hash,
+                        "status": verdict.status,
+                        "action": verdict.action.value,
+                        "rule": verdict.rule,
+                        "enforced": verdict.enforced,
+                        "reason": reason,
+                    }
+                },
+            )
+        if self.settings.audit_log:
+            self.writer.decision(
+                DecisionRecord(
+                    ts=self.clock(),
+                    command=f"{command}/{facts.stage.value.split('_')[0]}",
+                    username=facts.login,
+                    remote_ip=facts.remote_ip,
+                    remote_port=facts.peer.port if facts.peer else None,
+                    ja3_hash=parsed.ja3_hash,
+                    status=verdict.status,
+                    action=verdict.action.value
+                    if verdict.enforced
+                    else f"log:{verdict.action.value}",
+                    rule=verdict.rule,
+                    reason=reason,
+                    labels=verdict.labels,
+                )
+            )
+
+
+def _flatten(labels: dict[Ref, tuple[LabelFact, ...]]) -> tuple[LabelFact, ...]:
+    return tuple(lb for group in labels.values() for lb in group)

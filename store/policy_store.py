@@ -1,0 +1,472 @@
+"""Queries of the policy service on the fingerprint database.
+
+Synchronous SQLAlchemy on purpose: the HTTP layer runs these in a small thread pool with a
+deadline (Dovecot gives up after 2 s), so a slow or dead database degrades verdicts instead of
+blocking the event loop. Every method opens its own short session; nothing is held across calls.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, or_, select, tuple_, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ja3svc.models import (
+    FINGERPRINT_KINDS,
+    LABEL_ACTIONS,
+    AuthFailure,
+    Decision,
+    Fingerprint,
+    Label,
+    UserFingerprint,
+)
+from ja3svc.policy.facts import FingerprintRef, LabelFact, Reputation, UserHistory
+
+Ref = tuple[str, str]  # (kind, value)
+
+
+def label_fact(row: Label) -> LabelFact:
+    return LabelFact(
+        kind=row.kind,
+        value=row.value,
+        action=row.action,
+        client_name=row.client_name or "",
+        category=row.category or "",
+        tarpit_seconds=row.tarpit_seconds,
+        source=row.source,
+        confidence=row.confidence,
+    )
+
+
+def label_dict(row: Label) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "value": row.value,
+        "client_name": row.client_name,
+        "category": row.category,
+        "action": row.action,
+        "tarpit_seconds": row.tarpit_seconds,
+        "source": row.source,
+        "confidence": row.confidence,
+        "note": row.note,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """One audit-log row, built on the request path and written in batches."""
+
+    ts: float
+    command: str
+    username: str
+    remote_ip: str
+    remote_port: int | None
+    ja3_hash: str
+    status: int
+    action: str
+    rule: str
+    reason: str
+    labels: tuple[LabelFact, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AllowFacts:
+    """What one allow needs from the database, fetched in one session."""
+
+    labels: dict[Ref, tuple[LabelFact, ...]]
+    history: UserHistory
+    reputation: Reputation
+
+
+class PolicyStore:
+    def __init__(self, engine: Engine, write_engine: Engine | None = None) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # On SQLite the store's write engine takes the write lock at BEGIN (see
+        # store.database); read-then-write transactions must use it to avoid SQLITE_BUSY.
+        self._write_sessions = sessionmaker(write_engine or engine, expire_on_commit=False)
+
+    @classmethod
+    def from_database(cls, db: Any) -> PolicyStore:
+        """From a ``store.database.Database`` (kept loose: it only needs two engines)."""
+        return cls(db.engine, getattr(db, "write_engine", None))
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    def write_session(self) -> Session:
+        return self._write_sessions()
+
+    # --- verdict path ---------------------------------------------------------------------
+
+    def labels_for(
+        self, refs: Iterable[Ref], session: Session | None = None
+    ) -> dict[Ref, tuple[LabelFact, ...]]:
+        wanted = [r for r in set(refs) if r[0] in FINGERPRINT_KINDS]
+        found: dict[Ref, list[LabelFact]] = {r: [] for r in wanted}
+        if not wanted:
+            return {}
+        stmt = select(Label).where(tuple_(Label.kind, Label.value).in_(wanted))
+        if session is None:
+            with self.session() as s:
+                rows = s.scalars(stmt).all()
+        else:
+            rows = session.scalars(stmt).all()
+        for row in rows:
+            found[(row.kind, row.value)].append(label_fact(row))
+        return {r: tuple(v) for r, v in found.items()}
+
+    def actionable_labels(self, limit: int) -> list[LabelFact]:
+        """Labels that change verdicts, newest first: the outage cache is preloaded with them."""
+        with self.session() as s:
+            stmt = (
+                select(Label)
+                .where(Label.action != "none")
+                .order_by(Label.updated_at.desc())
+                .limit(limit)
+            )
+            return [label_fact(r) for r in s.scalars(stmt)]
+
+    def user_history(self, username: str, session: Session | None = None) -> UserHistory:
+        stmt = select(UserFingerprint.kind, UserFingerprint.value, UserFingerprint.successes).where(
+            UserFingerprint.username == username
+        )
+        if session is None:
+            with self.session() as s:
+                rows = s.execute(stmt).all()
+        else:
+            rows = session.execute(stmt).all()
+        known = frozenset(FingerprintRef(k, v) for k, v, _ in rows)
+        return UserHistory(known=known, successes=sum(n for _, _, n in rows))
+
+    def reputation(
+        self, refs: Sequence[Ref], window: int, now: float, session: Session | None = None
+    ) -> Reputation:
+        if not refs:
+            return Reputation(window_seconds=window)
+        stmt = select(func.count(func.distinct(AuthFailure.username)), func.count()).where(
+            or_(*((AuthFailure.kind == k) & (AuthFailure.value == v) for k, v in refs)),
+            AuthFailure.ts >= now - window,
+        )
+        if session is None:
+            with self.session() as s:
+                accounts, failures = s.execute(stmt).one()
+        else:
+            accounts, failures = session.execute(stmt).one()
+        return Reputation(int(accounts), int(failures), window)
+
+    def allow_facts(
+        self,
+        label_refs: Sequence[Ref],
+        username: str,
+        identity_refs: Sequence[Ref],
+        window: int,
+        now: float,
+    ) -> AllowFacts:
+        with self.session() as s:
+            labels = self.labels_for(label_refs, s) if label_refs else {}
+            history = self.user_history(username, s) if username else UserHistory()
+            rep = self.reputation(identity_refs, window, now, s)
+        return AllowFacts(labels, history, rep)
+
+    # --- report path (batched by the writer) ------------------------------------------------
+
+    def write_batch(
+        self,
+        successes: Sequence[tuple[float, str, Ref]],
+        failures: Sequence[tuple[float, str, Ref]],
+        decisions: Sequence[DecisionRecord],
+    ) -> None:
+        with self.write_session() as s, s.begin():
+            # Merge successes per (user, kind, value) so one batch does one row update each.
+            merged: dict[tuple[str, str, str], tuple[float, float, int]] = {}
+            for ts, user, (kind, value) in successes:
+                key = (user, kind, value)
+                first, last, n = merged.get(key, (ts, ts, 0))
+                merged[key] = (min(first, ts), max(last, ts), n + 1)
+            for (user, kind, value), (first, last, n) in merged.items():
+                res = s.execute(
+                    update(UserFingerprint)
+                    .where(
+                        UserFingerprint.username == user,
+                        UserFingerprint.kind == kind,
+                        UserFingerprint.value == value,
+                    )
+                    .values(
+                        last_seen=func.max(UserFingerprint.last_seen, last)
+                        if s.bind.dialect.name == "sqlite"  # type: ignore[union-attr]
+                        else func.greatest(UserFingerprint.last_seen, last),
+                        successes=UserFingerprint.successes + n,
+                    )
+                )
+                if res.rowcount == 0:  # type: ignore[attr-defined]
+                    s.add(
+                        UserFingerprint(
+                            username=user,
+                            kind=kind,
+                            value=value,
+                            first_seen=first,
+                            last_seen=last,
+                            successes=n,
+                        )
+                    )
+            s.add_all(
+                AuthFailure(ts=ts, kind=k, value=v, username=user) for ts, user, (k, v) in failures
+            )
+            s.add_all(
+                Decision(
+                    ts=d.ts,
+                    command=d.command,
+                    username=d.username[:320] or None,
+                    remote_ip=d.remote_ip[:45] or None,
+                    remote_port=d.remote_port,
+                    ja3_hash=d.ja3_hash or None,
+                    status=d.status,
+                    action=d.action,
+                    rule=d.rule,
+                    reason=d.reason,
+                    labels=json.dumps(
+                        [
+                            {
+                                "kind": lb.kind,
+                                "value": lb.value,
+                                "action": lb.action,
+                                "source": lb.source,
+                                "client_name": lb.client_name,
+                            }
+                            for lb in d.labels
+                        ]
+                    ),
+                )
+                for d in decisions
+            )
+
+    # --- admin API --------------------------------------------------------------------------
+
+    def decisions(
+        self, limit: int = 100, username: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        stmt = select(Decision).order_by(Decision.id.desc()).limit(limit)
+        if username:
+            stmt = stmt.where(Decision.username == username)
+        if since is not None:
+            stmt = stmt.where(Decision.ts >= since)
+        with self.session() as s:
+            return [
+                {
+                    "id": d.id,
+                    "ts": d.ts,
+                    "command": d.command,
+                    "username": d.username,
+                    "remote_ip": d.remote_ip,
+                    "remote_port": d.remote_port,
+                    "ja3_hash": d.ja3_hash,
+                    "status": d.status,
+                    "action": d.action,
+                    "rule": d.rule,
+                    "reason": d.reason,
+                    "labels": json.loads(d.labels) if d.labels else [],
+                }
+                for d in s.scalars(stmt)
+            ]
+
+    def lookup(
+        self, kind: str, value: str, now: float | None = None, window: int = 3600
+    ) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        with self.session() as s:
+            fp = s.scalars(
+                select(Fingerprint).where(Fingerprint.kind == kind, Fingerprint.value == value)
+            ).one_or_none()
+            labels = s.scalars(
+                select(Label).where(Label.kind == kind, Label.value == value).order_by(Label.id)
+            ).all()
+            users = s.execute(
+                select(
+                    UserFingerprint.username,
+                    UserFingerprint.successes,
+                    UserFingerprint.first_seen,
+                    UserFingerprint.last_seen,
+                )
+                .where(UserFingerprint.kind == kind, UserFingerprint.value == value)
+                .order_by(UserFingerprint.last_seen.desc())
+                .limit(100)
+            ).all()
+            rep = self.reputation([(kind, value)], window, now, s)
+        return {
+            "kind": kind,
+            "value": value,
+            "known": fp is not None or bool(labels) or bool(users),
+            "full_string": fp.full_string if fp else None,
+            "times_seen": fp.times_seen if fp else 0,
+            "first_seen": fp.first_seen if fp else None,
+            "last_seen": fp.last_seen if fp else None,
+            "labels": [label_dict(lb) for lb in labels],
+            "users": [
+                {"username": u, "successes": n, "first_seen": f, "last_seen": la}
+                for u, n, f, la in users
+            ],
+            "failures": {
+                "window_seconds": window,
+                "distinct_accounts": rep.distinct_failed_accounts,
+                "failures": rep.failures,
+            },
+        }
+
+    def search(self, q: str, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Fingerprints whose value starts with ``q`` plus labels whose client name contains it."""
+        q = q.strip()
+        out: list[dict[str, Any]] = []
+        with self.session() as s:
+            stmt = select(Fingerprint).where(
+                Fingerprint.value.startswith(q.lower(), autoescape=True)
+            )
+            if kind:
+                stmt = stmt.where(Fingerprint.kind == kind)
+            for fp in s.scalars(stmt.limit(limit)):
+                out.append(
+                    {
+                        "type": "fingerprint",
+                        "kind": fp.kind,
+                        "value": fp.value,
+                        "times_seen": fp.times_seen,
+                    }
+                )
+            lstmt = select(Label).where(
+                or_(
+                    Label.value.startswith(q.lower(), autoescape=True),
+                    Label.client_name.icontains(q, autoescape=True),
+                )
+            )
+            if kind:
+                lstmt = lstmt.where(Label.kind == kind)
+            for lb in s.scalars(lstmt.limit(limit)):
+                out.append({"type": "label", **label_dict(lb)})
+        return out[:limit]
+
+    def top(self, kind: str = "ja3", limit: int = 20, by: str = "seen") -> list[dict[str, Any]]:
+        with self.session() as s:
+            if by == "failures":
+                rows = s.execute(
+                    select(
+                        AuthFailure.kind,
+                        AuthFailure.value,
+                        func.count(func.distinct(AuthFailure.username)).label("accounts"),
+                        func.count().label("failures"),
+                    )
+                    .where(AuthFailure.kind == kind)
+                    .group_by(AuthFailure.kind, AuthFailure.value)
+                    .order_by(func.count(func.distinct(AuthFailure.username)).desc())
+                    .limit(limit)
+                ).all()
+                return [
+                    {"kind": k, "value": v, "distinct_accounts": a, "failures": f}
+                    for k, v, a, f in rows
+                ]
+            fps = s.scalars(
+                select(Fingerprint)
+                .where(Fingerprint.kind == kind)
+                .order_by(Fingerprint.times_seen.desc())
+                .limit(limit)
+            ).all()
+            return [
+                {
+                    "kind": fp.kind,
+                    "value": fp.value,
+                    "times_seen": fp.times_seen,
+                    "first_seen": fp.first_seen,
+                    "last_seen": fp.last_seen,
+                }
+                for fp in fps
+            ]
+
+    def stats(self) -> dict[str, int]:
+        with self.session() as s:
+            return {
+                name: int(s.scalar(select(func.count()).select_from(model)) or 0)
+                for name, model in (
+                    ("fingerprints", Fingerprint),
+                    ("labels", Label),
+                    ("user_fingerprints", UserFingerprint),
+                    ("auth_failures", AuthFailure),
+                    ("decisions", Decision),
+                )
+            }
+
+    def get_label(self, label_id: int) -> dict[str, Any] | None:
+        with self.session() as s:
+            row = s.get(Label, label_id)
+            return label_dict(row) if row else None
+
+    def upsert_label(self, fields: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+        """Create or replace the label of (kind, value, source)."""
+        now = time.time() if now is None else now
+        _check_label(fields)
+        with self.write_session() as s, s.begin():
+            row = s.scalars(
+                select(Label).where(
+                    Label.kind == fields["kind"],
+                    Label.value == fields["value"],
+                    Label.source == fields["source"],
+                )
+            ).one_or_none()
+            if row is None:
+                row = Label(created_at=now, **fields)
+                s.add(row)
+            else:
+                for key, val in fields.items():
+                    setattr(row, key, val)
+            row.updated_at = now
+            s.flush()
+            return label_dict(row)
+
+    def update_label(
+        self, label_id: int, fields: dict[str, Any], now: float | None = None
+    ) -> dict[str, Any] | None:
+        now = time.time() if now is None else now
+        with self.write_session() as s, s.begin():
+            row = s.get(Label, label_id)
+            if row is None:
+                return None
+            merged = {**label_dict(row), **fields}
+            _check_label(merged)
+            for key, val in fields.items():
+                setattr(row, key, val)
+            row.updated_at = now
+            s.flush()
+            return label_dict(row)
+
+    def delete_label(self, label_id: int) -> dict[str, Any] | None:
+        with self.write_session() as s, s.begin():
+            row = s.get(Label, label_id)
+            if row is None:
+                return None
+            found = label_dict(row)
+            s.execute(delete(Label).where(Label.id == label_id))
+            return found
+
+    def ping(self) -> None:
+        with self.session() as s:
+            s.execute(select(1))
+
+
+def _check_label(fields: dict[str, Any]) -> None:
+    # The database has the same CHECK constraints; checking here gives the admin a 422 with a
+    # reason instead of an IntegrityError.
+    if fields.get("kind") not in FINGERPRINT_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(FINGERPRINT_KINDS)}")
+    if fields.get("action", "none") not in LABEL_ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(LABEL_ACTIONS)}")
+    conf = fields.get("confidence", 50)
+    if not 0 <= int(conf) <= 100:
+        raise ValueError("confidence must be between 0 and 100")
+    if fields.get("tarpit_seconds") is not None and int(fields["tarpit_seconds"]) < 0:
+        raise ValueError("tarpit_seconds must be >= 0")
