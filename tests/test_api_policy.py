@@ -1,0 +1,298 @@
+"""The Dovecot endpoint through the ASGI app: protocol, credentials, verdicts, audit, outages."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from api.app import create_app
+from tests.api_helpers import (
+    ADMIN,
+    API_KEY,
+    DOVECOT_HEADERS,
+    REPORT_23,
+    REPORT_24_FAIL,
+    AppClient,
+    H,
+    allow_24,
+    make_settings,
+    report_24,
+)
+
+AUTH = {**DOVECOT_HEADERS, "X-API-Key": API_KEY}
+ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
+OTHER = "b7e9d913d85c071f5b806d59601e9b96"
+
+
+@pytest.fixture
+def make_client(tmp_path):
+    clients: list[AppClient] = []
+
+    def make(**policy):
+        client = AppClient(create_app(make_settings(tmp_path, **policy)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+def allow(client, body, url="/policy?command=allow", headers=AUTH):
+    r = client.post(url, content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def add_label(client, **fields):
+    r = client.post("/api/v1/labels", json=fields, headers=ADMIN_H)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def service(client):
+    return client.app.state.service
+
+
+# --- protocol ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/policy?command=allow",
+        "/?command=allow",
+        "/command/allow",
+        "/policy?tenant=a&command=allow",
+    ],
+)
+def test_allow_routes(client, url):
+    assert allow(client, allow_24(), url) == {"status": 0}
+
+
+@pytest.mark.parametrize("url", ["/policy?command=report", "/?command=report", "/command/report"])
+@pytest.mark.parametrize("body", [REPORT_23, REPORT_24_FAIL])
+def test_report_answers_ok(client, url, body):
+    r = client.post(url, content=body, headers=AUTH)
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "needle"),
+    [
+        ("/policy?command=allow", "{not json", "not valid JSON"),
+        ("/policy?command=allow", "[1,2]", "JSON object"),
+        ("/policy?command=allow", '{"login":["a"]}', "login"),
+        ("/policy?command=allow", '{"login":true}', "login"),
+        ("/policy?command=report", '{"login":"a","success":"yes"}', "success"),
+        ("/policy?command=allow", '{"login":"a","tls":1}', "tls"),
+        ("/policy?command=drop", "{}", "unknown command"),
+        ("/policy", "{}", "unknown command"),
+        ("/command/reset", "{}", "unknown command"),
+    ],
+)
+def test_bad_requests_get_400_with_reason(client, url, body, needle):
+    r = client.post(url, content=body, headers=AUTH)
+    assert r.status_code == 400
+    assert r.json()["error"] == "bad_request" and needle in r.json()["reason"]
+
+
+def test_numbers_and_nesting_are_accepted(client):
+    body = '{"login":"a","conn":{"real_rip":"127.0.0.1","real_rport":49282},"tls":false}'
+    assert allow(client, body) == {"status": 0}
+
+
+def test_mangled_deep_attribute(make_client):
+    client = make_client(ja3_attributes=["x/y/z"])
+    add_label(client, kind="ja3", value=H, action="deny")
+    body = json.dumps({"login": "a", "x": {"y": {"y/z": H}}, "session_id": "m1"})
+    assert allow(client, body)["status"] == -1
+
+
+# --- credentials ---------------------------------------------------------------------------
+
+
+def test_missing_and_wrong_credentials_get_401_json(client):
+    r = client.post("/policy?command=allow", content=allow_24(), headers=DOVECOT_HEADERS)
+    assert (r.status_code, r.json()["reason"]) == (401, "missing credential")
+    r = client.post("/policy?command=allow", content=allow_24(), headers={"X-API-Key": "nope"})
+    assert (r.status_code, r.json()["reason"]) == (401, "wrong credential")
+
+
+def test_basic_auth_password_and_custom_header(make_client):
+    client = make_client(api_header="X-Dovecot-Token")
+    basic = base64.b64encode(f"dovecot:{API_KEY}".encode()).decode()
+    assert allow(client, allow_24(), headers={"Authorization": f"Basic {basic}"}) == {"status": 0}
+    assert allow(client, allow_24(), headers={"X-Dovecot-Token": API_KEY}) == {"status": 0}
+    bad = base64.b64encode(b"dovecot:wrong").decode()
+    r = client.post("/?command=allow", content="{}", headers={"Authorization": f"Basic {bad}"})
+    assert r.status_code == 401
+
+
+def test_admin_api_needs_token(client):
+    assert client.get("/api/v1/stats").status_code == 401
+    r = client.get("/api/v1/stats", headers={"Authorization": "Bearer wrong"})
+    assert (r.status_code, r.json()["reason"]) == (401, "wrong admin token")
+    # The Dovecot key is not an admin token.
+    assert client.get("/api/v1/stats", headers={"X-Admin-Token": API_KEY}).status_code == 401
+    assert client.get("/api/v1/stats", headers={"X-Admin-Token": ADMIN}).status_code == 200
+
+
+def test_admin_api_disabled_without_token(make_client):
+    client = make_client(admin_token="")
+    r = client.get("/api/v1/stats", headers={"Authorization": "Bearer "})
+    assert r.status_code == 401 and "disabled" in r.json()["reason"]
+
+
+# --- verdicts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["ja3", "ja3_dovecot"])
+def test_deny_label_rejects_with_message(make_client, kind):
+    client = make_client(reject_message="Your mail client is blocked")
+    add_label(client, kind=kind, value=H, action="deny", client_name="bruteforcer")
+    assert allow(client, allow_24()) == {"status": -1, "msg": "Your mail client is blocked"}
+
+
+def test_tarpit_only_on_first_allow_of_a_session(client):
+    add_label(client, kind="ja3", value=H, action="tarpit", tarpit_seconds=3)
+    assert allow(client, allow_24(session="t1")) == {"status": 3}
+    assert allow(client, allow_24(session="t1")) == {"status": 0}  # after-auth allow
+    client.post("/policy?command=report", content=report_24("ivan", "t1", True), headers=AUTH)
+    assert allow(client, allow_24(session="t2")) == {"status": 3}
+
+
+def test_unknown_action_and_known_fingerprint(make_client):
+    client = make_client(unknown_action="reject")
+    assert allow(client, allow_24())["status"] == -1
+    add_label(client, kind="ja3", value=H, action="none", client_name="Thunderbird")
+    assert allow(client, allow_24(session="k2")) == {"status": 0}
+
+
+def test_per_user_learning(make_client):
+    client = make_client(new_fingerprint_action="reject", user_min_successes=2)
+    for i in range(2):
+        assert allow(client, allow_24("carol", f"l{i}"))["status"] == 0
+        client.post("/?command=report", content=report_24("carol", f"l{i}", True), headers=AUTH)
+    service(client).writer.flush()
+    assert allow(client, allow_24("carol", "l9")) == {"status": 0}
+    verdict = allow(client, allow_24("carol", "l10", ja3=OTHER))
+    assert verdict["status"] == -1
+    # Another account has no history: not affected.
+    assert allow(client, allow_24("dave", "l11", ja3=OTHER))["status"] == 0
+    r = client.get(f"/api/v1/fingerprints/ja3_dovecot/{H}", headers=ADMIN_H)
+    assert [u["username"] for u in r.json()["users"]] == ["carol"]
+
+
+def test_reputation_across_accounts(make_client):
+    client = make_client(reputation_tarpit_accounts=3, reputation_reject_accounts=5)
+    for i in range(5):
+        body = report_24(f"user{i}", f"r{i}", False)
+        client.post("/?command=report", content=body, headers=AUTH)
+        service(client).writer.flush()
+        status = allow(client, allow_24("victim", f"v{i}"))["status"]
+        assert status == (0 if i < 2 else 5 if i < 4 else -1), i
+    # Policy rejections are not evidence: they do not count.
+    body = json.loads(report_24("user9", "r9", False))
+    body["policy_reject"] = True
+    client.post("/?command=report", content=json.dumps(body), headers=AUTH)
+    r = client.get(f"/api/v1/fingerprints/ja3_dovecot/{H}", headers=ADMIN_H).json()
+    assert r["failures"]["distinct_accounts"] == 5
+
+
+def test_user_override_for_dovecot_23_without_ja3(make_client):
+    client = make_client(user_actions={"bob": "reject", "carol": "tarpit:2"})
+    body23 = '{"login":"%s","remote":"127.0.0.1","session_id":"%s","tls":true}'
+    assert allow(client, body23 % ("bob", "a"))["status"] == -1
+    assert allow(client, body23 % ("carol", "b")) == {"status": 2}
+    assert allow(client, body23 % ("alice", "c")) == {"status": 0}
+
+
+def test_log_only_answers_zero_and_audits(make_client):
+    client = make_client(log_only=True)
+    add_label(client, kind="ja3", value=H, action="deny")
+    assert allow(client, allow_24(session="lo")) == {"status": 0}
+    rows = client.get("/api/v1/decisions", headers=ADMIN_H).json()
+    assert rows[0]["action"] == "log:reject" and "log-only" in rows[0]["reason"]
+
+
+def test_audit_log_and_no_pwhash_anywhere(client, caplog):
+    add_label(client, kind="ja3", value=H, action="deny", client_name="hydra")
+    caplog.set_level(logging.DEBUG, logger="ja3svc")
+    allow(client, allow_24(session="au"))
+    client.post("/?command=report", content=REPORT_24_FAIL, headers=AUTH)
+    rows = client.get("/api/v1/decisions?limit=10", headers=ADMIN_H).json()
+    assert [r["command"] for r in rows[:2]] == ["report", "allow/before"]
+    deny = rows[1]
+    assert deny["rule"] == "label_deny" and deny["status"] == -1
+    assert deny["labels"][0]["client_name"] == "hydra"
+    text = json.dumps(rows) + caplog.text
+    assert "0c54" not in text and API_KEY not in text
+    assert client.get("/api/v1/decisions?username=nobody", headers=ADMIN_H).json() == []
+
+
+# --- outages -------------------------------------------------------------------------------
+
+
+def _break_database(client, monkeypatch):
+    def boom(*a, **k):
+        raise OperationalError("SELECT", {}, Exception("database is down"))
+
+    monkeypatch.setattr(service(client).store, "allow_facts", boom)
+
+
+def test_database_outage_uses_cache_and_readyz_degraded(make_client, monkeypatch):
+    client = make_client()
+    add_label(client, kind="ja3", value=H, action="deny")
+    assert allow(client, allow_24(session="o1"))["status"] == -1  # cached now
+    _break_database(client, monkeypatch)
+    service(client).labels._lru.ttl = 0  # everything stale: the outage path must use it anyway
+    assert allow(client, allow_24(session="o2"))["status"] == -1
+    assert allow(client, allow_24(ja3=OTHER, session="o3"))["status"] == 0  # fail open
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["status"] == "degraded"
+    assert client.get("/readyz?strict=true").status_code == 503
+    assert 'ja3svc_policy_degraded_total{reason="error"} 1' in client.get("/metrics").text
+
+
+def test_database_outage_fail_closed(make_client, monkeypatch):
+    client = make_client(fail_open=False)
+    _break_database(client, monkeypatch)
+    assert allow(client, allow_24(session="c1"))["status"] == -1
+
+
+def test_engine_bug_never_gives_5xx(client, monkeypatch):
+    async def bug(req):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(service(client), "allow", bug)
+    assert allow(client, allow_24()) == {"status": 0}
+
+
+# --- operations ----------------------------------------------------------------------------
+
+
+def test_livez_readyz_metrics_docs(client):
+    assert client.get("/livez").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ready"
+    allow(client, allow_24())
+    for cmd in ("x1", "x2", "x3"):
+        client.post(f"/policy?command={cmd}", content="{}", headers=AUTH)
+    text = client.get("/metrics").text
+    assert 'ja3svc_policy_requests_total{command="allow",code="200"} 1' in text
+    # Unknown commands fold into one series: bounded cardinality.
+    assert 'ja3svc_policy_requests_total{command="other",code="400"} 3' in text
+    assert "ja3svc_policy_request_seconds_bucket" in text
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/api/v1/fingerprints/{kind}/{value}" in paths and "/policy" in paths
