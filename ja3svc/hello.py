@@ -9,6 +9,7 @@ Lists are kept raw (wire order, GREASE included); each fingerprint decides what 
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 EXT_SERVER_NAME = 0
@@ -57,70 +58,42 @@ class ServerHello:
     is_hello_retry_request: bool
 
 
-class _Reader:
-    """A bounds-checked cursor over one hello body."""
+_U16_LISTS: dict[int, struct.Struct] = {}
 
-    __slots__ = ("buf", "end", "pos")
 
-    def __init__(self, buf: bytes, pos: int = 0, end: int | None = None) -> None:
-        self.buf = buf
-        self.pos = pos
-        self.end = len(buf) if end is None else end
+def _u16_list(body: bytes, start: int, stop: int, what: str) -> tuple[int, ...]:
+    """Big-endian 16-bit values of ``body[start:stop]``, unpacked in one C call."""
+    n = stop - start
+    if n & 1:
+        raise HelloError("odd_length", f"{what} has odd length {n}")
+    unpacker = _U16_LISTS.get(n)
+    if unpacker is None:
+        unpacker = _U16_LISTS.setdefault(n, struct.Struct(f">{n >> 1}H"))
+    return unpacker.unpack_from(body, start)
 
-    def left(self) -> int:
-        return self.end - self.pos
 
-    def need(self, n: int, what: str) -> None:
-        if n > self.end - self.pos:
-            raise HelloError("truncated", f"{what} needs {n} bytes, {self.end - self.pos} left")
-
-    def u8(self, what: str) -> int:
-        self.need(1, what)
-        v = self.buf[self.pos]
-        self.pos += 1
-        return v
-
-    def u16(self, what: str) -> int:
-        self.need(2, what)
-        p = self.pos
-        self.pos = p + 2
-        return (self.buf[p] << 8) | self.buf[p + 1]
-
-    def skip(self, n: int, what: str) -> None:
-        self.need(n, what)
-        self.pos += n
-
-    def vector(self, length_bytes: int, what: str) -> _Reader:
-        """A sub-reader over a length-prefixed vector; the cursor moves past it."""
-        n = self.u8(what) if length_bytes == 1 else self.u16(what)
-        self.need(n, what)
-        sub = _Reader(self.buf, self.pos, self.pos + n)
-        self.pos += n
-        return sub
-
-    def u16_list(self, what: str) -> tuple[int, ...]:
-        n = self.left()
-        if n % 2:
-            raise HelloError("odd_length", f"{what} has odd length {n}")
-        b, p = self.buf, self.pos
-        self.pos = self.end
-        return tuple((b[i] << 8) | b[i + 1] for i in range(p, p + n, 2))
-
-    def u8_list(self) -> tuple[int, ...]:
-        out = tuple(self.buf[self.pos : self.end])
-        self.pos = self.end
-        return out
+def _vector(body: bytes, pos: int, end: int, width: int, what: str) -> tuple[int, int]:
+    """Bounds of the ``width``-byte length-prefixed vector at ``pos``: (start, stop)."""
+    start = pos + width
+    if start > end:
+        raise HelloError("truncated", f"{what} length needs {width} bytes, {end - pos} left")
+    n = body[pos] if width == 1 else (body[pos] << 8) | body[pos + 1]
+    stop = start + n
+    if stop > end:
+        raise HelloError("truncated", f"{what} needs {n} bytes, {end - start} left")
+    return start, stop
 
 
 def parse_client_hello(body: bytes) -> ClientHello:
     """Parse a ClientHello body (handshake type 1, without its 4-byte header)."""
-    r = _Reader(body)
-    version = r.u16("legacy_version")
-    r.skip(32, "random")
-    r.vector(1, "session_id")
-    cipher_vec = r.vector(2, "cipher_suites")
-    ciphers = cipher_vec.u16_list("cipher_suites")
-    r.vector(1, "compression_methods")
+    end = len(body)
+    if end < 35:
+        raise HelloError("truncated", f"version and random need 34 bytes, {end} given")
+    version = (body[0] << 8) | body[1]
+    _, pos = _vector(body, 34, end, 1, "session_id")
+    start, pos = _vector(body, pos, end, 2, "cipher_suites")
+    ciphers = _u16_list(body, start, pos, "cipher_suites")
+    _, pos = _vector(body, pos, end, 1, "compression_methods")
 
     extensions: list[int] = []
     groups: tuple[int, ...] = ()
@@ -132,26 +105,34 @@ def parse_client_hello(body: bytes) -> ClientHello:
     duplicates: list[int] = []
 
     # A hello may end right after compression_methods (no extensions block at all, e.g. SSL 3.0).
-    if r.left():
-        ext_block = r.vector(2, "extensions")
-        while ext_block.left():
-            ext_type = ext_block.u16("extension type")
-            data = ext_block.vector(2, f"extension {ext_type}")
-            if ext_type in extensions and ext_type in (EXT_SUPPORTED_GROUPS, EXT_EC_POINT_FORMATS):
-                duplicates.append(ext_type)
-            extensions.append(ext_type)
+    if pos < end:
+        pos, ext_end = _vector(body, pos, end, 2, "extensions")
+        while pos < ext_end:
+            if pos + 4 > ext_end:
+                raise HelloError("truncated", "extension header")
+            ext_type = (body[pos] << 8) | body[pos + 1]
+            start, pos = _vector(body, pos + 2, ext_end, 2, f"extension {ext_type}")
             if ext_type == EXT_SUPPORTED_GROUPS:
-                groups = data.vector(2, "supported_groups").u16_list("supported_groups")
+                if ext_type in extensions:
+                    duplicates.append(ext_type)
+                a, b = _vector(body, start, pos, 2, "supported_groups")
+                groups = _u16_list(body, a, b, "supported_groups")
             elif ext_type == EXT_EC_POINT_FORMATS:
-                point_formats = data.vector(1, "ec_point_formats").u8_list()
+                if ext_type in extensions:
+                    duplicates.append(ext_type)
+                a, b = _vector(body, start, pos, 1, "ec_point_formats")
+                point_formats = tuple(body[a:b])
             elif ext_type == EXT_SIGNATURE_ALGORITHMS:
-                sig_algs = data.vector(2, "signature_algorithms").u16_list("signature_algorithms")
+                a, b = _vector(body, start, pos, 2, "signature_algorithms")
+                sig_algs = _u16_list(body, a, b, "signature_algorithms")
             elif ext_type == EXT_SUPPORTED_VERSIONS:
-                versions = data.vector(1, "supported_versions").u16_list("supported_versions")
-            elif ext_type == EXT_SERVER_NAME and data.left():
-                sni = _first_host_name(data)
-            elif ext_type == EXT_ALPN and data.left():
-                alpn = _protocol_names(data.vector(2, "alpn"))
+                a, b = _vector(body, start, pos, 1, "supported_versions")
+                versions = _u16_list(body, a, b, "supported_versions")
+            elif ext_type == EXT_SERVER_NAME and start < pos:
+                sni = _first_host_name(body, start, pos)
+            elif ext_type == EXT_ALPN and start < pos:
+                alpn = _protocol_names(body, *_vector(body, start, pos, 2, "alpn"))
+            extensions.append(ext_type)
     return ClientHello(
         legacy_version=version,
         ciphers=ciphers,
@@ -168,27 +149,31 @@ def parse_client_hello(body: bytes) -> ClientHello:
 
 def parse_server_hello(body: bytes) -> ServerHello:
     """Parse a ServerHello body (handshake type 2, without its 4-byte header)."""
-    r = _Reader(body)
-    version = r.u16("legacy_version")
-    r.need(32, "random")
-    is_hrr = body[r.pos : r.pos + 32] == HELLO_RETRY_REQUEST_RANDOM
-    r.skip(32, "random")
-    r.vector(1, "session_id")
-    cipher = r.u16("cipher_suite")
-    r.u8("compression_method")
+    end = len(body)
+    if end < 35:
+        raise HelloError("truncated", f"version and random need 34 bytes, {end} given")
+    version = (body[0] << 8) | body[1]
+    is_hrr = body[2:34] == HELLO_RETRY_REQUEST_RANDOM
+    _, pos = _vector(body, 34, end, 1, "session_id")
+    if pos + 3 > end:
+        raise HelloError("truncated", "cipher_suite and compression_method")
+    cipher = (body[pos] << 8) | body[pos + 1]
+    pos += 3
     extensions: list[int] = []
     selected: int | None = None
     alpn: bytes | None = None
-    if r.left():
-        ext_block = r.vector(2, "extensions")
-        while ext_block.left():
-            ext_type = ext_block.u16("extension type")
-            data = ext_block.vector(2, f"extension {ext_type}")
+    if pos < end:
+        pos, ext_end = _vector(body, pos, end, 2, "extensions")
+        while pos < ext_end:
+            if pos + 4 > ext_end:
+                raise HelloError("truncated", "extension header")
+            ext_type = (body[pos] << 8) | body[pos + 1]
+            start, pos = _vector(body, pos + 2, ext_end, 2, f"extension {ext_type}")
             extensions.append(ext_type)
-            if ext_type == EXT_SUPPORTED_VERSIONS and data.left() >= 2:
-                selected = data.u16("supported_versions")
-            elif ext_type == EXT_ALPN and data.left():
-                names = _protocol_names(data.vector(2, "alpn"))
+            if ext_type == EXT_SUPPORTED_VERSIONS and pos - start >= 2:
+                selected = (body[start] << 8) | body[start + 1]
+            elif ext_type == EXT_ALPN and start < pos:
+                names = _protocol_names(body, *_vector(body, start, pos, 2, "alpn"))
                 alpn = names[0] if names else None
     return ServerHello(
         legacy_version=version,
@@ -200,20 +185,19 @@ def parse_server_hello(body: bytes) -> ServerHello:
     )
 
 
-def _first_host_name(data: _Reader) -> str | None:
-    names = data.vector(2, "server_name_list")
-    while names.left():
-        name_type = names.u8("server_name type")
-        name = names.vector(2, "server_name")
+def _first_host_name(body: bytes, start: int, stop: int) -> str | None:
+    pos, end = _vector(body, start, stop, 2, "server_name_list")
+    while pos < end:
+        name_type = body[pos]
+        a, pos = _vector(body, pos + 1, end, 2, "server_name")
         if name_type == 0:
-            raw = name.buf[name.pos : name.end]
-            return raw.decode("ascii", errors="backslashreplace")
+            return body[a:pos].decode("ascii", errors="backslashreplace")
     return None
 
 
-def _protocol_names(vec: _Reader) -> tuple[bytes, ...]:
+def _protocol_names(body: bytes, pos: int, end: int) -> tuple[bytes, ...]:
     out: list[bytes] = []
-    while vec.left():
-        name = vec.vector(1, "protocol name")
-        out.append(bytes(name.buf[name.pos : name.end]))
+    while pos < end:
+        a, pos = _vector(body, pos, end, 1, "protocol name")
+        out.append(bytes(body[a:pos]))
     return tuple(out)

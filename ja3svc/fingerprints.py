@@ -1,0 +1,96 @@
+"""Every fingerprint of one hello at once, memoised by what the fingerprints depend on.
+
+Real traffic repeats the same few client stacks; a hello's random, session id, key shares and
+SNI change per connection but its fingerprints do not. Keying the memo on the lists the
+algorithms read (not the hello itself) turns the MD5/SHA-256/string work for a repeat into one
+dict lookup. The memo is bounded: it is emptied when full rather than tracking recency, which
+is cheap and keeps memory flat.
+"""
+
+from __future__ import annotations
+
+from ja3svc.dovecot import DEFAULT_PROFILE, ja3_dovecot_string
+from ja3svc.grease import without_grease
+from ja3svc.hello import ClientHello, ServerHello
+from ja3svc.ja3 import ja3_string, ja3n_string, ja3s_string, md5_hex
+from ja3svc.ja4 import ja4, ja4_r
+
+MEMO_LIMIT = 16384
+
+_TLS_VERSION_NAMES = {
+    0x0300: "SSL 3.0",
+    0x0301: "TLS 1.0",
+    0x0302: "TLS 1.1",
+    0x0303: "TLS 1.2",
+    0x0304: "TLS 1.3",
+    0xFEFF: "DTLS 1.0",
+    0xFEFD: "DTLS 1.2",
+    0xFEFC: "DTLS 1.3",
+}
+
+_client_memo: dict[tuple[object, ...], dict[str, str]] = {}
+_server_memo: dict[tuple[object, ...], dict[str, str]] = {}
+
+
+def tls_version_name(version: int) -> str:
+    return _TLS_VERSION_NAMES.get(version, f"0x{version:04x}")
+
+
+def client_fingerprints(
+    hello: ClientHello, transport: str = "tcp", dovecot_profile: str = DEFAULT_PROFILE
+) -> dict[str, str]:
+    """ja3, ja3_hash, ja3n, ja3n_hash, ja4, ja4_r, ja3_dovecot(_hash) and tls_version.
+
+    The returned dict is shared with the memo: copy it before changing it.
+    """
+    key = (
+        hello.legacy_version,
+        hello.ciphers,
+        hello.extensions,
+        hello.supported_groups,
+        hello.ec_point_formats,
+        hello.signature_algorithms,
+        hello.supported_versions,
+        hello.alpn[0] if hello.alpn else None,
+        transport,
+        dovecot_profile,
+    )
+    found = _client_memo.get(key)
+    if found is not None:
+        return found
+    offered = without_grease(hello.supported_versions)
+    j3, j3n = ja3_string(hello), ja3n_string(hello)
+    jd = ja3_dovecot_string(hello, dovecot_profile)
+    result = {
+        "tls_version": tls_version_name(max(offered) if offered else hello.legacy_version),
+        "ja3": j3,
+        "ja3_hash": md5_hex(j3),
+        "ja3n": j3n,
+        "ja3n_hash": md5_hex(j3n),
+        "ja4": ja4(hello, transport),
+        "ja4_r": ja4_r(hello, transport),
+        "ja3_dovecot": jd,
+        "ja3_dovecot_hash": md5_hex(jd),
+    }
+    if len(_client_memo) >= MEMO_LIMIT:
+        _client_memo.clear()
+    _client_memo[key] = result
+    return result
+
+
+def server_fingerprints(hello: ServerHello) -> dict[str, str]:
+    """ja3s, ja3s_hash and tls_version (the negotiated one when supported_versions says so)."""
+    key = (hello.legacy_version, hello.cipher, hello.extensions, hello.selected_version)
+    found = _server_memo.get(key)
+    if found is not None:
+        return found
+    j3s = ja3s_string(hello)
+    result = {
+        "tls_version": tls_version_name(hello.selected_version or hello.legacy_version),
+        "ja3s": j3s,
+        "ja3s_hash": md5_hex(j3s),
+    }
+    if len(_server_memo) >= MEMO_LIMIT:
+        _server_memo.clear()
+    _server_memo[key] = result
+    return result
