@@ -72,7 +72,7 @@ class FingerprintEngine:
         self, ts: float, linktype: int, frame: bytes, wire_length: int = 0
     ) -> Sequence[HelloSighting]:
         self.packets += 1
-        if linktype == LINKTYPE_ETHERNET and len(frame) > 54:
+        if linktype == LINKTYPE_ETHERNET and len(frame) >= 54:
             # Fast path for the bulk of any capture: a packet of a known flow that is finished, or
             # a bare ACK of a known flow, costs one slice and one dict lookup. Everything else
             # (VLANs, options, new flows, data still to look at) takes the full path below.
