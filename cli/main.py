@@ -13,7 +13,13 @@ import sys
 from collections.abc import Sequence
 
 # Modules providing sub-commands, in the order they appear in ``--help``.
-COMMAND_MODULES = ("cli.pcap_command", "cli.serve_command")
+COMMAND_MODULES = (
+    "cli.pcap_command",
+    "cli.serve_command",
+    "cli.db_command",
+    "cli.fingerprints_command",
+    "cli.labels_command",
+)
 
 EXIT_OK = 0
 EXIT_USAGE = 1

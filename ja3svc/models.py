@@ -28,19 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-FINGERPRINT_KINDS = ("ja3", "ja3n", "ja4", "ja3s", "ja3_dovecot")
-LABEL_ACTIONS = ("allow", "deny", "tarpit", "none")
-HELLO_KINDS = ("client", "server")
-
-# Which keys of HelloSighting.as_dict() carry each fingerprint kind: (value key, full string key).
-# The sighting writer and the pcap output share this table so a new kind is added in one place.
-FINGERPRINT_FIELDS: dict[str, tuple[str, str]] = {
-    "ja3": ("ja3_hash", "ja3"),
-    "ja3n": ("ja3n_hash", "ja3n"),
-    "ja4": ("ja4", "ja4_r"),
-    "ja3_dovecot": ("ja3_dovecot_hash", "ja3_dovecot"),
-    "ja3s": ("ja3s_hash", "ja3s"),
-}
+from ja3svc.vocabulary import FINGERPRINT_FIELDS, FINGERPRINT_KINDS, HELLO_KINDS, LABEL_ACTIONS
 
 # Constraint names must be deterministic: Alembic's batch mode on SQLite recreates tables and
 # can only drop or alter constraints it can name, and PostgreSQL's generated names differ.
@@ -98,9 +86,7 @@ class Sighting(Base):
     __table_args__ = (
         # Storing the same capture twice must not add rows or counts: a hello is identified by
         # where it was seen, when, on which connection, and its position in the flow.
-        UniqueConstraint(
-            "sensor", "ts", "src", "sport", "dst", "dport", "hello", "hello_index"
-        ),
+        UniqueConstraint("sensor", "ts", "src", "sport", "dst", "dport", "hello", "hello_index"),
         CheckConstraint(_in("hello", HELLO_KINDS), name="hello"),
         # Policy correlation: "the client hello from IP:port within the last N seconds".
         Index(None, "src", "sport", "ts"),

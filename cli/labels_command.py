@@ -1,0 +1,260 @@
+"""``ja3svc labels``: what is known about fingerprints, by hand or from public lists."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from cli.main import EXIT_OK, EXIT_USAGE
+from cli.store_options import add_database_options, friendly_errors, open_database
+from ja3svc.label_formats import (
+    EXPORT_FORMATS,
+    IMPORT_FORMATS,
+    RENDERERS,
+    LabelRow,
+    normalize_value,
+    suricata_rule_hint,
+)
+from ja3svc.vocabulary import FINGERPRINT_KINDS, LABEL_ACTIONS
+
+# Exports for other tools carry only the kind those tools compute themselves.
+_EXPORT_DEFAULT_KINDS = {"suricata": ["ja3"], "zeek": ["ja3"]}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "labels",
+        help="add, list, import and export fingerprint labels",
+        description="Labels say what a fingerprint is (client name, category) and what the "
+        "policy service should do with it (allow, deny, tarpit, none). Each source (manual, "
+        "sslbl, salesforce, ...) keeps its own label per fingerprint; importing again updates.",
+    )
+    lsub = p.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
+
+    add = lsub.add_parser("add", help="add or update a label")
+    add.add_argument("value", metavar="HASH", help="MD5 fingerprint or JA4 string")
+    add.add_argument("--kind", choices=FINGERPRINT_KINDS, help="default: ja4 for a JA4, else ja3")
+    add.add_argument("--client", dest="client_name", help='client name, e.g. "Thunderbird 128"')
+    add.add_argument("--category", help="mail-client, browser, library, scanner, malware, ...")
+    add.add_argument("--action", choices=LABEL_ACTIONS, default="none")
+    add.add_argument("--tarpit-seconds", type=int, help="delay for --action tarpit")
+    add.add_argument("--source", default="manual", help="default: manual")
+    add.add_argument("--confidence", type=int, default=100, help="0-100 (default 100)")
+    add.add_argument("--note")
+    add.set_defaults(func=_add)
+
+    rm = lsub.add_parser("remove", help="remove labels of a fingerprint")
+    rm.add_argument("value", metavar="HASH")
+    rm.add_argument("--kind", choices=FINGERPRINT_KINDS, help="default: ja4 for a JA4, else ja3")
+    rm.add_argument("--source", help="only this source's label (default: all sources)")
+    rm.set_defaults(func=_remove)
+
+    ls = lsub.add_parser("list", help="list labels")
+    _add_filters(ls)
+    ls.add_argument("-n", "--limit", type=int, help="at most this many")
+    ls.add_argument("--json", action="store_true", help="JSON output")
+    ls.set_defaults(func=_list)
+
+    imp = lsub.add_parser(
+        "import",
+        help="import a public fingerprint list or a ja3svc export",
+        description="Formats: "
+        + "; ".join(f"{f.name}: {f.description}" for f in IMPORT_FORMATS.values())
+        + ". Imported labels get action none unless --action says otherwise: public lists "
+        "disagree with each other and are derived from HTTPS traffic.",
+    )
+    imp.add_argument("format", choices=list(IMPORT_FORMATS), metavar="FORMAT")
+    imp.add_argument("file", metavar="FILE", help="the list ('-' for standard input)")
+    imp.add_argument("--source", help="label source name (default: the format's, e.g. sslbl)")
+    imp.add_argument("--action", choices=LABEL_ACTIONS, help="action for rows without one")
+    imp.add_argument("--tarpit-seconds", type=int, help="delay for --action tarpit")
+    imp.add_argument("--confidence", type=int, help="confidence for rows without one")
+    imp.set_defaults(func=_import)
+
+    exp = lsub.add_parser(
+        "export",
+        help="export labels (ja3svc-json, ja3svc-csv, suricata dataset, zeek intel)",
+    )
+    exp.add_argument("format", choices=EXPORT_FORMATS, metavar="FORMAT")
+    exp.add_argument("file", metavar="FILE", nargs="?", help="output file (default: stdout)")
+    _add_filters(exp)
+    exp.add_argument("--name", help="Suricata dataset name (default: the file's stem)")
+    exp.set_defaults(func=_export)
+
+    for action in (add, rm, ls, imp, exp):
+        add_database_options(action)
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", choices=FINGERPRINT_KINDS, action="append", help="only this kind")
+    p.add_argument("--source", help="only this source")
+    p.add_argument("--action", choices=LABEL_ACTIONS, help="only labels with this action")
+    p.add_argument("--value", metavar="HASH", help="only this fingerprint")
+
+
+def _kind_and_value(command: str, kind: str | None, raw: str) -> tuple[str, str] | None:
+    if kind is None:
+        kind = "ja4" if normalize_value("ja4", raw) else "ja3"
+    value = normalize_value(kind, raw)
+    if value is None:
+        what = "a JA4 fingerprint" if kind == "ja4" else "an MD5 hash (32 hex digits)"
+        print(f"ja3svc labels {command}: {raw!r} is not {what}", file=sys.stderr)
+        return None
+    return kind, value
+
+
+@friendly_errors("labels add")
+def _add(args: argparse.Namespace) -> int:
+    from store.labels import upsert_labels
+
+    parsed = _kind_and_value("add", args.kind, args.value)
+    if parsed is None:
+        return EXIT_USAGE
+    problem = _check_numbers(args)
+    if problem:
+        print(f"ja3svc labels add: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    row = LabelRow(
+        kind=parsed[0],
+        value=parsed[1],
+        client_name=args.client_name,
+        category=args.category,
+        action=args.action,
+        tarpit_seconds=args.tarpit_seconds,
+        source=args.source,
+        confidence=args.confidence,
+        note=args.note,
+    )
+    _settings, db = open_database(args)
+    result = upsert_labels(db, [row])
+    verb = "added" if result.inserted else "updated"
+    print(f"{verb} {row.kind} {row.value} [{row.source}]: action {row.action}")
+    return EXIT_OK
+
+
+def _check_numbers(args: argparse.Namespace) -> str | None:
+    if args.confidence is not None and not 0 <= args.confidence <= 100:
+        return "--confidence must be between 0 and 100"
+    if args.tarpit_seconds is not None and args.tarpit_seconds < 0:
+        return "--tarpit-seconds must not be negative"
+    if args.action == "tarpit" and not args.tarpit_seconds:
+        return "--action tarpit needs --tarpit-seconds N"
+    return None
+
+
+@friendly_errors("labels remove")
+def _remove(args: argparse.Namespace) -> int:
+    from store.labels import remove_labels
+
+    parsed = _kind_and_value("remove", args.kind, args.value)
+    if parsed is None:
+        return EXIT_USAGE
+    _settings, db = open_database(args)
+    n = remove_labels(db, parsed[0], parsed[1], args.source)
+    if not n:
+        print(f"ja3svc labels remove: no label for {parsed[0]} {parsed[1]}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"removed {n} label{'s' if n != 1 else ''} of {parsed[0]} {parsed[1]}")
+    return EXIT_OK
+
+
+def _query(args: argparse.Namespace, kinds: list[str] | None, limit: int | None) -> list[LabelRow]:
+    from store.labels import as_row, find_labels
+
+    value = args.value
+    if value is not None:
+        value = value.strip().lower() if normalize_value("ja3", value) else value.strip()
+    _settings, db = open_database(args)
+    with db.session() as s:
+        labels = find_labels(
+            s, kinds=kinds, value=value, source=args.source, action=args.action, limit=limit
+        )
+        return [as_row(lb) for lb in labels]
+
+
+@friendly_errors("labels list")
+def _list(args: argparse.Namespace) -> int:
+    rows = _query(args, args.kind, args.limit)
+    if args.json:
+        json.dump([asdict(r) for r in rows], sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    if not rows:
+        print("no labels")
+        return EXIT_OK
+    print(f"{'kind':<11} {'value':<36}  {'source':<10} {'conf':>4}  {'action':<10} client")
+    for r in rows:
+        action = f"tarpit {r.tarpit_seconds}s" if r.action == "tarpit" else r.action
+        cat = f" ({r.category})" if r.category else ""
+        print(
+            f"{r.kind:<11} {r.value:<36}  {r.source:<10} {r.confidence:>4}  {action:<10} "
+            f"{r.client_name or '-'}{cat}"
+        )
+    return EXIT_OK
+
+
+@friendly_errors("labels import")
+def _import(args: argparse.Namespace) -> int:
+    from store.labels import LabelDefaults, upsert_labels
+
+    fmt = IMPORT_FORMATS[args.format]
+    problem = _check_numbers(args) if args.action or args.confidence is not None else None
+    if problem:
+        print(f"ja3svc labels import: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.file == "-":
+        result = fmt.parse(sys.stdin)
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            print(f"ja3svc labels import: {path}: no such file", file=sys.stderr)
+            return EXIT_USAGE
+        # errors="replace": a stray non-UTF-8 byte in a downloaded list costs one character,
+        # not the whole import.
+        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+            result = fmt.parse(fh)
+    for p in result.problems:
+        print(f"{args.file}: {p}", file=sys.stderr)
+    if not result.rows:
+        print(f"ja3svc labels import: no valid {args.format} rows in {args.file}", file=sys.stderr)
+        return EXIT_USAGE
+    defaults = LabelDefaults(
+        source=fmt.source,
+        action=args.action or "none",
+        confidence=args.confidence if args.confidence is not None else fmt.confidence,
+        tarpit_seconds=args.tarpit_seconds,
+    )
+    rows = result.rows
+    if args.source:
+        rows = [replace(r, source=args.source) for r in rows]
+    _settings, db = open_database(args)
+    outcome = upsert_labels(db, rows, defaults)
+    print(
+        f"imported {args.file} ({args.format}): {outcome.inserted} new, {outcome.updated} "
+        f"updated, {len(result.problems)} problem line(s)"
+    )
+    return EXIT_OK
+
+
+@friendly_errors("labels export")
+def _export(args: argparse.Namespace) -> int:
+    kinds = args.kind or _EXPORT_DEFAULT_KINDS.get(args.format)
+    rows = _query(args, kinds, None)
+    lines = RENDERERS[args.format](rows)
+    if args.file:
+        path = Path(args.file)
+        with open(path, "w", encoding="utf-8", newline="") as out:
+            out.writelines(lines)
+        print(f"wrote {len(rows)} labels to {path}", file=sys.stderr)
+    else:
+        for line in lines:
+            sys.stdout.write(line)
+    if args.format == "suricata":
+        target = args.file or "FILE"
+        name = args.name or (Path(args.file).stem if args.file else "ja3svc")
+        kind = (kinds or ["ja3"])[0]
+        print(f"Suricata rule: {suricata_rule_hint(name, target, kind)}", file=sys.stderr)
+    return EXIT_OK

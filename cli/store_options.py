@@ -1,0 +1,77 @@
+"""Options and error handling shared by the database commands (db, fingerprints, labels).
+
+Every one of them accepts ``--database-url`` and ``--config``, opens the database the same way
+(``Database.from_settings``: the default SQLite is created and migrated on first use) and turns
+the errors a user can cause or fix (unreachable server, old schema, unreadable file) into one
+line on stderr and exit status 1 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from cli.main import EXIT_USAGE
+
+if TYPE_CHECKING:  # imported lazily at run time: `ja3svc pcap` should not load SQLAlchemy
+    from ja3svc.settings import Settings
+    from store.database import Database
+
+
+def add_database_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="database URL, e.g. postgresql://user@host/db (default: settings, else the "
+        "SQLite file in the data directory)",
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (else $JA3SVC_CONFIG)")
+
+
+def open_database(
+    args: argparse.Namespace, *, upgrade: bool | None = None
+) -> tuple[Settings, Database]:
+    """Settings from ``--config``/environment with ``--database-url`` on top, then the database."""
+    from ja3svc.settings import load_settings
+    from store.database import Database
+
+    overrides = {"database_url": args.database_url} if args.database_url else {}
+    settings = load_settings(args.config, **overrides)
+    return settings, Database.from_settings(settings, upgrade=upgrade)
+
+
+def friendly_errors(command: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable]:
+    """Decorator for a ``func(args)``: known failures print one line and exit 1."""
+
+    def wrap(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        @functools.wraps(func)
+        def run(args: argparse.Namespace) -> int:
+            from pydantic import ValidationError
+            from sqlalchemy.exc import ArgumentError, DBAPIError
+
+            from store.database import DatabaseUnavailable, SchemaOutOfDate
+
+            try:
+                return func(args)
+            except (DatabaseUnavailable, SchemaOutOfDate, ArgumentError) as exc:
+                message = str(exc)
+            except DBAPIError as exc:
+                first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                message = f"database error: {first}"
+                if "does not exist" in first or "no such table" in first:
+                    message += " (is the schema created? run `ja3svc db upgrade`)"
+            except ValidationError as exc:
+                message = f"bad settings: {exc}"
+            except BrokenPipeError:
+                raise  # `ja3svc labels export ... | head`: cli.main handles it quietly
+            except OSError as exc:
+                message = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+            print(f"ja3svc {command}: {message}", file=sys.stderr)
+            return EXIT_USAGE
+
+        return run
+
+    return wrap

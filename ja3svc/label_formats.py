@@ -1,0 +1,490 @@
+"""Readers and writers of fingerprint label lists: text lines in, label rows out (and back).
+
+Pure functions, no files and no database: ``ja3svc labels import|export`` and the store glue
+(``store.labels``) do the IO. Readers never stop at a bad line: comments, blank lines, trailing
+spaces and stray quotes are tolerated; a value that is not a valid fingerprint is reported with
+its line number and skipped. Formats (see ../shared/spec/fingerprints.md):
+
+- ``sslbl``: abuse.ch SSLBL JA3 CSV, ``ja3_md5,Firstseen,Lastseen,Listingreason``, ``#`` comments;
+- ``salesforce``: salesforce/ja3 ``osx-nix-ja3.csv``, ``md5,"name1,name2"`` after a quoted
+  multi-line copyright record;
+- ``trisul``: Trisul ``ja3fingerprint.json``, one JSON object (desc, ja3_hash, ja3_str) per line;
+- ``foxio``: FoxIO ``ja4plus-mapping.csv``, a header row naming ``Application,Library,Device,OS,
+  ...,ja4,...``; only the JA4 (TLS client) column is imported;
+- ``ja3svc-csv`` / ``ja3svc-json``: this project's own lossless export formats.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from ja3svc.ja3 import md5_hex
+from ja3svc.vocabulary import FINGERPRINT_KINDS, LABEL_ACTIONS
+
+MD5_RE = re.compile(r"[0-9a-f]{32}")
+# JA4 a-part: transport, version (13 12 11 10 s3 s2 d1 d2 d3 or 00), d/i, 2+2 digits, ALPN chars.
+JA4_RE = re.compile(
+    r"[tqd](?:1[0-3]|s[23]|d[1-3]|00)[di]\d{4}[0-9A-Za-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}"
+)
+JA3_STRING_RE = re.compile(r"\d+,[\d-]*,[\d-]*,[\d-]*,[\d-]*")
+# What list publishers wrap values in by accident: spaces, quotes, a stray separator.
+_JUNK = " \t\r\n\"',;"
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRow:
+    """One label as read from a list; None means "not given" (the importer's default applies)."""
+
+    kind: str
+    value: str
+    client_name: str | None = None
+    category: str | None = None
+    action: str | None = None
+    tarpit_seconds: int | None = None
+    source: str | None = None
+    confidence: int | None = None
+    note: str | None = None
+    created_at: float | None = None
+    updated_at: float | None = None
+
+
+LABEL_FIELDS = tuple(f.name for f in fields(LabelRow))
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    line: int  # 1-based line of the input (entry number for a JSON array document)
+    message: str
+    where: str = "line"
+
+    def __str__(self) -> str:
+        return f"{self.where} {self.line}: {self.message}"
+
+
+@dataclass
+class ParseResult:
+    rows: list[LabelRow] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportFormat:
+    name: str
+    parse: Callable[[Iterable[str]], ParseResult]
+    source: str  # default label source for rows that do not name one
+    confidence: int  # default confidence: how far this list is trusted on its own
+    description: str
+
+
+def normalize_value(kind: str, raw: str) -> str | None:
+    """The canonical form of a fingerprint value, or None if it is not one of ``kind``."""
+    value = raw.strip(_JUNK)
+    if kind == "ja4":
+        return value if JA4_RE.fullmatch(value) else None
+    value = value.lower()
+    return value if MD5_RE.fullmatch(value) else None
+
+
+def _invalid(kind: str, raw: str) -> str:
+    what = "JA4 fingerprint" if kind == "ja4" else "MD5 hash"
+    return f"invalid {what} {raw.strip()!r}, skipped"
+
+
+def _text(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    s = str(raw).strip(_JUNK)
+    return s or None
+
+
+def _content_lines(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """(line number, stripped line) for lines that are neither blank nor ``#`` comments."""
+    for n, line in enumerate(lines, 1):
+        s = line.strip().lstrip("\ufeff")
+        if s and not s.startswith("#"):
+            yield n, s
+
+
+class _NumberedLines:
+    """Line iterator for csv.reader that remembers where the current record started."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._it = iter(lines)
+        self.line = 0
+
+    def __iter__(self) -> _NumberedLines:
+        return self
+
+    def __next__(self) -> str:
+        self.line += 1
+        return next(self._it)
+
+
+def _csv_records(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
+    """CSV records with the line each starts on; skips blank and ``#`` comment records."""
+    numbered = _NumberedLines(line.lstrip("\ufeff") for line in lines)
+    reader = csv.reader(numbered, skipinitialspace=True)
+    while True:
+        start = numbered.line + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield start, [f"\0csv error: {exc}"]
+            continue
+        cells = [c.strip() for c in record]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        yield start, cells
+
+
+# -- readers ----------------------------------------------------------------------------------
+
+
+def parse_sslbl(lines: Iterable[str]) -> ParseResult:
+    out = ParseResult()
+    for n, cells in _csv_records(lines):
+        if cells[0].lower().strip(_JUNK) == "ja3_md5":  # an uncommented header
+            continue
+        value = normalize_value("ja3", cells[0])
+        if value is None:
+            out.problems.append(Problem(n, _invalid("ja3", cells[0])))
+            continue
+        first = cells[1] if len(cells) > 1 else ""
+        last = cells[2] if len(cells) > 2 else ""
+        reason = _text(",".join(cells[3:])) if len(cells) > 3 else None
+        seen = ", ".join(
+            p for p in (first and f"first seen {first}", last and f"last seen {last}") if p
+        )
+        out.rows.append(
+            LabelRow(
+                kind="ja3",
+                value=value,
+                client_name=reason,
+                category="malware",
+                note=f"SSLBL listing: {reason or 'no reason given'}"
+                + (f" ({seen})" if seen else ""),
+            )
+        )
+    return out
+
+
+def parse_salesforce(lines: Iterable[str]) -> ParseResult:
+    out = ParseResult()
+    first = True
+    for n, cells in _csv_records(lines):
+        was_first, first = first, False
+        raw = cells[0]
+        value = normalize_value("ja3", raw)
+        if value is None:
+            # The file opens with one quoted multi-line copyright record: not a data row.
+            if was_first and (len(cells) == 1 or "copyright" in raw.lower()):
+                continue
+            out.problems.append(Problem(n, _invalid("ja3", raw)))
+            continue
+        # The names column is itself comma-joined; unquoted it spills into more cells.
+        names = [_text(x) for cell in cells[1:] for x in cell.split(",")]
+        out.rows.append(
+            LabelRow(kind="ja3", value=value, client_name=", ".join(x for x in names if x) or None)
+        )
+    return out
+
+
+_TRISUL_FIELD_RE = re.compile(r'"(desc|ja3_hash|ja3_str)"\s*:\s*"([^"]*)')
+
+
+def parse_trisul(lines: Iterable[str]) -> ParseResult:
+    out = ParseResult()
+    for n, line in _content_lines(lines):
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError
+        except ValueError:
+            # Stray quotes and separators break some lines as JSON; the three fields are still
+            # recognisable by name.
+            obj = dict(_TRISUL_FIELD_RE.findall(line))
+        raw_hash = str(obj.get("ja3_hash") or "")
+        if not raw_hash:
+            out.problems.append(Problem(n, "no ja3_hash in this line, skipped"))
+            continue
+        value = normalize_value("ja3", raw_hash)
+        if value is None:
+            out.problems.append(Problem(n, _invalid("ja3", raw_hash)))
+            continue
+        note = None
+        # Not _text(): a JA3 string legitimately ends in commas (empty fields).
+        ja3_str = str(obj.get("ja3_str") or "").strip(" \t\r\n\"'")
+        if ja3_str:
+            if not JA3_STRING_RE.fullmatch(ja3_str):
+                out.problems.append(Problem(n, f"malformed ja3_str {ja3_str!r} ignored"))
+            elif md5_hex(ja3_str) != value:
+                out.problems.append(Problem(n, "ja3_str does not hash to ja3_hash; string ignored"))
+            else:
+                note = f"JA3 string: {ja3_str}"
+        out.rows.append(
+            LabelRow(kind="ja3", value=value, client_name=_text(obj.get("desc")), note=note)
+        )
+    return out
+
+
+def parse_foxio(lines: Iterable[str]) -> ParseResult:
+    out = ParseResult()
+    header: list[str] | None = None
+    for n, cells in _csv_records(lines):
+        if header is None:
+            header = [c.strip(_JUNK).lower() for c in cells]
+            if "ja4" not in header:
+                out.problems.append(Problem(n, "header has no 'ja4' column; nothing imported"))
+                return out
+            continue
+        row = {name: _text(cell) for name, cell in zip(header, cells, strict=False)}
+        raw = row.get("ja4")
+        if raw is None:  # a row for another JA4+ method (ja4s, ja4h, ja4x, ...)
+            continue
+        value = normalize_value("ja4", raw)
+        if value is None:
+            out.problems.append(Problem(n, _invalid("ja4", raw)))
+            continue
+        parts = [row.get(c) for c in ("application", "library", "device", "os")]
+        out.rows.append(
+            LabelRow(
+                kind="ja4",
+                value=value,
+                client_name=" / ".join(p for p in parts if p) or None,
+                note=row.get("notes"),
+            )
+        )
+    return out
+
+
+def _project_row(obj: dict[str, Any]) -> LabelRow:
+    """Validate one object of the project's own formats; raise ValueError with the reason."""
+    kind = (_text(obj.get("kind")) or "").lower()
+    if kind not in FINGERPRINT_KINDS:
+        raise ValueError(
+            f"unknown kind {obj.get('kind')!r} (one of {', '.join(FINGERPRINT_KINDS)})"
+        )
+    raw = str(obj.get("value") or "")
+    value = normalize_value(kind, raw)
+    if value is None:
+        raise ValueError(_invalid(kind, raw))
+    action = (_text(obj.get("action")) or "").lower() or None
+    if action is not None and action not in LABEL_ACTIONS:
+        raise ValueError(f"unknown action {action!r} (one of {', '.join(LABEL_ACTIONS)})")
+
+    def number(name: str, lo: int, hi: int | None, cast: type = int) -> Any:
+        raw = obj.get(name)
+        if raw is None or (isinstance(raw, str) and not raw.strip(_JUNK)):
+            return None
+        try:
+            v = cast(raw.strip(_JUNK) if isinstance(raw, str) else raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} {raw!r} is not a number") from None
+        if v < lo or (hi is not None and v > hi):
+            raise ValueError(f"{name} {raw!r} out of range")
+        return v
+
+    return LabelRow(
+        kind=kind,
+        value=value,
+        client_name=_text(obj.get("client_name")),
+        category=_text(obj.get("category")),
+        action=action,
+        tarpit_seconds=number("tarpit_seconds", 0, None),
+        source=_text(obj.get("source")),
+        confidence=number("confidence", 0, 100),
+        note=_text(obj.get("note")),
+        created_at=number("created_at", 0, None, float),
+        updated_at=number("updated_at", 0, None, float),
+    )
+
+
+def parse_project_csv(lines: Iterable[str]) -> ParseResult:
+    out = ParseResult()
+    header: list[str] | None = None
+    for n, cells in _csv_records(lines):
+        if header is None:
+            header = [c.strip(_JUNK).lower() for c in cells]
+            if "kind" not in header or "value" not in header:
+                out.problems.append(Problem(n, "header must name at least 'kind' and 'value'"))
+                return out
+            continue
+        try:
+            out.rows.append(_project_row(dict(zip(header, cells, strict=False))))
+        except ValueError as exc:
+            out.problems.append(
+                Problem(n, f"{exc}; skipped" if "skipped" not in str(exc) else str(exc))
+            )
+    return out
+
+
+def parse_project_json(lines: Iterable[str]) -> ParseResult:
+    out = ParseResult()
+    text = "".join(lines)
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if doc is not None:
+        entries = doc.get("labels") if isinstance(doc, dict) else doc
+        if not isinstance(entries, list):
+            out.problems.append(
+                Problem(1, "expected a JSON array of labels (or {'labels': [...]})")
+            )
+            return out
+        numbered: Iterable[tuple[int, Any]] = enumerate(entries, 1)
+        where = "entry"
+    else:
+        # Not one JSON document: read it as JSON lines (our export puts one label per line),
+        # so a damaged line costs that label only.
+        numbered = _json_lines(text.splitlines(), out)
+        where = "line"
+    for n, obj in numbered:
+        try:
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            out.rows.append(_project_row(obj))
+        except ValueError as exc:
+            msg = str(exc) if "skipped" in str(exc) else f"{exc}; skipped"
+            out.problems.append(Problem(n, msg, where))
+    return out
+
+
+def _json_lines(lines: list[str], out: ParseResult) -> Iterator[tuple[int, Any]]:
+    for n, line in _content_lines(lines):
+        s = line.rstrip(",")
+        if s in ("[", "]", "{", "}", ""):
+            continue
+        try:
+            yield n, json.loads(s)
+        except ValueError as exc:
+            out.problems.append(Problem(n, f"not JSON ({exc.args[0]}); skipped"))
+
+
+IMPORT_FORMATS: dict[str, ImportFormat] = {
+    f.name: f
+    for f in (
+        ImportFormat("sslbl", parse_sslbl, "sslbl", 50, "abuse.ch SSLBL JA3 fingerprints CSV"),
+        ImportFormat(
+            "salesforce", parse_salesforce, "salesforce", 40, "salesforce/ja3 osx-nix-ja3.csv"
+        ),
+        ImportFormat(
+            "trisul", parse_trisul, "trisul", 40, "Trisul ja3fingerprint.json (JSON lines)"
+        ),
+        ImportFormat("foxio", parse_foxio, "foxio", 60, "FoxIO ja4plus-mapping.csv (JA4 column)"),
+        ImportFormat("ja3svc-csv", parse_project_csv, "import", 50, "this project's CSV export"),
+        ImportFormat("ja3svc-json", parse_project_json, "import", 50, "this project's JSON export"),
+    )
+}
+
+
+def merge_duplicates(rows: Iterable[LabelRow]) -> list[LabelRow]:
+    """One row per (kind, value, source), in first-seen order.
+
+    Lists repeat a fingerprint for several clients (FoxIO: one JA4 for many applications); the
+    database keeps one label per source, so their names and notes are joined rather than the
+    last one silently winning.
+    """
+    merged: dict[tuple[str, str, str | None], LabelRow] = {}
+    for row in rows:
+        key = (row.kind, row.value, row.source)
+        prev = merged.get(key)
+        if prev is None:
+            merged[key] = row
+            continue
+        merged[key] = replace(
+            row,
+            client_name=_join(prev.client_name, row.client_name, "; "),
+            note=_join(prev.note, row.note, "; "),
+        )
+    return list(merged.values())
+
+
+def _join(a: str | None, b: str | None, sep: str) -> str | None:
+    if not a or not b:
+        return a or b
+    parts = a.split(sep)
+    return a if b in parts else a + sep + b
+
+
+# -- writers ----------------------------------------------------------------------------------
+
+EXPORT_FORMATS = ("ja3svc-json", "ja3svc-csv", "suricata", "zeek")
+
+
+def render_project_csv(rows: Iterable[LabelRow]) -> Iterator[str]:
+    yield ",".join(LABEL_FIELDS) + "\r\n"
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in asdict(row).values()])
+        yield buf.getvalue()
+        buf.seek(0)
+        buf.truncate()
+
+
+def render_project_json(rows: Iterable[LabelRow]) -> Iterator[str]:
+    """A JSON array with one label per line: one document, and still readable line by line."""
+    yield "[\n"
+    sep = ""
+    for row in rows:
+        yield sep + json.dumps(asdict(row), ensure_ascii=False, separators=(",", ":"))
+        sep = ",\n"
+    yield "\n]\n"
+
+
+def render_suricata_dataset(rows: Iterable[LabelRow]) -> Iterator[str]:
+    """Suricata ``type md5`` dataset: one hash per line, each once (MD5 kinds only)."""
+    seen: set[str] = set()
+    for row in rows:
+        if row.kind != "ja4" and row.value not in seen:
+            seen.add(row.value)
+            yield row.value + "\n"
+
+
+def suricata_rule_hint(dataset: str, path: str, kind: str = "ja3") -> str:
+    buffer = "ja3s.hash" if kind == "ja3s" else "ja3.hash"
+    return (
+        f'alert tls any any -> any any (msg:"ja3svc {dataset}"; {buffer}; '
+        f"dataset:isset,{dataset},type md5,load {path}; sid:9000001; rev:1;)"
+    )
+
+
+def _zeek_field(value: str | None) -> str:
+    # Tabs and newlines would break the TSV; Zeek writes '-' for an unset field.
+    if not value:
+        return "-"
+    return re.sub(r"[\t\r\n]+", " ", value)
+
+
+def render_zeek_intel(rows: Iterable[LabelRow]) -> Iterator[str]:
+    """Zeek intel framework file, type ``Intel::JA3`` (salesforce/ja3's Zeek package).
+
+    Only standard JA3 rows: that is the hash Zeek computes, so a JA3N or Dovecot-variant value
+    would never match there.
+    """
+    yield "#fields\tindicator\tindicator_type\tmeta.source\tmeta.desc\n"
+    for row in rows:
+        if row.kind != "ja3":
+            continue
+        desc = " - ".join(p for p in (row.client_name, row.category, row.action) if p)
+        yield (
+            f"{row.value}\tIntel::JA3\t{_zeek_field('ja3svc-' + (row.source or 'unknown'))}"
+            f"\t{_zeek_field(desc)}\n"
+        )
+
+
+RENDERERS: dict[str, Callable[[Iterable[LabelRow]], Iterator[str]]] = {
+    "ja3svc-json": render_project_json,
+    "ja3svc-csv": render_project_csv,
+    "suricata": render_suricata_dataset,
+    "zeek": render_zeek_intel,
+}

@@ -1,0 +1,159 @@
+"""Labels in the database: upsert (add and import), removal, listing, export rows.
+
+A label is identified by (kind, value, source): importing a list again updates its rows, and
+what different sources say about one fingerprint stays side by side.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from sqlalchemy import delete, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ja3svc.label_formats import LabelRow, merge_duplicates
+from ja3svc.models import Label
+from store.database import Database
+
+_LABELS = Label.__table__
+# Rows per statement: stays under SQLite's bound-parameter limit (32766) with 11 columns.
+_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LabelDefaults:
+    """Values for what a row does not say (the list's source name, how far it is trusted)."""
+
+    source: str = "manual"
+    action: str = "none"
+    confidence: int = 100
+    tarpit_seconds: int | None = None
+
+
+@dataclass
+class UpsertResult:
+    inserted: int = 0
+    updated: int = 0
+
+
+def _clip(value: str | None, limit: int) -> str | None:
+    return value[:limit] if value is not None else None
+
+
+def _row_values(row: LabelRow, defaults: LabelDefaults, now: float) -> dict[str, object]:
+    action = row.action or defaults.action
+    tarpit = row.tarpit_seconds if row.tarpit_seconds is not None else defaults.tarpit_seconds
+    return {
+        "kind": row.kind,
+        "value": row.value,
+        "client_name": _clip(row.client_name, 200),
+        "category": _clip(row.category, 32),
+        "action": action,
+        "tarpit_seconds": tarpit if action == "tarpit" else None,
+        "source": _clip(row.source or defaults.source, 32),
+        "confidence": row.confidence if row.confidence is not None else defaults.confidence,
+        "note": row.note,
+        "created_at": row.created_at or now,
+        "updated_at": now,
+    }
+
+
+def upsert_labels(
+    db: Database,
+    rows: Iterable[LabelRow],
+    defaults: LabelDefaults | None = None,
+    *,
+    now: float | None = None,
+) -> UpsertResult:
+    """Insert or update labels by (kind, value, source), all in one transaction."""
+    defaults = defaults or LabelDefaults()
+    now = time.time() if now is None else now
+    # Default the source before merging, so "no source" and the default one are the same label.
+    sourced = (r if r.source else replace(r, source=defaults.source) for r in rows)
+    values = [_row_values(r, defaults, now) for r in merge_duplicates(sourced)]
+    result = UpsertResult()
+    with db.session(write=True) as session:
+        for start in range(0, len(values), _CHUNK):
+            chunk = values[start : start + _CHUNK]
+            result.inserted += _upsert_chunk(session, chunk)
+    result.updated = len(values) - result.inserted
+    return result
+
+
+def _upsert_chunk(session: Session, chunk: list[dict[str, object]]) -> int:
+    """Upsert one chunk; return how many rows were new."""
+    keys = [(v["kind"], v["value"], v["source"]) for v in chunk]
+    existing = set(
+        session.execute(
+            select(Label.kind, Label.value, Label.source).where(
+                tuple_(Label.kind, Label.value, Label.source).in_(keys)
+            )
+        ).tuples()
+    )
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    ins = dialect.insert(_LABELS)
+    updated = {
+        c: ins.excluded[c]
+        for c in (
+            "client_name",
+            "category",
+            "action",
+            "tarpit_seconds",
+            "confidence",
+            "note",
+            "updated_at",
+        )
+    }
+    stmt = ins.on_conflict_do_update(index_elements=["kind", "value", "source"], set_=updated)
+    session.execute(stmt, chunk)
+    return sum(1 for k in keys if k not in existing)
+
+
+def remove_labels(db: Database, kind: str, value: str, source: str | None = None) -> int:
+    stmt = delete(Label).where(Label.kind == kind, Label.value == value)
+    if source is not None:
+        stmt = stmt.where(Label.source == source)
+    with db.session(write=True) as session:
+        return session.execute(stmt).rowcount or 0
+
+
+def find_labels(
+    session: Session,
+    *,
+    kinds: Sequence[str] | None = None,
+    value: str | None = None,
+    source: str | None = None,
+    action: str | None = None,
+    limit: int | None = None,
+) -> list[Label]:
+    stmt = select(Label).order_by(Label.kind, Label.value, Label.source)
+    if kinds:
+        stmt = stmt.where(Label.kind.in_(kinds))
+    if value is not None:
+        stmt = stmt.where(Label.value == value)
+    if source is not None:
+        stmt = stmt.where(Label.source == source)
+    if action is not None:
+        stmt = stmt.where(Label.action == action)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.scalars(stmt))
+
+
+def as_row(label: Label) -> LabelRow:
+    return LabelRow(
+        kind=label.kind,
+        value=label.value,
+        client_name=label.client_name,
+        category=label.category,
+        action=label.action,
+        tarpit_seconds=label.tarpit_seconds,
+        source=label.source,
+        confidence=label.confidence,
+        note=label.note,
+        created_at=label.created_at,
+        updated_at=label.updated_at,
+    )

@@ -1,0 +1,140 @@
+"""Read-side queries behind ``ja3svc fingerprints`` (and usable by the API)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from ja3svc.label_formats import MD5_RE
+from ja3svc.models import FINGERPRINT_FIELDS, Fingerprint, Label, Sighting, UserFingerprint
+
+# The sightings column holding each fingerprint kind's value.
+SIGHTING_COLUMN = {kind: getattr(Sighting, key) for kind, (key, _) in FINGERPRINT_FIELDS.items()}
+
+
+@dataclass
+class FingerprintDetails:
+    kind: str
+    value: str
+    fingerprint: Fingerprint | None  # None: labelled but never seen
+    labels: list[Label] = field(default_factory=list)
+    recent_sightings: list[Sighting] = field(default_factory=list)
+    retained_sightings: int = 0
+    users: int = 0
+
+
+def guess_kinds(value: str) -> tuple[str, ...]:
+    """Kinds a bare value can be: an MD5 is any of the JA3 family, anything else is JA4."""
+    if MD5_RE.fullmatch(value.lower()):
+        return tuple(k for k in FINGERPRINT_FIELDS if k != "ja4")
+    return ("ja4",)
+
+
+def top_fingerprints(
+    session: Session, *, kinds: Sequence[str] | None = None, limit: int = 20
+) -> list[Fingerprint]:
+    stmt = select(Fingerprint).order_by(Fingerprint.times_seen.desc(), Fingerprint.value)
+    if kinds:
+        stmt = stmt.where(Fingerprint.kind.in_(kinds))
+    return list(session.scalars(stmt.limit(limit)))
+
+
+def fingerprint_details(
+    session: Session, value: str, *, kinds: Sequence[str] | None = None, sightings: int = 10
+) -> list[FingerprintDetails]:
+    """Everything known about ``value`` under each kind where it is seen or labelled."""
+    value = value.strip()
+    if MD5_RE.fullmatch(value.lower()):
+        value = value.lower()
+    out = []
+    for kind in kinds or guess_kinds(value):
+        fp = session.scalars(
+            select(Fingerprint).where(Fingerprint.kind == kind, Fingerprint.value == value)
+        ).one_or_none()
+        labels = list(
+            session.scalars(
+                select(Label)
+                .where(Label.kind == kind, Label.value == value)
+                .order_by(Label.confidence.desc(), Label.source)
+            )
+        )
+        if fp is None and not labels:
+            continue
+        column = SIGHTING_COLUMN[kind]
+        recent = list(
+            session.scalars(
+                select(Sighting)
+                .where(column == value)
+                .order_by(Sighting.ts.desc())
+                .limit(sightings)
+            )
+        )
+        retained = session.scalar(select(func.count()).where(column == value)) or 0
+        users = (
+            session.scalar(
+                select(func.count()).where(
+                    UserFingerprint.kind == kind, UserFingerprint.value == value
+                )
+            )
+            or 0
+        )
+        out.append(FingerprintDetails(kind, value, fp, labels, recent, retained, users))
+    return out
+
+
+@dataclass
+class SearchHit:
+    kind: str
+    value: str
+    times_seen: int
+    last_seen: float | None
+    names: list[str]
+
+
+def search(
+    session: Session, text: str, *, kinds: Sequence[str] | None = None, limit: int = 50
+) -> list[SearchHit]:
+    """Fingerprints whose value starts with ``text``, whose full string contains it, or whose
+    labels mention it (client name, category, note); case-insensitive."""
+    pattern = f"%{text}%"
+    fp_stmt = select(Fingerprint).where(
+        or_(
+            Fingerprint.value.ilike(f"{text}%"),
+            Fingerprint.full_string.ilike(pattern),
+        )
+    )
+    label_stmt = select(Label).where(
+        or_(
+            Label.value.ilike(f"{text}%"),
+            Label.client_name.ilike(pattern),
+            Label.category.ilike(pattern),
+            Label.note.ilike(pattern),
+        )
+    )
+    if kinds:
+        fp_stmt = fp_stmt.where(Fingerprint.kind.in_(kinds))
+        label_stmt = label_stmt.where(Label.kind.in_(kinds))
+    hits: dict[tuple[str, str], SearchHit] = {}
+    for fp in session.scalars(fp_stmt.limit(limit)):
+        hits[(fp.kind, fp.value)] = SearchHit(fp.kind, fp.value, fp.times_seen, fp.last_seen, [])
+    for label in session.scalars(label_stmt.limit(limit * 4)):
+        hit = hits.get((label.kind, label.value))
+        if hit is None:
+            hit = hits[(label.kind, label.value)] = SearchHit(label.kind, label.value, 0, None, [])
+        if label.client_name and label.client_name not in hit.names:
+            hit.names.append(label.client_name)
+    # Labelled-only hits get their counts too, so the ordering below is meaningful.
+    unseen = [k for k, h in hits.items() if h.last_seen is None]
+    if unseen:
+        for fp in session.scalars(
+            select(Fingerprint).where(
+                or_(*(((Fingerprint.kind == k) & (Fingerprint.value == v)) for k, v in unseen))
+            )
+        ):
+            hits[(fp.kind, fp.value)].times_seen = fp.times_seen
+            hits[(fp.kind, fp.value)].last_seen = fp.last_seen
+    ordered = sorted(hits.values(), key=lambda h: (-h.times_seen, h.kind, h.value))
+    return ordered[:limit]
