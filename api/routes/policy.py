@@ -30,8 +30,24 @@ def _error(code: int, error: str, reason: str) -> Response:
     return Response(body, status_code=code, media_type=_JSON)
 
 
+def command_from_query(query: str) -> str:
+    """``command`` from the raw query string, tolerating Dovecot's URL joining.
+
+    Dovecot appends ``?command=X`` to the configured URL unless it ends in ``&``; a URL that
+    already ends in ``?`` (as the docs show) therefore arrives as ``/policy??command=allow``,
+    whose only key is ``?command`` for a standard parser.
+    """
+    for part in query.replace("?", "&").split("&"):
+        key, _, value = part.partition("=")
+        if key == "command":
+            return value
+    return ""
+
+
 async def handle(request: Request, command: str) -> Response:
     started = time.perf_counter()
+    if not command:
+        command = command_from_query(request.url.query)
     service = get_service(request)
     metrics = service.metrics
     settings = service.settings
@@ -43,6 +59,11 @@ async def handle(request: Request, command: str) -> Response:
         req = parse_request(command, await request.body())
     except BadRequest as exc:
         metrics.requests.inc(command, "400")
+        # The reason names keys and types only, never values: safe to log, and the only way an
+        # administrator sees why Dovecot reports "Policy server HTTP error: 400".
+        log.warning(
+            "bad policy request", extra={"fields": {"command": command, "reason": str(exc)}}
+        )
         return _error(400, "bad_request", str(exc))
     # pwhash identifies a password guess; it must never reach a log line or the audit table.
     req.attributes.pop("pwhash", None)
