@@ -72,6 +72,14 @@ CURL_CFFI_TARGETS = {
     "edge": "edge101",
 }
 
+# What each impersonated hello shows (checked on the recorded captures with tshark).
+BROWSER_TRAITS = {
+    "chrome": "Chrome: GREASE, extension order permuted per connection, X25519MLKEM768 share",
+    "firefox": "Firefox: no GREASE, fixed extension order, X25519MLKEM768 share, ffdhe groups",
+    "safari": "Safari: GREASE, X25519MLKEM768 share, legacy CBC/3DES suites",
+    "edge": "Edge 101 (2022 Chromium): GREASE, fixed order, ALPS 17513, small hello",
+}
+
 # ---------------------------------------------------------------------------------------------
 # Client programs run inside the client namespace (argv after the code: see each docstring).
 
@@ -140,6 +148,69 @@ smtp.ehlo()
 smtp.starttls(context=insecure())
 smtp.ehlo()
 smtp.quit()
+"""
+)
+
+# argv: host port mode -- CPython/OpenSSL's own ClientHello, driven through MemoryBIO so the
+# script controls how the first flight is framed and segmented (the TLS bytes stay the stack's):
+#   header-alone:  the 5-byte record header in one TCP segment, the body in the next;
+#   split-records: the ClientHello message split across two TLS records, one per segment.
+# The rest of the handshake is passed through untouched (the transcript hash covers handshake
+# messages, not records, so re-framing keeps it valid).
+PY_REFRAME = (
+    PY_INSECURE
+    + """
+import socket, ssl, struct, sys, time
+host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = insecure().wrap_bio(incoming, outgoing, server_hostname=host)
+sock = socket.create_connection((host, port), timeout=10)
+# Nagle off plus a pause between sends: each send leaves as its own segment.
+sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+def send_pieces(pieces):
+    for piece in pieces:
+        sock.sendall(piece)
+        time.sleep(0.05)
+
+def first_flight(data):
+    assert data[0] == 22, "expected a handshake record"
+    length = struct.unpack(">H", data[3:5])[0]
+    record, rest = data[: 5 + length], data[5 + length :]
+    if mode == "header-alone":
+        send_pieces([record[:5], record[5:] + rest])
+    elif mode == "split-records":
+        body = record[5:]
+        cut = len(body) // 2
+        frame = lambda b: record[:3] + struct.pack(">H", len(b)) + b
+        send_pieces([frame(body[:cut]), frame(body[cut:]) + rest])
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+first = True
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    try:
+        tls.do_handshake()
+        done = True
+    except ssl.SSLWantReadError:
+        done = False
+    data = outgoing.read()
+    if data:
+        if first:
+            first_flight(data)
+            first = False
+        else:
+            sock.sendall(data)
+    if done:
+        break
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise SystemExit("server closed during the handshake")
+    incoming.write(chunk)
+else:
+    raise SystemExit("handshake timed out")
+sock.close()
 """
 )
 
@@ -346,6 +417,19 @@ def make_python(out: Path, ctx: Ctx) -> list[Conn]:
         ]
 
 
+def make_reframed(out: Path, ctx: Ctx) -> list[Conn]:
+    with https_net(ctx) as net, tcpdump(net.client, out):
+        return [
+            client_run(
+                net.client,
+                ctx,
+                f"python MemoryBIO, {mode}",
+                [PY, "-c", PY_REFRAME, SERVER_NAME, "443", mode],
+            )
+            for mode in ("header-alone", "split-records")
+        ]
+
+
 def make_node(out: Path, ctx: Ctx) -> list[Conn]:
     with https_net(ctx) as net, tcpdump(net.client, out):
         return [
@@ -508,6 +592,13 @@ service pop3-login {{
     port = 0
   }}
 }}
+# The auth worker runs as the internal user and cannot open root's 0600 penalty socket in a
+# private base_dir ("net_connect_unix(anvil-auth-penalty) failed"): let it.
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0666
+  }}
+}}
 service submission-login {{
   inet_listener submission {{
     port = 587
@@ -626,6 +717,12 @@ CAPTURES: list[Capture] = [
         decode_as=(4433,),
     ),
     Capture(
+        "python-reframed.pcap",
+        "Python ssl via MemoryBIO (hello bytes from OpenSSL, framing by the script)",
+        "5-byte record header alone in a segment; ClientHello split across two records",
+        make_reframed,
+    ),
+    Capture(
         "node-https.pcap",
         "Node.js https.get",
         "Node's OpenSSL-based hello",
@@ -643,11 +740,7 @@ CAPTURES: list[Capture] = [
         Capture(
             f"curl-cffi-{browser}-mtu{mtu}.pcap",
             f"curl_cffi impersonate={CURL_CFFI_TARGETS[browser]}",
-            (
-                "browser hello with GREASE, permuted extensions"
-                + ("" if browser == "edge" else ", post-quantum key share")
-                + f"; veth MTU {mtu}, so the hello spans several TCP segments"
-            ),
+            f"{BROWSER_TRAITS[browser]}; veth MTU {mtu}",
             curl_cffi_scenario(browser, mtu),
         )
         for mtu in (1500, 576)
@@ -693,7 +786,7 @@ CAPTURES: list[Capture] = [
     Capture(
         "openssl-tls12-bigendian.pcap",
         "(copy of openssl-tls12.pcap)",
-        "big-endian classic pcap (magic a1b2c3d4 read as d4c3b2a1 on x86)",
+        "big-endian classic pcap (file starts a1 b2 c3 d4; headers byte-swapped)",
         make_big_endian,
         depends=("openssl-tls12.pcap",),
     ),
@@ -901,6 +994,13 @@ def tshark_hellos(
     return rows, notes
 
 
+LINKTYPES = {
+    "ether": "EN10MB (1)",
+    "linux-sll": "LINUX_SLL (113)",
+    "linux-sll2": "LINUX_SLL2 (276)",
+}
+
+
 def capinfos(path: Path) -> dict[str, object]:
     """File format facts from capinfos (another Wireshark tool, not our reader)."""
     text = run_tool(["capinfos", "-t", "-E", "-c", "-s", "-T", "-M", "-r", str(path)])
@@ -914,6 +1014,10 @@ def capinfos(path: Path) -> dict[str, object]:
     detail = run_tool(["capinfos", "-M", str(path)])
     # One entry per pcapng interface (a classic pcap has exactly one).
     info["interfaces"] = [e.strip() for e in re.findall(r"Encapsulation = (.+)", detail)]
+    # capinfos prints Wireshark's internal encapsulation numbers; the README wants the pcap
+    # LINKTYPE_ values a reader sees in the file.
+    names = [m.group(1) for e in info["interfaces"] if (m := re.search(r"- ([\w-]+)\)", e))]
+    info["linktypes"] = [LINKTYPES.get(n, n) for n in names]
     prec = re.search(r"File timestamp precision:\s+(.+)", detail)
     info["timestamp_precision"] = prec.group(1).strip() if prec else "unknown"
     raw = path.read_bytes()[:4]
@@ -976,7 +1080,8 @@ def write_expected(cap: Capture, conns: list[Conn], versions: dict[str, str]) ->
 
 
 def write_readme() -> None:
-    rows = []
+    rows: list[str] = []
+    hashes: list[str] = []
     versions: dict[str, str] = {}
     for cap in CAPTURES:
         p = expected_path(cap)
@@ -985,15 +1090,23 @@ def write_readme() -> None:
         doc = json.loads(p.read_text())
         versions = versions or doc["recorded_with"]
         fmt, counts = doc["format"], doc["counts"]
-        links = ", ".join(dict.fromkeys(fmt["interfaces"])) or fmt["encapsulation"]
-        kind = fmt["file_type"].split(" - ")[-1]
+        links = " + ".join(fmt["linktypes"]) or fmt["encapsulation"]
         size = (HERE / cap.name).stat().st_size
         flag = " ⚠" if doc["notes"] else ""
+        clients = [h for h in doc["hellos"] if h["hello"] == "client"]
+        segs = ",".join(str(h["tcp_segments"]) for h in clients)
         rows.append(
-            f"| `{cap.name}` | {cap.client} | {kind}, {links}, "
+            f"| `{cap.name}` | {cap.client} | {fmt['file_type']}, {links}, "
             f"{fmt['timestamp_precision'].split(' (')[0]} | {cap.covers} | "
-            f"{counts['client_hellos']} / {counts['server_hellos']}{flag} | {size // 1024} KiB |"
+            f"{counts['client_hellos']} / {counts['server_hellos']}{flag} | {segs} | "
+            f"{size // 1024} KiB |"
         )
+        for h in clients:
+            hashes.append(
+                f"| `{cap.name}` | {h['frame']} | {h['tcp_stream']} | {h['sni'] or '-'} | "
+                f"`{h['ja3_hash']}` |"
+            )
+    total = sum((HERE / c.name).stat().st_size for c in CAPTURES if (HERE / c.name).exists())
     vers = "\n".join(f"| {k} | {v} |" for k, v in versions.items())
     text = f"""# Golden captures
 
@@ -1011,10 +1124,22 @@ fd4a:3373:7663::1, server 198.18.0.2 / fd4a:3373:7663::2, names `{SERVER_NAME}` 
 
 Hellos = ClientHellos / ServerHellos tshark reports (a HelloRetryRequest counts as a
 ServerHello); ⚠ = the expected file has `notes` (tshark disagreed with what the scenario did).
+Segments = TCP segments tshark reassembled for each ClientHello, in order. Total size of the
+captures: {total // 1024} KiB.
 
-| file | client stack | format, link type, timestamps | edge case | hellos (C / S) | size |
-| --- | --- | --- | --- | --- | --- |
+| file | client stack | format, link, timestamps | edge case | hellos C / S | segments | size |
+| --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
+
+Not covered by live captures (no standard tool produces them here; crafted fixtures elsewhere):
+out-of-order/duplicated/overlapping TCP segments, 802.1Q/QinQ, SLL v1, NULL/LOOP, raw IP,
+IPv4 options, IPv6 extension headers, tunnels, SSLv2-compatible hellos, truncated files.
+
+## ClientHello JA3 per capture (tshark)
+
+| file | frame | tcp stream | SNI | JA3 (MD5) |
+| --- | --- | --- | --- | --- |
+{chr(10).join(hashes)}
 
 ## Expected files
 
@@ -1026,9 +1151,12 @@ ServerHello); ⚠ = the expected file has `notes` (tshark disagreed with what th
   "connections": [{{"label", "client_hellos", "server_hellos"}}],   # what the scenario did
   "counts": {{...}}, "recorded_with": {{tool versions}}, "notes": [...],
   "hellos": [{{"frame", "tcp_stream", "src", "sport", "dst", "dport",
-              "hello": "client"|"server", "ja3", "ja3_hash", "ja3s", "ja3s_hash", "sni"}}]}}
+              "hello": "client"|"server", "ja3", "ja3_hash", "ja3s", "ja3s_hash", "sni",
+              "tcp_segments"}}]}}
 ```
 
+- `tcp_segments`: TCP segments of the PDU tshark completed in that frame (1 = no TCP
+  reassembly; a hello split across TLS *records* in one segment each still shows 1 here).
 - `frame` is the 1-based frame where tshark finished reassembling the hello (for a hello spread
   over several TCP segments that is the *last* segment).
 - `ja3`/`ja3s` are tshark's `ja3_full`/`ja3s_full` strings, `*_hash` their MD5. tshark 4.0

@@ -76,7 +76,8 @@ def netns_available() -> tuple[bool, str]:
         if shutil.which(tool) is None:
             return False, f"{tool} (iproute2) not installed"
     try:
-        with _namespace("j3probe"):
+        # Unique name: concurrent probes (pytest-xdist workers) must not collide.
+        with _namespace(f"j3{_unique_token()}p"):
             pass
     except (NetnsError, OSError, subprocess.SubprocessError) as exc:
         return False, f"cannot create a network namespace: {exc}"
@@ -206,12 +207,22 @@ def _capture(
     endpoint: Endpoint,
     argv: list[str],
     ready_marker: str,
+    header_file: Path | None,
     *,
     ready_timeout: float,
     settle: float,
     stop_timeout: float,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a capture tool; enter the block once it prints `ready_marker`, SIGINT it on exit."""
+    """Run a capture tool; enter the block once it is capturing, SIGINT it on exit.
+
+    "Capturing" means: the tool printed `ready_marker` and, if `header_file` is given, has
+    written that file's header. dumpcap prints "Capturing on" before it opens the interface, so
+    its marker alone loses the first packets; it writes the header once the handle is live.
+    tcpdump prints "listening on" after activation (its header may sit in stdio buffers).
+    """
+    if header_file is not None:
+        # A stale file from an earlier run would look like a header already written.
+        header_file.unlink(missing_ok=True)
     proc = endpoint.popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -230,7 +241,18 @@ def _capture(
     reader = threading.Thread(target=_reader, daemon=True)
     reader.start()
     try:
-        if not ready.wait(ready_timeout) or proc.poll() is not None:
+        deadline = time.monotonic() + ready_timeout
+        started = ready.wait(ready_timeout)
+        while (
+            started
+            and header_file
+            and not (header_file.exists() and header_file.stat().st_size > 0)
+        ):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                started = False
+                break
+            time.sleep(0.01)
+        if not started or proc.poll() is not None:
             raise NetnsError(f"{argv[0]} did not start in {endpoint.netns}: {''.join(lines)}")
         yield proc
         # Let the last packets (FIN/ACK) reach the ring buffer before stopping.
@@ -279,6 +301,7 @@ def tcpdump(
         endpoint,
         argv,
         "listening on",
+        None,
         ready_timeout=ready_timeout,
         settle=settle,
         stop_timeout=stop_timeout,
@@ -309,6 +332,7 @@ def dumpcap(
         endpoint,
         argv,
         "Capturing on",
+        Path(path),
         ready_timeout=ready_timeout,
         settle=settle,
         stop_timeout=stop_timeout,
