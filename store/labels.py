@@ -86,13 +86,14 @@ def upsert_labels(
 def _upsert_chunk(session: Session, chunk: list[dict[str, object]]) -> int:
     """Upsert one chunk; return how many rows were new."""
     keys = [(v["kind"], v["value"], v["source"]) for v in chunk]
-    existing = set(
-        session.execute(
+    existing = {
+        tuple(row)
+        for row in session.execute(
             select(Label.kind, Label.value, Label.source).where(
                 tuple_(Label.kind, Label.value, Label.source).in_(keys)
             )
-        ).tuples()
-    )
+        )
+    }
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     ins = dialect.insert(_LABELS)
     updated = {
