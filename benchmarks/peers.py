@@ -81,6 +81,7 @@ class Run:
     peak_rss_mb: float | None = None
     exit_code: int | None = None
     version: str = ""
+    load_before: float | None = None  # 1-minute load average: other work on the machine
     found: list[Found] = field(default_factory=list)
 
 
@@ -298,7 +299,8 @@ def run_tool(tool: Tool, pcap: Path, work: Path, timeout_s: float) -> Run:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     argv = tool.argv(prefix, pcap, work)
-    run = Run(tool.name, "ok", command=argv, version=tool.version(prefix))
+    run = Run(tool.name, "ok", command=argv, version=tool.version(prefix),
+              load_before=os.getloadavg()[0])
     with (work / "stdout").open("wb") as out, (work / "stderr").open("wb") as err:
         parent_peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         hwm_kib = 0
@@ -318,7 +320,7 @@ def run_tool(tool: Tool, pcap: Path, work: Path, timeout_s: float) -> Run:
                 run.status = "timeout"
                 run.detail = f"killed after {timeout_s:.0f} s"
                 break
-            time.sleep(0.01)
+            time.sleep(0.025)  # VmHWM is a high-water mark: sparse sampling loses little
         run.wall_s = time.monotonic() - started
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, not by Popen
     run.exit_code = proc.returncode
