@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from ja3svc.policy.facts import LabelFact
+from ja3svc.policy.facts import LabelFact, PolicyInputs
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -117,19 +117,22 @@ class SessionTracker:
     the after-auth allow. Dovecot sends allow, allow, report for a successful login and allow,
     report for a failed one; session ids are unique per login attempt, so a generous window only
     costs memory. A ``report`` ends the session. An allow without a session id is always treated
-    as before-auth (the conservative choice: at worst Dovecot ignores a tarpit).
+    as before-auth (the conservative choice: at worst Dovecot ignores a tarpit). With several
+    workers the second allow may reach another worker, which then answers as for a first allow;
+    Dovecot ignores a positive status there, so only the audit log's stage label is affected.
+
+    The facts of the first allow are kept so the second is judged on the same facts.
     """
 
     def __init__(self, window: float, maxsize: int = 200_000) -> None:
-        self._seen: TtlLru[str, bool] = TtlLru(maxsize, window)
+        self._seen: TtlLru[str, PolicyInputs] = TtlLru(maxsize, window)
 
-    def is_after_auth(self, session_id: str) -> bool:
-        if not session_id:
-            return False
-        if self._seen.get(session_id) is not None:
-            return True
-        self._seen.put(session_id, True)
-        return False
+    def before_auth_inputs(self, session_id: str) -> PolicyInputs | None:
+        return self._seen.get(session_id) if session_id else None
+
+    def remember(self, session_id: str, inputs: PolicyInputs) -> None:
+        if session_id:
+            self._seen.put(session_id, inputs)
 
     def end(self, session_id: str) -> None:
         if session_id:

@@ -8,6 +8,7 @@ knows and the verdict says so.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -92,6 +93,9 @@ class PolicyService:
         self._reputation: TtlLru[tuple[Ref, ...], Reputation] = TtlLru(
             100_000, settings.reputation_cache_seconds
         )
+        # Accounts' learned fingerprints, briefly: the second allow of a login and bursts from
+        # one account need no query. Updated in place by this worker's own success reports.
+        self._history: TtlLru[str, UserHistory] = TtlLru(100_000, settings.label_cache_seconds)
         self.writer = BatchWriter(
             store, on_drop=lambda n: self.metrics.writer_dropped.inc(amount=n)
         )
@@ -162,8 +166,12 @@ class PolicyService:
             return PolicyInputs(request=facts)
         now = self.clock()
         cached, misses = self.labels.split(refs)
-        rep_key = tuple(parsed.identity)
+        rep_key = parsed.identity
         rep = self._reputation.get(rep_key)
+        history = self._history.get(facts.login) if facts.login else UserHistory()
+        if not misses and rep is not None and history is not None:
+            # Everything fresh in memory: no thread hop, no query.
+            return PolicyInputs(facts, _flatten(cached), history, rep)
         if not self.degraded:
             try:
                 loop = asyncio.get_running_loop()
@@ -172,8 +180,8 @@ class PolicyService:
                         self._executor,
                         self.store.allow_facts,
                         misses,
-                        facts.login,
-                        [] if rep is not None else list(parsed.identity),
+                        facts.login if history is None else None,
+                        list(parsed.identity) if rep is None else [],
                         self.settings.reputation_window_seconds,
                         now,
                     ),
@@ -186,14 +194,17 @@ class PolicyService:
             else:
                 self.labels.store(found.labels)
                 cached.update(found.labels)
-                if rep is None:
+                if found.reputation is not None:
                     rep = found.reputation
                     self._reputation.put(rep_key, rep)
+                if found.history is not None:
+                    history = found.history
+                    self._history.put(facts.login, history)
                 return PolicyInputs(
-                    request=facts,
-                    labels=_flatten(cached),
-                    history=found.history,
-                    reputation=rep,
+                    facts,
+                    _flatten(cached),
+                    history or UserHistory(),
+                    rep or Reputation(window_seconds=self.settings.reputation_window_seconds),
                 )
         else:
             self.metrics.degraded.inc("circuit_open")
@@ -203,7 +214,7 @@ class PolicyService:
         return PolicyInputs(
             request=facts,
             labels=_flatten(cached),
-            history=UserHistory(),
+            history=history or UserHistory(),
             reputation=rep or Reputation(window_seconds=self.settings.reputation_window_seconds),
             degraded=True,
         )
@@ -212,9 +223,16 @@ class PolicyService:
 
     async def allow(self, req: DovecotRequest) -> Verdict:
         session_id = req.attributes.get(self.settings.session_attribute, "")
-        stage = Stage.AFTER_AUTH if self.sessions.is_after_auth(session_id) else Stage.BEFORE_AUTH
-        parsed = self.parse_facts(req, stage)
-        inputs = await self._gather(parsed)
+        earlier = self.sessions.before_auth_inputs(session_id)
+        if earlier is not None:
+            # The after-auth allow: same connection, same facts. Re-judging on the facts of the
+            # first allow keeps both answers consistent and costs no lookup.
+            parsed = self.parse_facts(req, Stage.AFTER_AUTH)
+            inputs = dataclasses.replace(earlier, request=parsed.request)
+        else:
+            parsed = self.parse_facts(req, Stage.BEFORE_AUTH)
+            inputs = await self._gather(parsed)
+            self.sessions.remember(session_id, inputs)
         verdict = evaluate(inputs, self.config)
         self._record(req.command, parsed, verdict)
         return verdict
@@ -231,6 +249,15 @@ class PolicyService:
             if facts.login:
                 for ref in parsed.identity:
                     self.writer.success((now, facts.login, ref))
+                known = self._history.get(facts.login)
+                if known is not None and parsed.identity:
+                    self._history.put(
+                        facts.login,
+                        UserHistory(
+                            known.known | {FingerprintRef(k, v) for k, v in parsed.identity},
+                            known.successes + 1,
+                        ),
+                    )
         else:
             outcome = "failure"
             # A policy rejection is our own doing, not evidence against the fingerprint;

@@ -1,0 +1,340 @@
+"""Load benchmark of `ja3svc serve` against a constant-response uvicorn app (127.0.0.1 only).
+
+    python benchmarks/policy_load.py [--rates 250,500,1000] [--seconds 5] [--labels 1000000]
+
+1. Starts `ja3svc serve` (temporary SQLite database, one worker) and benchmarks/constant_app.py
+   under the same uvicorn, each on a free port.
+2. Fixed-rate steps: Dovecot-shaped logins (allow, allow, report with a 2.4 body carrying
+   attrs/ja3) sent open-loop over keep-alive connections; latency is measured from the moment a
+   request was due, so a stalled server cannot hide queueing (no coordinated omission). Each step
+   is bounded in requests and time.
+3. Peak throughput of both with wrk (Debian package) and a Lua script, and the ratio.
+4. Bulk-inserts --labels labels, then measures the store's lookup latency and the 1,000 req/s
+   step again with hashes drawn from the labelled set: lookups must not slow down.
+
+Prints a table; asserts nothing (timings are for people, not for CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+API_KEY = "bench-key"
+CONNECTIONS = 32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"port {port} not listening")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def rand_hash(rng: random.Random) -> str:
+    return f"{rng.getrandbits(128):032x}"
+
+
+def login_requests(rng: random.Random, hashes: list[str], n: int) -> list[bytes]:
+    """``n`` raw HTTP requests forming whole logins: allow, allow, report (Dovecot's order)."""
+    out: list[bytes] = []
+    i = 0
+    while len(out) < n:
+        i += 1
+        ja3 = rng.choice(hashes)
+        attrs = {
+            "attrs": {"ja3": ja3},
+            "device_id": "",
+            "fail_type": "",
+            "login": f"user{rng.randrange(10_000)}",
+            "protocol": "imap",
+            "pwhash": "0c54",
+            "remote": "127.0.0.1",
+            "session_id": f"s{rng.getrandbits(64):x}{i}",
+        }
+        allow = json.dumps({**attrs, "tls": True}, separators=(",", ":")).encode()
+        report = json.dumps(
+            {**attrs, "success": True, "policy_reject": False, "tls": True}, separators=(",", ":")
+        ).encode()
+        for cmd, body in (("allow", allow), ("allow", allow), ("report", report)):
+            out.append(
+                f"POST /policy?command={cmd} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"User-Agent: dovecot/auth-policy-client\r\nX-API-Key: {API_KEY}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+    return out[:n]
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> int:
+    writer.write(req)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return status
+
+
+async def fixed_rate(port: int, requests: list[bytes], rate: float, max_seconds: float) -> dict:
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(CONNECTIONS):
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    latencies: list[float] = []
+    errors = 0
+
+    async def one(req: bytes, due: float) -> None:
+        nonlocal errors
+        conn = await pool.get()
+        try:
+            status = await _exchange(*conn, req)
+            if status != 200:
+                errors += 1
+            latencies.append(time.perf_counter() - due)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            errors += 1
+            conn = await asyncio.open_connection("127.0.0.1", port)
+        finally:
+            pool.put_nowait(conn)
+
+    tasks = []
+    start = time.perf_counter()
+    for i, req in enumerate(requests):
+        due = start + i / rate
+        if due - start > max_seconds:
+            break
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(req, due)))
+    await asyncio.wait_for(asyncio.gather(*tasks), max_seconds + 30)
+    elapsed = time.perf_counter() - start
+    while not pool.empty():
+        _, w = pool.get_nowait()
+        w.close()
+    return summary(latencies, len(tasks), errors, elapsed)
+
+
+def summary(lat: list[float], sent: int, errors: int, elapsed: float) -> dict:
+    lat.sort()
+
+    def pct(p: float) -> float:
+        if not lat:
+            return float("nan")
+        return lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1000
+
+    return {
+        "sent": sent,
+        "errors": errors,
+        "rps": len(lat) / elapsed if elapsed else 0.0,
+        "p50": pct(50),
+        "p99": pct(99),
+        "p999": pct(99.9),
+    }
+
+
+WRK_LUA = """
+local bodies = {}
+local i = 0
+init = function(args)
+  for line in io.lines(args[1]) do table.insert(bodies, line) end
+end
+request = function()
+  i = i + 1
+  local body = bodies[(i % #bodies) + 1]
+  local cmd = (i % 3 == 0) and "report" or "allow"
+  return wrk.format("POST", "/policy?command=" .. cmd, {
+    ["Content-Type"] = "application/json",
+    ["User-Agent"] = "dovecot/auth-policy-client",
+    ["X-API-Key"] = "API_KEY",
+  }, body)
+end
+""".replace("API_KEY", API_KEY)
+
+
+def wrk_peak(port: int, workdir: Path, bodies: list[bytes], seconds: int) -> float | None:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print("wrk not installed (apt-get install wrk): skipping peak throughput")
+        return None
+    script = workdir / "policy.lua"
+    script.write_text(WRK_LUA)
+    body_file = workdir / "bodies.txt"
+    body_file.write_bytes(b"\n".join(b.split(b"\r\n\r\n", 1)[1] for b in bodies) + b"\n")
+    out = subprocess.run(
+        [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(script),
+         f"http://127.0.0.1:{port}/", "--", str(body_file)],
+        capture_output=True, text=True, timeout=seconds + 30,
+    ).stdout  # fmt: skip
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    print(out)
+    return None
+
+
+def bulk_labels(db_url: str, n: int, rng: random.Random) -> list[str]:
+    """Insert ``n`` labels fast (raw executemany in one transaction); return their values."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    now = time.time()
+    values = [rand_hash(rng) for _ in range(n)]
+    actions = ("none", "none", "none", "allow", "tarpit", "deny")
+    stmt = text(
+        "INSERT INTO labels (kind, value, client_name, category, action, source, confidence,"
+        " created_at, updated_at) VALUES (:k, :v, :c, 'bench', :a, 'bench', 90, :t, :t)"
+    )
+    with engine.begin() as conn:
+        for lo in range(0, n, 100_000):
+            conn.execute(
+                stmt,
+                [
+                    {"k": "ja3", "v": v, "c": f"client{j % 5000}", "a": actions[j % 6], "t": now}
+                    for j, v in enumerate(values[lo : lo + 100_000], lo)
+                ],
+            )
+    engine.dispose()
+    return values
+
+
+def store_lookup_ms(db_url: str, hashes: list[str], n: int = 2000) -> tuple[float, float]:
+    """p50/p99 in ms of PolicyStore.allow_facts (labels + history + reputation), uncached."""
+    from sqlalchemy import create_engine
+
+    from store.policy_store import PolicyStore
+
+    store = PolicyStore(create_engine(db_url))
+    rng = random.Random(7)
+    times = []
+    for _ in range(n):
+        h = rng.choice(hashes)
+        t = time.perf_counter()
+        store.allow_facts(
+            [("ja3_dovecot", h), ("ja3", h)], "user1", [("ja3_dovecot", h)], 3600, time.time()
+        )
+        times.append((time.perf_counter() - t) * 1000)
+    store.engine.dispose()
+    times.sort()
+    return statistics.median(times), times[int(0.99 * len(times))]
+
+
+def row(name: str, rate: str, r: dict) -> str:
+    return (
+        f"{name:<10} {rate:>6} {r['sent']:>7} {r['errors']:>6} {r['rps']:>9.0f} "
+        f"{r['p50']:>8.2f} {r['p99']:>8.2f} {r['p999']:>8.2f}"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rates", default="250,500,1000")
+    ap.add_argument("--seconds", type=float, default=5.0, help="length of each fixed-rate step")
+    ap.add_argument("--peak-seconds", type=int, default=5)
+    ap.add_argument("--labels", type=int, default=1_000_000)
+    args = ap.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
+    rng = random.Random(42)
+
+    workdir = Path(tempfile.mkdtemp(prefix="ja3svc-bench-"))
+    db_url = f"sqlite:///{workdir / 'ja3svc.sqlite3'}"
+    conf = workdir / "bench.toml"
+    # Reputation/learning on as in production; log_only off; audit log on.
+    conf.write_text(f'database_url = "{db_url}"\n[policy]\napi_keys = ["{API_KEY}"]\n')
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JA3SVC_DATA_DIR": str(workdir)}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        ports = {"ja3svc": free_port(), "constant": free_port()}
+        cmd_serve = [sys.executable, "-m", "cli.main", "serve", "--port", str(ports["ja3svc"]),
+                     "--config", str(conf), "--log-level", "warning"]  # fmt: skip
+        cmd_const = [sys.executable, "-m", "uvicorn", "benchmarks.constant_app:app",
+                     "--port", str(ports["constant"]), "--log-level", "warning",
+                     "--no-access-log"]  # fmt: skip
+        for cmd, port in ((cmd_serve, ports["ja3svc"]), (cmd_const, ports["constant"])):
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env))
+            wait_port(port, procs[-1])
+
+        hashes = [rand_hash(rng) for _ in range(2000)]
+        header = f"{'target':<10} {'rate':>6} {'sent':>7} {'errors':>6} {'req/s':>9} " \
+                 f"{'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>8}"  # fmt: skip
+        print("\n== fixed-rate steps (allow, allow, report; latency from due time) ==")
+        print(header)
+        for rate in rates:
+            n = int(rate * args.seconds)
+            reqs = login_requests(rng, hashes, n)
+            for name in ("ja3svc", "constant"):
+                r = asyncio.run(fixed_rate(ports[name], reqs, rate, args.seconds))
+                print(row(name, f"{rate:.0f}", r), flush=True)
+
+        print(f"\n== peak throughput (wrk, {CONNECTIONS} keep-alive connections) ==")
+        bodies = login_requests(rng, hashes, 3000)
+        peak = {name: wrk_peak(ports[name], workdir, bodies, args.peak_seconds) for name in ports}
+        for name, value in peak.items():
+            print(f"{name:<10} {value if value is None else round(value):>9} req/s")
+        if peak["ja3svc"] and peak["constant"]:
+            print(f"ratio ja3svc/constant: {peak['ja3svc'] / peak['constant']:.0%}")
+
+        if args.labels:
+            few = store_lookup_ms(db_url, hashes)
+            t = time.perf_counter()
+            labelled = bulk_labels(db_url, args.labels, rng)
+            took = time.perf_counter() - t
+            print(f"\n== {args.labels:,} labels inserted in {took:.1f}s ==")
+            many = store_lookup_ms(db_url, labelled)
+            print(f"store lookup (labels+history+reputation), before: p50 {few[0]:.3f} ms, "
+                  f"p99 {few[1]:.3f} ms; with {args.labels:,} labels: p50 {many[0]:.3f} ms, "
+                  f"p99 {many[1]:.3f} ms")  # fmt: skip
+            # Half labelled hashes (cache misses spread over the million), half fresh ones.
+            pool = rng.sample(labelled, 20_000) + [rand_hash(rng) for _ in range(20_000)]
+            rate = max(rates)
+            reqs = login_requests(rng, pool, int(rate * args.seconds))
+            print(header)
+            r = asyncio.run(fixed_rate(ports["ja3svc"], reqs, rate, args.seconds))
+            print(row("ja3svc+1M", f"{rate:.0f}", r))
+        return 0
+    finally:
+        for p in procs:
+            stop(p)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
