@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "cli.db_command",
     "cli.fingerprints_command",
     "cli.labels_command",
+    "cli.capture_command",
 )
 
 EXIT_OK = 0

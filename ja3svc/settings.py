@@ -103,6 +103,53 @@ class PolicySettings(BaseModel):
     audit_log: bool = True
 
 
+# Client->server ports of the TLS and STARTTLS services a mail host runs: HTTPS, SMTPS,
+# IMAPS, POP3S, IMAP, POP3, SMTP, submission, ManageSieve.
+DEFAULT_CAPTURE_PORTS = [443, 465, 993, 995, 143, 110, 25, 587, 4190]
+
+
+class CaptureSettings(BaseModel):
+    """Live capture worker and connection correlation (owned by ``capture.worker``)."""
+
+    # Interfaces to capture on; the command line's --interface replaces this list.
+    interfaces: list[str] = Field(default_factory=list)
+    # Server ports whose client side is captured (the default kernel filter is built from them).
+    ports: list[int] = Field(default_factory=lambda: list(DEFAULT_CAPTURE_PORTS))
+    # A libpcap filter expression replacing the default. It must keep every client->server data
+    # segment of a connection: a filter on "payload starts with 0x16" loses the segments that
+    # continue a multi-segment ClientHello.
+    bpf_filter: str = ""
+    # Bytes kept per packet. Hellos of modern browsers span several full-sized segments, and a
+    # truncated segment is a hole in the TCP stream, so the default keeps whole (GRO) packets.
+    snaplen: int = Field(default=65535, ge=256, le=262144)
+    # Kernel receive buffer per socket: absorbs bursts while user space is busy. Needs
+    # CAP_NET_ADMIN above net.core.rmem_max; without it the kernel's maximum is used.
+    receive_buffer_bytes: int = Field(default=64 << 20, ge=1 << 16)
+    # Unprivileged account the worker switches to once the sockets are open ("" keeps the
+    # current user, e.g. when systemd already starts it unprivileged with CAP_NET_RAW).
+    user: str = ""
+    # Sensor name stored with each sighting; "" means "<hostname>:<interfaces>".
+    sensor: str = ""
+    # Sightings reach the database at least this often (and whenever a batch is full).
+    flush_interval_seconds: float = Field(default=1.0, gt=0.0, le=60.0)
+    # Sightings waiting for the database thread; beyond this they are dropped and counted.
+    write_queue_max: int = Field(default=50_000, ge=100)
+    # TCP flows watched at once, and how long an idle flow is kept (only the client side is
+    # captured, so a flow is usually forgotten by this timeout, not by a FIN/FIN exchange).
+    max_flows: int = Field(default=200_000, ge=100)
+    flow_idle_seconds: float = Field(default=120.0, gt=0.0)
+    # Recent connections kept in memory for in-process correlation, and for how long.
+    recent_connections_max: int = Field(default=100_000, ge=10)
+    # How far before a policy request a hello may have been seen to count for it: a client may
+    # connect, then wait before authenticating.
+    correlation_window_seconds: float = Field(default=300.0, gt=0.0)
+    # How long a policy request waits for its hello to appear (capture lag, database batches);
+    # must stay well under Dovecot's 2 s request timeout.
+    correlation_wait_seconds: float = Field(default=0.5, ge=0.0, le=1.5)
+    # Counters logged as one JSON line this often (0 disables).
+    metrics_log_seconds: float = Field(default=60.0, ge=0.0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="JA3SVC_", env_nested_delimiter="__", extra="forbid"
@@ -115,6 +162,7 @@ class Settings(BaseSettings):
     dovecot_openssl_profile: str = "openssl-3.0"
     store: StoreSettings = StoreSettings()
     policy: PolicySettings = PolicySettings()
+    capture: CaptureSettings = CaptureSettings()
 
     def resolved_database_url(self) -> str:
         if self.database_url:

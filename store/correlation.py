@@ -1,0 +1,241 @@
+"""Which ClientHello came from the TCP peer a policy request names (``real_rip``/``real_rport``)?
+
+Two sources, one answer shape (a ``HelloSighting.as_dict()``-like record):
+
+- ``find_client_hello``: the database, for capture workers on other hosts sharing a PostgreSQL
+  with the service. The worker commits a batch at least every second, so the lookup polls a
+  few times, with a bounded total wait, before giving up.
+- ``ConnectionFingerprints``: what the policy service plugs in. It asks the in-memory
+  ``RecentConnections`` table of a capture running in the same process first (instant), and
+  the database after that (another sensor, or a restart emptied the memory).
+
+Dovecot keeps the LAST ClientHello of a connection (after a HelloRetryRequest the client sends
+a second one), so among the hellos of the connection the highest index wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ja3svc.connections import RecentConnections, normalize_ip
+from ja3svc.models import Fingerprint, Sighting
+from ja3svc.policy.facts import ConnectionPeer, FingerprintRef
+from ja3svc.vocabulary import FINGERPRINT_FIELDS
+from store.database import Database
+
+__all__ = ["ConnectionFingerprints", "find_client_hello", "fingerprint_refs"]
+
+Record = dict[str, Any]
+
+# First pause between polls, doubled up to the maximum: the first retries catch a batch being
+# committed right now, later ones do not hammer the database.
+POLL_FIRST_SECONDS = 0.025
+POLL_MAX_SECONDS = 0.2
+# Hard cap on polls whatever the wait (a clock jump must not make the loop spin).
+POLL_MAX_ROUNDS = 64
+# Kinds a client hello can be matched by, in the order the policy should look them up.
+CLIENT_KINDS = ("ja3", "ja3_dovecot", "ja3n", "ja4")
+
+_S = Sighting
+
+
+def _address_spellings(ip: str) -> list[str]:
+    """Every text form under which the capture may have stored this peer address."""
+    raw = ip.strip()
+    forms = {raw, normalize_ip(raw)}
+    try:
+        addr = ipaddress.ip_address(normalize_ip(raw))
+    except ValueError:
+        return sorted(forms)
+    if isinstance(addr, ipaddress.IPv4Address):
+        forms.add(f"::ffff:{addr}")  # a capture of IPv4-mapped traffic (rare, but cheap)
+    else:
+        forms.add(addr.exploded)
+    return sorted(forms)
+
+
+def _query_once(session: Session, ips: list[str], port: int, since_ts: float) -> Record | None:
+    row = session.execute(
+        select(_S)
+        .where(_S.src.in_(ips), _S.sport == port, _S.hello == "client", _S.ts >= since_ts)
+        # Latest first; on a tie (same batch, same packet time) the higher index is the later
+        # hello. A HelloRetryRequest's second hello is later in time than the first anyway.
+        .order_by(_S.ts.desc(), _S.hello_index.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    record: Record = {
+        "ts": row.ts,
+        "sensor": row.sensor,
+        "src": row.src,
+        "sport": row.sport,
+        "dst": row.dst,
+        "dport": row.dport,
+        "transport": row.transport,
+        "hello": row.hello,
+        "index": row.hello_index,
+        "sni": row.sni,
+        "alpn": json.loads(row.alpn) if row.alpn else [],
+        "tls_version": row.tls_version,
+        "ja3_hash": row.ja3_hash,
+        "ja3n_hash": row.ja3n_hash,
+        "ja4": row.ja4,
+        "ja3_dovecot_hash": row.ja3_dovecot_hash,
+        "source": "database",
+    }
+    # The sightings table keeps hashes only; the full strings live once per fingerprint.
+    wanted = {
+        (kind, record[value_key])
+        for kind, (value_key, _) in FINGERPRINT_FIELDS.items()
+        if kind != "ja3s" and record.get(value_key)
+    }
+    strings: dict[tuple[str, str], str | None] = {}
+    if wanted:
+        kinds = sorted({k for k, _ in wanted})
+        values = sorted({v for _, v in wanted})
+        for kind, value, full in session.execute(
+            select(Fingerprint.kind, Fingerprint.value, Fingerprint.full_string).where(
+                Fingerprint.kind.in_(kinds), Fingerprint.value.in_(values)
+            )
+        ):
+            strings[(kind, value)] = full
+    for kind, (value_key, string_key) in FINGERPRINT_FIELDS.items():
+        if kind != "ja3s":
+            record[string_key] = strings.get((kind, record.get(value_key) or ""))
+    return record
+
+
+def find_client_hello(
+    db_or_session: Database | Session,
+    ip: str,
+    port: int,
+    since_ts: float,
+    wait_seconds: float = 0.0,
+) -> Record | None:
+    """The client hello of the connection from ``ip:port`` seen at or after ``since_ts``.
+
+    Polls until ``wait_seconds`` have passed (0: one query). Returns the latest hello of that
+    peer (the highest index after a HelloRetryRequest), with its hashes and, where the database
+    has them, the full fingerprint strings; None when nothing arrived in time.
+
+    Pass the ``Database``: every poll then runs in a fresh transaction, which is what makes a
+    batch committed meanwhile visible (SQLite serves a snapshot per transaction). A ``Session``
+    is accepted for callers inside a unit of work; on PostgreSQL (READ COMMITTED) each poll
+    still sees new commits, on SQLite only the first query is meaningful.
+    """
+    ips = _address_spellings(ip)
+    port = int(port)
+    deadline = time.monotonic() + max(0.0, wait_seconds)
+    pause = POLL_FIRST_SECONDS
+    for _ in range(POLL_MAX_ROUNDS):
+        if isinstance(db_or_session, Database):
+            with db_or_session.session() as session:
+                found = _query_once(session, ips, port, since_ts)
+        else:
+            found = _query_once(db_or_session, ips, port, since_ts)
+        remaining = deadline - time.monotonic()
+        if found is not None or remaining <= 0:
+            return found
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, POLL_MAX_SECONDS)
+    return None
+
+
+def fingerprint_refs(record: Record | None) -> tuple[FingerprintRef, ...]:
+    """The label-table keys of a client hello record, in lookup order (see CLIENT_KINDS)."""
+    if not record:
+        return ()
+    refs = []
+    for kind in CLIENT_KINDS:
+        value = record.get(FINGERPRINT_FIELDS[kind][0])
+        if value:
+            refs.append(FingerprintRef(kind, str(value)))
+    return tuple(refs)
+
+
+class ConnectionFingerprints:
+    """Correlation for the policy service: memory first (in-process capture), then database.
+
+    - ``lookup(ip, port, now)`` -> the hello record or None (blocking, bounded by the waits);
+    - ``lookup_async(...)``: the same off the event loop (the database wait must not block it);
+    - ``fingerprints_for(peer)``: the ``ja3svc.policy.ConnectionLookup`` protocol, so an
+      instance can be passed to ``create_app(connection_lookup=...)`` directly.
+
+    Waits: with ``recent`` (capture in this process) the memory table is waited on for up to
+    ``wait_seconds`` and the database asked once afterwards; without it the database is polled
+    for up to ``wait_seconds``. Both together stay bounded by about twice ``wait_seconds``
+    plus one query, well inside Dovecot's 2 s.
+    """
+
+    def __init__(
+        self,
+        recent: RecentConnections | None = None,
+        database: Database | None = None,
+        *,
+        window_seconds: float = 300.0,
+        wait_seconds: float = 0.5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.recent = recent
+        self.database = database
+        self.window_seconds = window_seconds
+        self.wait_seconds = wait_seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.stats = {"memory_hits": 0, "database_hits": 0, "misses": 0, "database_errors": 0}
+
+    @classmethod
+    def from_settings(
+        cls, settings: Any, recent: RecentConnections | None, database: Database | None
+    ) -> ConnectionFingerprints:
+        c = settings.capture
+        return cls(
+            recent,
+            database,
+            window_seconds=c.correlation_window_seconds,
+            wait_seconds=c.correlation_wait_seconds,
+        )
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.stats[key] += 1
+
+    def lookup(self, ip: str, port: int, now: float | None = None) -> Record | None:
+        """The last client hello from ``ip:port`` within the window before ``now``."""
+        now = self.clock() if now is None else now
+        if self.recent is not None:
+            found = self.recent.wait_for(ip, port, self.wait_seconds, now=now)
+            if found is not None:
+                self._count("memory_hits")
+                return found
+        if self.database is not None:
+            wait = 0.0 if self.recent is not None else self.wait_seconds
+            try:
+                found = find_client_hello(self.database, ip, port, now - self.window_seconds, wait)
+            except Exception:
+                # An unreachable database means "not seen"; the policy falls back to the hash.
+                self._count("database_errors")
+                found = None
+            if found is not None:
+                self._count("database_hits")
+                return found
+        self._count("misses")
+        return None
+
+    async def lookup_async(self, ip: str, port: int, now: float | None = None) -> Record | None:
+        return await asyncio.to_thread(self.lookup, ip, port, now)
+
+    def fingerprints_for(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]:
+        if not peer.ip or peer.port is None:
+            return ()
+        return fingerprint_refs(self.lookup(peer.ip, peer.port))
