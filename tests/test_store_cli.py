@@ -1,0 +1,105 @@
+"""`ja3svc fingerprints` and `ja3svc db prune|replay-spool` on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+from store.sighting_writer import SightingWriter
+from tests.conftest import synthetic_record, url_of
+from tests.helpers import run_cli
+
+
+def _store(database, n: int = 30) -> list[dict]:
+    records = [synthetic_record(i, client=i % 3) for i in range(n)]
+    with SightingWriter(database, sensor="file:t.pcap") as w:
+        for r in records:
+            w.add(r)
+    return records
+
+
+def fp_cli(database, *argv: str) -> tuple[int, str, str]:
+    return run_cli("fingerprints", *argv, "--database-url", url_of(database))
+
+
+def test_top_show_search(database):
+    records = _store(database)
+    ja3 = records[0]["ja3_hash"]
+    run_cli(
+        "labels",
+        "add",
+        ja3,
+        "--client",
+        "Thunderbird 128",
+        "--category",
+        "mail-client",
+        "--database-url",
+        url_of(database),
+    )
+
+    status, out, _ = fp_cli(database, "top", "--kind", "ja3", "--json")
+    assert status == 0
+    top = json.loads(out)
+    assert [t["times_seen"] for t in top] == [10, 10, 10]
+    assert {t["value"] for t in top} == {records[i]["ja3_hash"] for i in range(3)}
+    assert next(t for t in top if t["value"] == ja3)["labels"] == "Thunderbird 128"
+
+    status, out, _ = fp_cli(database, "top", "-n", "2")
+    assert status == 0 and len(out.splitlines()) == 3  # header + 2
+
+    status, out, _ = fp_cli(database, "show", ja3.upper(), "--json")
+    assert status == 0
+    details = {d["kind"]: d for d in json.loads(out)}
+    # The same MD5 is looked up under every JA3-family kind; here it is a JA3 only.
+    assert set(details) == {"ja3"}
+    d = details["ja3"]
+    assert d["full_string"] == records[0]["ja3"] and d["times_seen"] == 10
+    assert d["retained_sightings"] == 10 and len(d["recent_sightings"]) == 10
+    assert d["labels"][0]["client_name"] == "Thunderbird 128"
+    status, out, _ = fp_cli(database, "show", ja3)
+    assert status == 0 and "label:" in out and "sighting:" in out
+
+    status, out, _ = fp_cli(database, "search", "thunderbird", "--json")
+    assert status == 0 and [h["value"] for h in json.loads(out)] == [ja3]
+    status, out, _ = fp_cli(database, "search", ja3[:8], "--json")
+    assert ja3 in {h["value"] for h in json.loads(out)}
+    status, out, _ = fp_cli(database, "search", "4865-4866-2,", "--json")  # in the full string
+    assert {h["value"] for h in json.loads(out)} == {
+        records[2]["ja3_hash"],
+        records[2]["ja3n_hash"],
+        records[2]["ja3_dovecot_hash"],
+    }
+
+    status, _, err = fp_cli(database, "show", "0" * 32)
+    assert status == 1 and "neither seen nor labelled" in err
+
+
+def test_db_prune_and_replay_spool(database, tmp_path, monkeypatch):
+    _store(database)
+    status, out, _ = run_cli("db", "prune", "--days", "1", "--database-url", url_of(database))
+    assert status == 0 and "sightings: 30 deleted" in out
+    status, out, _ = fp_cli(database, "top", "--kind", "ja3", "--json")
+    assert sum(t["times_seen"] for t in json.loads(out)) == 30  # aggregates kept
+
+    # A spool left by an outage is stored by `db replay-spool`.
+    from store.database import Database
+
+    spool = tmp_path / "data" / "spool"
+    down = Database.from_url("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    w = SightingWriter(down, sensor="mx1", spool_dir=spool)
+    w.add(synthetic_record(5000))
+    assert w.close().spooled == 1
+    down.dispose()
+    monkeypatch.setenv("JA3SVC_DATA_DIR", str(tmp_path / "data"))
+    status, out, _ = run_cli("db", "replay-spool", "--database-url", url_of(database))
+    assert status == 0 and "replayed 1 sightings (1 new)" in out
+    assert not list(spool.glob("*.jsonl"))
+
+
+def test_unreachable_database_is_one_line_and_exit_1():
+    status, out, err = run_cli(
+        "fingerprints", "top", "--database-url", "postgresql://postgres@127.0.0.1:1/none"
+    )
+    assert status == 1 and out == ""
+    assert (
+        err.startswith("ja3svc fingerprints top: database error: ") and len(err.splitlines()) == 1
+    )
