@@ -1,0 +1,182 @@
+"""Make the QUIC test captures and their tshark expectations.
+
+    python tests/pcaps/quic/regenerate.py capture       # needs root, tcpdump and aioquic
+    python tests/pcaps/quic/regenerate.py expectations  # needs tshark (decrypts Initials itself)
+
+``capture`` runs an aioquic client against an aioquic server on 127.0.0.1 for each scenario below,
+recording the loopback interface with tcpdump, then writes ``split-reordered.pcap``: a copy of
+``split.pcap`` with the first two client datagrams swapped, so that the ClientHello's second
+half arrives before its first. ``expectations`` asks tshark, an oracle independent of ja3svc,
+for the JA3 of every ClientHello and JA3S of every ServerHello, into ``expected.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PORT = 24433  # an unusual port, so the capture filter sees nothing but the test connection
+
+# name -> (QUIC versions, ALPN list, server sends Retry)
+SCENARIOS: dict[str, tuple[list[int], list[str], bool]] = {
+    "basic": ([1], ["h3"], False),
+    # ~2.5 KB of ALPN names: the ClientHello needs three Initial packets.
+    "split": ([1], ["h3", *[f"fake-protocol-{i:03d}-" + "x" * 8 for i in range(90)]], False),
+    "retry": ([1], ["h3"], True),
+    "v2": ([0x6B3343CF], ["h3"], False),
+}
+
+
+def _certificate(directory: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def _one_connection(
+    versions: list[int], alpn: list[str], retry: bool, cert: Path, key: Path
+) -> None:
+    import ssl
+
+    from aioquic.asyncio import connect, serve
+    from aioquic.quic.configuration import QuicConfiguration
+
+    server_config = QuicConfiguration(
+        is_client=False, alpn_protocols=["h3"], supported_versions=versions
+    )
+    server_config.load_cert_chain(cert, key)
+    server = await serve("127.0.0.1", PORT, configuration=server_config, retry=retry)
+    client_config = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=alpn,
+        server_name="quic.test",
+        supported_versions=versions,
+        verify_mode=ssl.CERT_NONE,
+    )
+    try:
+        async with connect("127.0.0.1", PORT, configuration=client_config) as client:
+            await client.ping()
+    finally:
+        server.close()
+
+
+def capture() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = _certificate(Path(tmp))
+        for name, (versions, alpn, retry) in SCENARIOS.items():
+            out = HERE / f"{name}.pcap"
+            # tcpdump on loopback sometimes records nothing although it said "listening";
+            # a capture without packets is simply made again.
+            for _ in range(5):
+                _record(out, versions, alpn, retry, cert, key)
+                if out.stat().st_size > 24:
+                    break
+            print(f"wrote {out.name}")
+    _write_reordered(HERE / "split.pcap", HERE / "split-reordered.pcap")
+
+
+def _record(
+    out: Path, versions: list[int], alpn: list[str], retry: bool, cert: Path, key: Path
+) -> None:
+    dump = subprocess.Popen(
+        ["tcpdump", "-i", "lo", "-U", "-w", str(out), "udp", "port", str(PORT)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Packets sent before tcpdump prints "listening on" are lost, and a few hundred
+        # milliseconds more pass before the filter really sees anything.
+        assert dump.stderr is not None
+        dump.stderr.readline()
+        time.sleep(2)
+        asyncio.run(_one_connection(versions, alpn, retry, cert, key))
+        time.sleep(1)
+    finally:
+        dump.terminate()
+        dump.wait()
+
+
+def _write_reordered(src: Path, dst: Path) -> None:
+    """Copy a classic pcap, swapping the first two client-to-server packets (and their times)."""
+    data = src.read_bytes()
+    header, records, pos = data[:24], [], 24
+    e = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    while pos + 16 <= len(data):
+        caplen = struct.unpack(e + "I", data[pos + 8 : pos + 12])[0]
+        records.append(bytearray(data[pos : pos + 16 + caplen]))
+        pos += 16 + caplen
+    # Ethernet + IPv4 without options on loopback: UDP destination port at bytes 36-37.
+    client = [i for i, r in enumerate(records) if int.from_bytes(r[16 + 36 : 16 + 38]) == PORT]
+    a, b = client[0], client[1]
+    times_a, times_b = bytes(records[a][:8]), bytes(records[b][:8])
+    records[a], records[b] = records[b], records[a]
+    records[a][:8], records[b][:8] = times_a, times_b  # keep timestamps increasing
+    dst.write_bytes(header + b"".join(records))
+    print(f"wrote {dst.name} (swapped packets {a + 1} and {b + 1})")
+
+
+def expectations() -> None:
+    expected: dict[str, dict[str, list[dict[str, object]]]] = {}
+    for pcap in sorted(HERE.glob("*.pcap")):
+        rows = subprocess.run(
+            [
+                "tshark", "-r", str(pcap),
+                "-Y", "tls.handshake.type == 1 || tls.handshake.type == 2",
+                "-T", "fields", "-E", "separator=\t",
+                "-e", "frame.number", "-e", "tls.handshake.type",
+                "-e", "tls.handshake.ja3_full", "-e", "tls.handshake.ja3",
+                "-e", "tls.handshake.ja3s_full", "-e", "tls.handshake.ja3s",
+            ],
+            check=True, capture_output=True, text=True,
+        ).stdout.splitlines()  # fmt: skip
+        clients, servers = [], []
+        for row in rows:
+            frame, types, ja3_full, ja3, ja3s_full, ja3s = (row.split("\t") + [""] * 6)[:6]
+            if "1" in types.split(",") and ja3_full:
+                clients.append({"frame": int(frame), "ja3": ja3_full, "ja3_hash": ja3})
+            if "2" in types.split(",") and ja3s_full:
+                servers.append({"frame": int(frame), "ja3s": ja3s_full, "ja3s_hash": ja3s})
+        expected[pcap.name] = {"client": clients, "server": servers}
+    out = HERE / "expected.json"
+    out.write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {out.name}")
+
+
+if __name__ == "__main__":
+    steps = sys.argv[1:] or ["capture", "expectations"]
+    for step in steps:
+        {"capture": capture, "expectations": expectations}[step]()
