@@ -2,8 +2,9 @@
 
 Order of operations, and why:
 1. settings, then the capture sockets (needs root or CAP_NET_RAW);
-2. drop to ``--user`` and clear every capability, before any packet is parsed;
-3. open the database as that user (a SQLite file and the spool are then owned by it);
+2. the database and the writer, still privileged (modules load, the first connection opens);
+   started as root with ``--user``, the spool and a SQLite file are handed to that user;
+3. drop to ``--user`` and clear every capability, before any packet is parsed;
 4. capture until SIGINT/SIGTERM, then flush what is queued and exit 0.
 A missing interface, a missing privilege, a bad filter or an unusable database is one line on
 stderr and exit status 1, never a traceback.
@@ -13,8 +14,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import pwd
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -80,14 +84,17 @@ def run(args: argparse.Namespace) -> int:
         source = open_source(settings.capture, interfaces, args.bpf_filter)
     except (CaptureOpenError, ValueError) as exc:
         return _fail(str(exc))
+    user = args.user or settings.capture.user or None
     try:
-        identity = drop_privileges(args.user or settings.capture.user or None)
+        # Database and writer first, while the interpreter's own files are certainly
+        # readable: SQLAlchemy loads the dialect and driver modules on the first connection,
+        # and the writer replays leftover spool files. The pooled connection stays usable.
         database = _open_database(settings)
         worker = CaptureWorker.from_settings(settings, source, database, sensor=args.sensor)
-    except PrivilegeError as exc:
-        source.close()
-        return _fail(str(exc))
-    except _DatabaseError as exc:
+        if user and os.geteuid() == 0:
+            _hand_over_files(settings, database, user)
+        identity = drop_privileges(user)
+    except (PrivilegeError, _DatabaseError) as exc:
         source.close()
         return _fail(str(exc))
 
@@ -122,6 +129,38 @@ def run(args: argparse.Namespace) -> int:
 
 class _DatabaseError(RuntimeError):
     pass
+
+
+def _hand_over_files(settings: Any, database: Any, user: str) -> None:
+    """Give ``user`` the files it will write: the spool and a SQLite database (with -wal/-shm).
+
+    Only the spool directory and the SQLite file with its directory are changed; PostgreSQL
+    needs nothing here.
+    """
+    from capture.privileges import PrivilegeError
+
+    try:
+        entry = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
+    except KeyError:
+        raise PrivilegeError(f"no such user: {user}") from None
+    paths: list[Path] = []
+    spool = settings.resolved_spool_dir()
+    spool.mkdir(parents=True, exist_ok=True)
+    paths.append(spool)
+    paths.extend(spool.iterdir())
+    db_file = database.engine.url.database if database.dialect == "sqlite" else None
+    if db_file and db_file != ":memory:":
+        path = Path(db_file)
+        paths.append(path.parent)
+        for suffix in ("", "-wal", "-shm", ".migrate-lock"):
+            candidate = path.with_name(path.name + suffix)
+            if candidate.exists():
+                paths.append(candidate)
+    for path in paths:
+        try:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        except OSError as exc:
+            raise PrivilegeError(f"cannot give {path} to {user}: {exc.strerror}") from None
 
 
 def _open_database(settings: Any) -> Any:
