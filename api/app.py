@@ -32,6 +32,16 @@ SETTINGS_ENV = "JA3SVC_SERVE_SETTINGS"
 LOG_LEVEL_ENV = "JA3SVC_SERVE_LOG_LEVEL"
 
 
+POLICY_DOC = """
+**Dovecot endpoint** (not listed below; it speaks Dovecot's protocol, not JSON schemas):
+`POST /policy?command=allow|report`, also `POST /?command=...` and `POST /command/allow|report`.
+Body: Dovecot's attributes as JSON strings (`attrs/ja3`, `conn/real_rip`, ... nested one level,
+deeper names in Dovecot's mangled form). Credentials: `X-API-Key` (or the configured header) or
+HTTP Basic (password checked). Answers `{"status": N, "msg": "..."}` for allow (negative: reject,
+positive: tarpit seconds on the first allow) and `{"status": "ok"}` for report.
+"""
+
+
 def create_app(
     settings: Settings,
     *,
@@ -61,12 +71,13 @@ def create_app(
     app = FastAPI(
         title="ja3svc policy service",
         summary="JA3-aware Dovecot authentication-policy server",
+        description=POLICY_DOC,
         version="0.1.0",
         lifespan=lifespan,
     )
     app.state.service = service
     app.state.database = database
-    app.include_router(policy.router)
+    app.router.routes.extend(policy.routes)
     app.include_router(ops.router)
     app.include_router(admin.router)
 

@@ -74,6 +74,7 @@ def service(client):
         "/?command=allow",
         "/command/allow",
         "/policy?tenant=a&command=allow",
+        "/policy??command=allow",
     ],
 )
 def test_allow_routes(client, url):
@@ -295,4 +296,5 @@ def test_livez_readyz_metrics_docs(client):
     assert "ja3svc_policy_request_seconds_bucket" in text
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
-    assert "/api/v1/fingerprints/{kind}/{value}" in paths and "/policy" in paths
+    assert "/api/v1/fingerprints/{kind}/{value}" in paths
+    assert "/policy?command=allow" in client.get("/openapi.json").json()["info"]["description"]

@@ -12,13 +12,14 @@ import json
 import logging
 import time
 
-from fastapi import APIRouter, Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from api.auth import check_dovecot
 from api.deps import get_service
 from api.dovecot_request import BadRequest, parse_request
 
-router = APIRouter(tags=["dovecot"])
 log = logging.getLogger("ja3svc.api")
 
 _OK_REPORT = b'{"status":"ok"}'
@@ -91,23 +92,16 @@ async def handle(request: Request, command: str) -> Response:
     return Response(body, media_type=_JSON)
 
 
-_DOC = {
-    "summary": "Dovecot auth-policy request",
-    "description": "Body: Dovecot's JSON attributes. Answer `{status, msg}` for allow, "
-    '`{"status":"ok"}` for report.',
-}
+async def endpoint(request: Request) -> Response:
+    """Starlette endpoint for all three spellings (``/command/{command}`` in the path, else in
+    the query). Plain Starlette routes, not FastAPI ones: FastAPI's per-request dependency and
+    parameter machinery cost more than the whole verdict on this path."""
+    return await handle(request, request.path_params.get("command", ""))
 
 
-@router.post("/policy", **_DOC)
-async def policy(request: Request, command: str = "") -> Response:
-    return await handle(request, command)
-
-
-@router.post("/", **_DOC)
-async def root(request: Request, command: str = "") -> Response:
-    return await handle(request, command)
-
-
-@router.post("/command/{command}", **_DOC)
-async def command_path(request: Request, command: str) -> Response:
-    return await handle(request, command)
+# Mounted by api.app before every other route; described in the OpenAPI text of the app.
+routes = [
+    Route("/policy", endpoint, methods=["POST"]),
+    Route("/", endpoint, methods=["POST"]),
+    Route("/command/{command}", endpoint, methods=["POST"]),
+]
