@@ -13,9 +13,9 @@ The expected values in `<capture>.expected.json` come from tshark only (an oracl
 ja3svc), never from our own engine. README.md here is rewritten from those files at the end.
 
 Needs: tcpdump, dumpcap/editcap/mergecap/capinfos/tshark (Wireshark 4.0), openssl, curl,
-gnutls-bin, ethtool, dovecot-imapd, dovecot-pop3d, dovecot-submissiond, and the curl_cffi
-package for the interpreter running this script. Java and Node captures are skipped (with a
-message) when `java`/`node` are missing.
+gnutls-bin, ethtool, nftables, dovecot-imapd, dovecot-pop3d, dovecot-submissiond, and the
+curl_cffi package for the interpreter running this script. Java, Node and nftables captures
+are skipped (with a message) when `java`/`node`/`nft` are missing.
 """
 
 from __future__ import annotations
@@ -45,10 +45,12 @@ sys.path.insert(0, str(REPO))
 from tests.support.netns import (  # noqa: E402  (path set up just above)
     DEFAULT_IPV4,
     DEFAULT_IPV6,
+    ROUTED_IPV4,
     Endpoint,
     NetnsError,
     VethPair,
     dumpcap,
+    routed_path,
     spawn,
     tcpdump,
     veth_pair,
@@ -430,6 +432,63 @@ def make_reframed(out: Path, ctx: Ctx) -> list[Conn]:
         ]
 
 
+def drop_second_full_segment(ep: Endpoint, family: str, hook: str, match: str, mtu: int) -> None:
+    """Install an nftables rule that drops, once, the 2nd MTU-sized client->server segment.
+
+    `numgen inc` counts only packets that passed the earlier matches, so exactly one packet
+    (the second full segment of the multi-segment ClientHello) is dropped; its retransmission
+    is the third match and passes.
+    """
+    device = f' device "{ep.ifname}"' if family == "netdev" else ""
+    ep.run(
+        ["nft", "-f", "-"],
+        input=(
+            f"table {family} ja3golden {{\n"
+            f"  chain c {{ type filter hook {hook}{device} priority 0; policy accept;\n"
+            f"    {match} tcp dport 443 ip length {mtu} numgen inc mod 1000000 1 drop\n"
+            "  }\n}\n"
+        ),
+        timeout=10,
+    )
+
+
+def make_reorder(out: Path, ctx: Ctx) -> list[Conn]:
+    # No netem/prio qdiscs on this kernel, so reordering comes from a real loss: a router
+    # namespace drops segment 2 of Chrome's 4-segment hello *after* the client sent it, so the
+    # server-side capture sees 1, 3, 4 and then the retransmitted 2 (out of order). In the
+    # second connection the server drops segment 2 at ingress, *after* tcpdump's tap: the
+    # capture holds segment 2 twice (original and retransmission, an exact overlap).
+    mtu = 576
+    server_ip = ROUTED_IPV4[3]
+    target = CURL_CFFI_TARGETS["chrome"]
+    url = f"https://{SERVER_NAME}/"
+    with routed_path(mtu=mtu, hosts={SERVER_NAME: server_ip}) as net:
+        with s_server(net.server, ctx), tcpdump(net.server, out):
+            conns = []
+            drop_second_full_segment(
+                net.router_client_side, "ip", "forward", f"ip daddr {server_ip}", mtu
+            )
+            conns.append(
+                client_run(
+                    net.client,
+                    ctx,
+                    f"curl_cffi {target}, router drops seg 2",
+                    [PY, "-c", PY_CURL_CFFI, url, target],
+                )
+            )
+            net.router_client_side.run(["nft", "flush", "ruleset"], timeout=10)
+            drop_second_full_segment(net.server, "netdev", "ingress", f"ip daddr {server_ip}", mtu)
+            conns.append(
+                client_run(
+                    net.client,
+                    ctx,
+                    f"curl_cffi {target}, server drops seg 2 after capture",
+                    [PY, "-c", PY_CURL_CFFI, url, target],
+                )
+            )
+            return conns
+
+
 def make_node(out: Path, ctx: Ctx) -> list[Conn]:
     with https_net(ctx) as net, tcpdump(net.client, out):
         return [
@@ -746,6 +805,13 @@ CAPTURES: list[Capture] = [
         for mtu in (1500, 576)
         for browser in CURL_CFFI_TARGETS
     ],
+    Capture(
+        "tcp-reorder-retransmit.pcap",
+        f"curl_cffi impersonate={CURL_CFFI_TARGETS['chrome']} via a router, MTU 576",
+        "real loss: hello segment 2 arrives after 3-4 (out of order), and twice (retransmission)",
+        make_reorder,
+        needs=("nft",),
+    ),
     Capture(
         "dovecot-starttls-imap.pcap",
         "openssl s_client -starttls imap, Python imaplib",
@@ -1117,8 +1183,11 @@ Do not edit the expected files by hand: rerun the script.
 Every live capture is a veth pair between two fresh network namespaces (client 198.18.0.1 /
 fd4a:3373:7663::1, server 198.18.0.2 / fd4a:3373:7663::2, names `{SERVER_NAME}` and
 `{SERVER_NAME6}`), TSO/GSO/GRO off so packets are wire-sized, recorded on the client's veth with
-`tcpdump -U -s 0` (or `-i any`, or dumpcap) and stopped with SIGINT. Servers: `openssl s_server
--www` with a throw-away RSA certificate, or a private Dovecot (static passdb, own base_dir).
+`tcpdump -U -s 0` (or `-i any`, or dumpcap) and stopped with SIGINT.
+`tcp-reorder-retransmit.pcap` adds a forwarding router namespace (198.18.0.254/198.18.1.254,
+server 198.18.1.2) whose nftables rule drops one hello segment, recorded at the server.
+Servers: `openssl s_server -www` with a throw-away RSA certificate, or a private Dovecot
+(static passdb, own base_dir).
 
 ## Captures
 
@@ -1132,7 +1201,7 @@ captures: {total // 1024} KiB.
 {chr(10).join(rows)}
 
 Not covered by live captures (no standard tool produces them here; crafted fixtures elsewhere):
-out-of-order/duplicated/overlapping TCP segments, 802.1Q/QinQ, SLL v1, NULL/LOOP, raw IP,
+partially overlapping TCP segments, 802.1Q/QinQ, SLL v1, NULL/LOOP, raw IP,
 IPv4 options, IPv6 extension headers, tunnels, SSLv2-compatible hellos, truncated files.
 
 ## ClientHello JA3 per capture (tshark)
@@ -1171,7 +1240,8 @@ IPv4 options, IPv6 extension headers, tunnels, SSLv2-compatible hellos, truncate
 ## Regenerate
 
 As root, with the tools above installed (Debian: `tshark tcpdump openssl curl gnutls-bin
-ethtool dovecot-imapd dovecot-pop3d dovecot-submissiond iproute2`, `pip install curl_cffi`):
+ethtool nftables dovecot-imapd dovecot-pop3d dovecot-submissiond iproute2`, `pip install
+curl_cffi`; `java`/`node`/`nft` captures are skipped when the tool is missing):
 
 ```
 python tests/pcaps/regenerate.py                  # all captures, ~1-2 minutes

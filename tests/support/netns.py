@@ -33,11 +33,14 @@ from pathlib import Path
 __all__ = [
     "DEFAULT_IPV4",
     "DEFAULT_IPV6",
+    "ROUTED_IPV4",
     "Endpoint",
     "NetnsError",
+    "RoutedPath",
     "VethPair",
     "dumpcap",
     "netns_available",
+    "routed_path",
     "spawn",
     "tcpdump",
     "veth_pair",
@@ -346,13 +349,16 @@ def _namespace(name: str, hosts: Mapping[str, str] | None = None) -> Iterator[st
     etc_dir = NETNS_ETC / name
     try:
         _ip("-n", name, "link", "set", "lo", "up")
-        if hosts:
-            # `ip netns exec` bind-mounts /etc/netns/NAME/* over /etc/*, so every resolver
-            # (glibc, curl, Python, gnutls) sees these names inside this namespace only.
-            etc_dir.mkdir(parents=True, exist_ok=True)
-            text = "127.0.0.1 localhost\n::1 localhost\n"
-            text += "".join(f"{addr} {host}\n" for host, addr in hosts.items())
-            (etc_dir / "hosts").write_text(text)
+        # `ip netns exec` bind-mounts /etc/netns/NAME/* over /etc/*, so every resolver (glibc,
+        # c-ares in curl_cffi, Python, gnutls) sees these files inside this namespace only.
+        etc_dir.mkdir(parents=True, exist_ok=True)
+        # DNS goes to the namespace's own loopback, where nothing listens: lookups not in
+        # `hosts` (AAAA, HTTPS records for ECH...) fail at once instead of waiting for a server
+        # that is out of reach (and no query can leave through a routed test topology).
+        (etc_dir / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        text = "127.0.0.1 localhost\n::1 localhost\n"
+        text += "".join(f"{addr} {host}\n" for host, addr in (hosts or {}).items())
+        (etc_dir / "hosts").write_text(text)
         yield name
     finally:
         _teardown_namespace(name, etc_dir)
@@ -381,6 +387,48 @@ def _unique_token() -> str:
     raise NetnsError("could not find an unused namespace name")
 
 
+def _check_link_args(mtu: int, ipv6: object, offloads: bool) -> None:
+    if ipv6 is not None and mtu < IPV6_MIN_MTU:
+        raise ValueError(f"IPv6 needs an MTU >= {IPV6_MIN_MTU}, got {mtu}; pass ipv6=None")
+    if not 68 <= mtu <= 65535:
+        raise ValueError(f"MTU out of range: {mtu}")
+    if not offloads and shutil.which("ethtool") is None:
+        raise NetnsError("ethtool is needed to disable offloads (apt-get install ethtool)")
+
+
+def _veth(ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
+    # Both ends are created directly inside their namespaces: nothing ever appears in (or
+    # leaks into) the root namespace, and deleting a namespace removes the pair.
+    _ip("link", "add", if_a, "netns", ns_a, "type", "veth", "peer", "name", if_b, "netns", ns_b)
+
+
+def _configure(
+    ns: str, ifname: str, mtu: int, ipv4: str, ipv6: str | None, offloads: bool
+) -> Endpoint:
+    """Address one veth end, bring it up, and (unless `offloads`) make packets wire-sized."""
+    if ipv6 is not None:
+        # No link-local address: keeps router solicitations out of captures; neighbour
+        # discovery works with the global address alone.
+        _ip("-n", ns, "link", "set", ifname, "addrgenmode", "none")
+    _ip("-n", ns, "link", "set", ifname, "mtu", str(mtu))
+    _ip("-n", ns, "addr", "add", f"{ipv4}/{IPV4_PREFIX}", "dev", ifname)
+    if ipv6 is not None:
+        _ip("-n", ns, "-6", "addr", "add", f"{ipv6}/{IPV6_PREFIX}", "dev", ifname, "nodad")
+    _ip("-n", ns, "link", "set", ifname, "up")
+    if not offloads:
+        argv = ["ethtool", "-K", ifname, "tso", "off", "gso", "off", "gro", "off"]
+        res = subprocess.run(
+            ["ip", "netns", "exec", ns, *argv],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if res.returncode != 0:
+            raise NetnsError(f"ethtool -K {ifname} in {ns}: {res.stderr.strip()}")
+    return Endpoint(ns, ifname, ipv4, ipv6, mtu)
+
+
 @contextlib.contextmanager
 def veth_pair(
     *,
@@ -399,56 +447,67 @@ def veth_pair(
     - `hosts`: name -> address entries visible to resolvers in both namespaces.
     Teardown (always): processes still inside are killed, namespaces and the veth deleted.
     """
-    if ipv6 is not None and mtu < IPV6_MIN_MTU:
-        raise ValueError(f"IPv6 needs an MTU >= {IPV6_MIN_MTU}, got {mtu}; pass ipv6=None")
-    if not 68 <= mtu <= 65535:
-        raise ValueError(f"MTU out of range: {mtu}")
-    if not offloads and shutil.which("ethtool") is None:
-        raise NetnsError("ethtool is needed to disable offloads (apt-get install ethtool)")
+    _check_link_args(mtu, ipv6, offloads)
     token = _unique_token()
-    names = {"client": f"j3{token}c", "server": f"j3{token}s"}
+    c_ns, s_ns = f"j3{token}c", f"j3{token}s"
     with contextlib.ExitStack() as stack:
-        for name in names.values():
+        for name in (c_ns, s_ns):
             stack.enter_context(_namespace(name, hosts))
-        c_ns, s_ns = names["client"], names["server"]
-        # Both ends are created directly inside their namespaces: nothing ever appears in (or
-        # leaks into) the root namespace, and deleting a namespace removes the pair.
-        _ip("link", "add", c_ns, "netns", c_ns, "type", "veth", "peer", "name", s_ns, "netns", s_ns)
-        endpoints: dict[str, Endpoint] = {}
-        for i, (role, ns) in enumerate(names.items()):
-            # No link-local address: keeps router solicitations and MLD reports out of
-            # captures; neighbour discovery works with the global address alone.
-            if ipv6 is not None:
-                _ip("-n", ns, "link", "set", ns, "addrgenmode", "none")
-            _ip("-n", ns, "link", "set", ns, "mtu", str(mtu))
-            _ip("-n", ns, "addr", "add", f"{ipv4[i]}/{IPV4_PREFIX}", "dev", ns)
-            if ipv6 is not None:
-                _ip("-n", ns, "-6", "addr", "add", f"{ipv6[i]}/{IPV6_PREFIX}", "dev", ns, "nodad")
-            endpoints[role] = Endpoint(ns, ns, ipv4[i], ipv6[i] if ipv6 else None, mtu)
-        for ns in names.values():
-            _ip("-n", ns, "link", "set", ns, "up")
-            if not offloads:
-                res = subprocess.run(
-                    [
-                        "ip",
-                        "netns",
-                        "exec",
-                        ns,
-                        "ethtool",
-                        "-K",
-                        ns,
-                        "tso",
-                        "off",
-                        "gso",
-                        "off",
-                        "gro",
-                        "off",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=10,
-                    check=False,
-                )
-                if res.returncode != 0:
-                    raise NetnsError(f"ethtool -K {ns}: {res.stderr.strip()}")
-        yield VethPair(endpoints["client"], endpoints["server"], mtu, dict(hosts or {}))
+        _veth(c_ns, c_ns, s_ns, s_ns)
+        v6 = ipv6 or (None, None)
+        client = _configure(c_ns, c_ns, mtu, ipv4[0], v6[0], offloads)
+        server = _configure(s_ns, s_ns, mtu, ipv4[1], v6[1], offloads)
+        yield VethPair(client, server, mtu, dict(hosts or {}))
+
+
+# Routed path addresses: two /24s with the router at .254 on both.
+ROUTED_IPV4: tuple[str, str, str, str] = (
+    "198.18.0.1",
+    "198.18.0.254",
+    "198.18.1.254",
+    "198.18.1.2",
+)
+
+
+@dataclass(frozen=True)
+class RoutedPath:
+    """client --veth-- router --veth-- server; the router forwards IPv4 between them."""
+
+    client: Endpoint
+    router_client_side: Endpoint
+    router_server_side: Endpoint
+    server: Endpoint
+    mtu: int
+    hosts: Mapping[str, str] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def routed_path(
+    *,
+    mtu: int = 1500,
+    offloads: bool = False,
+    hosts: Mapping[str, str] | None = None,
+) -> Iterator[RoutedPath]:
+    """Three fresh namespaces: client, a forwarding router, server (IPv4 only).
+
+    A middle hop lets a test drop or alter a packet *after* one capture point and before
+    another (e.g. an nftables forward rule), which is how real out-of-order segments are made
+    on a kernel without netem. Addresses: ROUTED_IPV4 (client, router x2, server).
+    """
+    _check_link_args(mtu, None, offloads)
+    token = _unique_token()
+    c_ns, r_ns, s_ns = f"j3{token}c", f"j3{token}r", f"j3{token}s"
+    c_ip, rc_ip, rs_ip, s_ip = ROUTED_IPV4
+    with contextlib.ExitStack() as stack:
+        for name in (c_ns, r_ns, s_ns):
+            stack.enter_context(_namespace(name, hosts))
+        _veth(c_ns, c_ns, r_ns, f"{r_ns}c")
+        _veth(r_ns, f"{r_ns}s", s_ns, s_ns)
+        client = _configure(c_ns, c_ns, mtu, c_ip, None, offloads)
+        r_client = _configure(r_ns, f"{r_ns}c", mtu, rc_ip, None, offloads)
+        r_server = _configure(r_ns, f"{r_ns}s", mtu, rs_ip, None, offloads)
+        server = _configure(s_ns, s_ns, mtu, s_ip, None, offloads)
+        _ip("-n", c_ns, "route", "add", "default", "via", rc_ip)
+        _ip("-n", s_ns, "route", "add", "default", "via", rs_ip)
+        r_client.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], timeout=10)
+        yield RoutedPath(client, r_client, r_server, server, mtu, dict(hosts or {}))
