@@ -320,7 +320,9 @@ def _no_byte_order(found: bytes) -> str:
 
 
 def _cut_short(btype: int, blen: int, have: int) -> str:
-    return f"file ends inside a {_block_name(btype)} ({have} of {blen} bytes present)"
+    name = _block_name(btype)
+    article = "an" if name[0] in "aeiou" else "a"
+    return f"file ends inside {article} {name} ({have} of {blen} bytes present)"
 
 
 def _trailer_mismatch(btype: int, blen: int, trailer: int) -> str:
