@@ -89,7 +89,7 @@ def netns_available() -> tuple[bool, str]:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One side of the pair: a namespace, its veth end and that end's addresses."""
+    """One veth end: its namespace, interface name, addresses and MTU."""
 
     netns: str
     ifname: str
@@ -130,9 +130,12 @@ class Endpoint:
             out, err = proc.communicate(input=input, timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc, signal.SIGKILL)
-            out, err = proc.communicate()
+            # Bounded too: a daemonised grandchild could still hold the pipes open.
+            err = ""
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                err = proc.communicate(timeout=5)[1] or ""
             raise NetnsError(
-                f"timed out after {timeout}s in {self.netns}: {list(argv)}\n{err}"
+                f"timed out after {timeout}s in {self.netns}: {list(argv)}\n{err.strip()}"
             ) from None
         result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         if check and proc.returncode != 0:
