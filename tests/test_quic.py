@@ -452,7 +452,7 @@ def test_looks_like_quic_initial() -> None:
 @given(st.binary(max_size=1500))
 def test_random_bytes_never_raise(data: bytes) -> None:
     assembler = QuicInitialAssembler()
-    assert assembler.feed(data) == [] or assembler.client_hellos
+    assembler.feed(data)
     assembler.feed_server(data)
     looks_like_quic_initial(data)
 
