@@ -12,8 +12,10 @@ import socket
 from collections import Counter
 from collections.abc import Sequence
 
+from ja3svc.dtls import looks_like_dtls_client_hello
 from ja3svc.flow_table import FlowDirection, FlowTable
 from ja3svc.hello import HelloError, parse_client_hello, parse_server_hello
+from ja3svc.quic import looks_like_quic_initial
 from ja3svc.sighting import HelloSighting
 from ja3svc.tls_stream import HANDSHAKE_CLIENT_HELLO
 
@@ -51,6 +53,8 @@ UDP_GENEVE = 6081
 TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
 
 MAX_TUNNEL_DEPTH = 4
+# A QUIC/DTLS handshake is over within a few datagrams; after this many a session is ignored.
+MAX_UDP_HANDSHAKE_DATAGRAMS = 64
 
 # NULL/LOOP address family values meaning IPv6 on the various BSDs and macOS.
 _BSD_AF_INET6 = (10, 24, 28, 30)
@@ -188,7 +192,7 @@ class FingerprintEngine:
         l4 = off + ihl
         if proto == PROTO_TCP:
             return self._tcp(ts, frame, l4, end, frame[off + 12 : off + 20], 4)
-        return self._other_l4(ts, frame, proto, l4, end, depth)
+        return self._other_l4(ts, frame, proto, l4, end, depth, frame[off + 12 : off + 20], 4)
 
     def _ipv6(self, ts: float, frame: bytes, off: int, depth: int) -> Sequence[HelloSighting]:
         if frame[off] >> 4 != 6:
@@ -217,24 +221,88 @@ class FingerprintEngine:
             return _NOTHING
         if proto == PROTO_TCP:
             return self._tcp(ts, frame, l4, end, frame[off + 8 : off + 40], 16)
-        return self._other_l4(ts, frame, proto, l4, end, depth)
+        return self._other_l4(ts, frame, proto, l4, end, depth, frame[off + 8 : off + 40], 16)
 
     def _other_l4(
-        self, ts: float, frame: bytes, proto: int, l4: int, end: int, depth: int
+        self,
+        ts: float,
+        frame: bytes,
+        proto: int,
+        l4: int,
+        end: int,
+        depth: int,
+        addrs: bytes,
+        alen: int,
     ) -> Sequence[HelloSighting]:
-        if depth < MAX_TUNNEL_DEPTH:
-            if proto == PROTO_GRE:
-                return self._gre(ts, frame, l4, end, depth + 1)
-            if proto == PROTO_UDP and end - l4 >= 8:
-                dport = (frame[l4 + 2] << 8) | frame[l4 + 3]
+        if proto == PROTO_UDP and end - l4 >= 8:
+            dport = (frame[l4 + 2] << 8) | frame[l4 + 3]
+            if depth < MAX_TUNNEL_DEPTH:
                 if dport == UDP_VXLAN:
                     return self._ethernet(ts, frame[:end], l4 + 16, depth + 1)
                 if dport == UDP_GENEVE:
                     opt_len = (frame[l4 + 8] & 0x3F) * 4
                     inner = (frame[l4 + 10] << 8) | frame[l4 + 11]
                     return self._tunnelled(ts, frame[:end], inner, l4 + 16 + opt_len, depth + 1)
-        self.stats["skipped.not_tcp"] += 1
+            return self._udp(ts, frame, l4, end, addrs, alen)
+        if proto == PROTO_GRE and depth < MAX_TUNNEL_DEPTH:
+            return self._gre(ts, frame, l4, end, depth + 1)
+        self.stats["skipped.not_tcp_udp"] += 1
         return _NOTHING
+
+    def _udp(
+        self, ts: float, frame: bytes, l4: int, end: int, addrs: bytes, alen: int
+    ) -> Sequence[HelloSighting]:
+        """QUIC Initials and DTLS handshakes: one assembler per UDP 4-tuple that starts like one."""
+        key = addrs + frame[l4 : l4 + 4]
+        payload = frame[l4 + 8 : end]
+        flows = self.flows
+        session = flows.udp.get(key)
+        if session is None:
+            flows.sweep(ts)
+            if looks_like_quic_initial(payload):
+                session = flows.create_udp(ts, key, _reverse_key(key, alen), "quic")
+            elif looks_like_dtls_client_hello(payload):
+                session = flows.create_udp(ts, key, _reverse_key(key, alen), "dtls")
+            else:
+                self.stats["skipped.udp_not_quic_dtls"] += 1
+                return _NOTHING
+        session.last_ts = ts
+        if session.done:
+            return _NOTHING
+        asm = session.assembler
+        from_client = key == session.client_key
+        bodies = asm.feed(payload) if from_client else asm.feed_server(payload)
+        session.datagrams += 1
+        if getattr(asm, "done", False) is True or session.datagrams >= MAX_UDP_HANDSHAKE_DATAGRAMS:
+            session.done = True
+        if not bodies:
+            return _NOTHING
+        sender, receiver = addrs[:alen], addrs[alen:]
+        sport = (frame[l4] << 8) | frame[l4 + 1]
+        dport = (frame[l4 + 2] << 8) | frame[l4 + 3]
+        count = asm.client_hellos if from_client else asm.server_hellos
+        out: list[HelloSighting] = []
+        for i, body in enumerate(bodies):
+            try:
+                hello = parse_client_hello(body) if from_client else parse_server_hello(body)
+            except HelloError as exc:
+                side = "client" if from_client else "server"
+                self.stats[f"malformed.{session.transport}_{side}_hello_{exc.reason}"] += 1
+                continue
+            out.append(
+                HelloSighting(
+                    ts=ts,
+                    src=_address(sender),
+                    sport=sport,
+                    dst=_address(receiver),
+                    dport=dport,
+                    transport=session.transport,
+                    index=count - len(bodies) + i + 1,
+                    hello=hello,
+                )
+            )
+        self.stats["hellos.client" if from_client else "hellos.server"] += len(out)
+        return out
 
     def _gre(
         self, ts: float, frame: bytes, off: int, end: int, depth: int
@@ -285,7 +353,7 @@ class FingerprintEngine:
                 return _NOTHING
             sport = (frame[l4] << 8) | frame[l4 + 1]
             dport = (frame[l4 + 2] << 8) | frame[l4 + 3]
-            rkey = addrs[alen:] + addrs[:alen] + frame[l4 + 2 : l4 + 4] + frame[l4 : l4 + 2]
+            rkey = _reverse_key(key, alen)
             d = flows.create(ts, key, rkey, addrs[:alen], addrs[alen:], sport, dport)
         if payload_at > end:
             self.stats["malformed.tcp_header"] += 1
@@ -358,6 +426,12 @@ class FingerprintEngine:
         """End of input: count what was left incomplete."""
         for _ in self.flows.flush():
             self.stats["skipped.tcp_gap_at_end"] += 1
+
+
+def _reverse_key(key: bytes, alen: int) -> bytes:
+    """The key of the opposite direction: addresses and ports swapped."""
+    a = 2 * alen
+    return key[alen:a] + key[:alen] + key[a + 2 : a + 4] + key[a : a + 2]
 
 
 def _address(raw: bytes) -> str:

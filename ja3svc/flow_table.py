@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ja3svc.dtls import DtlsHandshakeAssembler
+from ja3svc.quic import QuicInitialAssembler
 from ja3svc.tcp_reassembly import TcpReassembler
 from ja3svc.tls_stream import TlsStreamParser
 
@@ -47,6 +49,31 @@ class FlowDirection:
         self.done = False
 
 
+class UdpSession:
+    """A QUIC connection or DTLS association being watched for its hellos."""
+
+    __slots__ = (
+        "assembler",
+        "client_key",
+        "datagrams",
+        "done",
+        "last_ts",
+        "reverse_key",
+        "transport",
+    )
+
+    def __init__(self, ts: float, client_key: bytes, reverse_key: bytes, transport: str) -> None:
+        self.last_ts = ts
+        self.client_key = client_key
+        self.reverse_key = reverse_key
+        self.transport = transport
+        self.assembler: QuicInitialAssembler | DtlsHandshakeAssembler = (
+            QuicInitialAssembler() if transport == "quic" else DtlsHandshakeAssembler()
+        )
+        self.datagrams = 0
+        self.done = False
+
+
 class Flow:
     __slots__ = ("closing", "forward", "last_ts", "reverse")
 
@@ -74,6 +101,9 @@ class FlowTable:
         self.idle_timeout = idle_timeout
         self.directions: dict[bytes, FlowDirection] = {}
         self._flows: dict[bytes, Flow] = {}
+        # UDP sessions under both direction keys; one entry per session in _udp_sessions.
+        self.udp: dict[bytes, UdpSession] = {}
+        self._udp_sessions: dict[bytes, UdpSession] = {}
         self._next_sweep = 0.0
         self.stats = FlowTableStats()
 
@@ -99,6 +129,20 @@ class FlowTable:
         self.stats.flows += 1
         return fwd
 
+    def create_udp(self, ts: float, key: bytes, rkey: bytes, transport: str) -> UdpSession:
+        """Start watching a QUIC/DTLS session whose first datagram went in direction ``key``."""
+        if len(self._udp_sessions) >= self.max_flows:
+            oldest = self._udp_sessions.pop(next(iter(self._udp_sessions)))
+            self.udp.pop(oldest.client_key, None)
+            self.udp.pop(oldest.reverse_key, None)
+            self.stats.evicted_full += 1
+        session = UdpSession(ts, key, rkey, transport)
+        self.udp[key] = session
+        self.udp[rkey] = session
+        self._udp_sessions[key] = session
+        self.stats.flows += 1
+        return session
+
     def close(self, direction: FlowDirection) -> None:
         """Forget a flow (RST, or FIN after which nothing is left to find)."""
         flow = direction.flow
@@ -116,7 +160,12 @@ class FlowTable:
         stale = [k for k, f in self._flows.items() if f.last_ts < limit]
         for key in stale:
             self._remove(key)
-        self.stats.expired_idle += len(stale)
+        stale_udp = [s for s in self._udp_sessions.values() if s.last_ts < limit]
+        for session in stale_udp:
+            del self._udp_sessions[session.client_key]
+            self.udp.pop(session.client_key, None)
+            self.udp.pop(session.reverse_key, None)
+        self.stats.expired_idle += len(stale) + len(stale_udp)
 
     def flush(self) -> list[FlowDirection]:
         """End of input: every direction still holding out-of-order data has a gap."""
