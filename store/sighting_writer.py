@@ -20,6 +20,7 @@ directory), so nothing is lost.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -33,7 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from ja3svc.models import FINGERPRINT_FIELDS, Fingerprint, Sighting
+from ja3svc.models import FINGERPRINT_FIELDS, Base, Fingerprint, Sighting
 from store.database import Database
 from store.spool import Spool, SpoolItem, replay_file
 
@@ -103,6 +104,43 @@ def _insert(conn: Connection, table: Any) -> Any:
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
+@functools.cache
+def _pg_unnest_insert(table_name: str, conflict: str) -> str:
+    """``INSERT ... SELECT * FROM unnest(%(col)s::type[], ...) ON CONFLICT ...`` for a table.
+
+    On PostgreSQL a batch goes in as one array per column: a short statement that psycopg and
+    the server prepare once, instead of a multi-row VALUES list with thousands of parameters
+    that psycopg re-parses in Python for every batch (5x slower, measured).
+    """
+    table = Base.metadata.tables[table_name]
+    cols = [c for c in table.columns if not c.primary_key]
+    dialect = postgresql.dialect()
+    # %(name)b: binary parameters; text-format arrays cost a regex per element in psycopg.
+    arrays = ", ".join(f"%({c.name})b::{c.type.compile(dialect=dialect)}[]" for c in cols)
+    names = ", ".join(c.name for c in cols)
+    return f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays}) {conflict}"
+
+
+def _columns(rows: list[dict[str, Any]], table: Any) -> dict[str, list[Any]]:
+    return {c.name: [r[c.name] for r in rows] for c in table.columns if not c.primary_key}
+
+
+def _insert_sightings(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    """Insert rows, skipping those already stored; return the keys of the new ones."""
+    key = ", ".join(KEY_COLUMNS)
+    if conn.dialect.name == "postgresql":
+        sql = _pg_unnest_insert("sightings", f"ON CONFLICT ({key}) DO NOTHING RETURNING {key}")
+        result = conn.exec_driver_sql(sql, _columns(rows, _SIGHTINGS))
+    else:
+        stmt = (
+            _insert(conn, _SIGHTINGS)
+            .on_conflict_do_nothing(index_elements=KEY_COLUMNS)
+            .returning(*_KEY)
+        )
+        result = conn.execute(stmt, rows)
+    return {tuple(r) for r in result}
+
+
 def write_batch(conn: Connection, items: Iterable[SpoolItem]) -> tuple[int, int]:
     """Insert one batch in the caller's transaction; return (new sightings, duplicates)."""
     rows: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -115,12 +153,7 @@ def write_batch(conn: Connection, items: Iterable[SpoolItem]) -> tuple[int, int]
         return 0, 0
     # Key order is the lock order: two writers storing the same capture cannot deadlock.
     ordered = [rows[k] for k in sorted(rows)]
-    stmt = (
-        _insert(conn, _SIGHTINGS)
-        .on_conflict_do_nothing(index_elements=KEY_COLUMNS)
-        .returning(*_KEY)
-    )
-    new_keys = {tuple(r) for r in conn.execute(stmt, [row for row, _ in ordered])}
+    new_keys = _insert_sightings(conn, [row for row, _ in ordered])
 
     aggregates: dict[tuple[str, str], list[Any]] = {}
     for row, record in ordered:
@@ -142,21 +175,8 @@ def write_batch(conn: Connection, items: Iterable[SpoolItem]) -> tuple[int, int]
 
 
 def _upsert_fingerprints(conn: Connection, aggregates: dict[tuple[str, str], list[Any]]) -> None:
-    ins = _insert(conn, _FINGERPRINTS)
-    fp = _FINGERPRINTS.c
-    if conn.dialect.name == "postgresql":
-        least, greatest = func.least, func.greatest
-    else:  # SQLite's min()/max() with several arguments are the scalar forms
-        least, greatest = func.min, func.max
-    stmt = ins.on_conflict_do_update(
-        index_elements=["kind", "value"],
-        set_={
-            "times_seen": fp.times_seen + ins.excluded.times_seen,
-            "first_seen": least(fp.first_seen, ins.excluded.first_seen),
-            "last_seen": greatest(fp.last_seen, ins.excluded.last_seen),
-            "full_string": func.coalesce(fp.full_string, ins.excluded.full_string),
-        },
-    )
+    """Add the batch's counts to the aggregates in one statement; the database does the sums,
+    so concurrent writers cannot overwrite each other's counts."""
     params = [
         {
             "kind": kind,
@@ -169,6 +189,29 @@ def _upsert_fingerprints(conn: Connection, aggregates: dict[tuple[str, str], lis
         # Sorted for a consistent row-lock order across concurrent writers (no deadlocks).
         for (kind, value), (full, first, last, count) in sorted(aggregates.items())
     ]
+    if conn.dialect.name == "postgresql":
+        sql = _pg_unnest_insert(
+            "fingerprints",
+            "ON CONFLICT (kind, value) DO UPDATE SET "
+            "times_seen = fingerprints.times_seen + excluded.times_seen, "
+            "first_seen = LEAST(fingerprints.first_seen, excluded.first_seen), "
+            "last_seen = GREATEST(fingerprints.last_seen, excluded.last_seen), "
+            "full_string = COALESCE(fingerprints.full_string, excluded.full_string)",
+        )
+        conn.exec_driver_sql(sql, _columns(params, _FINGERPRINTS))
+        return
+    ins = _insert(conn, _FINGERPRINTS)
+    fp = _FINGERPRINTS.c
+    stmt = ins.on_conflict_do_update(
+        index_elements=["kind", "value"],
+        set_={
+            "times_seen": fp.times_seen + ins.excluded.times_seen,
+            # SQLite's min()/max() with several arguments are the scalar LEAST/GREATEST.
+            "first_seen": func.min(fp.first_seen, ins.excluded.first_seen),
+            "last_seen": func.max(fp.last_seen, ins.excluded.last_seen),
+            "full_string": func.coalesce(fp.full_string, ins.excluded.full_string),
+        },
+    )
     conn.execute(stmt, params)
 
 

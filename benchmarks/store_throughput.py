@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""How fast sightings go into the fingerprint database, on SQLite and on PostgreSQL.
+
+1. Synthetic: N realistic hello records (shaped like ``HelloSighting.as_dict()``: a few dozen
+   client stacks, Chrome-style per-connection extension permutation, one server hello per three
+   client hellos, random peers) stored through ``SightingWriter``; prints sightings/s, then
+   stores them again to time the idempotent duplicate path.
+2. With ``--capture FILE``: runs ``ja3svc pcap FILE`` without storing, then with ``--store``
+   into a fresh SQLite file and a fresh PostgreSQL database, and prints each time and the ratio
+   to the plain run (target: storing costs less than 2x).
+
+PostgreSQL: a throw-away database ``ja3svc_bench_<random>`` is created on the server named by
+``--pg-url`` (default: the local test server) and dropped afterwards; skipped if unreachable.
+
+Usage: python benchmarks/store_throughput.py [--count N] [--batch-size B] [--capture FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from store.database import Database
+from store.sighting_writer import SightingWriter
+
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _md5(s: str) -> str:
+    return hashlib.md5(s.encode()).hexdigest()
+
+
+def synthetic_records(count: int, seed: int = 1) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    ciphers = [4865, 4866, 4867, 49195, 49199, 49196, 49200, 52393, 52392, 49171, 49172, 156]
+    exts = [0, 23, 65281, 10, 11, 35, 16, 5, 13, 18, 51, 45, 43, 27, 17513, 21]
+    stacks = []
+    for i in range(40):
+        c = rng.sample(ciphers, rng.randint(4, len(ciphers)))
+        e = rng.sample(exts, rng.randint(5, len(exts)))
+        stacks.append((c, e, i < 6))  # the first few permute extensions like Chrome
+    out = []
+    ts = 1_700_000_000.0
+    for n in range(count):
+        ts += rng.expovariate(200.0)
+        src = f"203.0.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        sport = rng.randint(1024, 65535)
+        dport = rng.choice((993, 995, 465, 143, 587, 443))
+        c, e, permutes = rng.choice(stacks)
+        if permutes:
+            e = rng.sample(e, len(e))
+        cs, es = "-".join(map(str, c)), "-".join(map(str, e))
+        ja3 = f"771,{cs},{es},29-23-24,0"
+        ja3n = f"771,{cs},{'-'.join(map(str, sorted(e)))},29-23-24,0"
+        dove = f"771,{cs},{'-'.join(str(x) for x in e if x not in (27, 17513))},29-23-24,0"
+        ja4_b = _md5(cs)[:12]
+        out.append(
+            {
+                "ts": ts,
+                "src": src,
+                "sport": sport,
+                "dst": "192.0.2.25",
+                "dport": dport,
+                "transport": "tcp",
+                "hello": "client",
+                "index": 1,
+                "sni": rng.choice(("imap.example.org", "mail.example.net", None)),
+                "alpn": rng.choice((["imap"], [], ["h2", "http/1.1"])),
+                "tls_version": "TLS 1.3",
+                "ja3": ja3,
+                "ja3_hash": _md5(ja3),
+                "ja3n": ja3n,
+                "ja3n_hash": _md5(ja3n),
+                "ja4": f"t13d{len(c):02d}{len(e):02d}h2_{ja4_b}_{_md5(es)[:12]}",
+                "ja4_r": f"t13d{len(c):02d}{len(e):02d}h2_{cs}_{es}",
+                "ja3_dovecot": dove,
+                "ja3_dovecot_hash": _md5(dove),
+            }
+        )
+        if n % 3 == 0:
+            ja3s = f"771,{c[0]},43-51"
+            out.append(
+                {
+                    "ts": ts + 0.002,
+                    "src": "192.0.2.25",
+                    "sport": dport,
+                    "dst": src,
+                    "dport": sport,
+                    "transport": "tcp",
+                    "hello": "server",
+                    "index": 1,
+                    "sni": None,
+                    "alpn": [],
+                    "tls_version": "TLS 1.3",
+                    "hello_retry_request": False,
+                    "ja3s": ja3s,
+                    "ja3s_hash": _md5(ja3s),
+                }
+            )
+    return out[:count]
+
+
+@contextmanager
+def pg_database(admin_url: str) -> Iterator[str | None]:
+    """A throw-away PostgreSQL database, or None if the server is unreachable."""
+    name = f"ja3svc_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(
+        admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+    )
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # unreachable: report and carry on with SQLite
+        print(f"PostgreSQL skipped: {str(exc).splitlines()[0]}")
+        admin.dispose()
+        yield None
+        return
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def store_records(url: str, records: list[dict[str, Any]], batch_size: int) -> tuple[float, Any]:
+    db = Database.from_url(url, upgrade=True)
+    t0 = time.perf_counter()
+    with SightingWriter(db, sensor="bench", batch_size=batch_size) as w:
+        for r in records:
+            w.add(r)
+    elapsed = time.perf_counter() - t0
+    db.dispose()
+    return elapsed, w.stats
+
+
+def run_pcap(capture: Path, *extra: str) -> float:
+    exe = shutil.which("ja3svc") or ""
+    cmd = [exe] if exe else [sys.executable, "-m", "cli.main"]
+    t0 = time.perf_counter()
+    subprocess.run(
+        [*cmd, "pcap", "-q", "--no-progress", str(capture), *extra],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", type=int, default=100_000, help="synthetic sightings")
+    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--pg-url", default=os.environ.get("JA3SVC_TEST_PG_URL", DEFAULT_PG))
+    ap.add_argument("--capture", type=Path, help="also time `ja3svc pcap FILE [--store]`")
+    args = ap.parse_args(argv)
+
+    records = synthetic_records(args.count)
+    print(f"{len(records)} synthetic sightings, batch size {args.batch_size}")
+    with tempfile.TemporaryDirectory() as tmp, pg_database(args.pg_url) as pg_url:
+        targets = [("sqlite", f"sqlite:///{tmp}/bench.sqlite3")]
+        if pg_url:
+            targets.append(("postgresql", pg_url))
+        for name, url in targets:
+            elapsed, stats = store_records(url, records, args.batch_size)
+            again, stats2 = store_records(url, records, args.batch_size)
+            assert stats.stored == len(records) and stats2.duplicates == len(records)
+            print(
+                f"{name:<11} {len(records) / elapsed:>10,.0f} sightings/s stored   "
+                f"{len(records) / again:>10,.0f} sightings/s re-stored (all duplicates)"
+            )
+
+        if args.capture:
+            plain = run_pcap(args.capture)
+            print(f"\nja3svc pcap {args.capture}: {plain:.2f} s without storing")
+            for name, url in targets:
+                if name == "sqlite":
+                    url = f"sqlite:///{tmp}/capture.sqlite3"
+                stored = run_pcap(
+                    args.capture, "--store", "--database-url", url, "--sensor", "bench"
+                )
+                print(f"  --store into {name:<11} {stored:.2f} s  ratio {stored / plain:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
