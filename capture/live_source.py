@@ -25,6 +25,7 @@ How packets get here, and why:
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import select
 import socket
@@ -49,6 +50,7 @@ SOL_PACKET = 263
 PACKET_STATISTICS = 6
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
+SIOCGIFHWADDR = 0x8927
 # ARPHRD_* (<linux/if_arp.h>) -> the link type the frames of such an interface have.
 _ARPHRD_LINKTYPE = {
     1: 1,  # ARPHRD_ETHER: Ethernet
@@ -130,13 +132,22 @@ def _compile_filter(expression: str, linktype: int, snaplen: int) -> tuple[bytes
 
 
 def _interface_linktype(name: str) -> int:
+    """Link type of an interface, asked of the kernel through a socket (not /sys).
+
+    A socket belongs to the network namespace of the thread that creates it, while /sys shows
+    the namespace it was mounted in; asking with SIOCGIFHWADDR is right in both cases.
+    """
     try:
-        with open(f"/sys/class/net/{name}/type") as fh:
-            arphrd = int(fh.read().strip())
-    except FileNotFoundError:
+        socket.if_nametoindex(name)
+    except OSError:
         raise CaptureOpenError(f"no such interface: {name}") from None
-    except (OSError, ValueError) as exc:
-        raise CaptureOpenError(f"cannot read the link type of {name}: {exc}") from None
+    ifreq = struct.pack("16s16x", name.encode()[:15])
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            reply = fcntl.ioctl(probe.fileno(), SIOCGIFHWADDR, ifreq)
+    except OSError as exc:
+        raise CaptureOpenError(f"cannot read the link type of {name}: {exc.strerror}") from None
+    arphrd = struct.unpack_from("=H", reply, 16)[0]
     linktype = _ARPHRD_LINKTYPE.get(arphrd)
     if linktype is None:
         raise CaptureOpenError(f"{name}: unsupported link type (ARPHRD {arphrd})")

@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         if user and os.geteuid() == 0:
             _hand_over_files(settings, database, user)
         identity = drop_privileges(user)
+        _check_writable(settings.resolved_spool_dir())
     except (PrivilegeError, _DatabaseError) as exc:
         source.close()
         return _fail(str(exc))
@@ -129,6 +130,21 @@ def run(args: argparse.Namespace) -> int:
 
 class _DatabaseError(RuntimeError):
     pass
+
+
+def _check_writable(directory: Path) -> None:
+    """Fail at start, not at the first database outage, if the spool cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".probe.{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise _DatabaseError(
+            f"spool directory {directory} not writable as uid {os.getuid()}: "
+            f"{exc.strerror} (set JA3SVC_DATA_DIR or store.spool_dir to a directory this "
+            "user can write, e.g. systemd's StateDirectory)"
+        ) from None
 
 
 def _hand_over_files(settings: Any, database: Any, user: str) -> None:
