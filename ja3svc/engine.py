@@ -69,6 +69,7 @@ class FingerprintEngine:
         self.flows = flow_table if flow_table is not None else FlowTable()
         self.stats: Counter[str] = Counter()
         self.packets = 0
+        self._directions_get = self.flows.directions.get
 
     # --- link layer ---------------------------------------------------------------------
 
@@ -76,38 +77,36 @@ class FingerprintEngine:
         self, ts: float, linktype: int, frame: bytes, wire_length: int = 0
     ) -> Sequence[HelloSighting]:
         self.packets += 1
-        if linktype == LINKTYPE_ETHERNET and len(frame) >= 54:
-            # Fast path for the bulk of any capture: a packet of a known flow that is finished, or
-            # a bare ACK of a known flow, costs one slice and one dict lookup. Everything else
-            # (VLANs, options, new flows, data still to look at) takes the full path below.
-            if frame[12] == 8 and frame[13] == 0 and frame[23] == PROTO_TCP:
-                ihl = (frame[14] & 0x0F) * 4
-                l4 = 14 + ihl
-                if len(frame) >= l4 + 20:
-                    key = frame[26:34] + frame[l4 : l4 + 4]
-                    bare = (frame[16] << 8 | frame[17]) == ihl + (frame[l4 + 12] >> 4) * 4
-                else:
-                    key = b""
-            elif frame[12] == 0x86 and frame[13] == 0xDD and frame[20] == PROTO_TCP:
-                l4 = 54
-                if len(frame) >= 74:
-                    key = frame[22:54] + frame[54:58]
-                    bare = (frame[18] << 8 | frame[19]) == (frame[66] >> 4) * 4
-                else:
-                    key = b""
-            else:
-                key = b""
-            if key:
-                d = self.flows.directions.get(key)
-                if d is not None:
-                    flags = frame[l4 + 13]
-                    if d.done or (bare and not flags & (TCP_SYN | TCP_FIN | TCP_RST)):
-                        d.flow.last_ts = ts
-                        if flags & (TCP_RST | TCP_FIN):
-                            self._finish(d, flags)
-                        return _NOTHING
         try:
             if linktype == LINKTYPE_ETHERNET:
+                # Fast path for the bulk of any capture: a packet of a finished flow, or a bare
+                # ACK of a known flow, over plain IPv4 (no options) or IPv6 (no extension
+                # headers). Addresses and ports are contiguous there, so the flow key is one
+                # slice. Finished flows do not refresh their idle time: a long transfer may be
+                # aged out and is then re-learnt from its next packet, which is cheap.
+                if frame[12] == 8 and frame[13] == 0 and frame[14] == 0x45 and frame[23] == 6:
+                    d = self._directions_get(frame[26:38])
+                    if d is not None:
+                        flags = frame[47]
+                        if d.done:
+                            if flags & (TCP_RST | TCP_FIN):
+                                self._finish(d, flags)
+                            return _NOTHING
+                        if (
+                            not flags & 7
+                            and (frame[16] << 8 | frame[17]) == 20 + (frame[46] >> 4) * 4
+                        ):
+                            return _NOTHING
+                elif frame[12] == 0x86 and frame[13] == 0xDD and frame[20] == 6:
+                    d = self._directions_get(frame[22:58])
+                    if d is not None:
+                        flags = frame[67]
+                        if d.done:
+                            if flags & (TCP_RST | TCP_FIN):
+                                self._finish(d, flags)
+                            return _NOTHING
+                        if not flags & 7 and (frame[18] << 8 | frame[19]) == (frame[66] >> 4) * 4:
+                            return _NOTHING
                 return self._ethernet(ts, frame, 0, 0)
             if linktype == LINKTYPE_LINUX_SLL2:
                 return self._ethertype(ts, frame, (frame[0] << 8) | frame[1], 20, 0)
@@ -402,6 +401,15 @@ class FingerprintEngine:
                     hello = parse_server_hello(value)
                     d.server_hellos += 1
                     index = d.server_hellos
+                    if not hello.is_hello_retry_request:
+                        # The handshake's last plaintext hello: everything after it on this
+                        # connection (certificates, renegotiation) is of no interest or
+                        # encrypted, so both directions can take the fast path from now on.
+                        d.done = True
+                        flow = d.flow
+                        peer = flow.forward if d is flow.reverse else flow.reverse
+                        if peer.client_hellos:
+                            peer.done = True
             except HelloError as exc:
                 side = "client" if kind == HANDSHAKE_CLIENT_HELLO else "server"
                 self.stats[f"malformed.{side}_hello_{exc.reason}"] += 1
