@@ -58,7 +58,12 @@ def fingerprint_stream(
     been processed; it does not raise.
     """
     started = time.perf_counter()
-    reader = open_capture(stream, name)
+    try:
+        reader = open_capture(stream, name)
+    except CaptureDamagedError as exc:  # a capture whose file header itself is cut short
+        totals.damaged.append(str(exc))
+        totals.seconds += time.perf_counter() - started
+        return
     engine = engine or FingerprintEngine()
     feed = engine.feed_frame
     count = 0
@@ -72,7 +77,7 @@ def fingerprint_stream(
             if progress is not None and not count & (PROGRESS_EVERY - 1):
                 progress(reader.bytes_read)
     except CaptureDamagedError as exc:
-        totals.damaged.append(f"{name}: {exc}")
+        totals.damaged.append(str(exc))  # the message already names the file and offset
     engine.finish()
     totals.packets += reader.packets_read
     totals.bytes += reader.bytes_read

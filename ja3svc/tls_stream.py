@@ -82,6 +82,7 @@ class TlsStreamParser:
         "_after_ccs",
         "_hs_buf",
         "_hs_skip",
+        "_msg_starts_record",
         "_pending",
         "_plaintext_seen",
         "_record_left",
@@ -103,6 +104,9 @@ class TlsStreamParser:
         self._hs_buf = bytearray()
         self._hs_skip = 0
         self._after_ccs = False
+        # Whether the handshake message being buffered began at the first byte of its record
+        # (kept across feeds, so a post-CCS hello whose header arrives in pieces still counts).
+        self._msg_starts_record = False
         self._plaintext_seen = 0
 
     @property
@@ -175,6 +179,18 @@ class TlsStreamParser:
                 self.state = HEADER
                 return i
             i = data.find(b"\x16\x03", i + 1)
+        # The chunk may end inside a record header that follows a newline (reassembled TCP can
+        # join the last plaintext line and the start of the hello): keep it for the next chunk.
+        for t in range(max(pos + 1, end - 4), end):
+            if (
+                data[t - 1] == 0x0A
+                and data[t] == CONTENT_HANDSHAKE
+                and (t + 1 == end or data[t + 1] == 3)
+                and self._plaintext_seen < MAX_PLAINTEXT
+            ):
+                self._pending = data[t:]
+                self._plaintext_seen += t - pos
+                return -1
         self._plaintext_seen += end - pos
         if self._plaintext_seen > MAX_PLAINTEXT:
             self.state = DONE
@@ -194,6 +210,8 @@ class TlsStreamParser:
             return len(data)
         if ctype == CONTENT_CCS:
             self._after_ccs = True
+        if self._hs_buf:
+            self._msg_starts_record = False  # the buffered message continues in a new record
         self._record_type = ctype
         self._record_length = length
         self._record_left = length
@@ -208,16 +226,20 @@ class TlsStreamParser:
             chunk = chunk[self._hs_skip :]
             self._hs_skip = 0
         buf = self._hs_buf
-        message_starts_record = not buf and self._record_left == self._record_length
+        if not buf:
+            self._msg_starts_record = self._record_left == self._record_length
+        message_starts_record = self._msg_starts_record
         buf += chunk
         while len(buf) >= 4:
+            if self._after_ccs and len(buf) < 5:
+                return  # decide on a post-CCS message once its version's first byte is here
             msg_type = buf[0]
             length = (buf[1] << 16) | (buf[2] << 8) | buf[3]
             if self._after_ccs and not (
                 msg_type in (HANDSHAKE_CLIENT_HELLO, HANDSHAKE_SERVER_HELLO)
                 and message_starts_record
                 and length + 4 == self._record_length
-                and (len(buf) < 5 or buf[4] == 3)
+                and buf[4] == 3
             ):
                 # Encrypted Finished after CCS: nothing readable follows.
                 self.state = DONE
@@ -229,7 +251,7 @@ class TlsStreamParser:
                 # Certificates and friends: skip without buffering them.
                 if len(buf) >= 4 + length:
                     del buf[: 4 + length]
-                    message_starts_record = False
+                    message_starts_record = self._msg_starts_record = False
                     continue
                 self._hs_skip = 4 + length - len(buf)
                 buf.clear()
@@ -243,7 +265,7 @@ class TlsStreamParser:
                 return
             out.append((msg_type, bytes(buf[4 : 4 + length])))
             del buf[: 4 + length]
-            message_starts_record = False
+            message_starts_record = self._msg_starts_record = False
             self.hellos += 1
             if self.hellos >= MAX_HELLOS:
                 self.state = DONE
