@@ -408,7 +408,9 @@ class FingerprintEngine:
                         d.done = True
                         flow = d.flow
                         peer = flow.forward if d is flow.reverse else flow.reverse
-                        if peer.client_hellos:
+                        # Every ServerHello answers one ClientHello; once the client has sent
+                        # as many as were answered, no other can follow.
+                        if peer.client_hellos >= d.server_hellos:
                             peer.done = True
             except HelloError as exc:
                 side = "client" if kind == HANDSHAKE_CLIENT_HELLO else "server"

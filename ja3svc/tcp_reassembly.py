@@ -4,8 +4,9 @@ Rules of this module:
 - Sequence numbers are compared modulo 2^32.
 - The stream is anchored at SYN + 1 when the SYN is seen, else at the first data segment
   (a capture that starts mid-connection).
-- First copy wins: bytes already delivered are never delivered again, so duplicated and
-  overlapping retransmissions (even with different content) cannot corrupt the stream.
+- First copy wins: bytes already delivered are never delivered again, and bytes already held
+  out of order are not held twice, so duplicated and overlapping retransmissions (even with
+  different content, in any order) cannot change the stream.
 - Segments ahead of the stream are held until the gap fills, up to MAX_BUFFERED bytes and
   MAX_SEGMENTS segments; past that the direction is declared to have a gap and gives up.
 """
@@ -67,11 +68,33 @@ class TcpReassembler:
         return b"".join(out) if len(out) > 1 else out[0]
 
     def _hold(self, seq: int, payload: bytes) -> None:
-        held = self._ahead.get(seq)
-        if held is not None and len(held) >= len(payload):
-            return
-        self._ahead_bytes += len(payload) - (len(held) if held else 0)
-        self._ahead[seq] = payload
+        """Keep a segment that is ahead of the stream, minus bytes already held.
+
+        Held segments never overlap one another, so the first copy of every byte is the one
+        that will be delivered, whatever order the copies arrived in.
+        """
+        nxt = self.next_seq
+        assert nxt is not None
+        pieces = [(seq_diff(seq, nxt), payload)]
+        for held_seq, held in self._ahead.items():
+            hs = seq_diff(held_seq, nxt)
+            he = hs + len(held)
+            kept: list[tuple[int, bytes]] = []
+            for start, data in pieces:
+                end = start + len(data)
+                if end <= hs or start >= he:
+                    kept.append((start, data))
+                    continue
+                if start < hs:
+                    kept.append((start, data[: hs - start]))
+                if end > he:
+                    kept.append((he, data[he - start :]))
+            pieces = kept
+            if not pieces:
+                return
+        for start, data in pieces:
+            self._ahead[(nxt + start) % _MOD] = data
+            self._ahead_bytes += len(data)
         if self._ahead_bytes > MAX_BUFFERED or len(self._ahead) > MAX_SEGMENTS:
             self.gap = True
             self._ahead.clear()

@@ -96,12 +96,6 @@ def test_overlapping_held_segments_first_copy_wins() -> None:
     assert r.push(1, b"12345") == b"12345FFFFFFssss"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TcpReassembler._hold replaces a held segment by a longer one at the same seq, so "
-    "the second copy's bytes win for the overlapping range (first copy wins only once "
-    "delivered)",
-)
 def test_longer_retransmission_of_held_segment_keeps_first_bytes() -> None:
     r = anchored(0)
     assert r.push(6, b"FFF") == b""  # 6..8 held
@@ -184,11 +178,6 @@ def test_holding_below_the_limits_is_no_gap() -> None:
     assert not r.gap
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="held segments are drained lowest-seq first, so when a later-arriving held segment "
-    "starts lower and overlaps an earlier one, its (second-copy) bytes win",
-)
 def test_overlapping_held_segments_first_copy_wins_when_second_starts_lower() -> None:
     r = anchored(0)
     assert r.push(9, b"sssssss") == b""  # 9..15 arrives first
