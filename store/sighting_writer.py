@@ -23,6 +23,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -216,7 +218,14 @@ def _upsert_fingerprints(conn: Connection, aggregates: dict[tuple[str, str], lis
 
 
 class SightingWriter:
-    """Buffers records and writes them in batches; see the module docstring."""
+    """Buffers records and writes them in batches; see the module docstring.
+
+    Batches are written by a background thread, so that the database's work (SQLite's C code,
+    PostgreSQL's round trips; both release the GIL) overlaps with the caller's packet parsing.
+    At most two full batches wait for it: a slow database slows ``add`` down instead of
+    filling memory. Counters are up to date after ``flush()`` and ``close()``; an error that is
+    not an outage is raised by the next ``add``, ``flush`` or ``close``.
+    """
 
     def __init__(
         self,
@@ -238,9 +247,16 @@ class SightingWriter:
         self._clock = clock
         self._retry_after = 0.0
         self._closed = False
+        self._error: BaseException | None = None
         if self._spool is not None:
             # Leftovers of earlier runs (ours or another writer's that died) go in first.
             self._replay(self._spool.files(), blocking=False)
+        # Items: (batch, final); None stops the thread.
+        self._queue: queue.Queue[tuple[list[SpoolItem], bool] | None] = queue.Queue(maxsize=2)
+        self._worker = threading.Thread(
+            target=self._work, name=f"sighting-writer[{sensor}]", daemon=True
+        )
+        self._worker.start()
 
     # Counters as attributes too, for callers that print them.
     @property
@@ -262,12 +278,67 @@ class SightingWriter:
     def add(self, record: dict[str, Any]) -> None:
         if self._closed:
             raise RuntimeError("SightingWriter is closed")
+        self._raise_error()
         self._pending.append((self.sensor, record))
         if len(self._pending) >= self.batch_size:
-            self.flush()
+            self._submit(final=False)
 
     def flush(self) -> None:
+        """Write (or spool) everything added so far, and wait until that is done."""
+        self._submit(final=False)
+        self._queue.join()
+        self._raise_error()
+
+    def close(self) -> WriterStats:
+        if not self._closed:
+            self._closed = True
+            # final: one more attempt even inside the retry interval, the process may exit.
+            self._submit(final=True)
+            self._queue.put(None)
+            self._worker.join()
+            if self._spool is not None and self._spool.has_data():
+                log.warning(
+                    "database still unreachable: %s keeps the unsaved sightings; they are "
+                    "stored by the next writer using this spool directory",
+                    self._spool.path,
+                )
+            self._raise_error()
+        return self.stats
+
+    def __enter__(self) -> SightingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- background thread ----------------------------------------------------------------------
+
+    def _submit(self, *, final: bool) -> None:
         batch, self._pending = self._pending, []
+        self._queue.put((batch, final))
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            batch, final = item
+            try:
+                if final:
+                    self._retry_after = 0.0
+                self._write_or_spool(batch)
+            except BaseException as exc:
+                # Not an outage (those are spooled): a batch the database refuses would be
+                # refused again on every replay, so it is not spooled; the caller's thread
+                # gets the error (_raise_error), as it would from a direct write.
+                self._error = exc
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def _write_or_spool(self, batch: list[SpoolItem]) -> None:
         spool = self._spool
         if spool is not None and (
             self._clock() < self._retry_after  # database known down: do not wait on it
@@ -285,26 +356,6 @@ class SightingWriter:
                 raise
             self._note_outage(exc)
             self._to_spool(batch)
-
-    def close(self) -> WriterStats:
-        if not self._closed:
-            # A final attempt even inside the retry interval: the process is about to exit.
-            self._retry_after = 0.0
-            self.flush()
-            self._closed = True
-            if self._spool is not None and self._spool.has_data():
-                log.warning(
-                    "database still unreachable: %s keeps the unsaved sightings; they are "
-                    "stored by the next writer using this spool directory",
-                    self._spool.path,
-                )
-        return self.stats
-
-    def __enter__(self) -> SightingWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -161,8 +161,11 @@ def test_unreachable_database_spools_then_replays_in_order(database, make_record
 def test_without_a_spool_directory_errors_propagate(make_record):
     down = Database.from_url(UNREACHABLE_PG)
     w = SightingWriter(down, sensor="s", batch_size=1)
+    w.add(make_record(1))
+    # Written in the background: the error surfaces at the next call.
     with pytest.raises(OperationalError):
-        w.add(make_record(1))
+        w.flush()
+    w.close()
     down.dispose()
 
 
@@ -178,10 +181,12 @@ def test_outage_of_the_real_postgresql_loses_nothing(pg_migrated_url, make_recor
     w = SightingWriter(db, sensor="outage", batch_size=50, spool_dir=spool, retry_interval=0)
     for r in records[:100]:
         w.add(r)
+    w.flush()
     assert w.stored == 100
     with postgres_stopped():
         for r in records[100:200]:
             w.add(r)
+        w.flush()
         assert w.spooled == 100 and w.stored == 100
         assert len(list(spool.glob("*.jsonl"))) == 1
         # A writer that ends during the outage leaves its spool for the next one.
@@ -275,3 +280,17 @@ def test_retention_prunes_events_but_keeps_aggregates(database, make_record):
     assert _count(database, Sighting) == 1
     record = make_record(0)
     assert _fingerprint(database, "ja3", record["ja3_hash"]).times_seen == 2
+
+
+def test_a_refused_batch_is_reported_and_the_writer_goes_on(database, make_record, tmp_path):
+    from sqlalchemy.exc import IntegrityError
+
+    bad = {**make_record(1), "hello": "bogus"}  # violates the hello CHECK constraint
+    w = SightingWriter(database, sensor="s", batch_size=1, spool_dir=tmp_path / "spool")
+    w.add(bad)
+    with pytest.raises(IntegrityError):
+        w.flush()
+    w.add(make_record(2))
+    assert w.close().stored == 1
+    # Not an outage: nothing spooled that would be refused again on every replay.
+    assert not list((tmp_path / "spool").glob("*.jsonl"))
