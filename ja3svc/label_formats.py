@@ -96,6 +96,11 @@ def _invalid(kind: str, raw: str) -> str:
     return f"invalid {what} {raw.strip()!r}, skipped"
 
 
+def _skipped(exc: Exception) -> str:
+    msg = str(exc)
+    return msg if msg.endswith("skipped") else f"{msg}; skipped"
+
+
 def _text(raw: Any) -> str | None:
     if raw is None:
         return None
@@ -126,8 +131,11 @@ class _NumberedLines:
         return next(self._it)
 
 
-def _csv_records(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
-    """CSV records with the line each starts on; skips blank and ``#`` comment records."""
+def _csv_records(lines: Iterable[str], out: ParseResult) -> Iterator[tuple[int, list[str]]]:
+    """CSV records with the line each starts on; skips blank and ``#`` comment records.
+
+    A record the csv module cannot read is reported in ``out`` and skipped.
+    """
     numbered = _NumberedLines(line.lstrip("\ufeff") for line in lines)
     reader = csv.reader(numbered, skipinitialspace=True)
     while True:
@@ -137,7 +145,7 @@ def _csv_records(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
         except StopIteration:
             return
         except csv.Error as exc:
-            yield start, [f"\0csv error: {exc}"]
+            out.problems.append(Problem(start, f"unreadable CSV ({exc}), skipped"))
             continue
         cells = [c.strip() for c in record]
         if not any(cells) or cells[0].startswith("#"):
@@ -150,7 +158,7 @@ def _csv_records(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
 
 def parse_sslbl(lines: Iterable[str]) -> ParseResult:
     out = ParseResult()
-    for n, cells in _csv_records(lines):
+    for n, cells in _csv_records(lines, out):
         if cells[0].lower().strip(_JUNK) == "ja3_md5":  # an uncommented header
             continue
         value = normalize_value("ja3", cells[0])
@@ -179,7 +187,7 @@ def parse_sslbl(lines: Iterable[str]) -> ParseResult:
 def parse_salesforce(lines: Iterable[str]) -> ParseResult:
     out = ParseResult()
     first = True
-    for n, cells in _csv_records(lines):
+    for n, cells in _csv_records(lines, out):
         was_first, first = first, False
         raw = cells[0]
         value = normalize_value("ja3", raw)
@@ -238,7 +246,7 @@ def parse_trisul(lines: Iterable[str]) -> ParseResult:
 def parse_foxio(lines: Iterable[str]) -> ParseResult:
     out = ParseResult()
     header: list[str] | None = None
-    for n, cells in _csv_records(lines):
+    for n, cells in _csv_records(lines, out):
         if header is None:
             header = [c.strip(_JUNK).lower() for c in cells]
             if "ja4" not in header:
@@ -310,7 +318,7 @@ def _project_row(obj: dict[str, Any]) -> LabelRow:
 def parse_project_csv(lines: Iterable[str]) -> ParseResult:
     out = ParseResult()
     header: list[str] | None = None
-    for n, cells in _csv_records(lines):
+    for n, cells in _csv_records(lines, out):
         if header is None:
             header = [c.strip(_JUNK).lower() for c in cells]
             if "kind" not in header or "value" not in header:
@@ -320,9 +328,7 @@ def parse_project_csv(lines: Iterable[str]) -> ParseResult:
         try:
             out.rows.append(_project_row(dict(zip(header, cells, strict=False))))
         except ValueError as exc:
-            out.problems.append(
-                Problem(n, f"{exc}; skipped" if "skipped" not in str(exc) else str(exc))
-            )
+            out.problems.append(Problem(n, _skipped(exc)))
     return out
 
 
@@ -353,8 +359,7 @@ def parse_project_json(lines: Iterable[str]) -> ParseResult:
                 raise ValueError("not a JSON object")
             out.rows.append(_project_row(obj))
         except ValueError as exc:
-            msg = str(exc) if "skipped" in str(exc) else f"{exc}; skipped"
-            out.problems.append(Problem(n, msg, where))
+            out.problems.append(Problem(n, _skipped(exc), where))
     return out
 
 

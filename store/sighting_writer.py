@@ -74,8 +74,10 @@ def _clip(value: Any, limit: int) -> str | None:
     # characters PostgreSQL refuses in text, so one odd hello cannot fail a whole batch.
     if value is None:
         return None
-    s = str(value).replace("\x00", "\\x00")
-    return s[:limit]
+    s = value if isinstance(value, str) else str(value)
+    if len(s) <= limit and "\x00" not in s:  # the usual case, checked at C speed
+        return s
+    return s.replace("\x00", "\\x00")[:limit]
 
 
 def sighting_row(sensor: str, r: dict[str, Any]) -> dict[str, Any]:
