@@ -287,7 +287,7 @@ class _Store:
             self.db,
             sensor=self.sensor or f"file:{os.path.basename(label)}",
             batch_size=self.settings.store.batch_size,
-            spool_dir=self.settings.data_dir / "spool",
+            spool_dir=self.settings.resolved_spool_dir(),
         )
         self.writers.append(writer)
 
