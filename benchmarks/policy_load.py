@@ -145,7 +145,11 @@ async def fixed_rate(port: int, requests: list[bytes], rate: float, max_seconds:
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(req, due)))
-    await asyncio.wait_for(asyncio.gather(*tasks), max_seconds + 30)
+    # Bounded: a server that fell far behind is reported with what it answered in time.
+    _, pending = await asyncio.wait(tasks, timeout=max_seconds + 10)
+    for t in pending:
+        t.cancel()
+    errors += len(pending)
     elapsed = time.perf_counter() - start
     while not pool.empty():
         _, w = pool.get_nowait()

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, tuple_
+from sqlalchemy import Connection, Engine, delete, func, insert, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ja3svc.models import (
@@ -137,7 +137,11 @@ class PolicyStore:
             return {}
         found: dict[Ref, list[LabelFact]] = {r: [] for r in wanted}
         # Core, not ORM: this runs on every allow and ORM object loading costs ~5x more.
-        stmt = select(*_LABEL_COLUMNS).where(tuple_(Label.kind, Label.value).in_(wanted))
+        # OR of (kind, value) pairs, not a row-value IN: SQLite answers the IN form with a full
+        # scan (126 ms at 1M labels, measured) but each OR term with the unique index.
+        stmt = select(*_LABEL_COLUMNS).where(
+            or_(*((Label.kind == k) & (Label.value == v) for k, v in wanted))
+        )
         with _maybe_connect(self.engine, conn) as c:
             for row in c.execute(stmt):
                 found[(row.kind, row.value)].append(
