@@ -13,9 +13,17 @@ How packets get here, and why:
   TLS/STARTTLS service ports (client->server direction, every segment: continuation segments of
   a multi-segment ClientHello carry no 0x16 at their start). Its accept value is patched to the
   snap length so the kernel queues no more than we keep.
-- ``recv_into`` a preallocated buffer with MSG_TRUNC (which returns the wire length even when
-  the packet was cut at the snap length); the kernel's socket buffer is enlarged
-  (SO_RCVBUFFORCE while privileged) to ride out bursts.
+- Normally the kernel writes packets into a TPACKET_V3 ring mapped into this process (set up
+  before the bind, so before any privilege drop): no system call per packet, kernel timestamps,
+  and the buffer holds packets at their captured size instead of being charged at skb truesize
+  (about three times as many packets fit in the same bytes). The ring is a row of blocks; the
+  kernel fills one block with many packets, hands it over when it is full or after
+  ``RING_BLOCK_TIMEOUT_MS``, and we copy the packets out and hand the block back at once, before
+  the engine sees them, so a slow packet never holds ring space.
+- When the ring cannot be set up (old kernel, no memory for it, ``ring=False``), the socket is
+  reopened for ``recv_into`` a preallocated buffer with MSG_TRUNC (which returns the wire length
+  even when the packet was cut at the snap length); its receive buffer is enlarged
+  (SO_RCVBUFFORCE while privileged) to ride out bursts. ``modes`` and the stats tell which.
 - poll() with a self-pipe: ``stop()`` wakes the loop at once; with several interfaces each
   socket is drained a bounded batch at a time so a busy interface cannot starve the others.
 - Kernel counters come from getsockopt(PACKET_STATISTICS), which resets on read; they are
@@ -26,6 +34,8 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import logging
+import mmap
 import os
 import select
 import socket
@@ -45,9 +55,16 @@ __all__ = [
 
 PacketTuple = tuple[float, int, bytes, int]
 
+log = logging.getLogger("ja3svc.capture")
+
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
+PACKET_RX_RING = 5
+PACKET_VERSION = 10
+TPACKET_V3 = 2
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 1
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 SIOCGIFHWADDR = 0x8927
@@ -72,6 +89,40 @@ POLL_TIMEOUT_MS = 200
 
 _BPF_RET_K = 0x06
 
+# --- TPACKET_V3 ring (<linux/if_packet.h>) ---------------------------------------------------
+# Largest block: big enough that a full block is worth one poll() wake-up, small enough that the
+# block we are copying out of is a small share of the ring.
+RING_BLOCK_MAX = 1 << 20
+# A ring of fewer blocks than this would spend much of its space in the block being read.
+RING_BLOCKS_MIN_SHARE = 8
+# How long the kernel keeps a partly filled block before handing it over: the delay a lone
+# hello can see at low traffic (well under the policy's correlation wait).
+RING_BLOCK_TIMEOUT_MS = 50
+# Blocks taken from one ring before looking at the other interfaces: one keeps them fair, and
+# costs nothing (no system call between blocks).
+RING_BLOCKS_PER_ROUND = 1
+# Packets handed on between looks at the stop flag: a full 1 MiB block of small segments holds
+# thousands, and stop() must not wait for the engine to get through all of them.
+YIELD_SLICE = 256
+# V3 ignores the frame size except to validate it (frames are packed back to back in a block),
+# so any aligned value that divides the block size will do.
+_RING_FRAME_SIZE = 2048
+# Room a block needs besides one packet's bytes: block descriptor, tpacket3_hdr, sockaddr_ll
+# and alignment. A block must hold a whole snap length, or the kernel cuts packets shorter.
+_RING_BLOCK_OVERHEAD = 256
+# tpacket_req3: block_size, block_nr, frame_size, frame_nr, retire_blk_tov, sizeof_priv,
+# feature_req_word.
+_TPACKET_REQ3 = struct.Struct("=7I")
+# tpacket_block_desc from hdr.bh1: block_status, num_pkts, offset_to_first_pkt.
+_BLOCK_DESC = struct.Struct("=III")
+_BLOCK_STATUS_OFFSET = 8
+# tpacket3_hdr: tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_len, (tp_status), tp_mac.
+_TPACKET3_HDR = struct.Struct("=IIIII4xH")
+_U32 = struct.Struct("=I")
+# tpacket_stats (v1/v2 and the recv path) and tpacket_stats_v3 (adds tp_freeze_q_cnt).
+_STATS_V1_SIZE = 8
+_STATS_V3_SIZE = 12
+
 
 class CaptureOpenError(RuntimeError):
     """An interface cannot be captured on: missing, no privilege, bad filter or link type."""
@@ -87,7 +138,9 @@ class InterfaceStats:
     bytes: int = 0  # wire bytes of those packets
     truncated: int = 0  # longer than the snap length (cut; the engine sees a hole)
     kernel_packets: int = 0  # passed the filter (including those dropped below)
-    kernel_drops: int = 0  # dropped by the kernel: socket buffer full
+    kernel_drops: int = 0  # dropped by the kernel: ring or socket buffer full
+    kernel_freezes: int = 0  # ring only: times the kernel found every block taken (tp_freeze_q_cnt)
+    mode: str = "recv"  # "ring" (TPACKET_V3 mmap) or "recv" (one recv_into per packet)
 
 
 def default_filter(ports: Sequence[int]) -> str:
@@ -154,19 +207,127 @@ def _interface_linktype(name: str) -> int:
     return linktype
 
 
-class _Tap:
-    """One interface's open socket and counters."""
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
 
-    def __init__(self, sock: socket.socket, stats: InterfaceStats) -> None:
+
+def ring_geometry(buffer_bytes: int, snaplen: int) -> tuple[int, int]:
+    """(block size, block count) of a ring of about ``buffer_bytes`` for ``snaplen``.
+
+    Blocks are powers of two (whole pages, as the kernel requires), at most RING_BLOCK_MAX and
+    about an eighth of the buffer, but never smaller than one packet of the snap length. At
+    least two blocks, so the kernel can fill one while we read the other.
+    """
+    smallest = max(_next_power_of_two(snaplen + _RING_BLOCK_OVERHEAD), mmap.PAGESIZE)
+    share = buffer_bytes // RING_BLOCKS_MIN_SHARE
+    block = 1 << max(0, share.bit_length() - 1)  # largest power of two <= share
+    block = max(smallest, min(block, RING_BLOCK_MAX))
+    return block, max(2, buffer_bytes // block)
+
+
+class _RingUnavailable(OSError):
+    """The kernel or the environment refused the ring; the recv path takes over."""
+
+
+class _Ring:
+    """A TPACKET_V3 RX ring mapped into this process, read block by block in ring order."""
+
+    def __init__(self, mm: mmap.mmap, block_size: int, block_count: int) -> None:
+        self.mm = mm
+        self.block_size = block_size
+        self.block_count = block_count
+        self.next_block = 0  # the oldest block not yet given back: the kernel fills in order
+
+    def describe(self) -> str:
+        return f"ring {self.block_count}x{self.block_size >> 10} KiB"
+
+    def take(self, linktype: int, max_blocks: int, out: list[PacketTuple]) -> tuple[int, int]:
+        """Copy the packets of up to ``max_blocks`` ready blocks into ``out``; give each block
+        back as soon as it is copied. Returns (blocks, truncated packets)."""
+        mm = self.mm
+        block_size, count = self.block_size, self.block_count
+        unpack_hdr = _TPACKET3_HDR.unpack_from
+        append = out.append
+        index = self.next_block
+        blocks = truncated = 0
+        for _ in range(max_blocks):
+            base = index * block_size
+            status, num_pkts, first = _BLOCK_DESC.unpack_from(mm, base + _BLOCK_STATUS_OFFSET)
+            if not status & TP_STATUS_USER:
+                break
+            offset = base + first
+            for _ in range(num_pkts):
+                next_offset, sec, nsec, snap, wire, mac = unpack_hdr(mm, offset)
+                start = offset + mac
+                # Slicing an mmap copies into a new bytes object: the frame outlives the block.
+                append((sec + nsec * 1e-9, linktype, mm[start : start + snap], wire))
+                if wire > snap:
+                    truncated += 1
+                offset += next_offset
+            # The kernel publishes a block by its status word alone; every byte we need was
+            # copied above, so it may refill the block from now on.
+            _U32.pack_into(mm, base + _BLOCK_STATUS_OFFSET, TP_STATUS_KERNEL)
+            blocks += 1
+            index += 1
+            if index == count:
+                index = 0
+        self.next_block = index
+        return blocks, truncated
+
+    def close(self) -> None:
+        self.mm.close()
+
+
+def _setup_ring(sock: socket.socket, buffer_bytes: int, snaplen: int) -> _Ring:
+    """Switch ``sock`` to TPACKET_V3 and map its RX ring; _RingUnavailable when refused."""
+    block_size, block_count = ring_geometry(buffer_bytes, snaplen)
+    req = _TPACKET_REQ3.pack(
+        block_size,
+        block_count,
+        _RING_FRAME_SIZE,
+        block_size // _RING_FRAME_SIZE * block_count,
+        RING_BLOCK_TIMEOUT_MS,
+        0,  # no per-block private area
+        0,  # no features (no rx hash)
+    )
+    try:
+        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+        sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+        mm = mmap.mmap(
+            sock.fileno(),
+            block_size * block_count,
+            flags=mmap.MAP_SHARED,
+            prot=mmap.PROT_READ | mmap.PROT_WRITE,
+        )
+    except OSError as exc:
+        raise _RingUnavailable(exc.errno, exc.strerror or str(exc)) from None
+    return _Ring(mm, block_size, block_count)
+
+
+class _Tap:
+    """One interface's open socket, its ring (None on the recv path) and counters."""
+
+    def __init__(self, sock: socket.socket, stats: InterfaceStats, ring: _Ring | None) -> None:
         self.sock = sock
         self.stats = stats
+        self.ring = ring
+        self.description = ring.describe() if ring is not None else "recv"
+
+    def close(self) -> None:
+        if self.ring is not None:
+            # mmap holds a dup of the socket: unmap first, or the ring outlives the close.
+            self.ring.close()
+        self.sock.close()
 
 
 class LiveSource:
     """Packets from one or more interfaces; open in the constructor, iterate with ``packets``.
 
     Open while privileged (CAP_NET_RAW), then drop privileges (``capture.privileges``), then
-    iterate: reading from an open socket needs no privilege.
+    iterate: reading from an open socket or its mapped ring needs no privilege.
+
+    ``ring=False`` skips the TPACKET_V3 ring and reads with one ``recv_into`` per packet (also
+    the automatic fallback when the ring cannot be set up; ``modes`` tells which is in use).
     """
 
     def __init__(
@@ -176,6 +337,7 @@ class LiveSource:
         bpf_filter: str,
         snaplen: int = DEFAULT_SNAPLEN,
         receive_buffer_bytes: int = 64 << 20,
+        ring: bool = True,
     ) -> None:
         if not interfaces:
             raise CaptureOpenError("no interface given")
@@ -191,7 +353,7 @@ class LiveSource:
         os.set_blocking(self._wake_w, False)
         try:
             for name in interfaces:
-                self._taps.append(self._open(name, receive_buffer_bytes))
+                self._taps.append(self._open(name, receive_buffer_bytes, ring))
         except BaseException:
             self.close()
             raise
@@ -200,8 +362,28 @@ class LiveSource:
     def interfaces(self) -> list[str]:
         return [t.stats.interface for t in self._taps]
 
-    def _open(self, name: str, receive_buffer_bytes: int) -> _Tap:
+    @property
+    def modes(self) -> dict[str, str]:
+        """How each interface is read: "ring NxS KiB" (TPACKET_V3) or "recv"."""
+        return {t.stats.interface: t.description for t in self._taps}
+
+    def _open(self, name: str, receive_buffer_bytes: int, ring: bool) -> _Tap:
         linktype = _interface_linktype(name)
+        if ring:
+            try:
+                return self._open_socket(name, linktype, receive_buffer_bytes, use_ring=True)
+            except _RingUnavailable as exc:
+                # A fresh socket rather than undoing the ring: the recv path then starts from
+                # exactly the state it always had.
+                log.warning(
+                    "packet ring unavailable, reading with recv",
+                    extra={"fields": {"interface": name, "error": exc.strerror or str(exc)}},
+                )
+        return self._open_socket(name, linktype, receive_buffer_bytes, use_ring=False)
+
+    def _open_socket(
+        self, name: str, linktype: int, receive_buffer_bytes: int, *, use_ring: bool
+    ) -> _Tap:
         fprog, keep_alive = _compile_filter(self.bpf_filter, linktype, self.snaplen)
         try:
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -209,29 +391,41 @@ class LiveSource:
             raise CaptureOpenError(
                 f"{name}: opening a packet socket needs root or CAP_NET_RAW"
             ) from None
+        ring: _Ring | None = None
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
             del keep_alive  # the kernel copied the program
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, receive_buffer_bytes)
-            except PermissionError:
-                # Without CAP_NET_ADMIN: capped at net.core.rmem_max, still better than default.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
+            if use_ring:
+                # Before the bind: the first packet after it already lands in the ring.
+                ring = _setup_ring(sock, receive_buffer_bytes, self.snaplen)
+            else:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, receive_buffer_bytes)
+                except PermissionError:
+                    # Without CAP_NET_ADMIN: capped at net.core.rmem_max, better than default.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
             sock.bind((name, ETH_P_ALL))
             sock.setblocking(False)
             # Empty the statistics: counts from before the bind are not ours to report.
-            sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+            sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS_V3_SIZE)
+        except _RingUnavailable:
+            sock.close()
+            raise
         except OSError as exc:
+            if ring is not None:
+                ring.close()
             sock.close()
             if isinstance(exc, PermissionError):
                 raise CaptureOpenError(f"{name}: permission denied ({exc.strerror})") from None
             raise CaptureOpenError(f"{name}: {exc.strerror or exc}") from None
-        return _Tap(sock, InterfaceStats(name, linktype))
+        stats = InterfaceStats(name, linktype, mode="ring" if ring is not None else "recv")
+        return _Tap(sock, stats, ring)
 
     # --- the loop ------------------------------------------------------------------------------
 
     def packets(self) -> Iterator[PacketTuple]:
-        """Yield packets until ``stop()``; timestamps are the receive time (epoch seconds)."""
+        """Yield packets until ``stop()``; timestamps are epoch seconds (the kernel's receive
+        time on the ring path, the time of reading on the recv path)."""
         poller = select.poll()
         by_fd: dict[int, _Tap] = {}
         for tap in self._taps:
@@ -239,45 +433,76 @@ class LiveSource:
             by_fd[fd] = tap
             poller.register(fd, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
-        snaplen = self.snaplen
-        buf = bytearray(snaplen)
+        failed = select.POLLERR | select.POLLHUP | select.POLLNVAL
+        buf = bytearray(self.snaplen)
+        taps = self._taps
+        stop = self._stop
+        batch: list[PacketTuple] = []
+        while not stop.is_set():
+            # Read every interface until all are empty, then sleep in poll(): on the ring
+            # path a busy interface costs no system call at all.
+            idle = True
+            for tap in taps:
+                batch.clear()
+                stats = tap.stats
+                try:
+                    if tap.ring is not None:
+                        blocks, truncated = tap.ring.take(
+                            stats.linktype, RING_BLOCKS_PER_ROUND, batch
+                        )
+                        if blocks:
+                            idle = False
+                    else:
+                        truncated = self._recv_batch(tap, buf, batch)
+                        if batch:
+                            idle = False
+                except OSError as exc:
+                    if stop.is_set():
+                        return
+                    raise CaptureOpenError(f"{stats.interface}: {exc.strerror or exc}") from exc
+                if batch:
+                    stats.packets += len(batch)
+                    stats.bytes += sum([p[3] for p in batch])
+                    stats.truncated += truncated
+                    for first in range(0, len(batch), YIELD_SLICE):
+                        yield from batch[first : first + YIELD_SLICE]
+                        if stop.is_set():
+                            return
+            if idle:
+                for fd, event in poller.poll(POLL_TIMEOUT_MS):
+                    tap_ = by_fd.get(fd)
+                    if tap_ is not None and tap_.ring is not None and event & failed:
+                        # The recv path sees socket errors (ENETDOWN: interface down or gone)
+                        # from recv; with a ring only SO_ERROR tells, and poll() would keep
+                        # returning at once.
+                        self._raise_socket_error(tap_)
+
+    @staticmethod
+    def _recv_batch(tap: _Tap, buf: bytearray, out: list[PacketTuple]) -> int:
+        """recv path: up to DRAIN_BATCH packets into ``out``; returns how many were cut."""
+        recv_into = tap.sock.recv_into
+        linktype = tap.stats.linktype
+        snaplen = len(buf)
         view = memoryview(buf)
         now = time.time
         trunc = socket.MSG_TRUNC
-        stop = self._stop
-        while not stop.is_set():
-            for fd, _event in poller.poll(POLL_TIMEOUT_MS):
-                tap = by_fd.get(fd)
-                if tap is None:
-                    continue  # the wake-up pipe: the flag is checked below
-                recv_into = tap.sock.recv_into
-                linktype = tap.stats.linktype
-                stats = tap.stats
-                got = nbytes = truncated = 0
-                try:
-                    for _ in range(DRAIN_BATCH):
-                        wire = recv_into(buf, snaplen, trunc)
-                        got += 1
-                        nbytes += wire
-                        if wire > snaplen:
-                            truncated += 1
-                            yield now(), linktype, bytes(buf), wire
-                        else:
-                            yield now(), linktype, bytes(view[:wire]), wire
-                        if stop.is_set():
-                            break
-                except BlockingIOError:
-                    pass
-                except OSError as exc:
-                    if stop.is_set():
-                        break
-                    raise CaptureOpenError(f"{stats.interface}: {exc.strerror or exc}") from exc
-                finally:
-                    stats.packets += got
-                    stats.bytes += nbytes
-                    stats.truncated += truncated
-                if stop.is_set():
-                    break
+        truncated = 0
+        try:
+            for _ in range(DRAIN_BATCH):
+                wire = recv_into(buf, snaplen, trunc)
+                if wire > snaplen:
+                    truncated += 1
+                    out.append((now(), linktype, bytes(buf), wire))
+                else:
+                    out.append((now(), linktype, bytes(view[:wire]), wire))
+        except BlockingIOError:
+            pass
+        return truncated
+
+    def _raise_socket_error(self, tap: _Tap) -> None:
+        err = tap.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err and not self._stop.is_set():
+            raise CaptureOpenError(f"{tap.stats.interface}: {os.strerror(err)}")
 
     def stop(self) -> None:
         """End ``packets()`` promptly; safe from any thread and from a signal handler."""
@@ -300,13 +525,17 @@ class LiveSource:
             for tap in self._taps:
                 s = tap.stats
                 try:
-                    raw = tap.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+                    # A TPACKET_V3 socket answers with tpacket_stats_v3, any other with the
+                    # 8-byte tpacket_stats: the length returned tells which.
+                    raw = tap.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS_V3_SIZE)
                 except OSError:
                     raw = b""  # socket closed: the totals so far stand
-                if len(raw) == 8:
-                    received, dropped = struct.unpack("=II", raw)
+                if len(raw) >= _STATS_V1_SIZE:
+                    received, dropped = struct.unpack_from("=II", raw)
                     s.kernel_packets += received
                     s.kernel_drops += dropped
+                if len(raw) >= _STATS_V3_SIZE:
+                    s.kernel_freezes += _U32.unpack_from(raw, _STATS_V1_SIZE)[0]
                 out.append(InterfaceStats(**vars(s)))
         return out
 
@@ -316,7 +545,7 @@ class LiveSource:
             self.read_kernel_stats()  # the last counts, before the sockets go
         with self._stats_lock:
             for tap in self._taps:
-                tap.sock.close()
+                tap.close()
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)

@@ -62,6 +62,7 @@ def open_source(
         bpf_filter=expression,
         snaplen=settings.snaplen,
         receive_buffer_bytes=settings.receive_buffer_bytes,
+        ring=settings.ring,
     )
 
 
@@ -300,6 +301,8 @@ class CaptureWorker:
             "truncated_packets": sum(s.truncated for s in ifaces),
             "kernel_packets": sum(s.kernel_packets for s in ifaces),
             "kernel_drops": sum(s.kernel_drops for s in ifaces),
+            "kernel_ring_freezes": sum(s.kernel_freezes for s in ifaces),
+            "ring_interfaces": sum(s.mode == "ring" for s in ifaces),
             "userspace_drops": self.userspace_drops,
             "hellos": es.get("hellos.client", 0),
             "server_hellos": es.get("hellos.server", 0),

@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 "interfaces": source.interfaces,
                 "filter": source.bpf_filter,
                 "snaplen": source.snaplen,
+                "modes": source.modes,
                 "uid": identity.uid,
                 "gid": identity.gid,
                 "database": database.url,

@@ -125,6 +125,10 @@ class CaptureSettings(BaseModel):
     # Kernel receive buffer per socket: absorbs bursts while user space is busy. Needs
     # CAP_NET_ADMIN above net.core.rmem_max; without it the kernel's maximum is used.
     receive_buffer_bytes: int = Field(default=64 << 20, ge=1 << 16)
+    # Read through a TPACKET_V3 ring of about receive_buffer_bytes mapped into the process (no
+    # system call per packet; more packets fit in the same bytes). False forces one recv() per
+    # packet, which is also the automatic fallback when the kernel refuses the ring.
+    ring: bool = True
     # Unprivileged account the worker switches to once the sockets are open ("" keeps the
     # current user, e.g. when systemd already starts it unprivileged with CAP_NET_RAW).
     user: str = ""

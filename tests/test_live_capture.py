@@ -7,6 +7,9 @@ Clients: openssl s_client with several option sets (incl. a HelloRetryRequest), 
 (which prints its source port, for correlation) and curl_cffi impersonating Chrome and Firefox
 (post-quantum key shares: ClientHellos of 1.7-2 KB over two segments).
 
+The shared capture session runs twice: on the TPACKET_V3 ring (the normal path) and with
+``ring=False`` (the recv fallback), with the same clients and the same tshark comparison.
+
 Needs root and `ip netns`; skipped otherwise, with the reason.
 """
 
@@ -30,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from capture import live_source
 from capture.live_source import LiveSource, default_filter
 from capture.worker import CaptureWorker
 from ja3svc.connections import RecentConnections
@@ -227,6 +231,7 @@ def python_client(net: VethPair, port: int) -> int:
 
 @dataclass
 class Session:
+    mode: str  # "ring" or "recv": how the source read the interface
     net: VethPair
     worker: CaptureWorker
     writer: ListWriter
@@ -236,13 +241,21 @@ class Session:
     stop_seconds: float = 0.0
 
 
-@pytest.fixture(scope="module")
-def session(lab: VethPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+@pytest.fixture(scope="module", params=["ring", "recv"])
+def session(
+    request: pytest.FixtureRequest, lab: VethPair, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Session]:
+    mode: str = request.param
     pcap = tmp_path_factory.mktemp("live") / "oracle.pcap"
     net = lab
     source = open_source_in(
-        net.client.netns, [net.client.ifname], bpf_filter=default_filter([HTTPS, HRR_PORT])
+        net.client.netns,
+        [net.client.ifname],
+        bpf_filter=default_filter([HTTPS, HRR_PORT]),
+        ring=mode == "ring",
     )
+    # The comparison below must really exercise the path it is named after.
+    assert source.modes[net.client.ifname].split()[0] == mode, source.modes
     writer = ListWriter()
     worker = CaptureWorker(
         source, writer=writer, recent=RecentConnections(1000, 300), flush_interval=0.2
@@ -269,7 +282,7 @@ def session(lab: VethPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         started = time.monotonic()
         worker.stop(timeout=15)
         stop_seconds = time.monotonic() - started
-    yield Session(net, worker, writer, oracle, ports, metrics, stop_seconds)
+    yield Session(mode, net, worker, writer, oracle, ports, metrics, stop_seconds)
 
 
 def test_every_client_hello_tshark_sees_with_the_same_ja3(session: Session):
@@ -322,6 +335,8 @@ def test_metrics_and_kernel_counters(session: Session):
     assert m["kernel_drops"] == 0
     assert m["userspace_drops"] == 0 and m["engine_errors"] == 0
     assert m["hellos"] == len(session.oracle)
+    assert m["ring_interfaces"] == (1 if session.mode == "ring" else 0)
+    assert m["kernel_ring_freezes"] == 0
     assert m["recent_connections"] == len({r["sport"] for r in session.oracle})
     json.dumps(m)  # plain numbers, ready for /metrics and JSON logs
     assert session.writer.flushes >= 1 and session.writer.closed
@@ -332,16 +347,104 @@ def test_stop_is_prompt(session: Session):
     assert session.stop_seconds < 5.0
 
 
-def test_kernel_drops_are_counted(lab: VethPair):
-    # A receive buffer far too small and nobody reading: the kernel must drop, and say so.
+@pytest.mark.parametrize("ring", [True, False], ids=["ring", "recv"])
+def test_kernel_drops_are_counted(lab: VethPair, ring: bool):
+    # A buffer far too small and nobody reading: the kernel must drop, and say so. The smallest
+    # ring (two blocks of 128 KiB) holds a few hundred of the 5000 datagrams.
     source = open_source_in(
-        lab.client.netns, [lab.client.ifname], bpf_filter="udp", receive_buffer_bytes=4096
+        lab.client.netns,
+        [lab.client.ifname],
+        bpf_filter="udp",
+        receive_buffer_bytes=4096,
+        ring=ring,
     )
     try:
         lab.client.run([sys.executable, "-c", UDP_FLOOD, lab.server.ipv4], timeout=60)
         (stats,) = source.read_kernel_stats()
+        assert stats.mode == ("ring" if ring else "recv")
         assert stats.kernel_drops > 0
         assert stats.kernel_packets >= stats.kernel_drops
+        # Only a TPACKET_V3 ring reports how often the kernel found every block taken.
+        assert (stats.kernel_freezes > 0) == ring
+    finally:
+        source.close()
+
+
+def _read_in_thread(source: LiveSource) -> tuple[threading.Thread, list[Any]]:
+    got: list[Any] = []
+    thread = threading.Thread(target=lambda: got.extend(source.packets()), daemon=True)
+    thread.start()
+    return thread, got
+
+
+@pytest.mark.parametrize("ring", [True, False], ids=["ring", "recv"])
+def test_stop_is_prompt_when_idle(lab: VethPair, ring: bool):
+    # Nothing matches the filter, so packets() sits in poll(): stop() must end it through the
+    # wake-up pipe, not after the block timeout or a poll timeout. The join bound only keeps a
+    # broken stop() from hanging the suite.
+    source = open_source_in(
+        lab.client.netns, [lab.client.ifname], bpf_filter="udp port 7", ring=ring
+    )
+    try:
+        thread, got = _read_in_thread(source)
+        time.sleep(0.3)  # let the loop reach poll()
+        started = time.monotonic()
+        source.stop()
+        thread.join(5)
+        elapsed = time.monotonic() - started
+        assert not thread.is_alive(), f"packets() still running {elapsed:.3f}s after stop()"
+        assert got == []
+    finally:
+        source.close()
+
+
+def test_ring_refused_falls_back_to_recv(
+    lab: VethPair, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    def refuse(*_args: object) -> None:
+        raise live_source._RingUnavailable(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(live_source, "_setup_ring", refuse)
+    caplog.set_level("WARNING", logger="ja3svc.capture")
+    source = open_source_in(lab.client.netns, [lab.client.ifname], bpf_filter="udp")
+    try:
+        assert source.modes == {lab.client.ifname: "recv"}
+        assert any("packet ring unavailable" in r.getMessage() for r in caplog.records)
+        thread, got = _read_in_thread(source)
+        lab.client.run([sys.executable, "-c", UDP_FLOOD, lab.server.ipv4], timeout=60)
+        assert wait_until(lambda: len(got) >= 100, 10)
+        source.stop()
+        thread.join(5)
+        (stats,) = source.read_kernel_stats()
+        assert stats.mode == "recv" and stats.packets == len(got)
+    finally:
+        source.close()
+
+
+def test_several_interfaces_each_with_a_ring(lab: VethPair):
+    # One ring per socket, all read by one loop: the veth and the namespace's loopback.
+    ifaces = [lab.client.ifname, "lo"]
+    source = open_source_in(lab.client.netns, ifaces, bpf_filter="udp")
+    try:
+        assert [m.split()[0] for m in source.modes.values()] == ["ring", "ring"]
+        thread, got = _read_in_thread(source)
+        sent_from = time.time()
+        lab.client.run([sys.executable, "-c", UDP_FLOOD, lab.server.ipv4], timeout=60)
+        lab.client.run([sys.executable, "-c", UDP_FLOOD, "127.0.0.1"], timeout=60)
+        assert wait_until(lambda: all(s.packets >= 5000 for s in source.read_kernel_stats()), 10), (
+            source.read_kernel_stats()
+        )
+        source.stop()
+        thread.join(5)
+        by_name = {s.interface: s for s in source.read_kernel_stats()}
+        assert sum(s.packets for s in by_name.values()) == len(got)
+        for s in by_name.values():
+            assert s.mode == "ring" and s.linktype == 1
+            assert s.kernel_packets >= s.packets and s.kernel_drops == 0
+        # Every datagram intact: a UDP payload of 512 bytes after Ethernet, IPv4 and UDP.
+        assert {(len(frame), wire) for _ts, _lt, frame, wire in got} == {(554, 554)}
+        # Kernel timestamps (tp_sec, tp_nsec) on the same clock as time.time().
+        assert all(sent_from - 1 <= ts <= time.time() for ts, *_ in got)
     finally:
         source.close()
 
@@ -400,8 +503,12 @@ def test_capture_command_as_nobody_stores_into_postgresql(
         db.dispose()
         shutil.rmtree(data_dir, ignore_errors=True)
     assert rc == 0, lines
+    # The ring is set up before the privilege drop, so nobody still reads through it.
+    started = [json.loads(x) for x in lines if "capture started" in x]
+    assert started[0]["modes"][lab.client.ifname].startswith("ring"), started
     stopped = [json.loads(x) for x in lines if "capture stopped" in x]
     assert stopped and stopped[0]["sightings_stored"] >= 1 and stopped[0]["kernel_drops"] == 0
+    assert stopped[0]["ring_interfaces"] == 1
     assert not any("Traceback" in x for x in lines)
 
 
