@@ -29,6 +29,7 @@ _TLS_VERSION_NAMES = {
 }
 
 _client_memo: dict[tuple[object, ...], dict[str, str]] = {}
+_unordered_memo: dict[tuple[object, ...], dict[str, str]] = {}
 _server_memo: dict[tuple[object, ...], dict[str, str]] = {}
 
 
@@ -58,17 +59,33 @@ def client_fingerprints(
     found = _client_memo.get(key)
     if found is not None:
         return found
-    offered = without_grease(hello.supported_versions)
-    j3, j3n = ja3_string(hello), ja3n_string(hello)
+    # Chrome permutes its extensions on every connection, so the ordered key above rarely hits
+    # for it; JA3N and JA4 do not depend on the order, and are memoised on the sorted list.
+    unordered_key = (key[0], key[1], tuple(sorted(hello.extensions)), *key[3:9])
+    unordered = _unordered_memo.get(unordered_key)
+    if unordered is None:
+        offered = without_grease(hello.supported_versions)
+        j3n = ja3n_string(hello)
+        unordered = {
+            "tls_version": tls_version_name(max(offered) if offered else hello.legacy_version),
+            "ja3n": j3n,
+            "ja3n_hash": md5_hex(j3n),
+            "ja4": ja4(hello, transport),
+            "ja4_r": ja4_r(hello, transport),
+        }
+        if len(_unordered_memo) >= MEMO_LIMIT:
+            _unordered_memo.clear()
+        _unordered_memo[unordered_key] = unordered
+    j3 = ja3_string(hello)
     jd = ja3_dovecot_string(hello, dovecot_profile)
     result = {
-        "tls_version": tls_version_name(max(offered) if offered else hello.legacy_version),
+        "tls_version": unordered["tls_version"],
         "ja3": j3,
         "ja3_hash": md5_hex(j3),
-        "ja3n": j3n,
-        "ja3n_hash": md5_hex(j3n),
-        "ja4": ja4(hello, transport),
-        "ja4_r": ja4_r(hello, transport),
+        "ja3n": unordered["ja3n"],
+        "ja3n_hash": unordered["ja3n_hash"],
+        "ja4": unordered["ja4"],
+        "ja4_r": unordered["ja4_r"],
         "ja3_dovecot": jd,
         "ja3_dovecot_hash": md5_hex(jd),
     }
