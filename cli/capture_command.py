@@ -4,7 +4,8 @@ Order of operations, and why:
 1. settings, then the capture sockets (needs root or CAP_NET_RAW);
 2. the database and the writer, still privileged (modules load, the first connection opens);
    started as root with ``--user``, the spool and a SQLite file are handed to that user;
-3. drop to ``--user`` and clear every capability, before any packet is parsed;
+3. drop to ``--user`` and clear every capability, before any packet is parsed
+   (steps 2-3 are ``capture.service_setup.prepare_capture``, shared with ``serve --capture``);
 4. capture until SIGINT/SIGTERM, then flush what is queued and exit 0.
 A missing interface, a missing privilege, a bad filter or an unusable database is one line on
 stderr and exit status 1, never a traceback.
@@ -14,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import pwd
 import signal
 import sys
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -67,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
 
     from api.logs import configure
     from capture.live_source import CaptureOpenError
-    from capture.privileges import PrivilegeError, drop_privileges
-    from capture.worker import CaptureWorker, open_source
+    from capture.privileges import PrivilegeError
+    from capture.service_setup import SetupError, prepare_capture
+    from capture.worker import open_source
     from ja3svc.settings import load_settings
 
     configure(args.log_level)
@@ -86,18 +85,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     user = args.user or settings.capture.user or None
     try:
-        # Database and writer first, while the interpreter's own files are certainly
-        # readable: SQLAlchemy loads the dialect and driver modules on the first connection,
-        # and the writer replays leftover spool files. The pooled connection stays usable.
-        database = _open_database(settings)
-        worker = CaptureWorker.from_settings(settings, source, database, sensor=args.sensor)
-        if user and os.geteuid() == 0:
-            _hand_over_files(settings, database, user)
-        identity = drop_privileges(user)
-        _check_writable(settings.resolved_spool_dir())
-    except (PrivilegeError, _DatabaseError) as exc:
+        prepared = prepare_capture(settings, source, user, sensor=args.sensor)
+    except (PrivilegeError, SetupError) as exc:
         source.close()
         return _fail(str(exc))
+    database, worker, identity = prepared.database, prepared.worker, prepared.identity
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
@@ -127,78 +119,3 @@ def run(args: argparse.Namespace) -> int:
     finally:
         database.dispose()
     return EXIT_OK
-
-
-class _DatabaseError(RuntimeError):
-    pass
-
-
-def _check_writable(directory: Path) -> None:
-    """Fail at start, not at the first database outage, if the spool cannot be written."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".probe.{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise _DatabaseError(
-            f"spool directory {directory} not writable as uid {os.getuid()}: "
-            f"{exc.strerror} (set JA3SVC_DATA_DIR or store.spool_dir to a directory this "
-            "user can write, e.g. systemd's StateDirectory)"
-        ) from None
-
-
-def _hand_over_files(settings: Any, database: Any, user: str) -> None:
-    """Give ``user`` the files it will write: the spool and a SQLite database (with -wal/-shm).
-
-    Only the spool directory and the SQLite file with its directory are changed; PostgreSQL
-    needs nothing here.
-    """
-    from capture.privileges import PrivilegeError
-
-    try:
-        entry = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
-    except KeyError:
-        raise PrivilegeError(f"no such user: {user}") from None
-    paths: list[Path] = []
-    spool = settings.resolved_spool_dir()
-    spool.mkdir(parents=True, exist_ok=True)
-    paths.append(spool)
-    paths.extend(spool.iterdir())
-    db_file = database.engine.url.database if database.dialect == "sqlite" else None
-    if db_file and db_file != ":memory:":
-        path = Path(db_file)
-        paths.append(path.parent)
-        for suffix in ("", "-wal", "-shm", ".migrate-lock"):
-            candidate = path.with_name(path.name + suffix)
-            if candidate.exists():
-                paths.append(candidate)
-    for path in paths:
-        try:
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-        except OSError as exc:
-            raise PrivilegeError(f"cannot give {path} to {user}: {exc.strerror}") from None
-
-
-def _open_database(settings: Any) -> Any:
-    """The database as the unprivileged user, with the store's errors made one-liners."""
-    from sqlalchemy.exc import ArgumentError, DBAPIError
-
-    from store.database import Database, DatabaseUnavailable, SchemaOutOfDate
-
-    try:
-        db = Database.from_settings(settings)
-        db.check()
-        db.require_head()
-        return db
-    except (DatabaseUnavailable, SchemaOutOfDate, ArgumentError) as exc:
-        raise _DatabaseError(str(exc)) from None
-    except DBAPIError as exc:
-        first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise _DatabaseError(f"database error: {first}") from None
-    except OSError as exc:
-        raise _DatabaseError(
-            f"cannot open the database: {exc.filename or ''} {exc.strerror or exc} "
-            "(with --user, the data directory must be writable by that user, or use "
-            "--database-url)"
-        ) from None
