@@ -154,6 +154,16 @@ class CaptureSettings(BaseModel):
     metrics_log_seconds: float = Field(default=60.0, ge=0.0)
 
 
+class ServeSettings(BaseModel):
+    """How ``ja3svc serve`` finds connections' hellos (owned by ``cli.serve_command``)."""
+
+    # Correlate policy requests with hellos that separate `ja3svc capture` workers store in the
+    # shared database (PostgreSQL), waiting up to capture.correlation_wait_seconds for the
+    # sighting. `serve --correlate-db` sets it; `serve --capture` correlates in memory first
+    # and asks the database as well, whatever this says.
+    correlate_database: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="JA3SVC_", env_nested_delimiter="__", extra="forbid"
@@ -167,6 +177,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     policy: PolicySettings = PolicySettings()
     capture: CaptureSettings = CaptureSettings()
+    serve: ServeSettings = ServeSettings()
 
     def resolved_database_url(self) -> str:
         if self.database_url:

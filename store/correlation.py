@@ -21,6 +21,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import select
@@ -42,6 +43,12 @@ POLL_FIRST_SECONDS = 0.025
 POLL_MAX_SECONDS = 0.2
 # Hard cap on polls whatever the wait (a clock jump must not make the loop spin).
 POLL_MAX_ROUNDS = 64
+# The in-memory table is re-read this often while a policy request waits for its hello (the
+# capture thread usually lags by well under a millisecond; the pauses only matter in bursts).
+MEMORY_POLL_FIRST_SECONDS = 0.002
+MEMORY_POLL_MAX_SECONDS = 0.025
+# Threads for the async database polls (see ConnectionFingerprints._db_executor).
+DB_THREADS = 4
 # Kinds a client hello can be matched by, in the order the policy should look them up.
 CLIENT_KINDS = ("ja3", "ja3_dovecot", "ja3n", "ja4")
 
@@ -167,9 +174,11 @@ class ConnectionFingerprints:
     """Correlation for the policy service: memory first (in-process capture), then database.
 
     - ``lookup(ip, port, now)`` -> the hello record or None (blocking, bounded by the waits);
-    - ``lookup_async(...)``: the same off the event loop (the database wait must not block it);
-    - ``fingerprints_for(peer)``: the ``ja3svc.policy.ConnectionLookup`` protocol, so an
-      instance can be passed to ``create_app(connection_lookup=...)`` directly.
+    - ``lookup_async(...)``: the same without blocking the event loop (memory read inline,
+      waits as ``asyncio.sleep``, database queries in a small executor);
+    - ``fingerprints_for(peer)`` / ``fingerprints_for_async(peer)``: the
+      ``ja3svc.policy.ConnectionLookup`` protocol (blocking and async), so an instance can be
+      passed to ``create_app(connection_lookup=...)`` directly.
 
     Waits: with ``recent`` (capture in this process) the memory table is waited on for up to
     ``wait_seconds`` and the database asked once afterwards; without it the database is polled
@@ -192,6 +201,7 @@ class ConnectionFingerprints:
         self.wait_seconds = wait_seconds
         self.clock = clock
         self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
         self.stats = {"memory_hits": 0, "database_hits": 0, "misses": 0, "database_errors": 0}
 
     @classmethod
@@ -233,9 +243,96 @@ class ConnectionFingerprints:
         return None
 
     async def lookup_async(self, ip: str, port: int, now: float | None = None) -> Record | None:
-        return await asyncio.to_thread(self.lookup, ip, port, now)
+        """``lookup`` for the event loop: the same answer, and the loop is never blocked.
+
+        The memory table is read inline (a dict lookup under a short lock) and, while the hello
+        has not arrived, re-read after ``asyncio.sleep`` pauses rather than by parking a thread
+        on the table's condition: a burst of requests for unseen connections must not use up
+        the executor's threads. Database queries run in a small executor of their own (so they
+        never queue behind other ``to_thread`` work), with the pauses between polls again on
+        the loop.
+        """
+        now = self.clock() if now is None else now
+        if self.recent is not None:
+            found = await self._wait_memory(ip, port, now)
+            if found is not None:
+                self._count("memory_hits")
+                return found
+        if self.database is not None:
+            wait = 0.0 if self.recent is not None else self.wait_seconds
+            try:
+                found = await self._poll_database(ip, port, now - self.window_seconds, wait)
+            except Exception:
+                self._count("database_errors")
+                found = None
+            if found is not None:
+                self._count("database_hits")
+                return found
+        self._count("misses")
+        return None
+
+    async def _wait_memory(self, ip: str, port: int, now: float) -> Record | None:
+        assert self.recent is not None
+        deadline = time.monotonic() + max(0.0, self.wait_seconds)
+        pause = MEMORY_POLL_FIRST_SECONDS
+        while True:
+            found = self.recent.get(ip, port, now)
+            remaining = deadline - time.monotonic()
+            if found is not None or remaining <= 0:
+                return found
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, MEMORY_POLL_MAX_SECONDS)
+
+    async def _poll_database(
+        self, ip: str, port: int, since_ts: float, wait_seconds: float
+    ) -> Record | None:
+        # The async twin of find_client_hello: one query per round in the executor, each in a
+        # fresh transaction (a batch committed meanwhile becomes visible), pauses on the loop.
+        assert self.database is not None
+        database = self.database
+        ips = _address_spellings(ip)
+        port = int(port)
+        loop = asyncio.get_running_loop()
+        executor = self._db_executor()
+
+        def query() -> Record | None:
+            with database.session() as session:
+                return _query_once(session, ips, port, since_ts)
+
+        deadline = time.monotonic() + max(0.0, wait_seconds)
+        pause = POLL_FIRST_SECONDS
+        for _ in range(POLL_MAX_ROUNDS):
+            found = await loop.run_in_executor(executor, query)
+            remaining = deadline - time.monotonic()
+            if found is not None or remaining <= 0:
+                return found
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, POLL_MAX_SECONDS)
+        return None
+
+    def _db_executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                # Few threads: PostgreSQL pools are small, and each query takes milliseconds.
+                self._executor = ThreadPoolExecutor(
+                    DB_THREADS, thread_name_prefix="ja3svc-correlation"
+                )
+            return self._executor
+
+    def close(self) -> None:
+        """Release the database executor (the service calls this at shutdown; idempotent)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def fingerprints_for(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]:
         if not peer.ip or peer.port is None:
             return ()
         return fingerprint_refs(self.lookup(peer.ip, peer.port))
+
+    async def fingerprints_for_async(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]:
+        """``fingerprints_for`` without blocking the event loop (see ``lookup_async``)."""
+        if not peer.ip or peer.port is None:
+            return ()
+        return fingerprint_refs(await self.lookup_async(peer.ip, peer.port))
