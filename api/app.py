@@ -6,18 +6,20 @@ SQLite file to head on first use) unless a database is passed in, as tests do.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.metrics import CallbackGauges
 from api.routes import admin, ops, policy
 from api.service import PolicyService
 from ja3svc.policy import ConnectionLookup
@@ -42,29 +44,75 @@ positive: tarpit seconds on the first allow) and `{"status": "ok"}` for report.
 """
 
 
+class Startable(Protocol):
+    """Something that runs beside the service for the app's lifetime (the capture worker)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+MetricsCallback = Callable[[], Mapping[str, float]]
+
+
 def create_app(
     settings: Settings,
     *,
     database: Any | None = None,
     connection_lookup: ConnectionLookup | None = None,
     clock: Callable[[], float] = time.time,
+    background: Sequence[Startable] = (),
+    extra_metrics: Mapping[str, MetricsCallback] | None = None,
 ) -> FastAPI:
+    """The app. ``background`` objects are started after the service and stopped before it
+    (``serve --capture`` passes its CaptureWorker); ``extra_metrics`` maps a metric-name prefix
+    to a callback whose numbers /metrics exports as ``<prefix>_<name>`` gauges.
+
+    Without a ``connection_lookup``, ``settings.serve.correlate_database`` makes the service
+    look hellos up in the (shared) database that separate capture workers write to.
+    """
     if database is None:
         from store.database import Database
 
         database = Database.from_settings(settings)
+    if connection_lookup is None and settings.serve.correlate_database:
+        from store.correlation import ConnectionFingerprints
+
+        connection_lookup = ConnectionFingerprints.from_settings(settings, None, database)
     service = PolicyService(
         settings.policy, PolicyStore.from_database(database), connection_lookup, clock
     )
+    metrics = dict(extra_metrics or {})
+    stats = getattr(connection_lookup, "stats", None)
+    if "ja3svc_correlation" not in metrics and isinstance(stats, dict):
+        # ConnectionFingerprints counts memory/database hits and misses: the first thing to
+        # look at when JA3 verdicts do not happen for Dovecot 2.3 logins.
+        metrics["ja3svc_correlation"] = lambda: dict(stats)
+    for prefix, callback in metrics.items():
+        service.metrics.registry.add(CallbackGauges(prefix, "Reported by ja3svc.", callback))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.policy.api_keys:
             log.warning("policy endpoint is open: no policy.api_keys configured")
         service.start()
+        started: list[Startable] = []
         try:
+            for item in background:
+                item.start()
+                started.append(item)
             yield
         finally:
+            # Reverse order; off the loop, since a capture worker's stop waits for its last
+            # flush (bounded by the worker itself).
+            for item in reversed(started):
+                try:
+                    await asyncio.to_thread(item.stop)
+                except Exception:
+                    log.exception("stopping a background component failed")
+            close = getattr(connection_lookup, "close", None)
+            if callable(close):
+                close()
             service.writer.flush(5.0)
             service.stop()
 

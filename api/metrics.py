@@ -7,8 +7,10 @@ Label values are restricted to fixed sets given at creation; anything else is fo
 from __future__ import annotations
 
 import bisect
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 OTHER = "other"
 
@@ -101,11 +103,61 @@ class Histogram:
         return out
 
 
+class Renderable(Protocol):
+    def render(self) -> list[str]: ...
+
+
+_NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+class CallbackGauges:
+    """Numbers read from a callback at every scrape, each exported as ``<prefix>_<name>``.
+
+    For components that keep their own counters (the capture worker's ``metrics()``, the
+    correlation's hit counts): nothing is copied between scrapes. Cardinality stays bounded:
+    names must be plain identifiers, and only the first ``max_names`` distinct names are ever
+    exported. A failing callback renders nothing rather than breaking /metrics.
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        help_text: str,
+        callback: Callable[[], Mapping[str, float]],
+        max_names: int = 64,
+    ) -> None:
+        self.prefix, self.help = prefix, help_text
+        self.callback = callback
+        self.max_names = max_names
+        self._names: set[str] = set()
+        self._lock = threading.Lock()
+
+    def render(self) -> list[str]:
+        try:
+            values = dict(self.callback())
+        except Exception:
+            return []
+        out: list[str] = []
+        for name, value in sorted(values.items()):
+            if not isinstance(value, int | float) or not _NAME_RE.fullmatch(name):
+                continue
+            with self._lock:
+                if name not in self._names:
+                    if len(self._names) >= self.max_names:
+                        continue
+                    self._names.add(name)
+            full = f"{self.prefix}_{name}"
+            out.append(f"# HELP {full} {self.help} ({name})")
+            out.append(f"# TYPE {full} gauge")
+            out.append(f"{full} {_fmt(value)}")
+        return out
+
+
 class Registry:
     def __init__(self) -> None:
-        self._metrics: list[Counter | Histogram] = []
+        self._metrics: list[Renderable] = []
 
-    def add(self, metric: Counter | Histogram) -> None:
+    def add(self, metric: Renderable) -> None:
         self._metrics.append(metric)
 
     def render(self) -> str:

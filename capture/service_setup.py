@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pwd
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,10 +54,14 @@ def prepare_capture(
     user: str | None,
     *,
     sensor: str | None = None,
+    before_drop: Callable[[Database, CaptureWorker], None] | None = None,
 ) -> PreparedCapture:
     """Database, worker, file hand-over and privilege drop, in that order (see module doc).
 
-    ``source`` must already be open. On failure the source is left open: the caller owns it.
+    ``before_drop(database, worker)`` runs just before the drop: whatever it builds can still
+    import modules from places only the starting user can read (a Python under /root, where
+    the unprivileged user cannot follow). ``source`` must already be open. On failure the
+    source is left open: the caller owns it.
     """
     from capture.worker import CaptureWorker
 
@@ -68,6 +73,8 @@ def prepare_capture(
         worker = CaptureWorker.from_settings(settings, source, database, sensor=sensor)
         if user and os.geteuid() == 0:
             hand_over_files(settings, database, user)
+        if before_drop is not None:
+            before_drop(database, worker)
         identity = drop_privileges(user)
         check_writable(settings.resolved_spool_dir())
     except BaseException:
