@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from tests.api_helpers import ADMIN, API_KEY, H, allow_24, report_24
+from tests.dovecot_support import dovecot_conf, prepare_dovecot_files
 
 pytestmark = [
     pytest.mark.dovecot,
@@ -71,60 +72,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
             proc.wait(5)
 
-
-DOVECOT_CONF = """\
-base_dir = {d}/run
-state_dir = {d}/state
-log_path = {d}/dovecot.log
-info_log_path = {d}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = yes
-ssl_cert = <{d}/cert.pem
-ssl_key = <{d}/key.pem
-ssl_dh = <{dh}
-disable_plaintext_auth = yes
-auth_mechanisms = plain login
-mail_location = maildir:{d}/home/%u/Maildir
-# Failed logins from 127.0.0.1 would otherwise add Dovecot's own penalty delay to the
-# following logins and spoil the tarpit measurement.
-login_trusted_networks = 127.0.0.0/8
-auth_failure_delay = 0
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {d}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid=nobody gid=nogroup home={d}/home/%u
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {imap}
-  }}
-  inet_listener imaps {{
-    address = 127.0.0.1
-    port = {imaps}
-    ssl = yes
-  }}
-}}
-service stats {{
-  unix_listener stats-reader {{
-    mode = 0666
-  }}
-  unix_listener stats-writer {{
-    mode = 0666
-  }}
-}}
-auth_policy_server_url = http://127.0.0.1:{policy}/policy?
-auth_policy_server_api_header = X-API-Key: {key}
-auth_policy_hash_nonce = nonce123
-auth_policy_request_attributes = login=%{{requested_username}} pwhash=%{{hashed_password}} \
-remote=%{{rip}} device_id=%{{client_id}} protocol=%s session_id=%{{session}} \
-conn/real_rip=%{{real_rip}} conn/real_rport=%{{real_rport}} conn/lip=%{{real_lip}} \
-conn/lport=%{{real_lport}}
-"""
 
 SERVICE_TOML = """\
 [policy]
@@ -183,25 +130,11 @@ def policy_server(workdir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def dovecot(workdir: Path, policy_server: str) -> Iterator[dict[str, int]]:
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=localhost", "-keyout", str(workdir / "key.pem"),
-            "-out", str(workdir / "cert.pem"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    (workdir / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::::\n" for u in USERS))
-    home = workdir / "home"
-    home.mkdir()
-    home.chmod(0o777)  # the imap process runs as nobody
-    dh = Path("/usr/share/dovecot/dh.pem")
+    prepare_dovecot_files(workdir, USERS, PASSWORD)
     ports = {"imap": free_port(), "imaps": free_port()}
     policy_port = int(policy_server.rsplit(":", 1)[1])
     conf = workdir / "dovecot.conf"
-    conf.write_text(DOVECOT_CONF.format(d=workdir, dh=dh, policy=policy_port, key=API_KEY, **ports))
+    conf.write_text(dovecot_conf(workdir, policy_port, API_KEY, **ports))
     proc = subprocess.Popen(
         ["dovecot", "-F", "-c", str(conf)],
         stdout=subprocess.DEVNULL,
