@@ -232,7 +232,9 @@ def _warm_up(app: Any) -> None:
         await app(scope, receive, send)
 
     async def main() -> None:
-        for path in ("/livez", "/metrics", "/openapi.json", "/docs", "/no-such-path"):
+        # /api/v1/stats without a token: a 401 through the admin dependencies (threadpool).
+        paths = ("/livez", "/metrics", "/openapi.json", "/docs", "/api/v1/stats", "/no-such-path")
+        for path in paths:
             try:
                 await request(path)
             except Exception:  # a warm-up failure is not a start-up failure
@@ -241,9 +243,11 @@ def _warm_up(app: Any) -> None:
     asyncio.run(main())
 
 
-# Imported on first use by FastAPI (the lifespan wrapper) and by the standard library.
+# Imported on first use by FastAPI (the lifespan wrapper), anyio (its asyncio backend, on the
+# first sync dependency or to_thread call) and the standard library.
 _LAZY_MODULES = (
     "fastapi.telemetry._runtime",
+    "anyio._backends._asyncio",
     "email.utils",
     "http.cookies",
 )

@@ -1,0 +1,467 @@
+"""End to end: JA3 verdicts for Dovecot 2.3, which sends no hash, through connection correlation.
+
+Two network namespaces joined by a veth (MTU 1500). The server namespace runs a real Dovecot 2.3
+(IMAPS and IMAP+STARTTLS on high ports of the veth address) whose ``auth_policy_server_url``
+points at ja3svc on 127.0.0.1 in that namespace, with ``conn/real_rip``/``conn/real_rport`` in
+``auth_policy_request_attributes``. Real clients run in the client namespace: gnutls-cli
+(``--port`` for IMAPS, ``--starttls-proto=imap`` for STARTTLS) and Python imaplib.
+
+The JA3 to deny comes from an independent oracle: tshark on a tcpdump recording of the same
+clients' handshakes, never from ja3svc. A deny label on gnutls-cli's JA3 must then make its IMAPS
+and its STARTTLS logins fail with the configured message while imaplib still logs in, in both
+deployments:
+
+- ``in_process``: ``ja3svc serve --capture <veth> --user nobody`` (SQLite), correlation from
+  the in-memory table of the capture inside the service;
+- ``postgres``: a separate ``ja3svc capture`` process and ``ja3svc serve --correlate-db``
+  sharing a PostgreSQL database of this module's own (dropped at the end).
+
+Every wait is bounded; processes are killed and namespaces deleted in ``finally`` blocks
+(``spawn`` and ``veth_pair``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.api_helpers import ADMIN, API_KEY
+from tests.conftest import fresh_pg_database
+from tests.dovecot_support import dovecot_conf, prepare_dovecot_files
+from tests.support.netns import (
+    VethPair,
+    netns_available,
+    spawn,
+    tcpdump,
+    veth_pair,
+    wait_for_listen,
+)
+
+_NETNS_OK, _NETNS_WHY = netns_available()
+
+pytestmark = [
+    pytest.mark.dovecot,
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and Dovecot need root"),
+    pytest.mark.skipif(not _NETNS_OK, reason=_NETNS_WHY or "no network namespaces"),
+    *[
+        pytest.mark.skipif(shutil.which(tool) is None, reason=f"{tool} is not installed")
+        for tool in ("dovecot", "gnutls-cli", "tshark", "tcpdump")
+    ],
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "secret"
+# One account per client stack, so every decision row says which stack it was.
+GNUTLS_USER, PYTHON_USER = "gina", "pete"
+REJECT_MSG = "TLS client refused by ja3svc"
+# High ports instead of 993/143: the capture filter is built from capture.ports, so the test
+# also shows that setting at work.
+IMAPS_PORT, IMAP_PORT, POLICY_PORT = 10993, 10143, 18642
+CLIENT_TIMEOUT = 30.0
+
+PY_IMAP_CLIENT = """
+import imaplib, json, ssl, sys
+mode, host, port, user, password = sys.argv[1:6]
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+if mode == "imaps":
+    conn = imaplib.IMAP4_SSL(host, int(port), ssl_context=ctx, timeout=20)
+else:
+    conn = imaplib.IMAP4(host, int(port), timeout=20)
+    conn.starttls(ctx)
+sport = conn.sock.getsockname()[1]
+try:
+    conn.login(user, password)
+    ok, text = True, ""
+except imaplib.IMAP4.error as exc:
+    ok, text = False, str(exc)
+try:
+    conn.logout()
+except Exception:
+    pass
+print(json.dumps({"ok": ok, "text": text, "sport": sport}))
+"""
+
+# gnutls-cli is interactive: LOGIN is written only after the TLS session is up (and, for IMAPS,
+# after the greeting), and stdin stays open until the tagged answer arrived (EOF on stdin makes
+# gnutls-cli close the connection). Every read is bounded.
+GNUTLS_IMAP_CLIENT = """
+import json, queue, subprocess, sys, threading, time
+mode, host, port, user, password = sys.argv[1:6]
+argv = ["gnutls-cli", "--insecure", "--port", port, host]
+if mode == "starttls":
+    argv.insert(1, "--starttls-proto=imap")
+proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT)
+lines = queue.Queue()
+def reader():
+    for raw in proc.stdout:
+        lines.put(raw.decode(errors="replace").rstrip("\\r\\n"))
+    lines.put(None)
+threading.Thread(target=reader, daemon=True).start()
+seen = []
+def wait_for(prefix, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        if line is None:
+            raise SystemExit("gnutls-cli ended: " + json.dumps(seen))
+        seen.append(line)
+        if line.startswith(prefix):
+            return line
+try:
+    wait_for("- Handshake was completed")
+    if mode == "imaps":
+        wait_for("* OK")
+    proc.stdin.write(f"a1 LOGIN {user} {password}\\r\\n".encode())
+    proc.stdin.flush()
+    answer = wait_for("a1 ")
+    proc.stdin.write(b"a2 LOGOUT\\r\\n")
+    proc.stdin.flush()
+    proc.stdin.close()
+    proc.wait(10)
+finally:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
+print(json.dumps({"ok": answer.startswith("a1 OK"), "text": answer, "sport": None}))
+"""
+
+# Admin and metrics calls from inside the server namespace (the service listens on its
+# 127.0.0.1, which the test process in the root namespace cannot reach).
+HTTP_CALL = """
+import json, sys, urllib.error, urllib.request
+method, url, token, body = sys.argv[1:5]
+req = urllib.request.Request(url, data=body.encode() if body else None, method=method,
+    headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        status, text = resp.status, resp.read().decode()
+except urllib.error.HTTPError as exc:
+    status, text = exc.code, exc.read().decode()
+print(json.dumps({"status": status, "body": text}))
+"""
+
+SERVICE_TOML = """\
+[policy]
+api_keys = ["{key}"]
+admin_token = "{admin}"
+reject_message = "{msg}"
+
+[capture]
+ports = [{imaps}, {imap}]
+# Separate capture worker: commit sightings quickly, and let the service wait long enough
+# for a batch (both well under Dovecot's 2 s policy timeout).
+flush_interval_seconds = 0.2
+correlation_wait_seconds = 1.0
+metrics_log_seconds = 0
+"""
+
+
+@dataclass
+class Stack:
+    deployment: str
+    net: VethPair
+    workdir: Path
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    def http(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        res = self.net.server.run(
+            [sys.executable, "-c", HTTP_CALL, method, f"http://127.0.0.1:{POLICY_PORT}{path}",
+             ADMIN, json.dumps(body) if body is not None else ""],
+            timeout=20,
+        )  # fmt: skip
+        out = json.loads(res.stdout)
+        try:
+            return out["status"], json.loads(out["body"])
+        except json.JSONDecodeError:
+            return out["status"], out["body"]
+
+    def metrics(self) -> dict[str, float]:
+        status, text = self.http("GET", "/metrics")
+        assert status == 200, text
+        values = {}
+        for line in str(text).splitlines():
+            if line and not line.startswith("#") and "{" not in line:
+                name, _, value = line.partition(" ")
+                values[name] = float(value)
+        return values
+
+    def log_tail(self) -> str:
+        parts = []
+        for name, path in self.logs.items():
+            with contextlib.suppress(OSError):
+                parts.append(f"--- {name}\n{path.read_text(errors='replace')[-3000:]}")
+        return "\n".join(parts)
+
+
+def imap_login(stack: Stack, client: str, mode: str, user: str) -> dict[str, Any]:
+    script = PY_IMAP_CLIENT if client == "python" else GNUTLS_IMAP_CLIENT
+    port = IMAPS_PORT if mode == "imaps" else IMAP_PORT
+    argv = [sys.executable, "-c", script, mode, stack.net.server.ipv4, str(port), user, PASSWORD]
+    res = stack.net.client.run(argv, timeout=CLIENT_TIMEOUT, check=False)
+    assert res.returncode == 0, (client, mode, res.stdout, res.stderr, stack.log_tail())
+    result: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+    return result
+
+
+def wait_for_text(path: Path, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if text in path.read_text(errors="replace"):
+                return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture(scope="module")
+def net() -> Iterator[VethPair]:
+    with veth_pair(mtu=1500, ipv6=None) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated PostgreSQL database of this module's own, reachable from the namespaces."""
+    from store.database import Database
+    from tests.test_live_capture import namespace_reachable_pg_url
+
+    admin = request.getfixturevalue("pg_admin_url")
+    with fresh_pg_database(admin) as url:
+        Database.from_url(url, upgrade=True).dispose()
+        yield namespace_reachable_pg_url(url)
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cli.main", *args]
+
+
+@pytest.fixture(scope="module", params=["in_process", "postgres"])
+def stack(request: pytest.FixtureRequest, net: VethPair) -> Iterator[Stack]:
+    deployment = request.param
+    # Not pytest's tmp_path: nobody (the service after --user, Dovecot's imap processes) must
+    # reach these files, and pytest's base directory is private to root.
+    workdir = Path(tempfile.mkdtemp(prefix=f"ja3svc-corr-{deployment}-", dir="/tmp"))
+    workdir.chmod(0o755)
+    data = workdir / "data"
+    data.mkdir()
+    data.chmod(0o755)
+    conf = workdir / "ja3svc.toml"
+    conf.write_text(
+        SERVICE_TOML.format(
+            key=API_KEY, admin=ADMIN, msg=REJECT_MSG, imaps=IMAPS_PORT, imap=IMAP_PORT
+        )
+    )
+    env = {**os.environ, "JA3SVC_DATA_DIR": str(data), "PYTHONPATH": str(ROOT)}
+    env.pop("JA3SVC_DATABASE_URL", None)
+    stack = Stack(deployment, net, workdir)
+    serve_args = ["serve", "--port", str(POLICY_PORT), "--config", str(conf)]
+    try:
+        with contextlib.ExitStack() as procs:
+
+            def start(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+                log = procs.enter_context(open(workdir / f"{name}.log", "wb"))
+                stack.logs[name] = workdir / f"{name}.log"
+                return procs.enter_context(
+                    spawn_with_env(net, argv, env, log)  # killed on exit, also on failure
+                )
+
+            if deployment == "in_process":
+                start(
+                    "serve",
+                    _python(*serve_args, "--capture", net.server.ifname, "--user", "nobody"),
+                )
+            else:
+                env["JA3SVC_DATABASE_URL"] = request.getfixturevalue("pg_url")
+                capture = start(
+                    "capture",
+                    _python("capture", "--interface", net.server.ifname, "--config", str(conf),
+                            "--sensor", "e2e-capture", "--user", "nobody"),
+                )  # fmt: skip
+                ready = wait_for_text(workdir / "capture.log", "capture started", 30)
+                assert ready and capture.poll() is None, stack.log_tail()
+                start("serve", _python(*serve_args, "--correlate-db"))
+            wait_for_listen(net.server, POLICY_PORT, timeout=30)
+
+            prepare_dovecot_files(workdir, (GNUTLS_USER, PYTHON_USER), PASSWORD)
+            (workdir / "dovecot.conf").write_text(
+                dovecot_conf(
+                    workdir, POLICY_PORT, API_KEY, imap=IMAP_PORT, imaps=IMAPS_PORT,
+                    listen=net.server.ipv4,
+                )
+            )  # fmt: skip
+            stack.logs["dovecot"] = workdir / "dovecot.log"
+            procs.enter_context(
+                spawn(net.server, ["dovecot", "-F", "-c", str(workdir / "dovecot.conf")])
+            )
+            wait_for_listen(net.server, IMAPS_PORT, timeout=30)
+            wait_for_listen(net.server, IMAP_PORT, timeout=30)
+            yield stack
+    finally:
+        if not os.environ.get("JA3SVC_E2E_KEEP"):  # keep the logs when debugging
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def spawn_with_env(
+    net: VethPair, argv: list[str], env: dict[str, str], log: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``spawn`` with an environment and cwd (the service runs from the source tree)."""
+    proc = net.server.popen(
+        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+    )
+    try:
+        yield proc
+    finally:
+        # SIGTERM first: the service and the capture flush and exit 0 on it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+            proc.wait(5)
+
+
+def tshark_client_ja3(pcap: Path) -> list[dict[str, Any]]:
+    """The oracle: every ClientHello tshark finds, in frame order, with its JA3 hash.
+
+    IMAPS is decoded as TLS on its port; on the IMAP port tshark's IMAP dissector follows the
+    STARTTLS exchange (both directions are recorded) and hands the rest to TLS.
+    """
+    argv = [
+        "tshark", "-r", str(pcap), "-o", "tcp.desegment_tcp_streams:TRUE",
+        "-d", f"tcp.port=={IMAPS_PORT},tls", "-d", f"tcp.port=={IMAP_PORT},imap",
+        "-Y", "tls.handshake.type==1", "-T", "json",
+        "-e", "frame.number", "-e", "tcp.srcport", "-e", "tcp.dstport",
+        "-e", "tls.handshake.ja3", "-e", "tls.handshake.ja3_full",
+    ]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout
+    rows = []
+    for pkt in json.loads(out or "[]"):
+        layers = pkt["_source"]["layers"]
+        for ja3, full in zip(
+            layers.get("tls.handshake.ja3", []),
+            layers.get("tls.handshake.ja3_full", []),
+            strict=True,
+        ):
+            rows.append(
+                {
+                    "frame": int(layers["frame.number"][0]),
+                    "sport": int(layers["tcp.srcport"][0]),
+                    "dport": int(layers["tcp.dstport"][0]),
+                    "ja3": ja3,
+                    "ja3_full": full,
+                }
+            )
+    return sorted(rows, key=lambda r: r["frame"])
+
+
+CLIENTS = [("gnutls", "imaps"), ("gnutls", "starttls"), ("python", "imaps"), ("python", "starttls")]
+
+
+def _user(client: str) -> str:
+    return GNUTLS_USER if client == "gnutls" else PYTHON_USER
+
+
+@pytest.fixture(scope="module")
+def oracle(stack: Stack) -> dict[tuple[str, str], str]:
+    """(client, mode) -> JA3 hash as tshark reports it for that client's hello.
+
+    Recorded on the server's veth while each client logs in once, before any label exists (so
+    every login is allowed here, which also checks the setup itself).
+    """
+    pcap = stack.workdir / "oracle.pcap"
+    with tcpdump(stack.net.server, pcap, bpf=f"tcp port {IMAPS_PORT} or tcp port {IMAP_PORT}"):
+        for client, mode in CLIENTS:
+            got = imap_login(stack, client, mode, _user(client))
+            assert got["ok"], (client, mode, got, stack.log_tail())
+    hellos = tshark_client_ja3(pcap)
+    # One hello per login, in the order the clients ran (no HelloRetryRequest with these
+    # servers and clients; if there were one, the last hello of a connection is what counts).
+    assert [h["dport"] for h in hellos] == [
+        IMAPS_PORT if mode == "imaps" else IMAP_PORT for _, mode in CLIENTS
+    ], hellos
+    return {key: h["ja3"] for key, h in zip(CLIENTS, hellos, strict=True)}
+
+
+@pytest.fixture(scope="module")
+def gnutls_denied(stack: Stack, oracle: dict[tuple[str, str], str]) -> set[str]:
+    """Deny labels on gnutls-cli's JA3 hash(es), created through the admin API."""
+    denied = {oracle[("gnutls", "imaps")], oracle[("gnutls", "starttls")]}
+    python = {oracle[("python", "imaps")], oracle[("python", "starttls")]}
+    # Otherwise the test would prove nothing: the stacks must be told apart by JA3.
+    assert not denied & python, oracle
+    for value in sorted(denied):
+        label = {"kind": "ja3", "value": value, "action": "deny", "client_name": "gnutls-cli"}
+        status, body = stack.http("POST", "/api/v1/labels", label)
+        assert status == 201, body
+    return denied
+
+
+@pytest.mark.parametrize("mode", ["imaps", "starttls"])
+def test_denied_client_stack_gets_the_message(stack: Stack, gnutls_denied: set[str], mode: str):
+    got = imap_login(stack, "gnutls", mode, GNUTLS_USER)
+    assert not got["ok"], (got, stack.log_tail())
+    assert f"NO [ALERT] {REJECT_MSG}" in got["text"], (got, stack.log_tail())
+    status, rows = stack.http("GET", f"/api/v1/decisions?username={GNUTLS_USER}&limit=50")
+    assert status == 200, rows
+    deny = [r for r in rows if r["command"] == "allow/before" and r["rule"] == "label_deny"]
+    assert deny and deny[0]["status"] == -1, rows
+
+
+@pytest.mark.parametrize("mode", ["imaps", "starttls"])
+def test_other_client_stack_logs_in(stack: Stack, gnutls_denied: set[str], mode: str):
+    got = imap_login(stack, "python", mode, PYTHON_USER)
+    assert got["ok"], (got, stack.log_tail())
+    status, rows = stack.http("GET", f"/api/v1/decisions?username={PYTHON_USER}&limit=50")
+    assert status == 200, rows
+    mine = [r for r in rows if r["remote_port"] == got["sport"] and r["command"] == "allow/before"]
+    # The verdict had the connection's fingerprints (not the no-fingerprint rule): the
+    # correlation found imaplib's hello too, and no label matched it.
+    assert mine and mine[0]["status"] == 0 and mine[0]["rule"] != "no_fingerprint", rows
+
+
+def test_verdicts_came_from_the_expected_correlation_path(stack: Stack, gnutls_denied: set[str]):
+    metrics = stack.metrics()
+    if stack.deployment == "in_process":
+        assert metrics.get("ja3svc_correlation_memory_hits", 0) >= 4, metrics
+        assert metrics.get("ja3svc_capture_hellos", 0) >= 8, metrics
+        assert metrics.get("ja3svc_capture_kernel_drops", -1) == 0, metrics
+    else:
+        assert metrics.get("ja3svc_correlation_database_hits", 0) >= 4, metrics
+    assert metrics.get("ja3svc_correlation_database_errors", -1) == 0, metrics
+
+
+def test_the_fingerprint_store_matches_the_oracle(
+    stack: Stack, oracle: dict[tuple[str, str], str], gnutls_denied: set[str]
+):
+    # The label's fingerprint is known to the store with the very hash tshark computed: the
+    # capture (in the service or separate) stored gnutls-cli's hello.
+    value = oracle[("gnutls", "imaps")]
+    status, body = stack.http("GET", f"/api/v1/fingerprints/ja3/{value}")
+    assert status == 200, body
+    assert any(lab["action"] == "deny" for lab in body.get("labels", [])), body
+
+
+def test_no_tracebacks_in_the_service_logs(stack: Stack, gnutls_denied: set[str]):
+    for name in ("serve", "capture"):
+        path = stack.logs.get(name)
+        if path is not None:
+            assert "Traceback" not in path.read_text(errors="replace"), stack.log_tail()
