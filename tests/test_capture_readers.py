@@ -704,7 +704,7 @@ def real_captures() -> Iterator[object]:
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
-@pytest.mark.parametrize("path", real_captures())
+@pytest.mark.parametrize("path", list(real_captures()))
 def test_real_capture_matches_tshark(path: Path) -> None:
     fields = ["-e", "frame.time_epoch", "-e", "frame.len", "-e", "frame.cap_len"]
     result = subprocess.run(
