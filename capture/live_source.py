@@ -143,19 +143,25 @@ class InterfaceStats:
     mode: str = "recv"  # "ring" (TPACKET_V3 mmap) or "recv" (one recv_into per packet)
 
 
-def default_filter(ports: Sequence[int]) -> str:
-    """The kernel filter for the client side of TLS and STARTTLS services on ``ports``.
+def default_filter(ports: Sequence[int], udp_ports: Sequence[int] = ()) -> str:
+    """The kernel filter for the client side of TLS and STARTTLS services on ``ports``, and of
+    QUIC (and DTLS) services on ``udp_ports``.
 
     Destination port, not "payload starts with 0x16": every data segment of the client's side
     must reach the reassembler, or a hello spanning segments is lost. SYNs pass too; they give
     the reassembler the initial sequence number.
     """
-    if not ports:
+    if not ports and not udp_ports:
         raise ValueError("no ports to capture")
-    for port in ports:
+    for port in (*ports, *udp_ports):
         if not 0 < int(port) < 65536:
             raise ValueError(f"bad port: {port}")
-    return "tcp and (" + " or ".join(f"dst port {int(p)}" for p in ports) + ")"
+    parts = []
+    if ports:
+        parts.append("(tcp and (" + " or ".join(f"dst port {int(p)}" for p in ports) + "))")
+    if udp_ports:
+        parts.append("(udp and (" + " or ".join(f"dst port {int(p)}" for p in udp_ports) + "))")
+    return " or ".join(parts) if len(parts) > 1 else parts[0][1:-1]
 
 
 def _compile_filter(expression: str, linktype: int, snaplen: int) -> tuple[bytes, object]:

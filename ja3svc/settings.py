@@ -115,6 +115,8 @@ class CaptureSettings(BaseModel):
     interfaces: list[str] = Field(default_factory=list)
     # Server ports whose client side is captured (the default kernel filter is built from them).
     ports: list[int] = Field(default_factory=lambda: list(DEFAULT_CAPTURE_PORTS))
+    # UDP ports whose client side is captured for QUIC (and DTLS) hellos; [] leaves UDP out.
+    udp_ports: list[int] = Field(default_factory=lambda: [443])
     # A libpcap filter expression replacing the default. It must keep every client->server data
     # segment of a connection: a filter on "payload starts with 0x16" loses the segments that
     # continue a multi-segment ClientHello.

@@ -268,3 +268,11 @@ def test_unreachable_database_is_a_miss_not_an_error():
         assert lookup.stats["database_errors"] == 1
     finally:
         db.dispose()
+
+
+def test_default_filter_adds_the_client_side_of_quic():
+    expr = default_filter([443, 993], [443])
+    assert expr == "(tcp and (dst port 443 or dst port 993)) or (udp and (dst port 443))"
+    fprog, _buf = _compile_filter(expr, 1, 4096)  # libpcap accepts it
+    assert fprog
+    assert default_filter([], [443]) == "udp and (dst port 443)"
