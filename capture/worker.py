@@ -56,7 +56,9 @@ def open_source(
 ) -> LiveSource:
     """Open the capture sockets as configured (needs CAP_NET_RAW; drop privileges after)."""
     names = list(interfaces or settings.interfaces)
-    expression = bpf_filter or settings.bpf_filter or default_filter(settings.ports, settings.udp_ports)
+    expression = (
+        bpf_filter or settings.bpf_filter or default_filter(settings.ports, settings.udp_ports)
+    )
     return LiveSource(
         names,
         bpf_filter=expression,
