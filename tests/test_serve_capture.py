@@ -1,0 +1,228 @@
+"""`ja3svc serve --capture/--correlate-db` pieces without namespaces: the async correlation
+(``fingerprints_for_async``), ``create_app``'s background components and extra metrics, and the
+command's argument errors. The end-to-end runs with Dovecot are in test_correlation_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api.app import create_app
+from api.metrics import CallbackGauges
+from ja3svc.connections import RecentConnections
+from ja3svc.policy import ConnectionPeer
+from store.correlation import ConnectionFingerprints
+from store.sighting_writer import SightingWriter
+from tests.api_helpers import AppClient, make_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _store(db: Any, records: list[dict[str, Any]], tmp_path: Path) -> None:
+    with SightingWriter(db, sensor="test", spool_dir=tmp_path / "spool") as writer:
+        for r in records:
+            writer.add(r)
+
+
+class Ticker:
+    """Counts event-loop turns while a coroutine waits: proof the loop was not blocked."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.ticks += 1
+            await asyncio.sleep(0.005)
+
+
+async def _with_ticker(coro: Any) -> tuple[Any, int, float]:
+    stop = asyncio.Event()
+    ticker = Ticker()
+    task = asyncio.create_task(ticker.run(stop))
+    started = time.monotonic()
+    try:
+        result = await coro
+    finally:
+        stop.set()
+        await task
+    return result, ticker.ticks, time.monotonic() - started
+
+
+# --- fingerprints_for_async ---------------------------------------------------------------------
+
+
+def test_async_memory_lookup_gives_the_same_refs_as_the_blocking_one(make_record):
+    record = make_record(3, client=3)
+    recent = RecentConnections(window_seconds=10**10)
+    recent.put(record)
+    lookup = ConnectionFingerprints(recent, None, window_seconds=10**10, wait_seconds=0)
+    peer = ConnectionPeer(record["src"], record["sport"])
+    blocking = lookup.fingerprints_for(peer)
+    assert blocking and asyncio.run(lookup.fingerprints_for_async(peer)) == blocking
+    assert asyncio.run(lookup.fingerprints_for_async(ConnectionPeer(record["src"], None))) == ()
+    assert lookup.stats["memory_hits"] == 2
+
+
+def test_async_lookup_keeps_the_last_hello_after_hello_retry_request(make_record):
+    first = make_record(4, client=1)
+    second = {**make_record(4, client=2), "ts": first["ts"] + 0.01, "index": 2}
+    recent = RecentConnections(window_seconds=10**10)
+    recent.put(first)
+    recent.put(second)
+    lookup = ConnectionFingerprints(recent, None, window_seconds=10**10, wait_seconds=0)
+    refs = asyncio.run(lookup.fingerprints_for_async(ConnectionPeer(first["src"], first["sport"])))
+    assert refs[0].value == second["ja3_hash"] != first["ja3_hash"]
+
+
+def test_async_memory_wait_sees_a_late_hello_without_blocking_the_loop(make_record):
+    record = make_record(5, client=5)
+    recent = RecentConnections(window_seconds=10**10)
+    lookup = ConnectionFingerprints(recent, None, window_seconds=10**10, wait_seconds=2.0)
+    timer = threading.Timer(0.2, recent.put, args=(record,))
+    timer.start()
+    try:
+        found, ticks, took = asyncio.run(
+            _with_ticker(lookup.lookup_async(record["src"], record["sport"], record["ts"] + 1))
+        )
+    finally:
+        timer.join(5)
+    assert found is not None and found["ja3_hash"] == record["ja3_hash"]
+    assert 0.15 <= took < 1.5  # found by a poll, not at the deadline
+    assert ticks >= 10  # the loop kept running while the request waited
+
+
+def test_async_miss_is_bounded_and_counted():
+    lookup = ConnectionFingerprints(RecentConnections(), None, wait_seconds=0.2)
+    found, ticks, took = asyncio.run(_with_ticker(lookup.lookup_async("198.51.100.9", 4242)))
+    assert found is None and 0.15 <= took < 1.5 and ticks >= 10
+    assert lookup.stats["misses"] == 1
+
+
+def test_async_database_lookup_waits_for_a_late_batch(database, make_record, tmp_path):
+    record = make_record(6, client=6)
+    lookup = ConnectionFingerprints(None, database, window_seconds=10**10, wait_seconds=3.0)
+    timer = threading.Timer(0.3, _store, args=(database, [record], tmp_path))
+    timer.start()
+    try:
+        peer = ConnectionPeer(record["src"], record["sport"])
+        refs, ticks, took = asyncio.run(_with_ticker(lookup.fingerprints_for_async(peer)))
+    finally:
+        timer.join(10)
+        lookup.close()
+    assert refs == lookup.fingerprints_for(ConnectionPeer(record["src"], record["sport"]))
+    assert refs[0].value == record["ja3_hash"]
+    assert took < 2.5 and ticks >= 10
+    assert lookup.stats["database_hits"] == 2
+
+
+def test_async_unreachable_database_is_a_miss():
+    from store.database import Database
+
+    db = Database.from_url("postgresql+psycopg://postgres@127.0.0.1:1/none", upgrade=False)
+    lookup = ConnectionFingerprints(None, db, wait_seconds=0)
+    try:
+        assert asyncio.run(lookup.lookup_async("198.51.100.7", 50000)) is None
+        assert lookup.stats["database_errors"] == 1
+    finally:
+        lookup.close()
+        db.dispose()
+
+
+# --- create_app: background components and extra metrics ----------------------------------------
+
+
+class FakeWorker:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def start(self) -> None:
+        self.events.append("start")
+
+    def stop(self) -> None:
+        self.events.append("stop")
+
+    def metrics(self) -> dict[str, float]:
+        return {"packets": 12, "kernel_drops": 0, "Bad-Name": 1, "uptime_seconds": 1.5}
+
+
+def test_background_runs_for_the_app_lifetime_and_metrics_are_exported(tmp_path):
+    worker = FakeWorker()
+    lookup = ConnectionFingerprints(RecentConnections(), None, wait_seconds=0)
+    app = create_app(
+        make_settings(tmp_path),
+        connection_lookup=lookup,
+        background=[worker],
+        extra_metrics={"ja3svc_capture": worker.metrics},
+    )
+    assert worker.events == []
+    with AppClient(app) as client:
+        assert worker.events == ["start"]
+        text = client.get("/metrics").text
+    assert worker.events == ["start", "stop"]
+    assert "ja3svc_capture_packets 12" in text
+    assert "ja3svc_capture_uptime_seconds 1.5" in text
+    assert "Bad-Name" not in text  # not a metric name: skipped, never rendered
+    assert "ja3svc_correlation_misses 0" in text
+
+
+def test_callback_gauges_are_bounded_and_survive_a_failing_callback():
+    values = {f"n{i}": i for i in range(10)}
+    gauges = CallbackGauges("x", "help", lambda: values, max_names=3)
+    rendered = [line for line in gauges.render() if not line.startswith("#")]
+    assert rendered == ["x_n0 0", "x_n1 1", "x_n2 2"]
+    values["a_new_one"] = 5  # past the cap: never exported
+    assert not any("a_new_one" in line for line in gauges.render())
+
+    def broken() -> dict[str, float]:
+        raise RuntimeError("worker gone")
+
+    assert CallbackGauges("y", "help", broken).render() == []
+
+
+def test_correlate_database_setting_plugs_in_the_database_lookup(tmp_path):
+    settings = make_settings(tmp_path)
+    settings = settings.model_copy(
+        update={"serve": settings.serve.model_copy(update={"correlate_database": True})}
+    )
+    app = create_app(settings)
+    lookup = app.state.service.lookup
+    assert isinstance(lookup, ConnectionFingerprints)
+    assert lookup.recent is None and lookup.database is app.state.database
+    assert lookup.wait_seconds == settings.capture.correlation_wait_seconds
+    # Everyone else keeps the default: no correlation.
+    assert not isinstance(create_app(make_settings(tmp_path)).state.service.lookup, type(lookup))
+
+
+# --- the command's argument errors --------------------------------------------------------------
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "serve", *args],
+        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--capture", "lo", "--workers", "2"], "--capture needs --workers 1"),
+        (["--user", "nobody"], "only apply with --capture"),
+        (["--capture-filter", "tcp"], "only apply with --capture"),
+        (["--capture", "nonexistent0"], "no such interface: nonexistent0"),
+    ],
+)
+def test_bad_capture_arguments_are_one_line_and_exit_1(args: list[str], message: str):
+    res = _serve(*args)
+    assert res.returncode == 1, res
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
