@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 from collections.abc import Mapping, Sequence
+
+
+@functools.lru_cache(maxsize=16)
+def _encoded(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
+    # Encoded once per configuration, not per request (the policy endpoint checks every call).
+    return tuple(s.encode() for s in secrets)
 
 
 def _matches_any(candidate: str, secrets: Sequence[str]) -> bool:
@@ -13,9 +20,15 @@ def _matches_any(candidate: str, secrets: Sequence[str]) -> bool:
     # neither which secret matched nor how much of it.
     ok = False
     given = candidate.encode()
-    for secret in secrets:
-        ok |= hmac.compare_digest(given, secret.encode())
+    for secret in _encoded(tuple(secrets)):
+        ok |= hmac.compare_digest(given, secret)
     return ok
+
+
+@functools.lru_cache(maxsize=16)
+def _header_names(header_name: str) -> tuple[str, ...]:
+    # The configured header and X-API-Key, each once (they are usually the same).
+    return tuple(dict.fromkeys((header_name.lower(), "x-api-key")))
 
 
 def basic_password(authorization: str) -> str | None:
@@ -39,7 +52,7 @@ def check_dovecot(headers: Mapping[str, str], header_name: str, keys: Sequence[s
     if not keys:
         return None
     presented = False
-    for name in {header_name.lower(), "x-api-key"}:
+    for name in _header_names(header_name):
         value = headers.get(name)
         if value is not None:
             presented = True

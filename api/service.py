@@ -48,6 +48,9 @@ DOVECOT_KIND = "ja3_dovecot"
 # deadline, and Dovecot's budget is 2 s per request.
 CIRCUIT_OPEN_SECONDS = 5.0
 PRELOAD_LABELS = 100_000
+# The connection lookup bounds its own waits; this is the backstop that keeps the whole answer
+# inside Dovecot's 2 s budget whatever the lookup does.
+LOOKUP_TIMEOUT_SECONDS = 1.5
 
 
 def policy_config(p: PolicySettings) -> PolicyConfig:
@@ -96,6 +99,7 @@ class PolicyService:
         # Accounts' learned fingerprints, briefly: the second allow of a login and bursts from
         # one account need no query. Updated in place by this worker's own success reports.
         self._history: TtlLru[str, UserHistory] = TtlLru(100_000, settings.label_cache_seconds)
+        self._ja3_kinds = tuple(settings.ja3_label_kinds)
         self.writer = BatchWriter(
             store, on_drop=lambda n: self.metrics.writer_dropped.inc(amount=n)
         )
@@ -121,6 +125,7 @@ class PolicyService:
     def stop(self) -> None:
         self.writer.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
 
     @property
     def degraded(self) -> bool:
@@ -134,33 +139,60 @@ class PolicyService:
 
     # --- facts ------------------------------------------------------------------------------
 
-    def parse_facts(self, req: DovecotRequest, stage: Stage) -> ParsedFacts:
+    def parse_facts(
+        self,
+        req: DovecotRequest,
+        stage: Stage,
+        peer: ConnectionPeer | None = None,
+        correlated: tuple[FingerprintRef, ...] = (),
+    ) -> ParsedFacts:
+        """Facts of ``req`` (whose TCP peer is ``peer``, see ``peer_of``); ``correlated`` are
+        the capture's fingerprints of that connection."""
         s = self.settings
+        attributes = req.attributes
         ja3 = normalise_hash(req.first(s.ja3_attributes))
-        peer_ip = req.first(s.peer_ip_attributes)
-        peer = None
-        if peer_ip:
-            peer = ConnectionPeer(peer_ip, parse_port(req.first(s.peer_port_attributes)))
         refs: list[FingerprintRef] = (
-            [FingerprintRef(k, ja3) for k in s.ja3_label_kinds] if ja3 else []
+            [FingerprintRef(k, ja3) for k in self._ja3_kinds] if ja3 else []
         )
         identity: list[Ref] = [(DOVECOT_KIND, ja3)] if ja3 else []
-        if peer is not None:
-            for ref in self.lookup.fingerprints_for(peer):
-                if ref not in refs:
-                    refs.append(ref)
-                    identity.append((ref.kind, ref.value))
+        for ref in correlated:
+            if ref not in refs:
+                refs.append(ref)
+                identity.append((ref.kind, ref.value))
         facts = RequestFacts(
-            login=req.attributes.get(s.login_attribute, ""),
+            login=attributes.get(s.login_attribute, ""),
             stage=stage,
             fingerprints=tuple(refs),
-            remote_ip=req.attributes.get(s.remote_attribute, ""),
-            protocol=req.attributes.get("protocol", ""),
-            session_id=req.attributes.get(s.session_attribute, ""),
+            remote_ip=attributes.get(s.remote_attribute, ""),
+            protocol=attributes.get("protocol", ""),
+            session_id=attributes.get(s.session_attribute, ""),
             tls=bool(req.tls),
             peer=peer,
         )
         return ParsedFacts(facts, ja3, tuple(identity))
+
+    def peer_of(self, req: DovecotRequest) -> ConnectionPeer | None:
+        peer_ip = req.first(self.settings.peer_ip_attributes)
+        if not peer_ip:
+            return None
+        return ConnectionPeer(peer_ip, parse_port(req.first(self.settings.peer_port_attributes)))
+
+    async def facts(self, req: DovecotRequest, stage: Stage) -> ParsedFacts:
+        """``parse_facts`` plus the connection lookup, awaited only when the request names its
+        TCP peer: a lookup may wait for the capture or a database, which must not happen on
+        the event loop, and requests without a peer (most 2.4 setups) skip the await."""
+        peer = self.peer_of(req)
+        correlated: tuple[FingerprintRef, ...] = ()
+        if peer is not None:
+            try:
+                correlated = await asyncio.wait_for(
+                    self.lookup.fingerprints_for_async(peer), LOOKUP_TIMEOUT_SECONDS
+                )
+            except Exception as exc:  # correlation is a bonus; the hash still decides
+                log.warning(
+                    "connection lookup failed", extra={"fields": {"error": type(exc).__name__}}
+                )
+        return self.parse_facts(req, stage, peer, correlated)
 
     async def _gather(self, parsed: ParsedFacts) -> PolicyInputs:
         facts = parsed.request
@@ -232,19 +264,22 @@ class PolicyService:
         earlier = self.sessions.before_auth_inputs(session_id)
         if earlier is not None:
             # The after-auth allow: same connection, same facts. Re-judging on the facts of the
-            # first allow keeps both answers consistent and costs no lookup.
-            parsed = self.parse_facts(req, Stage.AFTER_AUTH)
+            # first allow keeps both answers consistent and costs no lookup (not even the
+            # connection's: its fingerprints are in the first allow's facts).
+            parsed = self.parse_facts(
+                req, Stage.AFTER_AUTH, self.peer_of(req), earlier.request.fingerprints
+            )
             inputs = dataclasses.replace(earlier, request=parsed.request)
         else:
-            parsed = self.parse_facts(req, Stage.BEFORE_AUTH)
+            parsed = await self.facts(req, Stage.BEFORE_AUTH)
             inputs = await self._gather(parsed)
             self.sessions.remember(session_id, inputs)
         verdict = evaluate(inputs, self.config)
         self._record(req.command, parsed, verdict)
         return verdict
 
-    def report(self, req: DovecotRequest) -> None:
-        parsed = self.parse_facts(req, Stage.AFTER_AUTH)
+    async def report(self, req: DovecotRequest) -> None:
+        parsed = await self.facts(req, Stage.AFTER_AUTH)
         facts = parsed.request
         self.sessions.end(facts.session_id)
         now = self.clock()

@@ -1,6 +1,7 @@
 """Load benchmark of `ja3svc serve` against a constant-response uvicorn app (127.0.0.1 only).
 
     python benchmarks/policy_load.py [--rates 250,500,1000] [--seconds 5] [--labels 1000000]
+                                     [--workers 2]
 
 1. Starts `ja3svc serve` (temporary SQLite database, one worker) and benchmarks/constant_app.py
    under the same uvicorn, each on a free port.
@@ -9,7 +10,10 @@
    request was due, so a stalled server cannot hide queueing (no coordinated omission). Each step
    is bounded in requests and time.
 3. Peak throughput of both with wrk (Debian package) and a Lua script, and the ratio.
-4. Bulk-inserts --labels labels, then measures the store's lookup latency and the 1,000 req/s
+4. With --workers N > 1 (default 2), a second `ja3svc serve --workers N` on the same database:
+   the highest fixed rate and wrk peak again. Each worker has its own caches, so more requests
+   reach the database than with one worker.
+5. Bulk-inserts --labels labels, then measures the store's lookup latency and the 1,000 req/s
    step again with hashes drawn from the labelled set: lookups must not slow down.
 
 Prints a table; asserts nothing (timings are for people, not for CI).
@@ -65,6 +69,15 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def server_implementation() -> str:
+    """What uvicorn's "auto" picks here (both apps run with it): the figures depend on it."""
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"http={http} loop={loop}"
 
 
 def rand_hash(rng: random.Random) -> str:
@@ -183,8 +196,11 @@ init = function(args)
 end
 request = function()
   i = i + 1
-  local body = bodies[(i % #bodies) + 1]
-  local cmd = (i % 3 == 0) and "report" or "allow"
+  -- The command follows the body's position (allow, allow, report per login), so a report
+  -- carries the report body with "success":true, as Dovecot sends it.
+  local j = (i % #bodies) + 1
+  local body = bodies[j]
+  local cmd = (j % 3 == 0) and "report" or "allow"
   return wrk.format("POST", "/policy?command=" .. cmd, {
     ["Content-Type"] = "application/json",
     ["User-Agent"] = "dovecot/auth-policy-client",
@@ -274,6 +290,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each fixed-rate step")
     ap.add_argument("--peak-seconds", type=int, default=5)
     ap.add_argument("--labels", type=int, default=1_000_000)
+    ap.add_argument("--workers", type=int, default=2, help="extra row with N workers (1: skip)")
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     rng = random.Random(42)
@@ -296,6 +313,7 @@ def main() -> int:
             procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env))
             wait_port(port, procs[-1])
 
+        print(f"server: uvicorn {server_implementation()} for both apps")
         hashes = [rand_hash(rng) for _ in range(2000)]
         header = f"{'target':<10} {'rate':>6} {'sent':>7} {'errors':>6} {'req/s':>9} " \
                  f"{'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>8}"  # fmt: skip
@@ -315,6 +333,28 @@ def main() -> int:
             print(f"{name:<10} {value if value is None else round(value):>9} req/s")
         if peak["ja3svc"] and peak["constant"]:
             print(f"ratio ja3svc/constant: {peak['ja3svc'] / peak['constant']:.0%}")
+
+        if args.workers > 1:
+            port = free_port()
+            cmd = [sys.executable, "-m", "cli.main", "serve", "--port", str(port),
+                   "--workers", str(args.workers), "--config", str(conf),
+                   "--log-level", "warning"]  # fmt: skip
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env))
+            wait_port(port, procs[-1])
+            time.sleep(2)  # uvicorn listens before every worker has started
+            name = f"ja3svc/w{args.workers}"
+            print(f"\n== {name}: {args.workers} worker processes (caches per process) ==")
+            print(header)
+            rate = max(rates)
+            reqs = login_requests(rng, hashes, int(rate * args.seconds))
+            r = asyncio.run(fixed_rate(port, reqs, rate, args.seconds))
+            print(row(name, f"{rate:.0f}", r), flush=True)
+            value = wrk_peak(port, workdir, bodies, args.peak_seconds)
+            if value:
+                print(f"{name:<10} {round(value):>9} req/s (wrk)")
+                if peak["constant"]:
+                    print(f"ratio {name}/constant: {value / peak['constant']:.0%}")
+            stop(procs.pop())
 
         if args.labels:
             few = store_lookup_ms(db_url, hashes)

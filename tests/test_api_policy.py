@@ -298,3 +298,77 @@ def test_livez_readyz_metrics_docs(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert "/api/v1/fingerprints/{kind}/{value}" in paths
     assert "/policy?command=allow" in client.get("/openapi.json").json()["info"]["description"]
+
+
+# --- connection lookup (capture correlation) -----------------------------------------------
+
+
+class FakeLookup:
+    """A ConnectionLookup whose blocking form must never be used by the service."""
+
+    def __init__(self, refs):
+        self.refs = refs
+        self.peers = []
+
+    def fingerprints_for(self, peer):
+        raise AssertionError("the service must not block the event loop on a lookup")
+
+    async def fingerprints_for_async(self, peer):
+        self.peers.append(peer)
+        return self.refs
+
+
+def test_connection_lookup_is_awaited_only_with_a_peer(tmp_path):
+    from ja3svc.policy import ConnectionPeer, FingerprintRef
+
+    lookup = FakeLookup((FingerprintRef("ja3", OTHER),))
+    app = create_app(make_settings(tmp_path), connection_lookup=lookup)
+    with AppClient(app) as client:
+        add_label(client, kind="ja3", value=OTHER, action="deny", client_name="bot")
+        allow23 = json.loads(REPORT_23)
+        for key in ("success", "policy_reject"):
+            allow23.pop(key)
+        # 2.3 with the socket peer: the capture's fingerprint decides, on both allows.
+        assert allow(client, json.dumps(allow23))["status"] == -1
+        assert allow(client, json.dumps(allow23))["status"] == -1
+        assert lookup.peers == [ConnectionPeer("127.0.0.1", 49282)]  # second allow: no lookup
+        # No peer attributes: no lookup at all.
+        assert allow(client, allow_24(session="np")) == {"status": 0}
+        assert len(lookup.peers) == 1
+
+
+def test_no_connection_lookup_answers_nothing():
+    import asyncio
+
+    from ja3svc.policy import ConnectionPeer, NoConnectionLookup
+
+    peer = ConnectionPeer("192.0.2.1", 1)
+    assert asyncio.run(NoConnectionLookup().fingerprints_for_async(peer)) == ()
+
+
+# --- writer --------------------------------------------------------------------------------
+
+
+def test_writer_batches_and_flush_sees_everything_queued(client):
+    writer = service(client).writer
+    for i in range(30):
+        allow(client, allow_24(login=f"w{i}", session=f"w{i}"))
+    assert writer.flush(5.0)
+    rows = client.get("/api/v1/decisions?limit=100", headers=ADMIN_H).json()
+    assert sum(1 for r in rows if r["username"].startswith("w")) == 30
+
+
+def test_writer_drops_and_counts_when_full(tmp_path):
+    from api.writer import BatchWriter
+    from store.database import Database
+    from store.policy_store import PolicyStore
+
+    db = Database.from_url(f"sqlite:///{tmp_path / 'w.sqlite3'}")
+    dropped: list[int] = []
+    writer = BatchWriter(PolicyStore.from_database(db), on_drop=dropped.append, max_queue=3)
+    for i in range(5):  # not started: nothing drains, the bound applies
+        writer.failure((1.0, f"u{i}", ("ja3", H)))
+    assert dropped == [1, 1]
+    assert writer.flush(1.0)  # without a thread the queue is written inline
+    assert PolicyStore.from_database(db).stats()["auth_failures"] == 3
+    db.dispose()

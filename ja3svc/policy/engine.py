@@ -83,11 +83,16 @@ Rule = Callable[[PolicyInputs, PolicyConfig], Hit | None]
 
 
 def _fingerprint_labels(inp: PolicyInputs) -> tuple[LabelFact, ...]:
+    if not inp.labels:
+        return ()
     kinds = {(f.kind, f.value) for f in inp.request.fingerprints}
     return tuple(lb for lb in inp.labels if (lb.kind, lb.value) in kinds)
 
 
 def _with_action(inp: PolicyInputs, action: str) -> tuple[LabelFact, ...]:
+    # Most logins carry no label at all; four label rules ask this for every verdict.
+    if not inp.labels:
+        return ()
     return tuple(lb for lb in inp.labels if lb.action == action)
 
 

@@ -106,13 +106,22 @@ class PolicyInputs:
 class ConnectionLookup(Protocol):
     """Hook for passive-capture correlation: fingerprints of the hello sent on a TCP connection.
 
-    The default returns nothing; the live-capture worker will provide one that finds the hello
-    by the peer address and port Dovecot reports as ``real_rip``/``real_rport``.
+    The default returns nothing; the live-capture worker provides one that finds the hello by
+    the peer address and port Dovecot reports as ``real_rip``/``real_rport``.
+
+    The service awaits ``fingerprints_for_async`` (only for requests that carry a peer): a
+    lookup may wait for a capture or a database, and doing that on the event loop would stall
+    every other request. ``fingerprints_for`` is the blocking form for callers off the loop.
     """
 
     def fingerprints_for(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]: ...
 
+    async def fingerprints_for_async(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]: ...
+
 
 class NoConnectionLookup:
     def fingerprints_for(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]:
+        return ()
+
+    async def fingerprints_for_async(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]:
         return ()
