@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -53,6 +53,30 @@ class Startable(Protocol):
 
 
 MetricsCallback = Callable[[], Mapping[str, float]]
+
+
+class PolicyFirstApp(FastAPI):
+    """FastAPI, with Dovecot's endpoint dispatched before the middleware stack and router.
+
+    Dovecot calls two or three times per login; everything else (admin API, probes, docs) is
+    rare. The policy endpoint already answers every outcome itself (it never raises for a
+    request), so the error middleware, the exception handlers and the router's path matching
+    are pure overhead for it. The same routes stay registered for the OpenAPI text and as the
+    path for any request this shortcut does not take.
+    """
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path == "/policy" or path == "/":
+                scope["app"] = self
+                await policy.handle(scope, receive, send, "")
+                return
+            if path.startswith("/command/") and "/" not in path[9:] and path[9:]:
+                scope["app"] = self
+                await policy.handle(scope, receive, send, path[9:])
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -116,7 +140,7 @@ def create_app(
             service.writer.flush(5.0)
             service.stop()
 
-    app = FastAPI(
+    app = PolicyFirstApp(
         title="ja3svc policy service",
         summary="JA3-aware Dovecot authentication-policy server",
         description=POLICY_DOC,
