@@ -15,7 +15,6 @@ import imaplib
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import pytest
 
 from tests.api_helpers import ADMIN, API_KEY, H, allow_24, report_24
 from tests.dovecot_support import dovecot_conf, prepare_dovecot_files
+from tests.support.processes import free_port, stop, wait_port
 
 pytestmark = [
     pytest.mark.dovecot,
@@ -42,35 +42,6 @@ USERS = ("alice", "bob", "carol", "dave")
 REJECT_MSG = "Blocked by ja3svc test policy"
 TARPIT = 3
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {port} after {timeout}s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 SERVICE_TOML = """\
