@@ -10,6 +10,7 @@ Lists are kept raw (wire order, GREASE included); each fingerprint decides what 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 EXT_SERVER_NAME = 0
@@ -84,6 +85,23 @@ def _vector(body: bytes, pos: int, end: int, width: int, what: str) -> tuple[int
     return start, stop
 
 
+def _extensions(body: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(type, data start, data stop) of each extension in the block starting at ``pos``."""
+    pos, ext_end = _vector(body, pos, end, 2, "extensions")
+    while pos < ext_end:
+        if pos + 4 > ext_end:
+            raise HelloError("truncated", "extension header")
+        ext_type = (body[pos] << 8) | body[pos + 1]
+        start = pos + 4
+        pos = start + ((body[pos + 2] << 8) | body[pos + 3])
+        if pos > ext_end:
+            raise HelloError(
+                "truncated",
+                f"extension {ext_type} needs {pos - start} bytes, {ext_end - start} left",
+            )
+        yield ext_type, start, pos
+
+
 def parse_client_hello(body: bytes) -> ClientHello:
     """Parse a ClientHello body (handshake type 1, without its 4-byte header)."""
     end = len(body)
@@ -106,32 +124,27 @@ def parse_client_hello(body: bytes) -> ClientHello:
 
     # A hello may end right after compression_methods (no extensions block at all, e.g. SSL 3.0).
     if pos < end:
-        pos, ext_end = _vector(body, pos, end, 2, "extensions")
-        while pos < ext_end:
-            if pos + 4 > ext_end:
-                raise HelloError("truncated", "extension header")
-            ext_type = (body[pos] << 8) | body[pos + 1]
-            start, pos = _vector(body, pos + 2, ext_end, 2, f"extension {ext_type}")
+        for ext_type, start, stop in _extensions(body, pos, end):
             if ext_type == EXT_SUPPORTED_GROUPS:
                 if ext_type in extensions:
                     duplicates.append(ext_type)
-                a, b = _vector(body, start, pos, 2, "supported_groups")
+                a, b = _vector(body, start, stop, 2, "supported_groups")
                 groups = _u16_list(body, a, b, "supported_groups")
             elif ext_type == EXT_EC_POINT_FORMATS:
                 if ext_type in extensions:
                     duplicates.append(ext_type)
-                a, b = _vector(body, start, pos, 1, "ec_point_formats")
+                a, b = _vector(body, start, stop, 1, "ec_point_formats")
                 point_formats = tuple(body[a:b])
             elif ext_type == EXT_SIGNATURE_ALGORITHMS:
-                a, b = _vector(body, start, pos, 2, "signature_algorithms")
+                a, b = _vector(body, start, stop, 2, "signature_algorithms")
                 sig_algs = _u16_list(body, a, b, "signature_algorithms")
             elif ext_type == EXT_SUPPORTED_VERSIONS:
-                a, b = _vector(body, start, pos, 1, "supported_versions")
+                a, b = _vector(body, start, stop, 1, "supported_versions")
                 versions = _u16_list(body, a, b, "supported_versions")
-            elif ext_type == EXT_SERVER_NAME and start < pos:
-                sni = _first_host_name(body, start, pos)
-            elif ext_type == EXT_ALPN and start < pos:
-                alpn = _protocol_names(body, *_vector(body, start, pos, 2, "alpn"))
+            elif ext_type == EXT_SERVER_NAME and start < stop:
+                sni = _first_host_name(body, start, stop)
+            elif ext_type == EXT_ALPN and start < stop:
+                alpn = _protocol_names(body, *_vector(body, start, stop, 2, "alpn"))
             extensions.append(ext_type)
     return ClientHello(
         legacy_version=version,
@@ -163,17 +176,12 @@ def parse_server_hello(body: bytes) -> ServerHello:
     selected: int | None = None
     alpn: bytes | None = None
     if pos < end:
-        pos, ext_end = _vector(body, pos, end, 2, "extensions")
-        while pos < ext_end:
-            if pos + 4 > ext_end:
-                raise HelloError("truncated", "extension header")
-            ext_type = (body[pos] << 8) | body[pos + 1]
-            start, pos = _vector(body, pos + 2, ext_end, 2, f"extension {ext_type}")
+        for ext_type, start, stop in _extensions(body, pos, end):
             extensions.append(ext_type)
-            if ext_type == EXT_SUPPORTED_VERSIONS and pos - start >= 2:
+            if ext_type == EXT_SUPPORTED_VERSIONS and stop - start >= 2:
                 selected = (body[start] << 8) | body[start + 1]
-            elif ext_type == EXT_ALPN and start < pos:
-                names = _protocol_names(body, *_vector(body, start, pos, 2, "alpn"))
+            elif ext_type == EXT_ALPN and start < stop:
+                names = _protocol_names(body, *_vector(body, start, stop, 2, "alpn"))
                 alpn = names[0] if names else None
     return ServerHello(
         legacy_version=version,

@@ -57,7 +57,7 @@ def _is_handshake_header(data: bytes, i: int) -> bool:
     Needs 5 bytes; if a sixth is there it must be a hello type, which is what makes a plaintext
     0x16 0x03 by chance unlikely to pass.
     """
-    if data[i] != CONTENT_HANDSHAKE or data[i + 1] != 3 or data[i + 2] > 4:
+    if len(data) < i + 5 or data[i] != CONTENT_HANDSHAKE or data[i + 1] != 3 or data[i + 2] > 4:
         return False
     length = (data[i + 3] << 8) | data[i + 4]
     if not 0 < length <= MAX_RECORD_LENGTH:
@@ -166,7 +166,7 @@ class TlsStreamParser:
             self.state = HEADER
             return pos
         if at_stream_start and pos == 0:
-            if data[0] in _TLS_MIDSTREAM_TYPES and data[1] == 3:
+            if end > 1 and data[0] in _TLS_MIDSTREAM_TYPES and data[1] == 3:
                 self.state = DONE  # joined an established TLS connection; no hello to come
                 return end
             if _is_sslv2_client_hello(data):

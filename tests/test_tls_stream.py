@@ -316,3 +316,11 @@ def test_junk_never_raises(junk: bytes) -> None:
     for i in range(0, len(junk), 3):
         p.feed(junk[i : i + 3])
     TlsStreamParser().feed(junk)
+
+
+@pytest.mark.parametrize("first", [b"\x14", b"\x15", b"\x16", b"\x17", b"\x80", b"\x16\x03"])
+def test_one_or_two_bytes_at_stream_start_are_no_error(first: bytes) -> None:
+    # Found by Hypothesis: a 1-byte first chunk made the mid-stream check read past its end.
+    p = TlsStreamParser()
+    assert p.feed(first) == []
+    assert not any(kind == 0 for kind, _ in p.feed(b"x" * 10))
