@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ja3svc.byte_ranges import merge_range
+
 CONTENT_HANDSHAKE = 22
 RECORD_HEADER = 13
 HANDSHAKE_HEADER = 12
@@ -52,20 +54,7 @@ class _PendingMessage:
     def add(self, offset: int, data: bytes) -> bool:
         """Store a fragment; False when it would exceed the fragment limit."""
         end = offset + len(data)
-        merged: list[tuple[int, int]] = []
-        start, stop, placed = offset, end, False
-        for s, e in self.ranges:
-            if e < start:
-                merged.append((s, e))
-            elif s > stop:
-                if not placed:
-                    merged.append((start, stop))
-                    placed = True
-                merged.append((s, e))
-            else:
-                start, stop = min(s, start), max(e, stop)
-        if not placed:
-            merged.append((start, stop))
+        merged = merge_range(self.ranges, offset, end)
         if len(merged) > MAX_FRAGMENTS:
             return False
         self.ranges = merged

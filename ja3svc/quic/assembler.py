@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from hashlib import sha256
 
+from ja3svc.byte_ranges import merge_range
 from ja3svc.hello import HELLO_RETRY_REQUEST_RANDOM
 from ja3svc.quic.frames import crypto_frames
 from ja3svc.quic.keys import HANDSHAKE, INITIAL, QuicVersion, initial_keys, initial_secrets
@@ -67,7 +68,7 @@ class CryptoStream:
             reason = "crypto_over_cap"
         if end <= offset:
             return reason
-        merged = _merge(self._ranges, offset, end)
+        merged = merge_range(self._ranges, offset, end)
         if len(merged) > MAX_RANGES:
             return "too_many_fragments"
         self._ranges = merged
@@ -94,24 +95,6 @@ class CryptoStream:
             out.append((buf[p], bytes(buf[p + 4 : p + 4 + length])))
             self._next = p + 4 + length
         return out, None
-
-
-def _merge(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    placed = False
-    for s, e in ranges:
-        if e < start:
-            out.append((s, e))
-        elif s > end:
-            if not placed:
-                out.append((start, end))
-                placed = True
-            out.append((s, e))
-        else:
-            start, end = min(s, start), max(e, end)
-    if not placed:
-        out.append((start, end))
-    return out
 
 
 class _KeyEpoch:
