@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             fingerprint_stream(stream, label, sink, totals, progress)
         except NotACaptureError as exc:
-            print(f"ja3svc pcap: {label}: {exc}", file=sys.stderr)
+            print(f"ja3svc pcap: {exc}", file=sys.stderr)  # the message names the file
             status = EXIT_USAGE
             continue
         except OSError as exc:
