@@ -12,7 +12,6 @@ ClientHello and the JA3S of every ServerHello, into ``expected.json``.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
@@ -111,29 +110,11 @@ def _record(out: Path, protocol: str, client_options: list[str], key: Path, cert
 
 
 def expectations() -> None:
-    expected: dict[str, dict[str, list[dict[str, object]]]] = {}
-    for pcap in sorted(HERE.glob("*.pcap")):
-        rows = subprocess.run(
-            [
-                "tshark", "-r", str(pcap), "-d", f"udp.port=={PORT},dtls",
-                "-Y", "dtls.handshake.type == 1 || dtls.handshake.type == 2",
-                "-T", "fields", "-E", "separator=\t",
-                "-e", "frame.number", "-e", "dtls.handshake.type",
-                "-e", "dtls.handshake.ja3_full", "-e", "dtls.handshake.ja3",
-                "-e", "dtls.handshake.ja3s_full", "-e", "dtls.handshake.ja3s",
-            ],
-            check=True, capture_output=True, text=True,
-        ).stdout.splitlines()  # fmt: skip
-        clients, servers = [], []
-        for row in rows:
-            frame, types, ja3_full, ja3, ja3s_full, ja3s = (row.split("\t") + [""] * 6)[:6]
-            if "1" in types.split(",") and ja3_full:
-                clients.append({"frame": int(frame), "ja3": ja3_full, "ja3_hash": ja3})
-            if "2" in types.split(",") and ja3s_full:
-                servers.append({"frame": int(frame), "ja3s": ja3s_full, "ja3s_hash": ja3s})
-        expected[pcap.name] = {"client": clients, "server": servers}
-    out = HERE / "expected.json"
-    out.write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+    # tshark is the oracle; the shared helper runs it the same way for QUIC and DTLS.
+    sys.path.insert(0, str(HERE.parent))
+    from tshark_hellos import write_expected
+
+    out = write_expected(HERE, "dtls", [f"udp.port=={PORT},dtls"])
     print(f"wrote {out.name}")
 
 

@@ -13,7 +13,6 @@ for the JA3 of every ClientHello and JA3S of every ServerHello, into ``expected.
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 import subprocess
 import sys
@@ -150,29 +149,11 @@ def _write_reordered(src: Path, dst: Path) -> None:
 
 
 def expectations() -> None:
-    expected: dict[str, dict[str, list[dict[str, object]]]] = {}
-    for pcap in sorted(HERE.glob("*.pcap")):
-        rows = subprocess.run(
-            [
-                "tshark", "-r", str(pcap),
-                "-Y", "tls.handshake.type == 1 || tls.handshake.type == 2",
-                "-T", "fields", "-E", "separator=\t",
-                "-e", "frame.number", "-e", "tls.handshake.type",
-                "-e", "tls.handshake.ja3_full", "-e", "tls.handshake.ja3",
-                "-e", "tls.handshake.ja3s_full", "-e", "tls.handshake.ja3s",
-            ],
-            check=True, capture_output=True, text=True,
-        ).stdout.splitlines()  # fmt: skip
-        clients, servers = [], []
-        for row in rows:
-            frame, types, ja3_full, ja3, ja3s_full, ja3s = (row.split("\t") + [""] * 6)[:6]
-            if "1" in types.split(",") and ja3_full:
-                clients.append({"frame": int(frame), "ja3": ja3_full, "ja3_hash": ja3})
-            if "2" in types.split(",") and ja3s_full:
-                servers.append({"frame": int(frame), "ja3s": ja3s_full, "ja3s_hash": ja3s})
-        expected[pcap.name] = {"client": clients, "server": servers}
-    out = HERE / "expected.json"
-    out.write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+    # tshark is the oracle; the shared helper runs it the same way for QUIC and DTLS.
+    sys.path.insert(0, str(HERE.parent))
+    from tshark_hellos import write_expected
+
+    out = write_expected(HERE, "tls")
     print(f"wrote {out.name}")
 
 
