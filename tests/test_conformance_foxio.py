@@ -88,7 +88,12 @@ KNOWN_DIVERGENCES = {
     ),
 }
 
-JA4_CASES = [n for n in CAPTURES if (FOXIO / "expected-ja4" / f"{n}.json").exists()]
+# Captures for which FoxIO records at least one JA4 (some list only connections without a hello).
+JA4_CASES = [
+    n
+    for n in CAPTURES
+    if (FOXIO / "expected-ja4" / f"{n}.json").exists() and _foxio_expectations(n)
+]
 
 # FoxIO's JSON files carry no QUIC entries; the QUIC JA4 values FoxIO publishes for these
 # captures were typed, with their source, into tests/pcaps/quic/foxio-ja4.json.
@@ -108,29 +113,9 @@ def test_quic_ja4_equals_foxio(name: str) -> None:
     assert {port: ours.get(port) for port in expected} == expected
 
 
-# Where we believe FoxIO's recorded value is wrong. The JA4 specification says that when the first
-# or last byte of the first ALPN value is not alphanumeric, the first and last hex digits of the
-# value are used: ALPN 0xba 0xad gives "bd". FoxIO's recorded output (their Python tool) prints
-# "99" there, contradicting its own specification, so we hold ourselves to the specification.
-KNOWN_DIVERGENCES = {
-    ("tls-non-ascii-alpn.pcapng", ("192.168.1.168", 50112, "142.251.16.94", 443, 1)): (
-        "t13d151699",
-        "t13d1516bd",
-    ),
-}
-
-JA4_CASES = [n for n in CAPTURES if (FOXIO / "expected-ja4" / f"{n}.json").exists()]
-
-# FoxIO's JSON files carry no QUIC entries; the QUIC JA4 values FoxIO publishes for these
-# captures were typed, with their source, into tests/pcaps/quic/foxio-ja4.json.
-FOXIO_QUIC = json.loads((Path(__file__).parent / "pcaps" / "quic" / "foxio-ja4.json").read_text())
-
-
 @pytest.mark.parametrize("name", JA4_CASES)
 def test_ja4_equals_foxio(name: str) -> None:
     expected = _foxio_expectations(name)
-    if not expected:
-        pytest.skip("FoxIO records no JA4 for this capture")
     ours = {
         (d["src"], d["sport"], d["dst"], d["dport"], d["index"]): d
         for d in _ours(name)
