@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from ja3svc.grease import GREASE_VALUES
+from ja3svc.grease import without_grease
 from ja3svc.hello import ClientHello
 
 _OPENSSL_30 = frozenset(
@@ -65,7 +65,7 @@ def ja3_dovecot_string(hello: ClientHello, profile: str = DEFAULT_PROFILE) -> st
             str(DOVECOT_VERSION_FIELD),
             "-".join(map(str, hello.ciphers)),
             "-".join(str(e) for e in hello.extensions if e in known),
-            "-".join(str(g) for g in hello.supported_groups if g not in GREASE_VALUES),
+            "-".join(map(str, without_grease(hello.supported_groups))),
             "-".join(map(str, hello.ec_point_formats)),
         )
     )

@@ -68,7 +68,6 @@ class FingerprintEngine:
     def __init__(self, flow_table: FlowTable | None = None) -> None:
         self.flows = flow_table if flow_table is not None else FlowTable()
         self.stats: Counter[str] = Counter()
-        self.packets = 0
         self._directions_get = self.flows.directions.get
 
     # --- link layer ---------------------------------------------------------------------
@@ -76,7 +75,6 @@ class FingerprintEngine:
     def feed_frame(
         self, ts: float, linktype: int, frame: bytes, wire_length: int = 0
     ) -> Sequence[HelloSighting]:
-        self.packets += 1
         try:
             if linktype == LINKTYPE_ETHERNET:
                 # Fast path for the bulk of any capture: a packet of a finished flow, or a bare
@@ -85,28 +83,22 @@ class FingerprintEngine:
                 # slice. Finished flows do not refresh their idle time: a long transfer may be
                 # aged out and is then re-learnt from its next packet, which is cheap.
                 if frame[12] == 8 and frame[13] == 0 and frame[14] == 0x45 and frame[23] == 6:
-                    d = self._directions_get(frame[26:38])
-                    if d is not None:
-                        flags = frame[47]
-                        if d.done:
-                            if flags & (TCP_RST | TCP_FIN):
-                                self._finish(d, flags)
-                            return _NOTHING
-                        if (
-                            not flags & 7
-                            and (frame[16] << 8 | frame[17]) == 20 + (frame[46] >> 4) * 4
-                        ):
-                            return _NOTHING
+                    key, tcp = frame[26:38], 34
+                    payload = (frame[16] << 8 | frame[17]) - 20
                 elif frame[12] == 0x86 and frame[13] == 0xDD and frame[20] == 6:
-                    d = self._directions_get(frame[22:58])
-                    if d is not None:
-                        flags = frame[67]
-                        if d.done:
-                            if flags & (TCP_RST | TCP_FIN):
-                                self._finish(d, flags)
-                            return _NOTHING
-                        if not flags & 7 and (frame[18] << 8 | frame[19]) == (frame[66] >> 4) * 4:
-                            return _NOTHING
+                    key, tcp = frame[22:58], 54
+                    payload = frame[18] << 8 | frame[19]
+                else:
+                    return self._ethernet(ts, frame, 0, 0)
+                d = self._directions_get(key)
+                if d is not None:
+                    flags = frame[tcp + 13]
+                    if d.done:
+                        if flags & (TCP_RST | TCP_FIN):
+                            self._finish(d, flags)
+                        return _NOTHING
+                    if not flags & 7 and payload == (frame[tcp + 12] >> 4) * 4:
+                        return _NOTHING  # a bare ACK
                 return self._ethernet(ts, frame, 0, 0)
             if linktype == LINKTYPE_LINUX_SLL2:
                 return self._ethertype(ts, frame, (frame[0] << 8) | frame[1], 20, 0)
@@ -387,9 +379,10 @@ class FingerprintEngine:
         if not items:
             return _NOTHING
         out: list[HelloSighting] = []
+        stats = self.stats
         for kind, value in items:
             if kind == 0:
-                self.stats[f"malformed.{value}"] += 1
+                stats[f"malformed.{value}"] += 1
                 continue
             assert isinstance(value, bytes)
             try:
@@ -428,8 +421,7 @@ class FingerprintEngine:
                     hello=hello,
                 )
             )
-        self.stats["hellos.client"] += sum(1 for s in out if s.kind == "client")
-        self.stats["hellos.server"] += sum(1 for s in out if s.kind == "server")
+            stats["hellos.client" if kind == HANDSHAKE_CLIENT_HELLO else "hellos.server"] += 1
         return out
 
     def finish(self) -> None:

@@ -9,7 +9,7 @@ the timeout are dropped. Every eviction is counted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ja3svc.dtls import DtlsHandshakeAssembler
 from ja3svc.quic import QuicInitialAssembler
@@ -90,9 +90,6 @@ class FlowTableStats:
     evicted_full: int = 0
     expired_idle: int = 0
     closed: int = 0
-    # Directions abandoned because a segment never arrived (capture loss) while data was held.
-    gaps: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class FlowTable:
@@ -168,10 +165,8 @@ class FlowTable:
         self.stats.expired_idle += len(stale) + len(stale_udp)
 
     def flush(self) -> list[FlowDirection]:
-        """End of input: every direction still holding out-of-order data has a gap."""
-        pending = [d for d in self.directions.values() if d.tcp.buffered and not d.done]
-        self.stats.gaps += len(pending)
-        return pending
+        """End of input: the directions still holding out-of-order data (a segment never came)."""
+        return [d for d in self.directions.values() if d.tcp.buffered and not d.done]
 
     def _remove(self, key: bytes) -> None:
         flow = self._flows.pop(key)

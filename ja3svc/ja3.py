@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hashlib import md5
 
-from ja3svc.grease import GREASE_VALUES
+from ja3svc.grease import without_grease
 from ja3svc.hello import ClientHello, ServerHello
 
 
@@ -17,17 +17,13 @@ def _join(values: tuple[int, ...] | list[int]) -> str:
     return "-".join(map(str, values))
 
 
-def _no_grease(values: tuple[int, ...]) -> list[int]:
-    return [v for v in values if v not in GREASE_VALUES]
-
-
 def ja3_string(hello: ClientHello) -> str:
     return ",".join(
         (
             str(hello.legacy_version),
-            _join(_no_grease(hello.ciphers)),
-            _join(_no_grease(hello.extensions)),
-            _join(_no_grease(hello.supported_groups)),
+            _join(without_grease(hello.ciphers)),
+            _join(without_grease(hello.extensions)),
+            _join(without_grease(hello.supported_groups)),
             _join(hello.ec_point_formats),
         )
     )
@@ -38,9 +34,9 @@ def ja3n_string(hello: ClientHello) -> str:
     return ",".join(
         (
             str(hello.legacy_version),
-            _join(_no_grease(hello.ciphers)),
-            _join(sorted(_no_grease(hello.extensions))),
-            _join(_no_grease(hello.supported_groups)),
+            _join(without_grease(hello.ciphers)),
+            _join(sorted(without_grease(hello.extensions))),
+            _join(without_grease(hello.supported_groups)),
             _join(hello.ec_point_formats),
         )
     )
@@ -48,7 +44,7 @@ def ja3n_string(hello: ClientHello) -> str:
 
 def ja3s_string(hello: ServerHello) -> str:
     return ",".join(
-        (str(hello.legacy_version), str(hello.cipher), _join(_no_grease(hello.extensions)))
+        (str(hello.legacy_version), str(hello.cipher), _join(without_grease(hello.extensions)))
     )
 
 

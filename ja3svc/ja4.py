@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from hashlib import sha256
 
-from ja3svc.grease import GREASE_VALUES
+from ja3svc.grease import without_grease
 from ja3svc.hello import EXT_ALPN, EXT_SERVER_NAME, ClientHello
 
 _VERSION_CODES = {
@@ -26,7 +26,7 @@ TRANSPORT_PREFIX = {"tcp": "t", "quic": "q", "dtls": "d"}
 
 
 def _version_code(hello: ClientHello) -> str:
-    versions = [v for v in hello.supported_versions if v not in GREASE_VALUES]
+    versions = without_grease(hello.supported_versions)
     if versions:
         # DTLS version numbers count downwards (0xfefc is DTLS 1.3), so "highest" is per family.
         dtls = [v for v in versions if v >= 0xFE00]
@@ -55,8 +55,8 @@ def _hash12(text: str) -> str:
 
 
 def _parts(hello: ClientHello, transport: str) -> tuple[str, str, str, str]:
-    ciphers = [c for c in hello.ciphers if c not in GREASE_VALUES]
-    extensions = [e for e in hello.extensions if e not in GREASE_VALUES]
+    ciphers = without_grease(hello.ciphers)
+    extensions = without_grease(hello.extensions)
     a = "{}{}{}{:02d}{:02d}{}".format(
         TRANSPORT_PREFIX[transport],
         _version_code(hello),
@@ -67,7 +67,7 @@ def _parts(hello: ClientHello, transport: str) -> tuple[str, str, str, str]:
     )
     b = ",".join(f"{c:04x}" for c in sorted(ciphers))
     c = ",".join(f"{e:04x}" for e in sorted(extensions) if e not in (EXT_SERVER_NAME, EXT_ALPN))
-    sigs = ",".join(f"{s:04x}" for s in hello.signature_algorithms if s not in GREASE_VALUES)
+    sigs = ",".join(f"{s:04x}" for s in without_grease(hello.signature_algorithms))
     return a, b, c, sigs
 
 
