@@ -33,6 +33,15 @@ _unordered_memo: dict[tuple[object, ...], dict[str, str]] = {}
 _server_memo: dict[tuple[object, ...], dict[str, str]] = {}
 
 
+def _remember(
+    memo: dict[tuple[object, ...], dict[str, str]], key: tuple[object, ...], value: dict[str, str]
+) -> dict[str, str]:
+    if len(memo) >= MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
 def tls_version_name(version: int) -> str:
     return _TLS_VERSION_NAMES.get(version, f"0x{version:04x}")
 
@@ -73,9 +82,7 @@ def client_fingerprints(
             "ja4": ja4(hello, transport),
             "ja4_r": ja4_r(hello, transport),
         }
-        if len(_unordered_memo) >= MEMO_LIMIT:
-            _unordered_memo.clear()
-        _unordered_memo[unordered_key] = unordered
+        _remember(_unordered_memo, unordered_key, unordered)
     j3 = ja3_string(hello)
     jd = ja3_dovecot_string(hello, dovecot_profile)
     result = {
@@ -89,10 +96,7 @@ def client_fingerprints(
         "ja3_dovecot": jd,
         "ja3_dovecot_hash": md5_hex(jd),
     }
-    if len(_client_memo) >= MEMO_LIMIT:
-        _client_memo.clear()
-    _client_memo[key] = result
-    return result
+    return _remember(_client_memo, key, result)
 
 
 def server_fingerprints(hello: ServerHello) -> dict[str, str]:
@@ -107,7 +111,4 @@ def server_fingerprints(hello: ServerHello) -> dict[str, str]:
         "ja3s": j3s,
         "ja3s_hash": md5_hex(j3s),
     }
-    if len(_server_memo) >= MEMO_LIMIT:
-        _server_memo.clear()
-    _server_memo[key] = result
-    return result
+    return _remember(_server_memo, key, result)

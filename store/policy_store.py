@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, or_, select
+from sqlalchemy import Connection, Engine, Row, delete, func, insert, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ja3svc.models import (
@@ -52,7 +52,8 @@ def _maybe_connect(engine: Engine, conn: Connection | None) -> Iterator[Connecti
             yield c
 
 
-def label_fact(row: Label) -> LabelFact:
+def label_fact(row: Label | Row[Any]) -> LabelFact:
+    """A label as the verdict engine sees it, from an ORM object or a Core row of its columns."""
     return LabelFact(
         kind=row.kind,
         value=row.value,
@@ -150,18 +151,7 @@ class PolicyStore:
         )
         with _maybe_connect(self.engine, conn) as c:
             for row in c.execute(stmt):
-                found[(row.kind, row.value)].append(
-                    LabelFact(
-                        kind=row.kind,
-                        value=row.value,
-                        action=row.action,
-                        client_name=row.client_name or "",
-                        category=row.category or "",
-                        tarpit_seconds=row.tarpit_seconds,
-                        source=row.source,
-                        confidence=row.confidence,
-                    )
-                )
+                found[(row.kind, row.value)].append(label_fact(row))
         return {r: tuple(v) for r, v in found.items()}
 
     def actionable_labels(self, limit: int) -> list[LabelFact]:
