@@ -48,6 +48,7 @@ from tests.support.netns import (
     veth_pair,
     wait_for_listen,
 )
+from tests.support.tshark import tcp_client_hellos
 
 _NETNS_OK, _NETNS_WHY = netns_available()
 
@@ -345,32 +346,7 @@ def tshark_client_ja3(pcap: Path) -> list[dict[str, Any]]:
     IMAPS is decoded as TLS on its port; on the IMAP port tshark's IMAP dissector follows the
     STARTTLS exchange (both directions are recorded) and hands the rest to TLS.
     """
-    argv = [
-        "tshark", "-r", str(pcap), "-o", "tcp.desegment_tcp_streams:TRUE",
-        "-d", f"tcp.port=={IMAPS_PORT},tls", "-d", f"tcp.port=={IMAP_PORT},imap",
-        "-Y", "tls.handshake.type==1", "-T", "json",
-        "-e", "frame.number", "-e", "tcp.srcport", "-e", "tcp.dstport",
-        "-e", "tls.handshake.ja3", "-e", "tls.handshake.ja3_full",
-    ]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout
-    rows = []
-    for pkt in json.loads(out or "[]"):
-        layers = pkt["_source"]["layers"]
-        for ja3, full in zip(
-            layers.get("tls.handshake.ja3", []),
-            layers.get("tls.handshake.ja3_full", []),
-            strict=True,
-        ):
-            rows.append(
-                {
-                    "frame": int(layers["frame.number"][0]),
-                    "sport": int(layers["tcp.srcport"][0]),
-                    "dport": int(layers["tcp.dstport"][0]),
-                    "ja3": ja3,
-                    "ja3_full": full,
-                }
-            )
-    return sorted(rows, key=lambda r: r["frame"])
+    return tcp_client_hellos(pcap, (f"tcp.port=={IMAPS_PORT},tls", f"tcp.port=={IMAP_PORT},imap"))
 
 
 CLIENTS = [("gnutls", "imaps"), ("gnutls", "starttls"), ("python", "imaps"), ("python", "starttls")]

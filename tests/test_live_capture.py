@@ -47,6 +47,7 @@ from tests.support.netns import (
     veth_pair,
     wait_for_listen,
 )
+from tests.support.tshark import tcp_client_hellos
 
 _AVAILABLE, _REASON = netns_available() if sys.platform == "linux" else (False, "Linux only")
 
@@ -152,28 +153,7 @@ class ListWriter:
 
 def tshark_client_hellos(pcap: Path) -> list[dict[str, Any]]:
     """Every ClientHello tshark finds: source port, JA3 string and TCP segments, frame order."""
-    argv = [
-        "tshark", "-r", str(pcap), "-o", "tcp.desegment_tcp_streams:TRUE",
-        "-d", f"tcp.port=={HRR_PORT},tls", "-Y", "tls.handshake.type==1", "-T", "json",
-        "-e", "frame.number", "-e", "tcp.srcport", "-e", "tcp.dstport",
-        "-e", "tcp.segment.count", "-e", "tls.handshake.ja3_full",
-    ]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout
-    rows = []
-    for pkt in json.loads(out or "[]"):
-        layers = pkt["_source"]["layers"]
-        segments = layers.get("tcp.segment.count", ["1"])
-        for ja3 in layers.get("tls.handshake.ja3_full", []):
-            rows.append(
-                {
-                    "frame": int(layers["frame.number"][0]),
-                    "sport": int(layers["tcp.srcport"][0]),
-                    "dport": int(layers["tcp.dstport"][0]),
-                    "segments": int(segments[0]),
-                    "ja3": ja3,
-                }
-            )
-    return sorted(rows, key=lambda r: r["frame"])
+    return tcp_client_hellos(pcap, (f"tcp.port=={HRR_PORT},tls",))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
@@ -294,16 +274,16 @@ def test_every_client_hello_tshark_sees_with_the_same_ja3(session: Session):
         ours[r["sport"]].append(r["ja3"])
     theirs: dict[int, list[str]] = defaultdict(list)
     for r in session.oracle:
-        theirs[r["sport"]].append(r["ja3"])
+        theirs[r["sport"]].append(r["ja3_full"])
     assert ours == theirs
-    assert Counter(r["ja3"] for r in live) == Counter(r["ja3"] for r in session.oracle)
+    assert Counter(r["ja3"] for r in live) == Counter(r["ja3_full"] for r in session.oracle)
 
 
 def test_multi_segment_hellos_were_captured(session: Session):
     spanning = [r for r in session.oracle if r["segments"] >= 2]
     assert spanning, "curl_cffi's browser hellos should span two segments at MTU 1500"
     ours = {(r["sport"], r["ja3"]) for r in session.writer.records}
-    assert all((r["sport"], r["ja3"]) in ours for r in spanning)
+    assert all((r["sport"], r["ja3_full"]) in ours for r in spanning)
 
 
 def test_hello_retry_request_gives_two_hellos(session: Session):
@@ -316,7 +296,7 @@ def test_correlation_by_peer_returns_the_last_hello(session: Session):
     lookup = ConnectionFingerprints(session.worker.recent, None, wait_seconds=0.5)
     client_ip = session.net.client.ipv4
     for server_port, client_port in session.python_ports.items():
-        expected = [r["ja3"] for r in session.oracle if r["sport"] == client_port]
+        expected = [r["ja3_full"] for r in session.oracle if r["sport"] == client_port]
         found = lookup.lookup(client_ip, client_port, time.time())
         assert found is not None, f"no hello for {client_ip}:{client_port}"
         # After a HelloRetryRequest Dovecot keeps the LAST hello: so must we.
