@@ -23,6 +23,7 @@ from capture.capture_file import NotACaptureError
 from capture.pcap_run import RunTotals, fingerprint_stream
 from cli.main import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE
 from ja3svc.dovecot import DEFAULT_PROFILE, OPENSSL_PROFILES
+from ja3svc.settings import Settings, load_settings
 from ja3svc.sighting import HelloSighting
 
 Record = dict[str, Any]
@@ -71,10 +72,22 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    profile = args.dovecot_profile or _configured_profile()
+    overrides = {"database_url": args.database_url} if args.database_url else {}
+    try:
+        settings = load_settings(**overrides)
+    except (OSError, ValueError) as exc:  # TOML and validation errors are ValueErrors
+        if args.store:
+            print(f"ja3svc pcap: bad settings: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        # Offline analysis needs no settings: say so, and go on with the defaults.
+        print(f"ja3svc pcap: ignoring bad settings ({exc})", file=sys.stderr)
+        settings = None
+    profile = args.dovecot_profile or (
+        settings.dovecot_openssl_profile if settings else DEFAULT_PROFILE
+    )
     out = sys.stdout
     emit, finish = _output(args.format, args.summary, out)
-    store = _Store(args) if args.store else None
+    store = _Store(args, settings) if args.store and settings else None
     totals = RunTotals()
     status = EXIT_OK
     stdin_used = False
@@ -125,15 +138,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         _print_totals(totals, sys.stderr)
     return status
-
-
-def _configured_profile() -> str:
-    from ja3svc.settings import load_settings
-
-    try:
-        return load_settings().dovecot_openssl_profile
-    except Exception:  # a broken config file must not stop offline analysis
-        return DEFAULT_PROFILE
 
 
 # --- output formats ----------------------------------------------------------------------
@@ -270,12 +274,10 @@ def _print_totals(t: RunTotals, err: TextIO) -> None:
 class _Store:
     """Records each hello as a sighting through the store's batched, spooling writer."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        from ja3svc.settings import load_settings
+    def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
         from store.database import Database
 
-        overrides = {"database_url": args.database_url} if args.database_url else {}
-        self.settings = load_settings(**overrides)
+        self.settings = settings
         self.db = Database.from_settings(self.settings)
         self.sensor = args.sensor
         self.writers: list[Any] = []

@@ -196,7 +196,10 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     file_values: dict[str, Any] = {}
     if path:
         with open(path, "rb") as fh:
-            file_values = tomllib.load(fh)
+            try:
+                file_values = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"{path}: {exc}") from None
     # Environment beats the file: pydantic-settings gives init kwargs priority, so drop file keys
     # that the environment sets.
     env_keys = {

@@ -254,3 +254,16 @@ def test_empty_file(tmp_path: Path) -> None:
 def test_unknown_option_is_usage_error() -> None:
     status, _out, _err = run_cli("pcap", "--no-such-option", str(HRR))
     assert status == 1
+
+
+def test_broken_config_file_warns_offline_and_refuses_store(tmp_path, monkeypatch):
+    bad = tmp_path / "ja3svc.toml"
+    bad.write_text("database_url = [\n")
+    monkeypatch.setenv("JA3SVC_CONFIG", str(bad))
+    capture = Path(__file__).parent / "pcaps" / "openssl-tls13.pcap"
+    status, out, err = run_cli("pcap", "--no-progress", "-q", str(capture))
+    assert status == 0 and len(out.splitlines()) == 2  # analysis needs no settings
+    assert "ignoring bad settings" in err and str(bad) in err
+    status, out, err = run_cli("pcap", "--no-progress", "-q", "--store", str(capture))
+    assert status == 1 and out == ""
+    assert "bad settings" in err and str(bad) in err and "Traceback" not in err
