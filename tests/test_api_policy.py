@@ -372,3 +372,39 @@ def test_writer_drops_and_counts_when_full(tmp_path):
     assert writer.flush(1.0)  # without a thread the queue is written inline
     assert PolicyStore.from_database(db).stats()["auth_failures"] == 3
     db.dispose()
+
+
+def test_large_write_batch_spans_several_statements(database):
+    """More rows than one multi-row statement holds (SQLite path) and repeated successes of one
+    account and fingerprint merged into one upsert row, on both databases."""
+    from store.policy_store import DecisionRecord, PolicyStore
+
+    store = PolicyStore.from_database(database)
+    successes = [(1000.0 + i, f"u{i % 150}", ("ja3_dovecot", H)) for i in range(450)]
+    failures = [(2000.0 + i, f"f{i}", ("ja3", H)) for i in range(301)]
+    decisions = [
+        DecisionRecord(
+            3000.0 + i,
+            "allow/before",
+            f"d{i}",
+            "192.0.2.1",
+            40000 + i,
+            H,
+            0,
+            "allow",
+            "default",
+            f"reason {i}",
+            (),
+        )
+        for i in range(203)
+    ]
+    store.write_batch(successes, failures, decisions)
+    store.write_batch(successes[:150], [], [])  # upsert onto existing rows
+    stats = store.stats()
+    assert stats["user_fingerprints"] == 150
+    assert stats["auth_failures"] == 301
+    assert stats["decisions"] == 203
+    history = store.user_history("u7")
+    assert history.successes == 4  # three in the first batch, one in the second
+    rows = store.decisions(limit=500)
+    assert sorted(r["reason"] for r in rows) == sorted(f"reason {i}" for i in range(203))
