@@ -7,6 +7,7 @@ SQLite file to head on first use) unless a database is passed in, as tests do.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -87,10 +88,13 @@ def create_app(
     clock: Callable[[], float] = time.time,
     background: Sequence[Startable] = (),
     extra_metrics: Mapping[str, MetricsCallback] | None = None,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """The app. ``background`` objects are started after the service and stopped before it
     (``serve --capture`` passes its CaptureWorker); ``extra_metrics`` maps a metric-name prefix
     to a callback whose numbers /metrics exports as ``<prefix>_<name>`` gauges.
+    ``freeze_heap`` (for the server process, which owns its interpreter; not for tests) moves
+    everything alive at start out of the garbage collector's sight, see the lifespan.
 
     Without a ``connection_lookup``, ``settings.serve.correlate_database`` makes the service
     look hellos up in the (shared) database that separate capture workers write to.
@@ -120,6 +124,14 @@ def create_app(
         if not settings.policy.api_keys:
             log.warning("policy endpoint is open: no policy.api_keys configured")
         service.start()
+        if freeze_heap:
+            # Everything alive now (modules, FastAPI's and SQLAlchemy's objects, the preloaded
+            # labels: ~150,000 objects) lives as long as the process. Left in the collector's
+            # oldest generation, each full collection walked all of them: a 120 ms pause in the
+            # middle of Dovecot's requests, measured on the 2-core test machine. Frozen, they
+            # are never scanned again (and still freed by reference counting if dropped).
+            gc.collect()
+            gc.freeze()
         started: list[Startable] = []
         try:
             for item in background:
@@ -178,4 +190,4 @@ def app_from_env() -> FastAPI:
     configure(os.environ.get(LOG_LEVEL_ENV, "info"))
     raw = os.environ.get(SETTINGS_ENV)
     settings = Settings(**json.loads(raw)) if raw else load_settings()
-    return create_app(settings)
+    return create_app(settings, freeze_heap=True)

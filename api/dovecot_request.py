@@ -82,7 +82,12 @@ def parse_request(command: str, body: bytes) -> DovecotRequest:
             raise BadRequest(f"{key!r} must be a boolean")
         flags[key] = value
     attributes: dict[str, str] = {}
-    _flatten(data, "", "", attributes, 0)
+    for key, value in data.items():
+        # Most attributes are top-level strings: only objects and oddities need _flatten.
+        if type(value) is str:
+            attributes[key] = value
+        else:
+            _flatten({key: value}, "", "", attributes, 0)
     return DovecotRequest(
         command, attributes, flags["success"], flags["policy_reject"], flags["tls"]
     )

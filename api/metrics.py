@@ -28,19 +28,42 @@ def _labels(names: Sequence[str], values: Sequence[str]) -> str:
     return "{" + inner + "}"
 
 
+class _LabelKeys:
+    """Folds label values into the allowed sets (anything else becomes ``other``).
+
+    Every policy request increments two or three series; folding each value anew cost more than
+    the increment itself. Folded keys are memoised, and the memo is bounded by the number of
+    distinct raw inputs it accepts: beyond that, values are folded without it.
+    """
+
+    _MEMO_MAX = 4096
+
+    def __init__(self, labels: dict[str, Sequence[str]]) -> None:
+        self.label_names = tuple(labels)
+        self.allowed = tuple(frozenset(v) | {OTHER} for v in labels.values())
+        self._memo: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def key(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        key = self._memo.get(values)
+        if key is None:
+            key = tuple(
+                v if v in ok else OTHER for v, ok in zip(values, self.allowed, strict=True)
+            )
+            if len(self._memo) < self._MEMO_MAX:
+                self._memo[values] = key
+        return key
+
+
 class Counter:
     def __init__(self, name: str, help_text: str, labels: dict[str, Sequence[str]]) -> None:
         self.name, self.help = name, help_text
-        self.label_names = tuple(labels)
-        self.allowed = tuple(frozenset(v) | {OTHER} for v in labels.values())
+        self._keys = _LabelKeys(labels)
+        self.label_names = self._keys.label_names
         self._values: dict[tuple[str, ...], float] = {}
         self._lock = threading.Lock()
 
-    def _key(self, values: Sequence[str]) -> tuple[str, ...]:
-        return tuple(v if v in ok else OTHER for v, ok in zip(values, self.allowed, strict=True))
-
     def inc(self, *values: str, amount: float = 1.0) -> None:
-        key = self._key(values)
+        key = self._keys.key(values)
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
 
@@ -53,8 +76,9 @@ class Counter:
 
 class Gauge(Counter):
     def set(self, value: float, *values: str) -> None:
+        key = self._keys.key(values)
         with self._lock:
-            self._values[self._key(values)] = value
+            self._values[key] = value
 
     def render(self) -> list[str]:
         out = super().render()
@@ -72,14 +96,14 @@ class Histogram:
     ) -> None:
         self.name, self.help = name, help_text
         self.buckets = tuple(sorted(buckets))
-        self.label_names = tuple(labels)
-        self.allowed = tuple(frozenset(v) | {OTHER} for v in labels.values())
+        self._keys = _LabelKeys(labels)
+        self.label_names = self._keys.label_names
         # per label key: bucket counts (non-cumulative, last is +Inf), sum, count
         self._series: dict[tuple[str, ...], list[float]] = {}
         self._lock = threading.Lock()
 
     def observe(self, value: float, *values: str) -> None:
-        key = tuple(v if v in ok else OTHER for v, ok in zip(values, self.allowed, strict=True))
+        key = self._keys.key(values)
         idx = bisect.bisect_left(self.buckets, value)
         with self._lock:
             series = self._series.get(key)

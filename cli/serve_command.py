@@ -180,6 +180,7 @@ def _run_with_capture(args: argparse.Namespace, settings: Any) -> int:
             connection_lookup=lookup,
             background=[worker],
             extra_metrics={"ja3svc_capture": worker.metrics},
+            freeze_heap=True,
         )
         # lifespan "on": a failing start-up (the capture worker) must stop the service, not
         # be taken for an app without lifespan support ("auto").

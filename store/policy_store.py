@@ -569,11 +569,16 @@ class _SqliteFast:
     ) -> AllowFacts:
         try:
             # Connection.execute: a cursor per statement, made in C (cheaper than one kept
-            # through the pool's wrapper).
+            # through the pool's wrapper). One read transaction for the three reads: one WAL
+            # snapshot, and its shared-memory locks are taken once instead of per statement.
             conn = self._conn()
-            labels = self._labels(conn, label_refs)
-            history = self._history(conn, username) if username else None
-            rep = self._reputation(conn, identity_refs, window, now) if identity_refs else None
+            conn.execute("BEGIN")
+            try:
+                labels = self._labels(conn, label_refs)
+                history = self._history(conn, username) if username else None
+                rep = self._reputation(conn, identity_refs, window, now) if identity_refs else None
+            finally:
+                conn.execute("COMMIT")
         except Exception:
             self._drop()
             raise

@@ -408,3 +408,18 @@ def test_large_write_batch_spans_several_statements(database):
     assert history.successes == 4  # three in the first batch, one in the second
     rows = store.decisions(limit=500)
     assert sorted(r["reason"] for r in rows) == sorted(f"reason {i}" for i in range(203))
+
+
+def test_metric_labels_stay_bounded_past_the_memo():
+    """Label values outside the allowed set are folded into "other" however many distinct ones
+    arrive, also after the memo of folded keys is full."""
+    from api.metrics import Counter
+
+    counter = Counter("t_total", "test", {"command": ("allow", "report")})
+    for i in range(10_000):
+        counter.inc(f"junk{i}")
+    counter.inc("allow")
+    text = "\n".join(counter.render())
+    assert 't_total{command="other"} 10000' in text
+    assert 't_total{command="allow"} 1' in text
+    assert text.count("t_total{") == 2
