@@ -1,6 +1,10 @@
 """The baseline of benchmarks/policy_load.py: the least an ASGI app under uvicorn can do,
 answering every request with a constant ``{"status":0}`` (it still reads the body, as Dovecot's
-server must)."""
+server must).
+
+``python benchmarks/constant_app.py PORT WORKERS`` runs it with several worker processes on the
+same terms as ``ja3svc serve --workers N`` (TCP_NODELAY on the shared socket, no access log).
+"""
 
 from __future__ import annotations
 
@@ -19,3 +23,18 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         more = message.get("more_body", False)
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     await send({"type": "http.response.body", "body": BODY})
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    import uvicorn
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from cli.serve_command import _bind_with_no_delay
+
+    port, workers = int(sys.argv[1]), int(sys.argv[2])
+    _bind_with_no_delay(uvicorn.Config)
+    uvicorn.run("benchmarks.constant_app:app", port=port, workers=workers,
+                log_level="warning", access_log=False)  # fmt: skip

@@ -11,8 +11,9 @@
    is bounded in requests and time.
 3. Peak throughput of both with wrk (Debian package) and a Lua script, and the ratio.
 4. With --workers N > 1 (default 2), a second `ja3svc serve --workers N` on the same database:
-   the highest fixed rate and wrk peak again. Each worker has its own caches, so more requests
-   reach the database than with one worker.
+   the highest fixed rate and wrk peak again, and the peak of the constant app with N workers
+   (its like-for-like peer). Each worker has its own caches, so more requests reach the
+   database than with one worker.
 5. Bulk-inserts --labels labels, then measures the store's lookup latency and the 1,000 req/s
    step again with hashes drawn from the labelled set: lookups must not slow down.
 
@@ -345,11 +346,22 @@ def main() -> int:
             r = fixed_rate(port, reqs, rate, args.seconds)
             print(row(name, f"{rate:.0f}", r), flush=True)
             value = wrk_peak(port, workdir, bodies, args.peak_seconds)
-            if value:
-                print(f"{name:<10} {round(value):>9} req/s (wrk)")
-                if peak["constant"]:
-                    print(f"ratio {name}/constant: {value / peak['constant']:.0%}")
             stop(procs.pop())
+            # The like-for-like peer: the constant app with as many worker processes.
+            cport = free_port()
+            cmd = [sys.executable, "benchmarks/constant_app.py", str(cport), str(args.workers)]
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env))
+            wait_port(cport, procs[-1])
+            time.sleep(2)
+            cvalue = wrk_peak(cport, workdir, bodies, args.peak_seconds)
+            stop(procs.pop())
+            cname = f"constant/w{args.workers}"
+            for label, v in ((name, value), (cname, cvalue)):
+                print(f"{label:<12} {v if v is None else round(v):>9} req/s (wrk)")
+            if value and cvalue:
+                print(f"ratio {name}/{cname}: {value / cvalue:.0%}")
+            if value and peak["constant"]:
+                print(f"ratio {name}/constant (1 worker): {value / peak['constant']:.0%}")
 
         if args.labels:
             # The same shape of traffic before and after the insert: 40,000 distinct hashes, so
