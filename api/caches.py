@@ -2,6 +2,13 @@
 
 All of it is per process. With several workers each keeps its own copy; the database stays the
 source of truth and every cache entry expires, so workers converge within seconds.
+
+The long-lived caches (labels, accounts' fingerprints, reputation: up to 100,000-200,000
+entries each) keep their values as plain tuples of strings and numbers and build the engine's
+dataclasses on a hit. Python's collector stops tracking such tuples, while every dataclass
+instance stays tracked and is walked by each full collection: measured with the dataclasses,
+78,000 tracked objects after 20,000 logins and full-collection pauses of 30-120 ms in the
+middle of Dovecot's requests.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from ja3svc.policy.facts import LabelFact, PolicyInputs
+from ja3svc.policy.facts import FingerprintRef, LabelFact, PolicyInputs, Reputation, UserHistory
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -65,6 +72,9 @@ class TtlLru(Generic[K, V]):
         return len(self._data)
 
 
+LabelRow = tuple[str, str, str, str, str, int | None, str, int]  # LabelFact's fields, in order
+
+
 class LabelCache:
     """Labels by (kind, value): recently looked up ones plus the preloaded actionable ones.
 
@@ -73,7 +83,7 @@ class LabelCache:
     """
 
     def __init__(self, maxsize: int = 200_000, ttl: float = 5.0) -> None:
-        self._lru: TtlLru[Ref, tuple[LabelFact, ...]] = TtlLru(maxsize, ttl)
+        self._lru: TtlLru[Ref, tuple[LabelRow, ...]] = TtlLru(maxsize, ttl)
 
     def split(
         self, refs: Iterable[Ref], allow_stale: bool = False
@@ -86,12 +96,19 @@ class LabelCache:
             if found is None:
                 misses.append(ref)
             else:
-                hits[ref] = found
+                hits[ref] = tuple(LabelFact(*row) for row in found) if found else ()
         return hits, misses
 
     def store(self, labels: dict[Ref, tuple[LabelFact, ...]]) -> None:
         for ref, found in labels.items():
-            self._lru.put(ref, found)
+            self._lru.put(
+                ref,
+                tuple(
+                    (lb.kind, lb.value, lb.action, lb.client_name, lb.category,
+                     lb.tarpit_seconds, lb.source, lb.confidence)
+                    for lb in found
+                ),
+            )  # fmt: skip
 
     def preload(self, labels: Iterable[LabelFact]) -> int:
         grouped: dict[Ref, list[LabelFact]] = {}
@@ -105,6 +122,47 @@ class LabelCache:
             self._lru.clear()
         else:
             self._lru.discard(ref)
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+
+class HistoryCache:
+    """Accounts' learned fingerprints (``UserHistory``), briefly, by login."""
+
+    def __init__(self, maxsize: int, ttl: float) -> None:
+        self._lru: TtlLru[str, tuple[tuple[Ref, ...], int]] = TtlLru(maxsize, ttl)
+
+    def get(self, login: str) -> UserHistory | None:
+        found = self._lru.get(login)
+        if found is None:
+            return None
+        refs, successes = found
+        return UserHistory(frozenset(FingerprintRef(k, v) for k, v in refs), successes)
+
+    def put(self, login: str, history: UserHistory) -> None:
+        refs = tuple((f.kind, f.value) for f in history.known)
+        self._lru.put(login, (refs, history.successes))
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+
+class ReputationCache:
+    """``Reputation`` of a request's fingerprints (the tuple of its identity refs), briefly."""
+
+    def __init__(self, maxsize: int, ttl: float) -> None:
+        self._lru: TtlLru[tuple[Ref, ...], tuple[int, int, int]] = TtlLru(maxsize, ttl)
+
+    def get(self, key: tuple[Ref, ...]) -> Reputation | None:
+        found = self._lru.get(key)
+        return None if found is None else Reputation(*found)
+
+    def put(self, key: tuple[Ref, ...], rep: Reputation) -> None:
+        self._lru.put(key, (rep.distinct_failed_accounts, rep.failures, rep.window_seconds))
+
+    def discard(self, key: tuple[Ref, ...]) -> None:
+        self._lru.discard(key)
 
     def __len__(self) -> int:
         return len(self._lru)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from api.caches import LabelCache, SessionTracker, TtlLru
+from api.caches import HistoryCache, LabelCache, ReputationCache, SessionTracker
 from api.dovecot_request import DovecotRequest, normalise_hash, parse_port
 from api.metrics import PolicyMetrics
 from api.writer import BatchWriter
@@ -93,12 +93,10 @@ class PolicyService:
         self.metrics = PolicyMetrics([name for name, _ in RULES])
         self.labels = LabelCache(ttl=settings.label_cache_seconds)
         self.sessions = SessionTracker(settings.session_window_seconds)
-        self._reputation: TtlLru[tuple[Ref, ...], Reputation] = TtlLru(
-            100_000, settings.reputation_cache_seconds
-        )
+        self._reputation = ReputationCache(100_000, settings.reputation_cache_seconds)
         # Accounts' learned fingerprints, briefly: the second allow of a login and bursts from
         # one account need no query. Updated in place by this worker's own success reports.
-        self._history: TtlLru[str, UserHistory] = TtlLru(100_000, settings.label_cache_seconds)
+        self._history = HistoryCache(100_000, settings.label_cache_seconds)
         self._ja3_kinds = tuple(settings.ja3_label_kinds)
         self.writer = BatchWriter(
             store, on_drop=lambda n: self.metrics.writer_dropped.inc(amount=n)

@@ -423,3 +423,30 @@ def test_metric_labels_stay_bounded_past_the_memo():
     assert 't_total{command="other"} 10000' in text
     assert 't_total{command="allow"} 1' in text
     assert text.count("t_total{") == 2
+
+
+def test_long_lived_caches_hold_nothing_the_collector_must_walk():
+    """The label, history and reputation caches give back the engine's dataclasses but keep
+    plain tuples, which the garbage collector stops tracking (see api.caches)."""
+    import gc
+
+    from api.caches import HistoryCache, LabelCache, ReputationCache
+    from ja3svc.policy.facts import FingerprintRef, LabelFact, Reputation, UserHistory
+
+    label = LabelFact("ja3", H, "deny", "bot", "malware", None, "sslbl", 90)
+    labels, history, reputation = LabelCache(), HistoryCache(10, 60), ReputationCache(10, 60)
+    labels.store({("ja3", H): (label,), ("ja3_dovecot", H): ()})
+    known = UserHistory(frozenset({FingerprintRef("ja3", H)}), 4)
+    history.put("ivan", known)
+    reputation.put((("ja3", H),), Reputation(3, 7, 3600))
+    # A tuple is untracked once its items are: a nested entry may need a pass per level.
+    for _ in range(4):
+        gc.collect()
+    for lru in (labels._lru, history._lru, reputation._lru):
+        for entry in lru._data.values():
+            assert not gc.is_tracked(entry)
+    hits, misses = labels.split([("ja3", H), ("ja3_dovecot", H), ("ja4", "x")])
+    assert hits == {("ja3", H): (label,), ("ja3_dovecot", H): ()}
+    assert misses == [("ja4", "x")]
+    assert history.get("ivan") == known and history.get("olga") is None
+    assert reputation.get((("ja3", H),)) == Reputation(3, 7, 3600)
