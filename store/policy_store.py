@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,8 +30,13 @@ from ja3svc.models import (
     UserFingerprint,
 )
 from ja3svc.policy.facts import FingerprintRef, LabelFact, Reputation, UserHistory
+from store.database import SQLITE_BUSY_TIMEOUT_S
 
 Ref = tuple[str, str]  # (kind, value)
+
+
+class StoreBusy(Exception):
+    """Another connection holds SQLite's write lock; nothing was written (``wait=False``)."""
 
 _LABEL_COLUMNS = (
     Label.kind,
@@ -214,6 +220,19 @@ class PolicyStore:
         if self._fast is not None:
             self._fast.close()
 
+    @property
+    def writes_inline(self) -> bool:
+        """True for a SQLite file: a batch takes milliseconds and can be written by the event
+        loop itself without waiting for another process's lock (``write_batch(wait=False)``)."""
+        return self._fast is not None
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database file (SQLite; nothing elsewhere). For the writer,
+        whose inline connection leaves checkpoints to this call, made off the event loop."""
+        if self._fast is not None:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
     # --- report path (batched by the writer) ------------------------------------------------
 
     def write_batch(
@@ -221,13 +240,16 @@ class PolicyStore:
         successes: Sequence[tuple[float, str, Ref]],
         failures: Sequence[tuple[float, str, Ref]],
         decisions: Sequence[DecisionRecord],
+        wait: bool = True,
     ) -> None:
         """One transaction per batch, Core executemany: ORM units of work were the bottleneck.
 
-        On a SQLite file the same statements go straight to the driver (see ``_SqliteFast``)."""
+        On a SQLite file the same statements go straight to the driver (see ``_SqliteFast``);
+        there ``wait=False`` raises :class:`StoreBusy` at once, writing nothing, when another
+        connection holds the write lock, and leaves checkpoints to :meth:`checkpoint`."""
         merged = _merge_successes(successes)
         if self._fast is not None:
-            self._fast.write_batch(merged, failures, decisions)
+            self._fast.write_batch(merged, failures, decisions, wait)
             return
         with self.write_engine.begin() as conn:
             if merged:
@@ -589,14 +611,27 @@ class _SqliteFast:
         merged: dict[tuple[str, str, str], tuple[float, float, int]],
         failures: Sequence[tuple[float, str, Ref]],
         decisions: Sequence[DecisionRecord],
+        wait: bool = True,
     ) -> None:
         try:
             conn = self._conn()
             cur = conn.cursor()
             try:
                 # IMMEDIATE: take the write lock up front (see store.database); the busy timeout
-                # then queues us behind a capture's batch instead of failing.
-                cur.execute("BEGIN IMMEDIATE")
+                # then queues us behind a capture's batch instead of failing. Without waiting
+                # (the event loop's own writes): no busy timeout, and no automatic checkpoint
+                # on COMMIT, which would copy pages and fsync on the loop.
+                if wait:
+                    cur.execute("BEGIN IMMEDIATE")
+                else:
+                    cur.execute("PRAGMA wal_autocheckpoint=0")
+                    cur.execute("PRAGMA busy_timeout=0")
+                    try:
+                        cur.execute("BEGIN IMMEDIATE")
+                    except sqlite3.OperationalError as exc:
+                        raise StoreBusy(str(exc)) from exc
+                    finally:
+                        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
                 try:
                     if merged:
                         _insert_rows(
@@ -616,6 +651,8 @@ class _SqliteFast:
                 cur.execute("COMMIT")
             finally:
                 cur.close()
+        except StoreBusy:
+            raise  # nothing wrong with the connection; the caller retries
         except Exception:
             self._drop()
             raise

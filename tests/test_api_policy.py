@@ -450,3 +450,57 @@ def test_long_lived_caches_hold_nothing_the_collector_must_walk():
     assert misses == [("ja4", "x")]
     assert history.get("ivan") == known and history.get("olga") is None
     assert reputation.get((("ja3", H),)) == Reputation(3, 7, 3600)
+
+
+def test_sqlite_writes_wait_for_another_process_without_blocking_answers(client, tmp_path):
+    """The event loop writes SQLite batches itself: while another process holds the write lock
+    (a capture committing), answers keep coming at once and nothing queued is lost; flush waits
+    and sees everything once the lock is free."""
+    import sqlite3
+    import time
+
+    svc = service(client)
+    assert svc.writer._loop is not None  # inline mode on a SQLite file
+    blocker = sqlite3.connect(tmp_path / "policy.sqlite3", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        for i in range(20):
+            allow(client, allow_24(login=f"busy{i}", session=f"busy{i}"))
+        assert time.monotonic() - started < 5.0  # no answer waited for the 30 s busy timeout
+        time.sleep(0.5)  # a few writer ticks find the lock taken
+        assert svc.writer.flush(0.3) is False  # still queued, not dropped
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    assert svc.writer.flush(5.0)
+    rows = svc.store.decisions(limit=100)
+    assert sorted(r["username"] for r in rows if r["username"].startswith("busy")) == sorted(
+        f"busy{i}" for i in range(20)
+    )
+    metrics = client.get("/metrics").text.splitlines()
+    assert not any(line.startswith("ja3svc_policy_writes_dropped_total ") for line in metrics)
+
+
+def test_inline_writer_checkpoints_off_the_loop(client, monkeypatch):
+    import threading
+    import time
+
+    from api import writer as writer_module
+
+    svc = service(client)
+    loop_thread = client.portal.call(threading.get_ident)
+    calls: list[int] = []
+    real = svc.store.checkpoint
+
+    def recording() -> None:
+        calls.append(threading.get_ident())
+        real()
+
+    monkeypatch.setattr(svc.store, "checkpoint", recording)
+    monkeypatch.setattr(writer_module, "CHECKPOINT_SECONDS", 0.0)
+    allow(client, allow_24(login="cp", session="cp"))
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert calls and loop_thread not in calls
