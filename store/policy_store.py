@@ -38,6 +38,7 @@ Ref = tuple[str, str]  # (kind, value)
 class StoreBusy(Exception):
     """Another connection holds SQLite's write lock; nothing was written (``wait=False``)."""
 
+
 _LABEL_COLUMNS = (
     Label.kind,
     Label.value,
