@@ -76,6 +76,7 @@ class BatchWriter:
         self._tick_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._since_checkpoint = 0.0
         self._checkpointing = False
+        self._busy = False  # the last inline attempt found the lock taken: wait for the timer
 
     def start(self) -> None:
         if self._thread is not None or self._loop is not None:
@@ -149,7 +150,7 @@ class BatchWriter:
         if len(self._items) >= self._batch:
             # A full batch: no point waiting for the timer.
             if self._loop is not None:
-                if self._tick_handle is not None and self._on_loop():
+                if self._tick_handle is not None and not self._busy and self._on_loop():
                     self._tick_handle.cancel()
                     self._schedule(0)
             else:
@@ -206,7 +207,8 @@ class BatchWriter:
                     markers.append(item)
                 else:
                     items.append(item)
-            if items and not self._write(items, wait):
+            self._busy = bool(items) and not self._write(items, wait)
+            if self._busy:
                 self._items.extendleft(reversed([*items, *markers]))
                 return
             for marker in markers:
