@@ -46,9 +46,7 @@ class _LabelKeys:
     def key(self, values: tuple[str, ...]) -> tuple[str, ...]:
         key = self._memo.get(values)
         if key is None:
-            key = tuple(
-                v if v in ok else OTHER for v, ok in zip(values, self.allowed, strict=True)
-            )
+            key = tuple(v if v in ok else OTHER for v, ok in zip(values, self.allowed, strict=True))
             if len(self._memo) < self._MEMO_MAX:
                 self._memo[values] = key
         return key

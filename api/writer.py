@@ -77,6 +77,7 @@ class BatchWriter:
         self._since_checkpoint = 0.0
         self._checkpointing = False
         self._busy = False  # the last inline attempt found the lock taken: wait for the timer
+        self._tick_soon = False  # a tick without delay is already scheduled
 
     def start(self) -> None:
         if self._thread is not None or self._loop is not None:
@@ -117,13 +118,15 @@ class BatchWriter:
 
     def _schedule(self, delay: float) -> None:
         assert self._loop is not None
-        if delay <= 0:
+        self._tick_soon = delay <= 0
+        if self._tick_soon:
             self._tick_handle = self._loop.call_soon(self._tick)
         else:
             self._tick_handle = self._loop.call_later(delay, self._tick)
 
     def _tick(self) -> None:
         self._tick_handle = None
+        self._tick_soon = False
         self._drain(wait=False)
         self._since_checkpoint += self._interval
         if self._since_checkpoint >= CHECKPOINT_SECONDS and not self._checkpointing:
@@ -150,8 +153,9 @@ class BatchWriter:
         if len(self._items) >= self._batch:
             # A full batch: no point waiting for the timer.
             if self._loop is not None:
-                if self._tick_handle is not None and not self._busy and self._on_loop():
-                    self._tick_handle.cancel()
+                handle = self._tick_handle
+                if handle is not None and not (self._busy or self._tick_soon) and self._on_loop():
+                    handle.cancel()
                     self._schedule(0)
             else:
                 self._wake.set()

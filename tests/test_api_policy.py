@@ -504,3 +504,51 @@ def test_inline_writer_checkpoints_off_the_loop(client, monkeypatch):
     while not calls and time.monotonic() < deadline:
         time.sleep(0.05)
     assert calls and loop_thread not in calls
+
+
+def test_inline_writer_writes_a_full_batch_once_without_a_tick_per_request():
+    """Requests arriving faster than the loop yields: past a full batch, one immediate tick is
+    scheduled (not one per request), and it writes everything queued, batch by batch."""
+    import asyncio
+
+    from api.writer import BatchWriter
+
+    class RecordingStore:
+        writes_inline = True
+
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        def write_batch(self, successes, failures, decisions, wait=True) -> None:
+            self.batches.append(len(successes) + len(failures) + len(decisions))
+
+        def checkpoint(self) -> None:
+            pass
+
+    async def scenario() -> tuple[list[int], int]:
+        store = RecordingStore()
+        writer = BatchWriter(store, batch=10, interval=60.0)  # type: ignore[arg-type]
+        writer.start()
+        loop = asyncio.get_running_loop()
+        scheduled = 0
+        real = loop.call_soon
+
+        def counting(*args, **kw):
+            nonlocal scheduled
+            scheduled += 1
+            return real(*args, **kw)
+
+        loop.call_soon = counting  # type: ignore[method-assign]
+        try:
+            for i in range(35):  # no await in between: the loop cannot run a tick
+                writer.failure((1.0, f"u{i}", ("ja3", H)))
+        finally:
+            loop.call_soon = real  # type: ignore[method-assign]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        writer.stop()
+        return store.batches, scheduled
+
+    batches, scheduled = asyncio.run(scenario())
+    assert scheduled == 1
+    assert batches == [10, 10, 10, 5]
