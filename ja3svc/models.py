@@ -189,7 +189,9 @@ class Decision(Base):
     """Audit log of policy verdicts; pruned after the retention period."""
 
     __tablename__ = "decisions"
-    __table_args__ = (Index(None, "ts"),)
+    # By time for pruning and the recent list; by account, newest first, for "why was alice
+    # refused?" (GET /api/v1/decisions?username=), which would otherwise scan months of rows.
+    __table_args__ = (Index(None, "ts"), Index(None, "username", "id"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     ts: Mapped[float] = mapped_column(Float)

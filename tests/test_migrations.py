@@ -85,3 +85,25 @@ def test_script_directory_is_inside_the_package():
     assert (location / "env.py").is_file()
     assert (location / "script.py.mako").is_file()
     assert any(location.glob("versions/0001_*.py"))
+
+
+def test_decisions_of_one_account_use_the_index(tmp_path):
+    """The admin API's "decisions of alice" query walks the (username, id) index instead of
+    scanning the audit log (SQLite's own plan says so)."""
+    from sqlalchemy import select
+
+    from ja3svc.models import Decision
+
+    db = Database.from_url(f"sqlite:///{tmp_path / 'plan.sqlite3'}")
+    stmt = (
+        select(Decision)
+        .where(Decision.username == "alice")
+        .order_by(Decision.id.desc())
+        .limit(100)
+    )
+    sql = str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))
+    with db.engine.connect() as conn:
+        plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    db.dispose()
+    assert "ix_decisions_username_id" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan  # newest first straight from the index
