@@ -2,8 +2,9 @@
 answering every request with a constant ``{"status":0}`` (it still reads the body, as Dovecot's
 server must).
 
-``python benchmarks/constant_app.py PORT WORKERS`` runs it with several worker processes on the
-same terms as ``ja3svc serve --workers N`` (TCP_NODELAY on the shared socket, no access log).
+``python benchmarks/constant_app.py PORT WORKERS [HTTP]`` runs it with several worker processes
+on the same terms as ``ja3svc serve --workers N`` (TCP_NODELAY on the shared socket, no access
+log).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ if __name__ == "__main__":
     from cli.serve_command import _bind_with_no_delay
 
     port, workers = int(sys.argv[1]), int(sys.argv[2])
+    http = sys.argv[3] if len(sys.argv) > 3 else "auto"
     _bind_with_no_delay(uvicorn.Config)
-    uvicorn.run("benchmarks.constant_app:app", port=port, workers=workers,
+    uvicorn.run("benchmarks.constant_app:app", port=port, workers=workers, http=http,
                 log_level="warning", access_log=False)  # fmt: skip

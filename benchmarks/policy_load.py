@@ -45,11 +45,13 @@ API_KEY = "bench-key"
 CONNECTIONS = 32
 
 
-def server_implementation() -> str:
-    """What uvicorn's "auto" picks here (both apps run with it): the figures depend on it."""
+def server_implementation(http: str) -> str:
+    """What uvicorn runs both apps with (``--http``; "auto" takes httptools when installed, as
+    it is with ja3svc): the figures depend on it."""
     import importlib.util
 
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    if http == "auto":
+        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     return f"http={http} loop={loop}"
 
@@ -283,6 +285,8 @@ def main() -> int:
     ap.add_argument("--peak-seconds", type=int, default=5)
     ap.add_argument("--labels", type=int, default=1_000_000)
     ap.add_argument("--workers", type=int, default=2, help="extra row with N workers (1: skip)")
+    ap.add_argument("--http", default="auto", choices=("auto", "httptools", "h11"),
+                    help="uvicorn HTTP implementation of both apps")  # fmt: skip
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     rng = random.Random(42)
@@ -297,15 +301,16 @@ def main() -> int:
     try:
         ports = {"ja3svc": free_port(), "constant": free_port()}
         cmd_serve = [sys.executable, "-m", "cli.main", "serve", "--port", str(ports["ja3svc"]),
-                     "--config", str(conf), "--log-level", "warning"]  # fmt: skip
+                     "--config", str(conf), "--log-level", "warning",
+                     "--http", args.http]  # fmt: skip
         cmd_const = [sys.executable, "-m", "uvicorn", "benchmarks.constant_app:app",
                      "--port", str(ports["constant"]), "--log-level", "warning",
-                     "--no-access-log"]  # fmt: skip
+                     "--no-access-log", "--http", args.http]  # fmt: skip
         for cmd, port in ((cmd_serve, ports["ja3svc"]), (cmd_const, ports["constant"])):
             procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env))
             wait_port(port, procs[-1])
 
-        print(f"server: uvicorn {server_implementation()} for both apps")
+        print(f"server: uvicorn {server_implementation(args.http)} for both apps")
         hashes = [rand_hash(rng) for _ in range(2000)]
         header = f"{'target':<10} {'rate':>6} {'sent':>7} {'errors':>6} {'req/s':>9} " \
                  f"{'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>8}"  # fmt: skip
@@ -334,7 +339,7 @@ def main() -> int:
             port = free_port()
             cmd = [sys.executable, "-m", "cli.main", "serve", "--port", str(port),
                    "--workers", str(args.workers), "--config", str(conf),
-                   "--log-level", "warning"]  # fmt: skip
+                   "--log-level", "warning", "--http", args.http]  # fmt: skip
             procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env))
             wait_port(port, procs[-1])
             time.sleep(2)  # uvicorn listens before every worker has started
@@ -349,7 +354,8 @@ def main() -> int:
             stop(procs.pop())
             # The like-for-like peer: the constant app with as many worker processes.
             cport = free_port()
-            cmd = [sys.executable, "benchmarks/constant_app.py", str(cport), str(args.workers)]
+            cmd = [sys.executable, "benchmarks/constant_app.py", str(cport), str(args.workers),
+                   args.http]  # fmt: skip
             procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env))
             wait_port(cport, procs[-1])
             time.sleep(2)

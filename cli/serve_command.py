@@ -43,6 +43,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--config", help="TOML settings file (else $JA3SVC_CONFIG)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument(
+        "--http", default="auto", choices=("auto", "httptools", "h11"),
+        help="uvicorn's HTTP implementation (default auto: httptools, installed with ja3svc)",
+    )  # fmt: skip
+    p.add_argument(
         "--capture", action="append", dest="capture", metavar="IFACE",
         help="capture hellos on IFACE inside the service (repeatable; needs root or "
         "CAP_NET_RAW to start, and --workers 1)",
@@ -104,6 +108,7 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
         "host": args.host,
         "port": args.port,
         "log_level": args.log_level,
+        "http": args.http,
         "access_log": False,
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
     }

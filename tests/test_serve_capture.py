@@ -246,3 +246,41 @@ def test_worker_listening_socket_has_tcp_nodelay():
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize("impl", ["httptools", "h11"])
+def test_serve_answers_dovecot_with_either_http_implementation(tmp_path, impl):
+    """`ja3svc serve --http` picks uvicorn's parser; both take Dovecot's URL forms, including
+    the `??command=` a configured URL ending in `?` becomes, and its keep-alive requests."""
+    import http.client
+    import json
+    import os
+
+    from tests.api_helpers import API_KEY, allow_24
+    from tests.support.processes import free_port, stop, wait_port
+
+    conf = tmp_path / "serve.toml"
+    conf.write_text(
+        f'database_url = "sqlite:///{tmp_path / "s.sqlite3"}"\n[policy]\napi_keys = ["{API_KEY}"]\n'
+    )
+    port = free_port()
+    env = {**os.environ, "JA3SVC_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--config", str(conf),
+         "--log-level", "warning", "--http", impl],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    try:
+        wait_port(port, proc)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+        for url in ("/policy??command=allow", "/policy?command=allow", "/command/allow"):
+            conn.request("POST", url, body=allow_24(), headers=headers)  # one connection
+            res = conn.getresponse()
+            assert res.status == 200 and json.loads(res.read()) == {"status": 0}, url
+        conn.request("POST", "/policy?command=bogus", body=allow_24(), headers=headers)
+        res = conn.getresponse()
+        assert res.status == 400 and "unknown command" in json.loads(res.read())["reason"]
+        conn.close()
+    finally:
+        stop(proc)
