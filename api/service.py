@@ -8,7 +8,6 @@ knows and the verdict says so.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -267,7 +266,11 @@ class PolicyService:
             parsed = self.parse_facts(
                 req, Stage.AFTER_AUTH, self.peer_of(req), earlier.request.fingerprints
             )
-            inputs = dataclasses.replace(earlier, request=parsed.request)
+            # Spelled out: dataclasses.replace() introspects the fields on every call.
+            inputs = PolicyInputs(
+                parsed.request, earlier.labels, earlier.history, earlier.reputation,
+                earlier.degraded,
+            )  # fmt: skip
         else:
             parsed = await self.facts(req, Stage.BEFORE_AUTH)
             inputs = await self._gather(parsed)

@@ -76,14 +76,15 @@ def command_from_query(query: str) -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=64)
+def _headers(length: int) -> list[tuple[bytes, bytes]]:
+    # Answers come in a handful of lengths. Servers only read the list (uvicorn and h11 copy
+    # what they keep), so one list per length serves every response.
+    return [_JSON_HEADER, (b"content-length", str(length).encode())]
+
+
 async def _send(send: Send, code: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": code,
-            "headers": [_JSON_HEADER, (b"content-length", str(len(body)).encode())],
-        }
-    )
+    await send({"type": "http.response.start", "status": code, "headers": _headers(len(body))})
     await send({"type": "http.response.body", "body": body})
 
 
