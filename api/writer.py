@@ -1,9 +1,9 @@
 """Writes of the report path and the audit log, off the response path.
 
 Dovecot never reads a report's answer but waits for it, so ``report`` answers at once and its
-rows are queued here. One thread drains the queue in batches (one transaction per batch keeps
-SQLite from fsyncing per login). The queue is bounded: when the database is down we drop and
-count rather than grow without limit.
+rows are queued here and written in batches, one transaction each: by a thread for a network
+database, by the event loop itself for a SQLite file (see the last paragraph). The queue is
+bounded: when the database is down we drop and count rather than grow without limit.
 
 Why a deque and a timer instead of ``queue.Queue``: the producer is the event loop, which queues
 one or two rows per request. ``Queue.put`` notifies a condition every time, waking the writer
