@@ -74,7 +74,7 @@ class BatchWriter:
         # Inline mode (SQLite, started on a running loop): the loop and its pending tick.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tick_handle: asyncio.TimerHandle | asyncio.Handle | None = None
-        self._since_checkpoint = 0.0
+        self._last_checkpoint = 0.0  # loop time
         self._checkpointing = False
         self._busy = False  # the last inline attempt found the lock taken: wait for the timer
         self._tick_soon = False  # a tick without delay is already scheduled
@@ -89,6 +89,7 @@ class BatchWriter:
             except RuntimeError:  # started outside a loop (scripts, tests): use the thread
                 self._loop = None
             else:
+                self._last_checkpoint = self._loop.time()
                 self._schedule(self._interval)
                 return
         self._thread = threading.Thread(target=self._run, name="policy-writer", daemon=True)
@@ -128,14 +129,14 @@ class BatchWriter:
         self._tick_handle = None
         self._tick_soon = False
         self._drain(wait=False)
-        self._since_checkpoint += self._interval
-        if self._since_checkpoint >= CHECKPOINT_SECONDS and not self._checkpointing:
-            self._since_checkpoint = 0.0
+        loop = self._loop
+        if loop is None:  # stopped meanwhile
+            return
+        if loop.time() - self._last_checkpoint >= CHECKPOINT_SECONDS and not self._checkpointing:
+            self._last_checkpoint = loop.time()
             self._checkpointing = True
-            assert self._loop is not None
-            self._loop.run_in_executor(None, self._checkpoint)
-        if self._loop is not None:
-            self._schedule(self._interval)
+            loop.run_in_executor(None, self._checkpoint)
+        self._schedule(self._interval)
 
     def _checkpoint(self) -> None:
         try:
