@@ -531,15 +531,15 @@ class _SqliteFast:
     The SQL is the same as the Core statements of ``labels_for``/``user_history``/``reputation``
     (OR of (kind, value) pairs, so each term uses the unique index even at 1M labels).
 
-    Writes matter as much as reads here: the writer thread competes with the event loop for the
-    GIL, and every time the loop releases it for a syscall a busy writer keeps it for up to the
-    switch interval (5 ms). SQLAlchemy's per-row parameter processing kept the writer busy long
-    enough to show up as 16% of samples in the loop's socket writes, so rows are bound by the
-    driver. And not through ``executemany``: it releases and retakes the GIL around every row's
-    ``sqlite3_step``, and each retake waits for the loop to let go, so a batch of a few hundred
-    rows meant a few hundred hand-offs (measured: peak throughput 4,600 req/s with no writes,
-    3,300 with them). One multi-row ``VALUES`` statement per ``_ROWS_PER_STATEMENT`` rows makes
-    that a handful per batch.
+    Writes matter as much as reads. They ran in a writer thread that competed with the event
+    loop for the GIL: each time the loop released it for a syscall, a busy writer kept it for up
+    to the switch interval (5 ms). SQLAlchemy's per-row parameter processing kept that thread
+    busy long enough to show as 16% of samples in the loop's socket writes, so rows are bound by
+    the driver; and not through ``executemany``, which releases and retakes the GIL around every
+    row's ``sqlite3_step`` (a few hundred hand-offs per batch; measured: peak 4,600 req/s with
+    no writes, 3,300 with them). One multi-row ``VALUES`` statement per ``_ROWS_PER_STATEMENT``
+    rows makes that a handful. The event loop now writes SQLite batches itself (api.writer),
+    with ``wait=False``; the statements stay cheap for it too.
     """
 
     def __init__(self, engine: Engine) -> None:
