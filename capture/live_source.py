@@ -101,9 +101,6 @@ RING_BLOCK_TIMEOUT_MS = 50
 # Blocks taken from one ring before looking at the other interfaces: one keeps them fair, and
 # costs nothing (no system call between blocks).
 RING_BLOCKS_PER_ROUND = 1
-# Packets handed on between looks at the stop flag: a full 1 MiB block of small segments holds
-# thousands, and stop() must not wait for the engine to get through all of them.
-YIELD_SLICE = 256
 # V3 ignores the frame size except to validate it (frames are packed back to back in a block),
 # so any aligned value that divides the block size will do.
 _RING_FRAME_SIZE = 2048
@@ -470,10 +467,10 @@ class LiveSource:
                     stats.packets += len(batch)
                     stats.bytes += sum([p[3] for p in batch])
                     stats.truncated += truncated
-                    for first in range(0, len(batch), YIELD_SLICE):
-                        yield from batch[first : first + YIELD_SLICE]
-                        if stop.is_set():
-                            return
+                    # The whole batch, even after stop(): it is counted and already out of the
+                    # kernel, so cutting it short lost packets (hellos among them) that the
+                    # counters said were read. One ring block or DRAIN_BATCH packets: a few ms.
+                    yield from batch
             if idle:
                 for fd, event in poller.poll(POLL_TIMEOUT_MS):
                     tap_ = by_fd.get(fd)
