@@ -66,16 +66,18 @@ class PolicyFirstApp(FastAPI):
     path for any request this shortcut does not take.
     """
 
+    policy_service: PolicyService  # set by create_app
+
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
             if path == "/policy" or path == "/":
                 scope["app"] = self
-                await policy.handle(scope, receive, send, "")
+                await policy.handle(scope, receive, send, self.policy_service, "")
                 return
             if path.startswith("/command/") and "/" not in path[9:] and path[9:]:
                 scope["app"] = self
-                await policy.handle(scope, receive, send, path[9:])
+                await policy.handle(scope, receive, send, self.policy_service, path[9:])
                 return
         await super().__call__(scope, receive, send)
 
@@ -160,6 +162,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    # The shortcut's own reference: Starlette's State answers through __getattr__, which is
+    # only reached after a failed lookup (an AttributeError built and discarded per request).
+    app.policy_service = service
     app.state.database = database
     app.router.routes.extend(policy.routes)
     app.include_router(ops.router)

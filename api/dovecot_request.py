@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 COMMANDS = frozenset({"allow", "report"})
-_BOOLEAN_KEYS = ("success", "policy_reject", "tls")
+_FLAG_TYPES = frozenset({bool, type(None)})  # success, policy_reject, tls: booleans or absent
 _MAX_DEPTH = 6  # Dovecot nests at most 2; deeper input is hostile or broken
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 
@@ -23,8 +23,7 @@ class BadRequest(ValueError):
     """The body is not what Dovecot sends; the message is returned to the caller as a reason."""
 
 
-@dataclass(frozen=True, slots=True)
-class DovecotRequest:
+class DovecotRequest(NamedTuple):
     command: str
     attributes: dict[str, str]  # flattened: "attrs/ja3" -> "8a9d..."
     success: bool | None = None
@@ -75,22 +74,24 @@ def parse_request(command: str, body: bytes) -> DovecotRequest:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
-    flags: dict[str, bool | None] = {}
-    for key in _BOOLEAN_KEYS:
-        value = data.pop(key, None)
-        if value is not None and not isinstance(value, bool):
-            raise BadRequest(f"{key!r} must be a boolean")
-        flags[key] = value
+    success = data.pop("success", None)
+    policy_reject = data.pop("policy_reject", None)
+    tls = data.pop("tls", None)
+    if not (type(success) in _FLAG_TYPES and type(policy_reject) in _FLAG_TYPES
+            and type(tls) in _FLAG_TYPES):  # fmt: skip
+        for key, value in (("success", success), ("policy_reject", policy_reject), ("tls", tls)):
+            if type(value) not in _FLAG_TYPES:
+                raise BadRequest(f"{key!r} must be a boolean")
     attributes: dict[str, str] = {}
     for key, value in data.items():
         # Most attributes are top-level strings: only objects and oddities need _flatten.
         if type(value) is str:
             attributes[key] = value
+        elif type(value) is dict:
+            _flatten(value, key, key.rpartition("/")[2], attributes, 1)
         else:
             _flatten({key: value}, "", "", attributes, 0)
-    return DovecotRequest(
-        command, attributes, flags["success"], flags["policy_reject"], flags["tls"]
-    )
+    return DovecotRequest(command, attributes, success, policy_reject, tls)
 
 
 def normalise_hash(value: str) -> str:

@@ -12,8 +12,9 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import NamedTuple
 
+from api.auth import DovecotCredentials
 from api.caches import HistoryCache, LabelCache, ReputationCache, SessionTracker
 from api.dovecot_request import DovecotRequest, normalise_hash, parse_port
 from api.metrics import PolicyMetrics
@@ -69,11 +70,18 @@ def policy_config(p: PolicySettings) -> PolicyConfig:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedFacts:
+class ParsedFacts(NamedTuple):
     request: RequestFacts
     ja3_hash: str
     identity: tuple[Ref, ...]  # refs that successes/failures are recorded under
+
+
+# What the audit log and the metrics call things; Enum.value is a Python-level property, and
+# these are read for every verdict.
+_ACTION_NAME = {a: a.value for a in Action}
+_LOG_ONLY_NAME = {a: f"log:{a.value}" for a in Action}
+_ALLOW_COMMAND = {Stage.BEFORE_AUTH: "allow/before", Stage.AFTER_AUTH: "allow/after"}
+_NO_HISTORY = UserHistory()
 
 
 class PolicyService:
@@ -90,6 +98,7 @@ class PolicyService:
         self.lookup = connection_lookup or NoConnectionLookup()
         self.clock = clock
         self.metrics = PolicyMetrics([name for name, _ in RULES])
+        self.credentials = DovecotCredentials(settings.api_header, settings.api_keys)
         self.labels = LabelCache(ttl=settings.label_cache_seconds)
         self.sessions = SessionTracker(settings.session_window_seconds)
         self._reputation = ReputationCache(100_000, settings.reputation_cache_seconds)
@@ -148,23 +157,26 @@ class PolicyService:
         s = self.settings
         attributes = req.attributes
         ja3 = normalise_hash(req.first(s.ja3_attributes))
-        refs: list[FingerprintRef] = (
-            [FingerprintRef(k, ja3) for k in self._ja3_kinds] if ja3 else []
-        )
-        identity: list[Ref] = [(DOVECOT_KIND, ja3)] if ja3 else []
+        refs: list[FingerprintRef]
+        identity: list[Ref]
+        if ja3:
+            refs = [FingerprintRef(k, ja3) for k in self._ja3_kinds]
+            identity = [(DOVECOT_KIND, ja3)]
+        else:
+            refs, identity = [], []
         for ref in correlated:
             if ref not in refs:
                 refs.append(ref)
                 identity.append((ref.kind, ref.value))
         facts = RequestFacts(
-            login=attributes.get(s.login_attribute, ""),
-            stage=stage,
-            fingerprints=tuple(refs),
-            remote_ip=attributes.get(s.remote_attribute, ""),
-            protocol=attributes.get("protocol", ""),
-            session_id=attributes.get(s.session_attribute, ""),
-            tls=bool(req.tls),
-            peer=peer,
+            attributes.get(s.login_attribute, ""),
+            stage,
+            tuple(refs),
+            attributes.get(s.remote_attribute, ""),
+            attributes.get("protocol", ""),
+            attributes.get(s.session_attribute, ""),
+            bool(req.tls),
+            peer,
         )
         return ParsedFacts(facts, ja3, tuple(identity))
 
@@ -191,25 +203,41 @@ class PolicyService:
                 )
         return self.parse_facts(req, stage, peer, correlated)
 
+    def _from_memory(self, parsed: ParsedFacts) -> PolicyInputs | None:
+        """The inputs when the caches know everything fresh (no query at all), else None."""
+        facts = parsed.request
+        if not facts.fingerprints:
+            # Nothing to look up (Dovecot 2.3 without correlation).
+            return PolicyInputs(facts)
+        labels: list[LabelFact] = []
+        if self.labels.collect(facts.fingerprints, labels):
+            return None
+        rep = self._reputation.get(parsed.identity)
+        if rep is None:
+            return None
+        history = self._history.get(facts.login) if facts.login else _NO_HISTORY
+        if history is None:
+            return None
+        return PolicyInputs(facts, tuple(labels), history, rep)
+
     async def _gather(self, parsed: ParsedFacts) -> PolicyInputs:
         facts = parsed.request
-        refs = [(f.kind, f.value) for f in facts.fingerprints]
+        refs = facts.fingerprints
         if not refs:
-            # Nothing to look up (Dovecot 2.3 without correlation): no database round trip.
-            return PolicyInputs(request=facts)
+            return PolicyInputs(facts)
         now = self.clock()
-        cached, misses = self.labels.split(refs)
+        labels: list[LabelFact] = []
+        misses = self.labels.collect(refs, labels)
         rep_key = parsed.identity
         rep = self._reputation.get(rep_key)
-        history = self._history.get(facts.login) if facts.login else UserHistory()
+        history = self._history.get(facts.login) if facts.login else _NO_HISTORY
         if not misses and rep is not None and history is not None:
-            # Everything fresh in memory: no thread hop, no query.
-            return PolicyInputs(facts, _flatten(cached), history, rep)
+            return PolicyInputs(facts, tuple(labels), history, rep)
         if not self.degraded:
             args = (
                 misses,
                 facts.login if history is None else None,
-                list(parsed.identity) if rep is None else [],
+                list(rep_key) if rep is None else [],
                 self.settings.reputation_window_seconds,
                 now,
             )
@@ -228,7 +256,8 @@ class PolicyService:
                 self._db_failed("error", exc)
             else:
                 self.labels.store(found.labels)
-                cached.update(found.labels)
+                for ref in misses:
+                    labels.extend(found.labels.get(ref, ()))
                 if found.reputation is not None:
                     rep = found.reputation
                     self._reputation.put(rep_key, rep)
@@ -237,19 +266,18 @@ class PolicyService:
                     self._history.put(facts.login, history)
                 return PolicyInputs(
                     facts,
-                    _flatten(cached),
-                    history or UserHistory(),
+                    tuple(labels),
+                    history or _NO_HISTORY,
                     rep or Reputation(window_seconds=self.settings.reputation_window_seconds),
                 )
         else:
             self.metrics.degraded.inc("circuit_open")
         # Degraded: whatever the cache knows, stale included.
-        stale, _ = self.labels.split(misses, allow_stale=True)
-        cached.update(stale)
+        self.labels.collect(misses, labels, allow_stale=True)
         return PolicyInputs(
             request=facts,
-            labels=_flatten(cached),
-            history=history or UserHistory(),
+            labels=tuple(labels),
+            history=history or _NO_HISTORY,
             reputation=rep or Reputation(window_seconds=self.settings.reputation_window_seconds),
             degraded=True,
         )
@@ -266,17 +294,20 @@ class PolicyService:
             parsed = self.parse_facts(
                 req, Stage.AFTER_AUTH, self.peer_of(req), earlier.request.fingerprints
             )
-            # Spelled out: dataclasses.replace() introspects the fields on every call.
             inputs = PolicyInputs(
                 parsed.request, earlier.labels, earlier.history, earlier.reputation,
                 earlier.degraded,
             )  # fmt: skip
         else:
-            parsed = await self.facts(req, Stage.BEFORE_AUTH)
-            inputs = await self._gather(parsed)
+            peer = self.peer_of(req)
+            if peer is None:  # no connection to look up: no await (most 2.4 setups)
+                parsed = self.parse_facts(req, Stage.BEFORE_AUTH)
+            else:
+                parsed = await self.facts(req, Stage.BEFORE_AUTH)
+            inputs = self._from_memory(parsed) or await self._gather(parsed)
             self.sessions.remember(session_id, inputs)
         verdict = evaluate(inputs, self.config)
-        self._record(req.command, parsed, verdict)
+        self._record(parsed, verdict)
         return verdict
 
     async def report(self, req: DovecotRequest) -> None:
@@ -295,10 +326,7 @@ class PolicyService:
                 if known is not None and parsed.identity:
                     self._history.put(
                         facts.login,
-                        UserHistory(
-                            known.known | {FingerprintRef(k, v) for k, v in parsed.identity},
-                            known.successes + 1,
-                        ),
+                        UserHistory(known.known.union(parsed.identity), known.successes + 1),
                     )
         else:
             outcome = "failure"
@@ -326,14 +354,15 @@ class PolicyService:
                 )
             )
 
-    def _record(self, command: str, parsed: ParsedFacts, verdict: Verdict) -> None:
+    def _record(self, parsed: ParsedFacts, verdict: Verdict) -> None:
         facts = parsed.request
+        action = verdict.action
         self.metrics.verdicts.inc(
-            verdict.action.value, verdict.rule, "true" if verdict.enforced else "false"
+            _ACTION_NAME[action], verdict.rule, "true" if verdict.enforced else "false"
         )
         reason = "; ".join(verdict.reasons)
-        if verdict.action is not Action.ALLOW or log.isEnabledFor(logging.DEBUG):
-            level = logging.INFO if verdict.action is not Action.ALLOW else logging.DEBUG
+        if action is not Action.ALLOW or log.isEnabledFor(logging.DEBUG):
+            level = logging.INFO if action is not Action.ALLOW else logging.DEBUG
             log.log(
                 level,
                 "verdict",
@@ -345,7 +374,7 @@ class PolicyService:
                         "stage": facts.stage.value,
                         "ja3": parsed.ja3_hash,
                         "status": verdict.status,
-                        "action": verdict.action.value,
+                        "action": action.value,
                         "rule": verdict.rule,
                         "enforced": verdict.enforced,
                         "reason": reason,
@@ -355,22 +384,16 @@ class PolicyService:
         if self.settings.audit_log:
             self.writer.decision(
                 DecisionRecord(
-                    ts=self.clock(),
-                    command=f"{command}/{facts.stage.value.split('_')[0]}",
-                    username=facts.login,
-                    remote_ip=facts.remote_ip,
-                    remote_port=facts.peer.port if facts.peer else None,
-                    ja3_hash=parsed.ja3_hash,
-                    status=verdict.status,
-                    action=verdict.action.value
-                    if verdict.enforced
-                    else f"log:{verdict.action.value}",
-                    rule=verdict.rule,
-                    reason=reason,
-                    labels=verdict.labels,
+                    self.clock(),
+                    _ALLOW_COMMAND[facts.stage],
+                    facts.login,
+                    facts.remote_ip,
+                    facts.peer.port if facts.peer else None,
+                    parsed.ja3_hash,
+                    verdict.status,
+                    (_ACTION_NAME if verdict.enforced else _LOG_ONLY_NAME)[action],
+                    verdict.rule,
+                    reason,
+                    verdict.labels,
                 )
             )
-
-
-def _flatten(labels: dict[Ref, tuple[LabelFact, ...]]) -> tuple[LabelFact, ...]:
-    return tuple(lb for group in labels.values() for lb in group)

@@ -14,8 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Row, delete, func, insert, or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,7 +28,7 @@ from ja3svc.models import (
     Label,
     UserFingerprint,
 )
-from ja3svc.policy.facts import FingerprintRef, LabelFact, Reputation, UserHistory
+from ja3svc.policy.facts import LabelFact, Reputation, UserHistory
 from store.database import SQLITE_BUSY_TIMEOUT_S
 
 Ref = tuple[str, str]  # (kind, value)
@@ -91,9 +90,9 @@ def label_dict(row: Label) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionRecord:
-    """One audit-log row, built on the request path and written in batches."""
+class DecisionRecord(NamedTuple):
+    """One audit-log row, built on the request path and written in batches (a named tuple:
+    one is built per Dovecot request, see ja3svc.policy.facts)."""
 
     ts: float
     command: str
@@ -108,8 +107,7 @@ class DecisionRecord:
     labels: tuple[LabelFact, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class AllowFacts:
+class AllowFacts(NamedTuple):
     """What one allow needs from the database, fetched in one session."""
 
     labels: dict[Ref, tuple[LabelFact, ...]]
@@ -179,7 +177,7 @@ class PolicyStore:
         )
         with _maybe_connect(self.engine, conn) as c:
             rows = c.execute(stmt).all()
-        known = frozenset(FingerprintRef(k, v) for k, v, _ in rows)
+        known = frozenset((k, v) for k, v, _ in rows)
         return UserHistory(known=known, successes=sum(n for _, _, n in rows))
 
     def reputation(
@@ -681,7 +679,7 @@ class _SqliteFast:
             "SELECT kind, value, successes FROM user_fingerprints WHERE username = ?",
             (username,),
         ).fetchall()
-        known = frozenset(FingerprintRef(k, v) for k, v, _ in rows)
+        known = frozenset((k, v) for k, v, _ in rows)
         return UserHistory(known=known, successes=sum(n for _, _, n in rows))
 
     @staticmethod

@@ -139,6 +139,22 @@ def test_basic_auth_password_and_custom_header(make_client):
     r = client.post("/?command=allow", content="{}", headers={"Authorization": f"Basic {bad}"})
     assert r.status_code == 401
 
+def test_credential_rules_on_raw_headers():
+    """The endpoint checks the raw ASGI headers: the first of a repeated header counts, an
+    empty Authorization is no credential, and a non-ASCII key matches its UTF-8 bytes."""
+    from api.auth import DovecotCredentials
+
+    creds = DovecotCredentials("X-Dovecot-Token", ["s3cret", "clé"])
+    assert creds.check([(b"x-dovecot-token", b" s3cret ")]) is None
+    assert creds.check([(b"x-api-key", "clé".encode())]) is None
+    assert creds.check([(b"x-api-key", b"nope"), (b"x-api-key", b"s3cret")]) == "wrong credential"
+    assert creds.check([(b"authorization", b""), (b"host", b"x")]) == "missing credential"
+    assert creds.check([(b"authorization", b"Basic !!")]) == "wrong credential"
+    basic = base64.b64encode("dovecot:clé".encode())
+    assert creds.check([(b"authorization", b"Basic " + basic)]) is None
+    assert DovecotCredentials("X-API-Key", []).check([]) is None  # no keys: open endpoint
+
+
 
 def test_admin_api_needs_token(client):
     assert client.get("/api/v1/stats").status_code == 401

@@ -23,7 +23,6 @@ from typing import Any
 
 from starlette.routing import Route
 
-from api.auth import check_dovecot
 from api.dovecot_request import BadRequest, parse_request
 from api.service import PolicyService
 from ja3svc.policy import Verdict
@@ -57,11 +56,6 @@ def _error_body(error: str, reason: str) -> bytes:
     return json.dumps({"error": error, "reason": reason}).encode()
 
 
-@functools.lru_cache(maxsize=16)
-def _credential_headers(api_header: str) -> frozenset[bytes]:
-    return frozenset({api_header.lower().encode("latin-1"), b"x-api-key", b"authorization"})
-
-
 def command_from_query(query: str) -> str:
     """``command`` from the raw query string, tolerating Dovecot's URL joining.
 
@@ -74,6 +68,20 @@ def command_from_query(query: str) -> str:
         if key == "command":
             return value
     return ""
+
+
+# Raw query string -> command: Dovecot sends the same one or two query strings all day.
+_COMMAND_OF_QUERY: dict[bytes, str] = {}
+_MAX_QUERIES = 256
+
+
+def _command(query: bytes) -> str:
+    command = _COMMAND_OF_QUERY.get(query)
+    if command is None:
+        command = command_from_query(query.decode("latin-1"))
+        if len(_COMMAND_OF_QUERY) < _MAX_QUERIES:
+            _COMMAND_OF_QUERY[query] = command
+    return command
 
 
 @functools.lru_cache(maxsize=64)
@@ -90,33 +98,30 @@ async def _send(send: Send, code: int, body: bytes) -> None:
 
 async def _read_body(receive: Receive) -> bytes | None:
     """The whole body, or None when the client went away before sending it."""
-    chunks: list[bytes] = []
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        return None
+    if not message.get("more_body", False):  # Dovecot's bodies arrive in one piece
+        return message.get("body", b"")
+    chunks: list[bytes] = [message.get("body", b"")]
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunk = message.get("body", b"")
-        if chunk:
-            chunks.append(chunk)
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return b"".join(chunks)
 
 
-async def handle(scope: Scope, receive: Receive, send: Send, command: str) -> None:
+async def handle(
+    scope: Scope, receive: Receive, send: Send, service: PolicyService, command: str
+) -> None:
     started = time.perf_counter()
     if not command:
-        command = command_from_query(scope.get("query_string", b"").decode("latin-1"))
-    service: PolicyService = scope["app"].state.service
+        command = _command(scope.get("query_string", b""))
     metrics = service.metrics
     settings = service.settings
-    # ASGI header names are lower-case bytes; the first of a repeated header wins, as with
-    # Starlette's Headers.get. Only the credential headers are decoded.
-    wanted = _credential_headers(settings.api_header)
-    headers: dict[str, str] = {}
-    for name, value in scope["headers"]:
-        if name in wanted:
-            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-    reason = check_dovecot(headers, settings.api_header, settings.api_keys)
+    reason = service.credentials.check(scope["headers"])
     if reason is not None:
         metrics.requests.inc(command, "401")
         await _send(send, 401, _error_body("unauthorized", reason))
@@ -167,7 +172,8 @@ class Endpoint:
     request/response machinery but mounts any other callable as the ASGI app it is."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await handle(scope, receive, send, scope.get("path_params", {}).get("command", ""))
+        command = scope.get("path_params", {}).get("command", "")
+        await handle(scope, receive, send, scope["app"].state.service, command)
 
 
 _APP = Endpoint()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ja3svc.policy.facts import Action, LabelFact, PolicyInputs, Stage
 
@@ -48,16 +49,14 @@ def parse_action(text: str) -> tuple[Action, int | None]:
     return action, (int(seconds) if seconds else None)
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(NamedTuple):
     action: Action
     reason: str
     labels: tuple[LabelFact, ...] = ()
     tarpit_seconds: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The answer to Dovecot plus its explanation.
 
     ``status``/``msg`` is exactly what goes on the wire. ``action`` is what the rules decided;
@@ -85,15 +84,15 @@ Rule = Callable[[PolicyInputs, PolicyConfig], Hit | None]
 def _fingerprint_labels(inp: PolicyInputs) -> tuple[LabelFact, ...]:
     if not inp.labels:
         return ()
-    kinds = {(f.kind, f.value) for f in inp.request.fingerprints}
-    return tuple(lb for lb in inp.labels if (lb.kind, lb.value) in kinds)
+    refs = inp.request.fingerprints
+    return tuple([lb for lb in inp.labels if (lb.kind, lb.value) in refs])
 
 
 def _with_action(inp: PolicyInputs, action: str) -> tuple[LabelFact, ...]:
     # Most logins carry no label at all; four label rules ask this for every verdict.
     if not inp.labels:
         return ()
-    return tuple(lb for lb in inp.labels if lb.action == action)
+    return tuple([lb for lb in inp.labels if lb.action == action])
 
 
 def _describe(labels: tuple[LabelFact, ...]) -> str:
@@ -120,8 +119,10 @@ def rule_fail_closed(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
 
 
 def rule_label_deny(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    if not inp.labels:
+        return None
     strong = tuple(
-        lb for lb in _with_action(inp, "deny") if lb.confidence >= cfg.deny_min_confidence
+        [lb for lb in _with_action(inp, "deny") if lb.confidence >= cfg.deny_min_confidence]
     )
     if strong:
         return Hit(Action.REJECT, f"deny label on {_describe(strong)}", strong)
@@ -138,8 +139,10 @@ def rule_label_allow(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
 
 
 def rule_label_tarpit(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    if not inp.labels:
+        return None
     weak_deny = tuple(
-        lb for lb in _with_action(inp, "deny") if lb.confidence < cfg.deny_min_confidence
+        [lb for lb in _with_action(inp, "deny") if lb.confidence < cfg.deny_min_confidence]
     )
     tarpit = _with_action(inp, "tarpit") + weak_deny
     if not tarpit:
@@ -176,8 +179,9 @@ def rule_new_fingerprint_for_user(inp: PolicyInputs, cfg: PolicyConfig) -> Hit |
     hist = inp.history
     if not fps or hist.successes < cfg.user_min_successes or not hist.known:
         return None
-    if any(f in hist.known for f in fps):
-        return None
+    for f in fps:
+        if f in hist.known:
+            return None
     return Hit(
         cfg.new_fingerprint_action,
         f"account has {len(hist.known)} known fingerprints from {hist.successes} successful "
@@ -189,8 +193,11 @@ def rule_unknown_fingerprint(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None
     fps = inp.request.fingerprints
     if not fps or _fingerprint_labels(inp):
         return None
-    if any(f in inp.history.known for f in fps):
-        return None  # the account itself has logged in with it before
+    known = inp.history.known
+    if known:
+        for f in fps:
+            if f in known:
+                return None  # the account itself has logged in with it before
     return Hit(cfg.unknown_action, "fingerprint has no label and is new to this account")
 
 
