@@ -151,6 +151,16 @@ class HistoryCache:
         refs = tuple([(k, v) for k, v in history.known])
         self._lru.put(login, (refs, history.successes))
 
+    def add_success(self, login: str, refs: Iterable[Ref]) -> None:
+        """A successful login of ``login`` with ``refs`` (plain tuples), if it is cached: the
+        next allow of the account then needs no query to know them."""
+        found = self._lru.get(login)
+        if found is None:
+            return
+        known, successes = found
+        new = tuple([r for r in refs if r not in known])
+        self._lru.put(login, (known + new if new else known, successes + 1))
+
     def __len__(self) -> int:
         return len(self._lru)
 

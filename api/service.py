@@ -82,6 +82,7 @@ _ACTION_NAME = {a: a.value for a in Action}
 _LOG_ONLY_NAME = {a: f"log:{a.value}" for a in Action}
 _ALLOW_COMMAND = {Stage.BEFORE_AUTH: "allow/before", Stage.AFTER_AUTH: "allow/after"}
 _NO_HISTORY = UserHistory()
+_REPORT_REASON = {o: f"report: {o}" for o in ("success", "failure", "policy_reject")}
 
 
 class PolicyService:
@@ -322,12 +323,7 @@ class PolicyService:
             if facts.login:
                 for ref in parsed.identity:
                     self.writer.success((now, facts.login, ref))
-                known = self._history.get(facts.login)
-                if known is not None and parsed.identity:
-                    self._history.put(
-                        facts.login,
-                        UserHistory(known.known.union(parsed.identity), known.successes + 1),
-                    )
+                self._history.add_success(facts.login, parsed.identity)
         else:
             outcome = "failure"
             # A policy rejection is our own doing, not evidence against the fingerprint;
@@ -349,7 +345,7 @@ class PolicyService:
                     status=0,
                     action=outcome,
                     rule="report",
-                    reason=f"report: {outcome}",
+                    reason=_REPORT_REASON[outcome],
                     labels=(),
                 )
             )

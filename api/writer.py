@@ -222,9 +222,10 @@ class BatchWriter:
     def _write(self, items: list[Item], wait: bool = True) -> bool:
         """False when the batch was not written because the database was busy (``wait`` off);
         True when it was written, or dropped and counted."""
-        successes = [i[1] for i in items if i[0] == "s"]
-        failures = [i[1] for i in items if i[0] == "f"]
-        decisions = [i[1] for i in items if i[0] == "d"]
+        by_kind: dict[str, list[object]] = {"s": [], "f": [], "d": []}
+        for kind, payload in items:
+            by_kind[kind].append(payload)
+        successes, failures, decisions = by_kind["s"], by_kind["f"], by_kind["d"]
         try:
             self._store.write_batch(successes, failures, decisions, wait)  # type: ignore[arg-type]
         except StoreBusy:

@@ -33,6 +33,12 @@ from store.database import SQLITE_BUSY_TIMEOUT_S
 
 Ref = tuple[str, str]  # (kind, value)
 
+# The sqlite3 driver binds int, float and str directly but sends None through its adaptation
+# protocol, which looks ``__adapt__`` up on a type and raises (and drops) an AttributeError per
+# value: two per audit row. An adapter for None is found first and changes nothing (None still
+# binds as NULL); it is module-wide, and so harmless for every other user of sqlite3.
+sqlite3.register_adapter(type(None), lambda value: value)
+
 
 class StoreBusy(Exception):
     """Another connection holds SQLite's write lock; nothing was written (``wait=False``)."""

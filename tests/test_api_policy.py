@@ -568,3 +568,24 @@ def test_inline_writer_writes_a_full_batch_once_without_a_tick_per_request():
     batches, scheduled = asyncio.run(scenario())
     assert scheduled == 1
     assert batches == [10, 10, 10, 5]
+
+
+def test_bodies_beyond_the_fast_json_path_parse_as_json_loads_does():
+    """Dovecot's compact UTF-8 bodies take a shortcut past json.loads; whitespace, a BOM and
+    every malformed body still get json.loads's exact result or message."""
+    import json
+
+    from api.dovecot_request import BadRequest, parse_request
+
+    compact = b'{"login":"a","attrs":{"ja3":"x"},"tls":true}'
+    for body in (compact, b"  " + compact + b"\n", b"\xef\xbb\xbf" + compact):
+        req = parse_request("allow", body)
+        assert (req.attributes, req.tls) == ({"login": "a", "attrs/ja3": "x"}, True)
+    for body in (compact + b"x", b"{", b"", compact.replace(b"}", b",}", 1), b"\xff"):
+        try:
+            json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            expected = str(exc)
+        with pytest.raises(BadRequest) as err:
+            parse_request("allow", body)
+        assert str(err.value) == f"body is not valid JSON: {expected}"
