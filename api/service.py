@@ -187,21 +187,21 @@ class PolicyService:
             return None
         return ConnectionPeer(peer_ip, parse_port(req.first(self.settings.peer_port_attributes)))
 
-    async def facts(self, req: DovecotRequest, stage: Stage) -> ParsedFacts:
-        """``parse_facts`` plus the connection lookup, awaited only when the request names its
-        TCP peer: a lookup may wait for the capture or a database, which must not happen on
-        the event loop, and requests without a peer (most 2.4 setups) skip the await."""
-        peer = self.peer_of(req)
+    async def _correlated_facts(
+        self, req: DovecotRequest, stage: Stage, peer: ConnectionPeer
+    ) -> ParsedFacts:
+        """``parse_facts`` plus the fingerprints the capture saw on ``peer``'s connection: a
+        lookup may wait for the capture or a database, so it is awaited, with a deadline; the
+        callers skip it (and the await) for requests that name no peer (most 2.4 setups)."""
         correlated: tuple[FingerprintRef, ...] = ()
-        if peer is not None:
-            try:
-                correlated = await asyncio.wait_for(
-                    self.lookup.fingerprints_for_async(peer), LOOKUP_TIMEOUT_SECONDS
-                )
-            except Exception as exc:  # correlation is a bonus; the hash still decides
-                log.warning(
-                    "connection lookup failed", extra={"fields": {"error": type(exc).__name__}}
-                )
+        try:
+            correlated = await asyncio.wait_for(
+                self.lookup.fingerprints_for_async(peer), LOOKUP_TIMEOUT_SECONDS
+            )
+        except Exception as exc:  # correlation is a bonus; the hash still decides
+            log.warning(
+                "connection lookup failed", extra={"fields": {"error": type(exc).__name__}}
+            )
         return self.parse_facts(req, stage, peer, correlated)
 
     def _from_memory(self, parsed: ParsedFacts) -> PolicyInputs | None:
@@ -304,7 +304,7 @@ class PolicyService:
             if peer is None:  # no connection to look up: no await (most 2.4 setups)
                 parsed = self.parse_facts(req, Stage.BEFORE_AUTH)
             else:
-                parsed = await self.facts(req, Stage.BEFORE_AUTH)
+                parsed = await self._correlated_facts(req, Stage.BEFORE_AUTH, peer)
             inputs = self._from_memory(parsed) or await self._gather(parsed)
             self.sessions.remember(session_id, inputs)
         verdict = evaluate(inputs, self.config)
@@ -312,7 +312,11 @@ class PolicyService:
         return verdict
 
     async def report(self, req: DovecotRequest) -> None:
-        parsed = await self.facts(req, Stage.AFTER_AUTH)
+        peer = self.peer_of(req)
+        if peer is None:
+            parsed = self.parse_facts(req, Stage.AFTER_AUTH)
+        else:
+            parsed = await self._correlated_facts(req, Stage.AFTER_AUTH, peer)
         facts = parsed.request
         self.sessions.end(facts.session_id)
         now = self.clock()

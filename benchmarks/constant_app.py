@@ -4,7 +4,7 @@ server must).
 
 ``python benchmarks/constant_app.py PORT WORKERS [HTTP]`` runs it with several worker processes
 on the same terms as ``ja3svc serve --workers N`` (TCP_NODELAY on the shared socket, no access
-log).
+log, no proxy-headers middleware).
 """
 
 from __future__ import annotations
@@ -39,4 +39,4 @@ if __name__ == "__main__":
     http = sys.argv[3] if len(sys.argv) > 3 else "auto"
     _bind_with_no_delay(uvicorn.Config)
     uvicorn.run("benchmarks.constant_app:app", port=port, workers=workers, http=http,
-                log_level="warning", access_log=False)  # fmt: skip
+                log_level="warning", access_log=False, proxy_headers=False)  # fmt: skip

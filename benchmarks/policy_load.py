@@ -305,7 +305,7 @@ def main() -> int:
                      "--http", args.http]  # fmt: skip
         cmd_const = [sys.executable, "-m", "uvicorn", "benchmarks.constant_app:app",
                      "--port", str(ports["constant"]), "--log-level", "warning",
-                     "--no-access-log", "--http", args.http]  # fmt: skip
+                     "--no-access-log", "--no-proxy-headers", "--http", args.http]  # fmt: skip
         for cmd, port in ((cmd_serve, ports["ja3svc"]), (cmd_const, ports["constant"])):
             procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env))
             wait_port(port, procs[-1])

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Row, delete, func, insert, or_, select
@@ -732,8 +733,7 @@ def _insert_rows(cur: Any, sql: tuple[str, str], rows: Sequence[tuple[object, ..
     for lo in range(0, len(rows), _ROWS_PER_STATEMENT):
         chunk = rows[lo : lo + _ROWS_PER_STATEMENT]
         cur.execute(
-            _values_sql(sql[0], sql[1], len(chunk), width),
-            [value for row in chunk for value in row],
+            _values_sql(sql[0], sql[1], len(chunk), width), list(chain.from_iterable(chunk))
         )
 
 
