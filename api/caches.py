@@ -98,20 +98,6 @@ class LabelCache:
                 labels.extend(LabelFact._make(row) for row in found)
         return misses
 
-    def split(
-        self, refs: Iterable[Ref], allow_stale: bool = False
-    ) -> tuple[dict[Ref, tuple[LabelFact, ...]], list[Ref]]:
-        """(cached labels by ref, refs that must be asked from the database)."""
-        hits: dict[Ref, tuple[LabelFact, ...]] = {}
-        misses: list[Ref] = []
-        for ref in refs:
-            found = self._lru.get(ref, allow_stale)
-            if found is None:
-                misses.append(ref)
-            else:
-                hits[ref] = tuple(LabelFact._make(row) for row in found)
-        return hits, misses
-
     def store(self, labels: dict[Ref, tuple[LabelFact, ...]]) -> None:
         for ref, found in labels.items():
             # Plain tuples (a LabelFact is a tuple subclass, which the collector keeps

@@ -442,8 +442,8 @@ def test_metric_labels_stay_bounded_past_the_memo():
 
 
 def test_long_lived_caches_hold_nothing_the_collector_must_walk():
-    """The label, history and reputation caches give back the engine's dataclasses but keep
-    plain tuples, which the garbage collector stops tracking (see api.caches)."""
+    """The label, history and reputation caches give back the engine's records but keep plain
+    tuples, which the garbage collector stops tracking (see api.caches)."""
     import gc
 
     from api.caches import HistoryCache, LabelCache, ReputationCache
@@ -461,9 +461,9 @@ def test_long_lived_caches_hold_nothing_the_collector_must_walk():
     for lru in (labels._lru, history._lru, reputation._lru):
         for entry in lru._data.values():
             assert not gc.is_tracked(entry)
-    hits, misses = labels.split([("ja3", H), ("ja3_dovecot", H), ("ja4", "x")])
-    assert hits == {("ja3", H): (label,), ("ja3_dovecot", H): ()}
-    assert misses == [("ja4", "x")]
+    found: list[LabelFact] = []
+    misses = labels.collect([("ja3", H), ("ja3_dovecot", H), ("ja4", "x")], found)
+    assert (found, misses) == ([label], [("ja4", "x")])
     assert history.get("ivan") == known and history.get("olga") is None
     assert reputation.get((("ja3", H),)) == Reputation(3, 7, 3600)
 
