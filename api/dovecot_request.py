@@ -100,16 +100,16 @@ def parse_request(command: str, body: bytes) -> DovecotRequest:
         for key, value in (("success", success), ("policy_reject", policy_reject), ("tls", tls)):
             if type(value) not in _FLAG_TYPES:
                 raise BadRequest(f"{key!r} must be a boolean")
-    attributes: dict[str, str] = {}
-    for key, value in data.items():
-        # Most attributes are top-level strings: only objects and oddities need _flatten.
-        if type(value) is str:
-            attributes[key] = value
-        elif type(value) is dict:
-            _flatten(value, key, key.rpartition("/")[2], attributes, 1)
+    # Most attributes are top-level strings and stay where they are: the parsed object becomes
+    # the attributes once its few objects (and oddities) are flattened into it.
+    others = [key for key, value in data.items() if type(value) is not str]
+    for key in others:
+        value = data.pop(key)
+        if type(value) is dict:
+            _flatten(value, key, key.rpartition("/")[2], data, 1)
         else:
-            _flatten({key: value}, "", "", attributes, 0)
-    return DovecotRequest(command, attributes, success, policy_reject, tls)
+            _flatten({key: value}, "", "", data, 0)
+    return DovecotRequest(command, data, success, policy_reject, tls)
 
 
 def normalise_hash(value: str) -> str:

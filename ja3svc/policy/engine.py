@@ -230,12 +230,15 @@ RULES: tuple[tuple[str, Rule], ...] = (
 )
 
 
+_NO_MATCH = Hit(Action.ALLOW, "no rule matched")
+
+
 def evaluate(inp: PolicyInputs, cfg: PolicyConfig) -> Verdict:
     """Apply ``RULES`` to ``inp`` and turn the first hit into Dovecot's answer."""
     reasons: list[str] = []
     if inp.degraded:
         reasons.append("database unavailable: labels from cache, no history or reputation")
-    name, hit = "default", Hit(Action.ALLOW, "no rule matched")
+    name, hit = "default", _NO_MATCH  # unreachable while rule_default ends the table
     for rule_name, rule in RULES:
         found = rule(inp, cfg)
         if found is not None:
