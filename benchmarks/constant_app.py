@@ -3,8 +3,8 @@ answering every request with a constant ``{"status":0}`` (it still reads the bod
 server must).
 
 ``python benchmarks/constant_app.py PORT WORKERS [HTTP]`` runs it with several worker processes
-on the same terms as ``ja3svc serve --workers N`` (TCP_NODELAY on the shared socket, no access
-log, no proxy-headers middleware).
+on the same terms as ``ja3svc serve --workers N`` (a socket per worker, see cli.worker_sockets;
+no access log, no proxy-headers middleware).
 """
 
 from __future__ import annotations
@@ -33,10 +33,13 @@ if __name__ == "__main__":
     import uvicorn
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from cli.serve_command import _bind_with_no_delay
+    from cli.worker_sockets import run_workers
 
     port, workers = int(sys.argv[1]), int(sys.argv[2])
     http = sys.argv[3] if len(sys.argv) > 3 else "auto"
-    _bind_with_no_delay(uvicorn.Config)
-    uvicorn.run("benchmarks.constant_app:app", port=port, workers=workers, http=http,
-                log_level="warning", access_log=False, proxy_headers=False)  # fmt: skip
+    config = uvicorn.Config("benchmarks.constant_app:app", port=port, workers=workers, http=http,
+                            log_level="warning", access_log=False, proxy_headers=False)  # fmt: skip
+    if workers > 1:
+        run_workers(config)
+    else:
+        uvicorn.Server(config).run()

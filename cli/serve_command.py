@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 from typing import Any
 
@@ -130,29 +129,14 @@ def _run_workers(args: argparse.Namespace, settings: Any) -> int:
     os.environ[LOG_LEVEL_ENV] = args.log_level
     options = _uvicorn_options(args)
     if args.workers > 1:
-        _bind_with_no_delay(uvicorn.Config)
-    uvicorn.run("api.app:app_from_env", factory=True, workers=args.workers, **options)
+        from cli.worker_sockets import run_workers
+
+        run_workers(
+            uvicorn.Config("api.app:app_from_env", factory=True, workers=args.workers, **options)
+        )
+    else:
+        uvicorn.run("api.app:app_from_env", factory=True, **options)
     return EXIT_OK
-
-
-def _bind_with_no_delay(config_class: Any) -> None:
-    """Make the socket uvicorn binds for its worker processes set TCP_NODELAY.
-
-    With several workers uvicorn binds the listening socket itself and asyncio, which sets
-    TCP_NODELAY only on sockets it creates, leaves Nagle's algorithm on. A response goes out as
-    two writes (headers, then body), so the body waited for Dovecot's delayed ACK: 40 ms on
-    every request. Linux copies the option from the listening socket to accepted connections.
-    Patched in this process only, before uvicorn forks its workers.
-    """
-    original = config_class.bind_socket
-
-    def bind_socket(self: Any) -> socket.socket:
-        sock = original(self)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-
-    config_class.bind_socket = bind_socket
 
 
 def _run_with_capture(args: argparse.Namespace, settings: Any) -> int:

@@ -6,6 +6,7 @@ command's argument errors. The end-to-end runs with Dovecot are in test_correlat
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import threading
@@ -228,24 +229,95 @@ def test_bad_capture_arguments_are_one_line_and_exit_1(args: list[str], message:
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
-def test_worker_listening_socket_has_tcp_nodelay():
-    # uvicorn binds the socket it shares with several workers itself, without TCP_NODELAY;
-    # answers then waited ~40 ms for the client's delayed ACK. Real uvicorn binding code here.
+def test_worker_listening_sockets_have_tcp_nodelay_and_reuse_port():
+    # asyncio sets TCP_NODELAY only on sockets it creates; without it answers waited ~40 ms for
+    # the client's delayed ACK. Accepted connections inherit the option from these sockets.
+    import pickle
     import socket
 
-    import uvicorn
+    from cli.worker_sockets import WorkerListener, listen_socket
+    from tests.support.processes import free_port
 
-    from cli.serve_command import _bind_with_no_delay
-
-    class Config(uvicorn.Config):  # a subclass, so the test leaves uvicorn itself unpatched
-        pass
-
-    _bind_with_no_delay(Config)
-    sock = Config("api.app:app_from_env", host="127.0.0.1", port=0, workers=2).bind_socket()
+    port = free_port()
+    shared = listen_socket("127.0.0.1", 0, reuse_port=False)
+    # What uvicorn's supervisor pickles into a worker becomes a socket the worker binds itself.
+    first = pickle.loads(pickle.dumps(WorkerListener("127.0.0.1", port)))
+    second = pickle.loads(pickle.dumps(WorkerListener("127.0.0.1", port)))
     try:
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        for sock in (shared, first, second):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        for sock in (first, second):
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+            assert sock.getsockname() == ("127.0.0.1", port)
     finally:
-        sock.close()
+        for sock in (shared, first, second):
+            sock.close()
+
+
+def _worker_of_each_connection(port: int) -> dict[int, int]:
+    """pid -> established connections to ``port`` it holds (server side), read with ss."""
+    out = subprocess.run(
+        ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    counts: dict[int, int] = {}
+    for pid in re.findall(r"pid=(\d+)", out):
+        counts[int(pid)] = counts.get(int(pid), 0) + 1
+    return counts
+
+
+def test_serve_workers_share_the_connections(tmp_path):
+    """`ja3svc serve --workers 2`: a burst of keep-alive connections (Dovecot opens its pool at
+    once) is spread over both workers by the kernel, each worker answering on its own socket.
+    With one shared socket, the first worker to wake used to take most of a burst."""
+    import http.client
+    import json
+    import os
+
+    from tests.api_helpers import API_KEY, allow_24
+    from tests.support.processes import free_port, stop, wait_port
+
+    conf = tmp_path / "serve.toml"
+    conf.write_text(
+        f'database_url = "sqlite:///{tmp_path / "s.sqlite3"}"\n[policy]\napi_keys = ["{API_KEY}"]\n'
+    )
+    port = free_port()
+    env = {**os.environ, "JA3SVC_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--config", str(conf),
+         "--log-level", "warning", "--workers", "2"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    conns: list[http.client.HTTPConnection] = []
+    try:
+        wait_port(port, proc)
+        deadline = time.monotonic() + 30  # both workers listening
+        while time.monotonic() < deadline:
+            listening = subprocess.run(
+                ["ss", "-Hltnp", f"( sport = :{port} )"], capture_output=True, text=True
+            ).stdout  # fmt: skip
+            if len({int(p) for p in re.findall(r"pid=(\d+)", listening)} - {proc.pid}) == 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"two workers never listened: {listening}")
+        headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+        for _ in range(64):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.connect()
+            conns.append(conn)
+        for conn in conns:
+            conn.request("POST", "/policy?command=allow", body=allow_24(), headers=headers)
+            res = conn.getresponse()
+            assert res.status == 200 and json.loads(res.read()) == {"status": 0}
+        counts = _worker_of_each_connection(port)
+        assert sum(counts.values()) == 64 and len(counts) == 2, counts
+        # 64 connections hashed over two sockets: fewer than 12 on one has odds below 1e-6.
+        assert min(counts.values()) >= 12, counts
+    finally:
+        for conn in conns:
+            conn.close()
+        stop(proc)
 
 
 @pytest.mark.parametrize("impl", ["httptools", "h11"])
