@@ -103,8 +103,8 @@ def parse_request(command: str, body: bytes) -> DovecotRequest:
     # Most attributes are top-level strings and stay where they are: the parsed object becomes
     # the attributes once its few objects (and oddities) are flattened into it.
     others = [key for key, value in data.items() if type(value) is not str]
-    for key in others:
-        value = data.pop(key)
+    # All taken out first: a flattened path may equal another key still to be checked.
+    for key, value in [(key, data.pop(key)) for key in others]:
         if type(value) is dict:
             _flatten(value, key, key.rpartition("/")[2], data, 1)
         else:

@@ -589,3 +589,11 @@ def test_bodies_beyond_the_fast_json_path_parse_as_json_loads_does():
         with pytest.raises(BadRequest) as err:
             parse_request("allow", body)
         assert str(err.value) == f"body is not valid JSON: {expected}"
+
+
+def test_every_attribute_is_checked_even_where_a_nested_one_has_the_same_path():
+    from api.dovecot_request import BadRequest, parse_request
+
+    with pytest.raises(BadRequest, match="'a/b' must be a string"):
+        parse_request("allow", b'{"a":{"b":"x"},"a/b":[1]}')
+    assert parse_request("allow", b'{"a":{"b":"x"},"c":"y"}').attributes == {"a/b": "x", "c": "y"}
