@@ -254,6 +254,26 @@ def test_worker_listening_sockets_have_tcp_nodelay_and_reuse_port():
             sock.close()
 
 
+def test_serve_workers_on_a_taken_port_fail_at_once(tmp_path):
+    """Another program listening on the port (without SO_REUSEPORT): the parent's own bind
+    says so in one line and exits, instead of workers failing and being restarted."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    conf = tmp_path / "serve.toml"
+    conf.write_text(f'database_url = "sqlite:///{tmp_path / "s.sqlite3"}"\n')
+    try:
+        res = _serve("--port", str(port), "--workers", "2", "--config", str(conf))
+    finally:
+        taken.close()
+    assert res.returncode == 3, res
+    assert f"cannot listen on 127.0.0.1:{port}" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
 def _worker_of_each_connection(port: int) -> dict[int, int]:
     """pid -> established connections to ``port`` it holds (server side), read with ss."""
     out = subprocess.run(
