@@ -254,6 +254,24 @@ def test_worker_listening_sockets_have_tcp_nodelay_and_reuse_port():
             sock.close()
 
 
+def _start_serve(tmp_path: Path, port: int, *args: str) -> subprocess.Popen[bytes]:
+    """A real `ja3svc serve` on ``port`` with a fresh SQLite file and the test API key."""
+    import os
+
+    from tests.api_helpers import API_KEY
+
+    conf = tmp_path / "serve.toml"
+    conf.write_text(
+        f'database_url = "sqlite:///{tmp_path / "s.sqlite3"}"\n[policy]\napi_keys = ["{API_KEY}"]\n'
+    )
+    env = {**os.environ, "JA3SVC_DATA_DIR": str(tmp_path)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--config", str(conf),
+         "--log-level", "warning", *args],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+
+
 def test_serve_workers_on_a_taken_port_fail_at_once(tmp_path):
     """Another program listening on the port (without SO_REUSEPORT): the parent's own bind
     says so in one line and exits, instead of workers failing and being restarted."""
@@ -292,22 +310,12 @@ def test_serve_workers_share_the_connections(tmp_path):
     With one shared socket, the first worker to wake used to take most of a burst."""
     import http.client
     import json
-    import os
 
     from tests.api_helpers import API_KEY, allow_24
     from tests.support.processes import free_port, stop, wait_port
 
-    conf = tmp_path / "serve.toml"
-    conf.write_text(
-        f'database_url = "sqlite:///{tmp_path / "s.sqlite3"}"\n[policy]\napi_keys = ["{API_KEY}"]\n'
-    )
     port = free_port()
-    env = {**os.environ, "JA3SVC_DATA_DIR": str(tmp_path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--config", str(conf),
-         "--log-level", "warning", "--workers", "2"],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
+    proc = _start_serve(tmp_path, port, "--workers", "2")
     conns: list[http.client.HTTPConnection] = []
     try:
         wait_port(port, proc)
@@ -346,22 +354,12 @@ def test_serve_answers_dovecot_with_either_http_implementation(tmp_path, impl):
     the `??command=` a configured URL ending in `?` becomes, and its keep-alive requests."""
     import http.client
     import json
-    import os
 
     from tests.api_helpers import API_KEY, allow_24
     from tests.support.processes import free_port, stop, wait_port
 
-    conf = tmp_path / "serve.toml"
-    conf.write_text(
-        f'database_url = "sqlite:///{tmp_path / "s.sqlite3"}"\n[policy]\napi_keys = ["{API_KEY}"]\n'
-    )
     port = free_port()
-    env = {**os.environ, "JA3SVC_DATA_DIR": str(tmp_path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--config", str(conf),
-         "--log-level", "warning", "--http", impl],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
+    proc = _start_serve(tmp_path, port, "--http", impl)
     try:
         wait_port(port, proc)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
