@@ -25,7 +25,7 @@ V = TypeVar("V")
 Ref = tuple[str, str]
 
 
-class TtlLru(Generic[K, V]):
+class TtlMap(Generic[K, V]):
     """A bounded map whose entries are fresh for ``ttl`` seconds and then only *stale*.
 
     Stale entries are kept (until evicted by size) because during a database outage a stale
@@ -56,9 +56,8 @@ class TtlLru(Generic[K, V]):
         data = self._data
         data[key] = (self._clock(), value)
         data.move_to_end(key)
-        if len(data) > self.maxsize:
-            while len(data) > self.maxsize:
-                data.popitem(last=False)
+        while len(data) > self.maxsize:
+            data.popitem(last=False)
 
     def discard(self, key: K) -> None:
         self._data.pop(key, None)
@@ -81,7 +80,7 @@ class LabelCache:
     """
 
     def __init__(self, maxsize: int = 200_000, ttl: float = 5.0) -> None:
-        self._lru: TtlLru[Ref, tuple[LabelRow, ...]] = TtlLru(maxsize, ttl)
+        self._lru: TtlMap[Ref, tuple[LabelRow, ...]] = TtlMap(maxsize, ttl)
 
     def collect(
         self, refs: Iterable[Ref], labels: list[LabelFact], allow_stale: bool = False
@@ -125,7 +124,7 @@ class HistoryCache:
     """Accounts' learned fingerprints (``UserHistory``), briefly, by login."""
 
     def __init__(self, maxsize: int, ttl: float) -> None:
-        self._lru: TtlLru[str, tuple[tuple[Ref, ...], int]] = TtlLru(maxsize, ttl)
+        self._lru: TtlMap[str, tuple[tuple[Ref, ...], int]] = TtlMap(maxsize, ttl)
 
     def get(self, login: str) -> UserHistory | None:
         found = self._lru.get(login)
@@ -155,7 +154,7 @@ class ReputationCache:
     """``Reputation`` of a request's fingerprints (the tuple of its identity refs), briefly."""
 
     def __init__(self, maxsize: int, ttl: float) -> None:
-        self._lru: TtlLru[tuple[Ref, ...], tuple[int, int, int]] = TtlLru(maxsize, ttl)
+        self._lru: TtlMap[tuple[Ref, ...], tuple[int, int, int]] = TtlMap(maxsize, ttl)
 
     def get(self, key: tuple[Ref, ...]) -> Reputation | None:
         found = self._lru.get(key)
@@ -186,7 +185,7 @@ class SessionTracker:
     """
 
     def __init__(self, window: float, maxsize: int = 200_000) -> None:
-        self._seen: TtlLru[str, PolicyInputs] = TtlLru(maxsize, window)
+        self._seen: TtlMap[str, PolicyInputs] = TtlMap(maxsize, window)
 
     def before_auth_inputs(self, session_id: str) -> PolicyInputs | None:
         return self._seen.get(session_id) if session_id else None
