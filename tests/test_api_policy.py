@@ -597,3 +597,17 @@ def test_every_attribute_is_checked_even_where_a_nested_one_has_the_same_path():
     with pytest.raises(BadRequest, match="'a/b' must be a string"):
         parse_request("allow", b'{"a":{"b":"x"},"a/b":[1]}')
     assert parse_request("allow", b'{"a":{"b":"x"},"c":"y"}').attributes == {"a/b": "x", "c": "y"}
+
+
+def test_cache_entries_go_stale_then_make_room_in_the_order_they_were_put():
+    from api.caches import TtlMap
+
+    now = [0.0]
+    cache: TtlMap[str, int] = TtlMap(maxsize=2, ttl=5.0, clock=lambda: now[0])
+    cache.put("a", 1)
+    cache.put("b", 2)
+    now[0] = 6.0
+    assert cache.get("a") is None and cache.get("a", allow_stale=True) == 1  # outage answer
+    cache.put("a", 3)  # refreshed after the lookup missed: now the newest
+    cache.put("c", 4)  # one too many: "b" was put longest ago
+    assert (cache.get("b", allow_stale=True), cache.get("a"), cache.get("c")) == (None, 3, 4)
