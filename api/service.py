@@ -85,6 +85,15 @@ _NO_HISTORY = UserHistory()
 _REPORT_REASON = {o: f"report: {o}" for o in ("success", "failure", "policy_reject")}
 
 
+class _Cached(NamedTuple):
+    """What the caches know for one allow; None (and misses) for what must be asked."""
+
+    labels: list[LabelFact]
+    misses: list[Ref]
+    reputation: Reputation | None
+    history: UserHistory | None
+
+
 class PolicyService:
     def __init__(
         self,
@@ -204,43 +213,29 @@ class PolicyService:
             )
         return self.parse_facts(req, stage, peer, correlated)
 
-    def _from_memory(self, parsed: ParsedFacts) -> PolicyInputs | None:
-        """The inputs when the caches know everything fresh (no query at all), else None."""
+    def _cached(self, parsed: ParsedFacts) -> _Cached:
+        """What the caches know fresh for the facts' fingerprints and account."""
         facts = parsed.request
-        if not facts.fingerprints:
-            # Nothing to look up (Dovecot 2.3 without correlation).
-            return PolicyInputs(facts)
         labels: list[LabelFact] = []
-        if self.labels.collect(facts.fingerprints, labels):
-            return None
+        misses = self.labels.collect(facts.fingerprints, labels)
         rep = self._reputation.get(parsed.identity)
-        if rep is None:
-            return None
         history = self._history.get(facts.login) if facts.login else _NO_HISTORY
-        if history is None:
-            return None
-        return PolicyInputs(facts, tuple(labels), history, rep)
+        return _Cached(labels, misses, rep, history)
 
-    async def _gather(self, parsed: ParsedFacts) -> PolicyInputs:
+    async def _gather(self, parsed: ParsedFacts, cached: _Cached) -> PolicyInputs:
+        """Complete what ``cached`` lacks from the database (with a deadline, and not at all
+        while the circuit is open); degraded inputs from the cache, stale included, if that
+        fails."""
         facts = parsed.request
-        refs = facts.fingerprints
-        if not refs:
-            return PolicyInputs(facts)
-        now = self.clock()
-        labels: list[LabelFact] = []
-        misses = self.labels.collect(refs, labels)
+        labels, misses, rep, history = cached
         rep_key = parsed.identity
-        rep = self._reputation.get(rep_key)
-        history = self._history.get(facts.login) if facts.login else _NO_HISTORY
-        if not misses and rep is not None and history is not None:
-            return PolicyInputs(facts, tuple(labels), history, rep)
         if not self.degraded:
             args = (
                 misses,
                 facts.login if history is None else None,
                 list(rep_key) if rep is None else [],
                 self.settings.reputation_window_seconds,
-                now,
+                self.clock(),
             )
             try:
                 if self._inline_db:
@@ -301,11 +296,21 @@ class PolicyService:
             )  # fmt: skip
         else:
             peer = self.peer_of(req)
-            if peer is None:  # no connection to look up: no await (most 2.4 setups)
-                parsed = self.parse_facts(req, Stage.BEFORE_AUTH)
+            parsed = (
+                self.parse_facts(req, Stage.BEFORE_AUTH)  # no connection to look up: no await
+                if peer is None
+                else await self._correlated_facts(req, Stage.BEFORE_AUTH, peer)
+            )
+            if not parsed.request.fingerprints:  # Dovecot 2.3 without correlation
+                inputs = PolicyInputs(parsed.request)
             else:
-                parsed = await self._correlated_facts(req, Stage.BEFORE_AUTH, peer)
-            inputs = self._from_memory(parsed) or await self._gather(parsed)
+                cached = self._cached(parsed)
+                if cached.misses or cached.reputation is None or cached.history is None:
+                    inputs = await self._gather(parsed, cached)
+                else:  # everything fresh in memory: no query, and no coroutine to make one
+                    inputs = PolicyInputs(
+                        parsed.request, tuple(cached.labels), cached.history, cached.reputation
+                    )
             self.sessions.remember(session_id, inputs)
         verdict = evaluate(inputs, self.config)
         self._record(parsed, verdict)
@@ -313,10 +318,11 @@ class PolicyService:
 
     async def report(self, req: DovecotRequest) -> None:
         peer = self.peer_of(req)
-        if peer is None:
-            parsed = self.parse_facts(req, Stage.AFTER_AUTH)
-        else:
-            parsed = await self._correlated_facts(req, Stage.AFTER_AUTH, peer)
+        parsed = (
+            self.parse_facts(req, Stage.AFTER_AUTH)
+            if peer is None
+            else await self._correlated_facts(req, Stage.AFTER_AUTH, peer)
+        )
         facts = parsed.request
         self.sessions.end(facts.session_id)
         now = self.clock()
