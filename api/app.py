@@ -72,11 +72,9 @@ class PolicyFirstApp(FastAPI):
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
             if path == "/policy" or path == "/":
-                scope["app"] = self
                 await policy.handle(scope, receive, send, self.policy_service, "")
                 return
             if path.startswith("/command/") and "/" not in path[9:] and path[9:]:
-                scope["app"] = self
                 await policy.handle(scope, receive, send, self.policy_service, path[9:])
                 return
         await super().__call__(scope, receive, send)

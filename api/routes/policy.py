@@ -173,7 +173,7 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         command = scope.get("path_params", {}).get("command", "")
-        await handle(scope, receive, send, scope["app"].state.service, command)
+        await handle(scope, receive, send, scope["app"].policy_service, command)
 
 
 _APP = Endpoint()
