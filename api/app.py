@@ -19,13 +19,13 @@ from typing import Any, Protocol
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from ja3svc.api.metrics import CallbackGauges
+from ja3svc.api.routes import admin, ops, policy
+from ja3svc.api.service import PolicyService
+from ja3svc.store.policy_store import PolicyStore
 
-from api.metrics import CallbackGauges
-from api.routes import admin, ops, policy
-from api.service import PolicyService
 from ja3svc.policy import ConnectionLookup
 from ja3svc.settings import Settings, load_settings
-from store.policy_store import PolicyStore
 
 log = logging.getLogger("ja3svc.api")
 
@@ -100,11 +100,11 @@ def create_app(
     look hellos up in the (shared) database that separate capture workers write to.
     """
     if database is None:
-        from store.database import Database
+        from ja3svc.store.database import Database
 
         database = Database.from_settings(settings)
     if connection_lookup is None and settings.serve.correlate_database:
-        from store.correlation import ConnectionFingerprints
+        from ja3svc.store.correlation import ConnectionFingerprints
 
         connection_lookup = ConnectionFingerprints.from_settings(settings, None, database)
     service = PolicyService(
@@ -187,7 +187,7 @@ def create_app(
 
 def app_from_env() -> FastAPI:
     """uvicorn factory used by `ja3svc serve` (one call per worker process)."""
-    from api.logs import configure
+    from ja3svc.api.logs import configure
 
     # Worker processes start fresh: set up the JSON logs here too.
     configure(os.environ.get(LOG_LEVEL_ENV, "info"))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from fastapi import HTTPException, Request
-
-from api.auth import check_admin
-from api.service import PolicyService
-from store.policy_store import PolicyStore
+from ja3svc.api.auth import check_admin
+from ja3svc.api.service import PolicyService
+from ja3svc.store.policy_store import PolicyStore
 
 
 def get_service(request: Request) -> PolicyService:

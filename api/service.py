@@ -14,11 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
-from api.auth import DovecotCredentials
-from api.caches import HistoryCache, LabelCache, ReputationCache, SessionTracker
-from api.dovecot_request import DovecotRequest, normalise_hash, parse_port
-from api.metrics import PolicyMetrics
-from api.writer import BatchWriter
+from ja3svc.api.auth import DovecotCredentials
+from ja3svc.api.caches import HistoryCache, LabelCache, ReputationCache, SessionTracker
+from ja3svc.api.dovecot_request import DovecotRequest, normalise_hash, parse_port
+from ja3svc.api.metrics import PolicyMetrics
+from ja3svc.api.writer import BatchWriter
+from ja3svc.store.policy_store import AllowFacts, DecisionRecord, PolicyStore, Ref
+
 from ja3svc.policy import (
     RULES,
     Action,
@@ -38,7 +40,6 @@ from ja3svc.policy import (
     parse_action,
 )
 from ja3svc.settings import PolicySettings
-from store.policy_store import AllowFacts, DecisionRecord, PolicyStore, Ref
 
 log = logging.getLogger("ja3svc.policy")
 

@@ -31,7 +31,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from store.policy_store import DecisionRecord, PolicyStore, Ref, StoreBusy
+from ja3svc.store.policy_store import DecisionRecord, PolicyStore, Ref, StoreBusy
 
 log = logging.getLogger("ja3svc.api.writer")
 

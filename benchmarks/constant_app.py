@@ -33,7 +33,7 @@ if __name__ == "__main__":
     import uvicorn
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from cli.worker_sockets import run_workers
+    from ja3svc.cli.worker_sockets import run_workers
 
     port, workers = int(sys.argv[1]), int(sys.argv[2])
     http = sys.argv[3] if len(sys.argv) > 3 else "auto"

@@ -252,9 +252,8 @@ def bulk_labels(db_url: str, n: int, rng: random.Random) -> list[str]:
 
 def store_lookup_ms(db_url: str, hashes: list[str], n: int = 2000) -> tuple[float, float]:
     """p50/p99 in ms of PolicyStore.allow_facts (labels + history + reputation), uncached."""
+    from ja3svc.store.policy_store import PolicyStore
     from sqlalchemy import create_engine
-
-    from store.policy_store import PolicyStore
 
     store = PolicyStore(create_engine(db_url))
     rng = random.Random(7)
@@ -300,9 +299,9 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         ports = {"ja3svc": free_port(), "constant": free_port()}
-        cmd_serve = [sys.executable, "-m", "cli.main", "serve", "--port", str(ports["ja3svc"]),
-                     "--config", str(conf), "--log-level", "warning",
-                     "--http", args.http]  # fmt: skip
+        cmd_serve = [sys.executable, "-m", "ja3svc.cli.main", "serve",
+                     "--port", str(ports["ja3svc"]), "--config", str(conf),
+                     "--log-level", "warning", "--http", args.http]  # fmt: skip
         cmd_const = [sys.executable, "-m", "uvicorn", "benchmarks.constant_app:app",
                      "--port", str(ports["constant"]), "--log-level", "warning",
                      "--no-access-log", "--no-proxy-headers", "--http", args.http]  # fmt: skip
@@ -337,7 +336,7 @@ def main() -> int:
 
         if args.workers > 1:
             port = free_port()
-            cmd = [sys.executable, "-m", "cli.main", "serve", "--port", str(port),
+            cmd = [sys.executable, "-m", "ja3svc.cli.main", "serve", "--port", str(port),
                    "--workers", str(args.workers), "--config", str(conf),
                    "--log-level", "warning", "--http", args.http]  # fmt: skip
             procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env))

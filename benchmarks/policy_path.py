@@ -75,7 +75,8 @@ async def drive(app: Any, requests: list[tuple[Scope, bytes]], n: int) -> float:
 
 
 async def run(args: argparse.Namespace) -> None:
-    from api.app import create_app
+    from ja3svc.api.app import create_app
+
     from ja3svc.settings import Settings
 
     workdir = Path(tempfile.mkdtemp(prefix="ja3svc-path-"))

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from capture.capture_file import open_capture
+from ja3svc.capture.capture_file import open_capture
+
 from ja3svc.engine import FingerprintEngine
 
 DEFAULT = Path(__file__).parent / ".cache" / "mixed-1000000-s20250520-v2.pcap"

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from capture.capture_file import open_capture
+from ja3svc.capture.capture_file import open_capture
 
 BATCH = 10_000  # packets written per join, to keep generation itself quick
 

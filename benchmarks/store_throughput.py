@@ -33,11 +33,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ja3svc.store.database import Database
+from ja3svc.store.sighting_writer import SightingWriter
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-
-from store.database import Database
-from store.sighting_writer import SightingWriter
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -152,7 +151,7 @@ def store_records(url: str, records: list[dict[str, Any]], batch_size: int) -> t
 
 def run_pcap(capture: Path, *extra: str) -> float:
     exe = shutil.which("ja3svc") or ""
-    cmd = [exe] if exe else [sys.executable, "-m", "cli.main"]
+    cmd = [exe] if exe else [sys.executable, "-m", "ja3svc.cli.main"]
     t0 = time.perf_counter()
     subprocess.run(
         [*cmd, "pcap", "-q", "--no-progress", str(capture), *extra],

@@ -175,7 +175,7 @@ def open_capture(stream: BinaryIO, name: str = "<stream>") -> CaptureReader:
     """
     # The format modules import the error classes from this module, so they are imported here
     # rather than at the top to keep the import graph acyclic.
-    from capture import pcap_format, pcapng_format
+    from ja3svc.capture import pcap_format, pcapng_format
 
     magic = _read_exactly(stream, 4)
     if not magic:

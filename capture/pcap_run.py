@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from capture.capture_file import CaptureDamagedError, open_capture
+from ja3svc.capture.capture_file import CaptureDamagedError, open_capture
+
 from ja3svc.engine import FingerprintEngine
 from ja3svc.sighting import HelloSighting
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from capture.capture_file import (
+from ja3svc.capture.capture_file import (
     CaptureDamagedError,
     CaptureReader,
     ChunkedStream,

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from capture.privileges import PrivilegeError, ProcessIdentity, drop_privileges
+from ja3svc.capture.privileges import PrivilegeError, ProcessIdentity, drop_privileges
 
 if TYPE_CHECKING:
-    from capture.live_source import LiveSource
-    from capture.worker import CaptureWorker
+    from ja3svc.capture.live_source import LiveSource
+    from ja3svc.capture.worker import CaptureWorker
+    from ja3svc.store.database import Database
+
     from ja3svc.settings import Settings
-    from store.database import Database
 
 __all__ = [
     "PreparedCapture",
@@ -63,7 +64,7 @@ def prepare_capture(
     the unprivileged user cannot follow). ``source`` must already be open. On failure the
     source is left open: the caller owns it.
     """
-    from capture.worker import CaptureWorker
+    from ja3svc.capture.worker import CaptureWorker
 
     # Database and writer first: SQLAlchemy loads the dialect and driver modules on the first
     # connection, and the writer replays leftover spool files. The pooled connection stays
@@ -130,9 +131,8 @@ def hand_over_files(settings: Settings, database: Database, user: str) -> None:
 
 def open_database(settings: Any) -> Database:
     """The configured database, checked and at the migrations' head; errors as one-liners."""
+    from ja3svc.store.database import Database, DatabaseUnavailable, SchemaOutOfDate
     from sqlalchemy.exc import ArgumentError, DBAPIError
-
-    from store.database import Database, DatabaseUnavailable, SchemaOutOfDate
 
     try:
         db = Database.from_settings(settings)

@@ -27,16 +27,18 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from capture.live_source import InterfaceStats, LiveSource, default_filter
+from ja3svc.capture.live_source import InterfaceStats, LiveSource, default_filter
+
 from ja3svc.connections import RecentConnections
 from ja3svc.dovecot import DEFAULT_PROFILE
 from ja3svc.engine import FingerprintEngine
 from ja3svc.flow_table import FlowTable
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy; the worker also runs without a database
+    from ja3svc.store.database import Database
+    from ja3svc.store.sighting_writer import SightingWriter
+
     from ja3svc.settings import CaptureSettings, Settings
-    from store.database import Database
-    from store.sighting_writer import SightingWriter
 
 __all__ = ["CaptureWorker", "open_source"]
 
@@ -119,7 +121,7 @@ class CaptureWorker:
         c = settings.capture
         writer = None
         if database is not None:
-            from store.sighting_writer import SightingWriter
+            from ja3svc.store.sighting_writer import SightingWriter
 
             writer = SightingWriter(
                 database,

@@ -21,7 +21,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-from cli.main import EXIT_OK, EXIT_USAGE
+from ja3svc.cli.main import EXIT_OK, EXIT_USAGE
 
 log = logging.getLogger("ja3svc.capture")
 
@@ -62,13 +62,13 @@ def _fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ja3svc.api.logs import configure
+    from ja3svc.capture.live_source import CaptureOpenError
+    from ja3svc.capture.privileges import PrivilegeError
+    from ja3svc.capture.service_setup import SetupError, prepare_capture
+    from ja3svc.capture.worker import open_source
     from pydantic import ValidationError
 
-    from api.logs import configure
-    from capture.live_source import CaptureOpenError
-    from capture.privileges import PrivilegeError
-    from capture.service_setup import SetupError, prepare_capture
-    from capture.worker import open_source
     from ja3svc.settings import load_settings
 
     configure(args.log_level)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.main import EXIT_OK, EXIT_USAGE
-from cli.store_options import add_database_options, friendly_errors, open_database
+from ja3svc.cli.main import EXIT_OK, EXIT_USAGE
+from ja3svc.cli.store_options import add_database_options, friendly_errors, open_database
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,7 +59,7 @@ def _upgrade(args: argparse.Namespace) -> int:
 
 @friendly_errors("db current")
 def _current(args: argparse.Namespace) -> int:
-    from store import migrate
+    from ja3svc.store import migrate
 
     _settings, db = open_database(args, upgrade=False)
     current, head = db.current_revision(), migrate.head_revision()
@@ -79,7 +79,7 @@ def _downgrade(args: argparse.Namespace) -> int:
 
 @friendly_errors("db prune")
 def _prune(args: argparse.Namespace) -> int:
-    from store.retention import prune
+    from ja3svc.store.retention import prune
 
     settings, db = open_database(args)
     days = args.days if args.days is not None else settings.store.retention_days
@@ -96,7 +96,7 @@ def _prune(args: argparse.Namespace) -> int:
 
 @friendly_errors("db replay-spool")
 def _replay(args: argparse.Namespace) -> int:
-    from store.sighting_writer import SightingWriter
+    from ja3svc.store.sighting_writer import SightingWriter
 
     settings, db = open_database(args)
     spool_dir = settings.resolved_spool_dir()

@@ -8,8 +8,9 @@ import sys
 import time
 from typing import Any
 
-from cli.main import EXIT_OK, EXIT_USAGE
-from cli.store_options import add_database_options, friendly_errors, open_database
+from ja3svc.cli.main import EXIT_OK, EXIT_USAGE
+from ja3svc.cli.store_options import add_database_options, friendly_errors, open_database
+
 from ja3svc.vocabulary import FINGERPRINT_KINDS as KINDS
 
 
@@ -57,8 +58,8 @@ def _print_json(obj: Any) -> None:
 
 @friendly_errors("fingerprints top")
 def _top(args: argparse.Namespace) -> int:
-    from store.labels import find_labels
-    from store.queries import top_fingerprints
+    from ja3svc.store.labels import find_labels
+    from ja3svc.store.queries import top_fingerprints
 
     _settings, db = open_database(args)
     with db.session() as s:
@@ -98,7 +99,7 @@ def _top(args: argparse.Namespace) -> int:
 
 @friendly_errors("fingerprints show")
 def _show(args: argparse.Namespace) -> int:
-    from store.queries import fingerprint_details
+    from ja3svc.store.queries import fingerprint_details
 
     _settings, db = open_database(args)
     with db.session() as s:
@@ -175,7 +176,7 @@ def _details_dict(d: Any) -> dict[str, Any]:
 
 @friendly_errors("fingerprints search")
 def _search(args: argparse.Namespace) -> int:
-    from store.queries import search
+    from ja3svc.store.queries import search
 
     _settings, db = open_database(args)
     with db.session() as s:

@@ -8,8 +8,9 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from cli.main import EXIT_OK, EXIT_USAGE
-from cli.store_options import add_database_options, friendly_errors, open_database
+from ja3svc.cli.main import EXIT_OK, EXIT_USAGE
+from ja3svc.cli.store_options import add_database_options, friendly_errors, open_database
+
 from ja3svc.label_formats import (
     EXPORT_FORMATS,
     IMPORT_FORMATS,
@@ -108,7 +109,7 @@ def _kind_and_value(command: str, kind: str | None, raw: str) -> tuple[str, str]
 
 @friendly_errors("labels add")
 def _add(args: argparse.Namespace) -> int:
-    from store.labels import upsert_labels
+    from ja3svc.store.labels import upsert_labels
 
     parsed = _kind_and_value("add", args.kind, args.value)
     if parsed is None:
@@ -147,7 +148,7 @@ def _check_numbers(args: argparse.Namespace) -> str | None:
 
 @friendly_errors("labels remove")
 def _remove(args: argparse.Namespace) -> int:
-    from store.labels import remove_labels
+    from ja3svc.store.labels import remove_labels
 
     parsed = _kind_and_value("remove", args.kind, args.value)
     if parsed is None:
@@ -162,7 +163,7 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace, kinds: list[str] | None, limit: int | None) -> list[LabelRow]:
-    from store.labels import as_row, find_labels
+    from ja3svc.store.labels import as_row, find_labels
 
     value = args.value
     if value is not None:
@@ -198,7 +199,7 @@ def _list(args: argparse.Namespace) -> int:
 
 @friendly_errors("labels import")
 def _import(args: argparse.Namespace) -> int:
-    from store.labels import LabelDefaults, upsert_labels
+    from ja3svc.store.labels import LabelDefaults, upsert_labels
 
     fmt = IMPORT_FORMATS[args.format]
     problem = _check_numbers(args) if args.action or args.confidence is not None else None

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 
 # Modules providing sub-commands, in the order they appear in ``--help``.
 COMMAND_MODULES = (
-    "cli.pcap_command",
-    "cli.serve_command",
-    "cli.db_command",
-    "cli.fingerprints_command",
-    "cli.labels_command",
-    "cli.capture_command",
+    "ja3svc.cli.pcap_command",
+    "ja3svc.cli.serve_command",
+    "ja3svc.cli.db_command",
+    "ja3svc.cli.fingerprints_command",
+    "ja3svc.cli.labels_command",
+    "ja3svc.cli.capture_command",
 )
 
 EXIT_OK = 0

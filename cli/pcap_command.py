@@ -19,9 +19,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from capture.capture_file import NotACaptureError
-from capture.pcap_run import RunTotals, fingerprint_stream
-from cli.main import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE
+from ja3svc.capture.capture_file import NotACaptureError
+from ja3svc.capture.pcap_run import RunTotals, fingerprint_stream
+from ja3svc.cli.main import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE
+
 from ja3svc.dovecot import DEFAULT_PROFILE, OPENSSL_PROFILES
 from ja3svc.settings import Settings, load_settings
 from ja3svc.sighting import HelloSighting
@@ -275,7 +276,7 @@ class _Store:
     """Records each hello as a sighting through the store's batched, spooling writer."""
 
     def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
-        from store.database import Database
+        from ja3svc.store.database import Database
 
         self.settings = settings
         self.db = Database.from_settings(self.settings)
@@ -283,7 +284,7 @@ class _Store:
         self.writers: list[Any] = []
 
     def wrap(self, emit: Emit, label: str) -> Emit:
-        from store.sighting_writer import SightingWriter
+        from ja3svc.store.sighting_writer import SightingWriter
 
         writer = SightingWriter(
             self.db,

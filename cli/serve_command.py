@@ -23,8 +23,10 @@ import os
 import sys
 from typing import Any
 
-from cli.main import EXIT_OK, EXIT_USAGE
+from ja3svc.cli.main import EXIT_OK, EXIT_USAGE
 
+# uvicorn imports the application in each worker process by this name.
+APP_FACTORY = "ja3svc.api.app:app_from_env"
 # Dovecot keeps up to 100 connections alive; idle ones should not pile up forever.
 KEEP_ALIVE_SECONDS = 60
 
@@ -73,9 +75,9 @@ def _fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ja3svc.api.logs import configure
     from pydantic import ValidationError
 
-    from api.logs import configure
     from ja3svc.settings import load_settings
 
     configure(args.log_level)
@@ -118,9 +120,8 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run_workers(args: argparse.Namespace, settings: Any) -> int:
     import uvicorn
-
-    from api.app import LOG_LEVEL_ENV, SETTINGS_ENV
-    from store.database import Database
+    from ja3svc.api.app import LOG_LEVEL_ENV, SETTINGS_ENV
+    from ja3svc.store.database import Database
 
     # Migrate (where the store allows it) and fail early on an unusable database.
     db = Database.from_settings(settings)
@@ -129,13 +130,11 @@ def _run_workers(args: argparse.Namespace, settings: Any) -> int:
     os.environ[LOG_LEVEL_ENV] = args.log_level
     options = _uvicorn_options(args)
     if args.workers > 1:
-        from cli.worker_sockets import run_workers
+        from ja3svc.cli.worker_sockets import run_workers
 
-        run_workers(
-            uvicorn.Config("api.app:app_from_env", factory=True, workers=args.workers, **options)
-        )
+        run_workers(uvicorn.Config(APP_FACTORY, factory=True, workers=args.workers, **options))
     else:
-        uvicorn.run("api.app:app_from_env", factory=True, **options)
+        uvicorn.run(APP_FACTORY, factory=True, **options)
     return EXIT_OK
 
 
@@ -143,14 +142,13 @@ def _run_with_capture(args: argparse.Namespace, settings: Any) -> int:
     import logging
 
     import uvicorn
-
-    from api.app import create_app
-    from capture.live_source import CaptureOpenError
-    from capture.privileges import PrivilegeError
-    from capture.service_setup import SetupError, prepare_capture
-    from capture.worker import CaptureWorker, open_source
-    from store.correlation import ConnectionFingerprints
-    from store.database import Database
+    from ja3svc.api.app import create_app
+    from ja3svc.capture.live_source import CaptureOpenError
+    from ja3svc.capture.privileges import PrivilegeError
+    from ja3svc.capture.service_setup import SetupError, prepare_capture
+    from ja3svc.capture.worker import CaptureWorker, open_source
+    from ja3svc.store.correlation import ConnectionFingerprints
+    from ja3svc.store.database import Database
 
     try:
         source = open_source(settings.capture, args.capture, args.capture_filter)

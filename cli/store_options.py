@@ -14,11 +14,12 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from cli.main import EXIT_USAGE
+from ja3svc.cli.main import EXIT_USAGE
 
 if TYPE_CHECKING:  # imported lazily at run time: `ja3svc pcap` should not load SQLAlchemy
+    from ja3svc.store.database import Database
+
     from ja3svc.settings import Settings
-    from store.database import Database
 
 
 def add_database_options(p: argparse.ArgumentParser) -> None:
@@ -35,8 +36,9 @@ def open_database(
     args: argparse.Namespace, *, upgrade: bool | None = None
 ) -> tuple[Settings, Database]:
     """Settings from ``--config``/environment with ``--database-url`` on top, then the database."""
+    from ja3svc.store.database import Database
+
     from ja3svc.settings import load_settings
-    from store.database import Database
 
     overrides = {"database_url": args.database_url} if args.database_url else {}
     settings = load_settings(args.config, **overrides)
@@ -49,10 +51,9 @@ def friendly_errors(command: str) -> Callable[[Callable[[argparse.Namespace], in
     def wrap(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
         @functools.wraps(func)
         def run(args: argparse.Namespace) -> int:
+            from ja3svc.store.database import DatabaseUnavailable, SchemaOutOfDate
             from pydantic import ValidationError
             from sqlalchemy.exc import ArgumentError, DBAPIError
-
-            from store.database import DatabaseUnavailable, SchemaOutOfDate
 
             try:
                 return func(args)

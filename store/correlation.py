@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ja3svc.store.database import Database
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -31,7 +32,6 @@ from ja3svc.connections import RecentConnections, normalize_ip
 from ja3svc.models import Fingerprint, Sighting
 from ja3svc.policy.facts import ConnectionPeer, FingerprintRef
 from ja3svc.vocabulary import FINGERPRINT_FIELDS
-from store.database import Database
 
 __all__ = ["ConnectionFingerprints", "find_client_hello", "fingerprint_refs"]
 

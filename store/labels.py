@@ -10,13 +10,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from ja3svc.store.database import Database
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ja3svc.label_formats import LabelRow, merge_duplicates
 from ja3svc.models import Label
-from store.database import Database
 
 _LABELS = Label.__table__
 # Rows per statement: stays under SQLite's bound-parameter limit (32766) with 11 columns.

@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
-import migrations
+from ja3svc import migrations
 
 
 def script_location() -> Path:

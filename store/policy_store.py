@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from itertools import chain
 from typing import Any, NamedTuple
 
+from ja3svc.store.database import SQLITE_BUSY_TIMEOUT_S
 from sqlalchemy import Connection, Engine, Row, delete, func, insert, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,7 +31,6 @@ from ja3svc.models import (
     UserFingerprint,
 )
 from ja3svc.policy.facts import LabelFact, Reputation, UserHistory
-from store.database import SQLITE_BUSY_TIMEOUT_S
 
 Ref = tuple[str, str]  # (kind, value)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 
+from ja3svc.store.database import Database
 from sqlalchemy import delete
 
 from ja3svc.models import AuthFailure, Decision, Sighting
-from store.database import Database
 
 PRUNED_TABLES = (Sighting, AuthFailure, Decision)
 

@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from ja3svc.store.database import Database
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from ja3svc.models import Base
-from store.database import Database
 
 PG_ADMIN_URL = os.environ.get(
     "JA3SVC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

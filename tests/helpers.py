@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cli.main import main
+from ja3svc.cli.main import main
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:

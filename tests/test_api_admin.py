@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from ja3svc.api.app import create_app
 
-from api.app import create_app
 from tests.api_helpers import ADMIN, API_KEY, AppClient, H, allow_24, make_settings, report_24
 
 ADMIN_H = {"X-Admin-Token": ADMIN}

@@ -7,9 +7,9 @@ import json
 import logging
 
 import pytest
+from ja3svc.api.app import create_app
 from sqlalchemy.exc import OperationalError
 
-from api.app import create_app
 from tests.api_helpers import (
     ADMIN,
     API_KEY,
@@ -142,7 +142,7 @@ def test_basic_auth_password_and_custom_header(make_client):
 def test_credential_rules_on_raw_headers():
     """The endpoint checks the raw ASGI headers: the first of a repeated header counts, an
     empty Authorization is no credential, and a non-ASCII key matches its UTF-8 bytes."""
-    from api.auth import DovecotCredentials
+    from ja3svc.api.auth import DovecotCredentials
 
     creds = DovecotCredentials("X-Dovecot-Token", ["s3cret", "clé"])
     assert creds.check([(b"x-dovecot-token", b" s3cret ")]) is None
@@ -375,9 +375,9 @@ def test_writer_batches_and_flush_sees_everything_queued(client):
 
 
 def test_writer_drops_and_counts_when_full(tmp_path):
-    from api.writer import BatchWriter
-    from store.database import Database
-    from store.policy_store import PolicyStore
+    from ja3svc.api.writer import BatchWriter
+    from ja3svc.store.database import Database
+    from ja3svc.store.policy_store import PolicyStore
 
     db = Database.from_url(f"sqlite:///{tmp_path / 'w.sqlite3'}")
     dropped: list[int] = []
@@ -393,7 +393,7 @@ def test_writer_drops_and_counts_when_full(tmp_path):
 def test_large_write_batch_spans_several_statements(database):
     """More rows than one multi-row statement holds (SQLite path) and repeated successes of one
     account and fingerprint merged into one upsert row, on both databases."""
-    from store.policy_store import DecisionRecord, PolicyStore
+    from ja3svc.store.policy_store import DecisionRecord, PolicyStore
 
     store = PolicyStore.from_database(database)
     successes = [(1000.0 + i, f"u{i % 150}", ("ja3_dovecot", H)) for i in range(450)]
@@ -429,7 +429,7 @@ def test_large_write_batch_spans_several_statements(database):
 def test_metric_labels_stay_bounded_past_the_memo():
     """Label values outside the allowed set are folded into "other" however many distinct ones
     arrive, also after the memo of folded keys is full."""
-    from api.metrics import Counter
+    from ja3svc.api.metrics import Counter
 
     counter = Counter("t_total", "test", {"command": ("allow", "report")})
     for i in range(10_000):
@@ -446,7 +446,8 @@ def test_long_lived_caches_hold_nothing_the_collector_must_walk():
     tuples, which the garbage collector stops tracking (see api.caches)."""
     import gc
 
-    from api.caches import HistoryCache, LabelCache, ReputationCache
+    from ja3svc.api.caches import HistoryCache, LabelCache, ReputationCache
+
     from ja3svc.policy.facts import FingerprintRef, LabelFact, Reputation, UserHistory
 
     label = LabelFact("ja3", H, "deny", "bot", "malware", None, "sslbl", 90)
@@ -502,7 +503,7 @@ def test_inline_writer_checkpoints_off_the_loop(client, monkeypatch):
     import threading
     import time
 
-    from api import writer as writer_module
+    from ja3svc.api import writer as writer_module
 
     svc = service(client)
     loop_thread = client.portal.call(threading.get_ident)
@@ -527,7 +528,7 @@ def test_inline_writer_writes_a_full_batch_once_without_a_tick_per_request():
     scheduled (not one per request), and it writes everything queued, batch by batch."""
     import asyncio
 
-    from api.writer import BatchWriter
+    from ja3svc.api.writer import BatchWriter
 
     class RecordingStore:
         writes_inline = True
@@ -575,7 +576,7 @@ def test_bodies_beyond_the_fast_json_path_parse_as_json_loads_does():
     every malformed body still get json.loads's exact result or message."""
     import json
 
-    from api.dovecot_request import BadRequest, parse_request
+    from ja3svc.api.dovecot_request import BadRequest, parse_request
 
     compact = b'{"login":"a","attrs":{"ja3":"x"},"tls":true}'
     for body in (compact, b"  " + compact + b"\n", b"\xef\xbb\xbf" + compact):
@@ -592,7 +593,7 @@ def test_bodies_beyond_the_fast_json_path_parse_as_json_loads_does():
 
 
 def test_every_attribute_is_checked_even_where_a_nested_one_has_the_same_path():
-    from api.dovecot_request import BadRequest, parse_request
+    from ja3svc.api.dovecot_request import BadRequest, parse_request
 
     with pytest.raises(BadRequest, match="'a/b' must be a string"):
         parse_request("allow", b'{"a":{"b":"x"},"a/b":[1]}')
@@ -600,7 +601,7 @@ def test_every_attribute_is_checked_even_where_a_nested_one_has_the_same_path():
 
 
 def test_cache_entries_go_stale_then_make_room_in_the_order_they_were_put():
-    from api.caches import TtlMap
+    from ja3svc.api.caches import TtlMap
 
     now = [0.0]
     cache: TtlMap[str, int] = TtlMap(maxsize=2, ttl=5.0, clock=lambda: now[0])

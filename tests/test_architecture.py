@@ -13,13 +13,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# package -> top-level packages of this project it must never import
+# repository folder -> the installed package it becomes
+PACKAGES = {
+    "ja3svc": "ja3svc",
+    "capture": "ja3svc.capture",
+    "api": "ja3svc.api",
+    "store": "ja3svc.store",
+    "cli": "ja3svc.cli",
+    "migrations": "ja3svc.migrations",
+}
+# folder -> folders (as installed packages) whose modules it must never import
 FORBIDDEN = {
     "ja3svc": {"capture", "api", "store", "cli", "migrations"},
     "capture": {"api", "cli"},
     "api": {"capture", "cli"},
     "store": {"capture", "api", "cli"},
 }
+# The old top-level spellings: importing them means the build mapping was bypassed.
+OLD_TOP_LEVEL = {"capture", "api", "store", "cli", "migrations"}
 # The core opens no file or socket of its own accord: no modules that exist to do IO.
 CORE_FORBIDDEN_MODULES = {"subprocess", "urllib", "http", "requests", "httpx", "sqlite3", "psycopg"}
 
@@ -35,14 +46,31 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
-def test_layering(package: str) -> None:
-    files = sorted((ROOT / package).rglob("*.py"))
-    assert files, f"{package}/ has no modules"
+def _is_within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN))
+def test_layering(folder: str) -> None:
+    files = sorted((ROOT / folder).rglob("*.py"))
+    assert files, f"{folder}/ has no modules"
+    forbidden = [PACKAGES[f] for f in FORBIDDEN[folder]]
     bad = []
     for path in files:
         for name in _imports(path):
-            top = name.split(".")[0]
-            if top in FORBIDDEN[package] or (package == "ja3svc" and top in CORE_FORBIDDEN_MODULES):
+            if any(_is_within(name, p) for p in forbidden) or (
+                folder == "ja3svc" and name.split(".")[0] in CORE_FORBIDDEN_MODULES
+            ):
                 bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("folder", [*PACKAGES, "tests", "benchmarks"])
+def test_no_old_top_level_imports(folder: str) -> None:
+    bad = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for name in _imports(path)
+        if name.split(".")[0] in OLD_TOP_LEVEL
+    ]
     assert not bad, "\n".join(bad)

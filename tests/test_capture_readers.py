@@ -20,9 +20,8 @@ from unittest import mock
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from capture import capture_file
-from capture.capture_file import (
+from ja3svc.capture import capture_file
+from ja3svc.capture.capture_file import (
     CaptureDamagedError,
     CaptureError,
     CaptureReader,

@@ -9,12 +9,12 @@ import threading
 import time
 
 import pytest
+from ja3svc.capture.live_source import _compile_filter, default_filter
+from ja3svc.store.correlation import ConnectionFingerprints, find_client_hello
+from ja3svc.store.sighting_writer import SightingWriter
 
-from capture.live_source import _compile_filter, default_filter
 from ja3svc.connections import RecentConnections, normalize_ip
 from ja3svc.policy import ConnectionPeer, FingerprintRef
-from store.correlation import ConnectionFingerprints, find_client_hello
-from store.sighting_writer import SightingWriter
 
 T0 = 1_700_000_000.0
 
@@ -259,7 +259,7 @@ def test_fingerprints_for_speaks_the_policy_protocol(make_record):
 
 
 def test_unreachable_database_is_a_miss_not_an_error():
-    from store.database import Database
+    from ja3svc.store.database import Database
 
     db = Database.from_url("postgresql+psycopg://postgres@127.0.0.1:1/none", upgrade=False)
     try:

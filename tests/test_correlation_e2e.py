@@ -239,7 +239,8 @@ def net() -> Iterator[VethPair]:
 @pytest.fixture(scope="module")
 def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A migrated PostgreSQL database of this module's own, reachable from the namespaces."""
-    from store.database import Database
+    from ja3svc.store.database import Database
+
     from tests.test_live_capture import namespace_reachable_pg_url
 
     admin = request.getfixturevalue("pg_admin_url")
@@ -249,7 +250,7 @@ def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 def _python(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cli.main", *args]
+    return [sys.executable, "-m", "ja3svc.cli.main", *args]
 
 
 @pytest.fixture(scope="module", params=["in_process", "postgres"])

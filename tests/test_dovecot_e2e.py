@@ -85,7 +85,8 @@ def policy_server(workdir: Path) -> Iterator[str]:
     env.pop("JA3SVC_DATABASE_URL", None)
     log = open(workdir / "serve.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--config", str(conf)],
+        [sys.executable, "-m", "ja3svc.cli.main", "serve",
+         "--port", str(port), "--config", str(conf)],
         cwd=ROOT,
         env=env,
         stdout=log,

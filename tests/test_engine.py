@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ja3svc.capture.capture_file import open_capture
 
-from capture.capture_file import open_capture
 from ja3svc.engine import FingerprintEngine
 from tests.pcap_builder import (
     TCP_ACK,

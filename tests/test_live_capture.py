@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ja3svc.capture import live_source
+from ja3svc.capture.live_source import LiveSource, default_filter
+from ja3svc.capture.worker import CaptureWorker
+from ja3svc.store.correlation import ConnectionFingerprints, find_client_hello
+from ja3svc.store.sighting_writer import WriterStats
 
-from capture import live_source
-from capture.live_source import LiveSource, default_filter
-from capture.worker import CaptureWorker
 from ja3svc.connections import RecentConnections
-from store.correlation import ConnectionFingerprints, find_client_hello
-from store.sighting_writer import WriterStats
 from tests.support.netns import (
     VethPair,
     netns_available,
@@ -436,9 +436,8 @@ def test_several_interfaces_each_with_a_ring(lab: VethPair):
 def test_capture_command_as_nobody_stores_into_postgresql(
     lab: VethPair, pg_migrated_url: str, tmp_path: Path
 ):
+    from ja3svc.store.database import Database
     from sqlalchemy import text
-
-    from store.database import Database
 
     url = namespace_reachable_pg_url(pg_migrated_url)
     db = Database.from_url(url)

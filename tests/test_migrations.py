@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from ja3svc.store import migrate
+from ja3svc.store.database import Database, SchemaOutOfDate
 from sqlalchemy import inspect
 
 from ja3svc.models import Base
 from ja3svc.settings import load_settings
-from store import migrate
-from store.database import Database, SchemaOutOfDate
 from tests.helpers import run_cli
 
 TABLES = {"fingerprints", "sightings", "labels", "user_fingerprints", "auth_failures", "decisions"}

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ja3svc.api.app import create_app
+from ja3svc.api.metrics import CallbackGauges
+from ja3svc.store.correlation import ConnectionFingerprints
+from ja3svc.store.sighting_writer import SightingWriter
 
-from api.app import create_app
-from api.metrics import CallbackGauges
 from ja3svc.connections import RecentConnections
 from ja3svc.policy import ConnectionPeer
-from store.correlation import ConnectionFingerprints
-from store.sighting_writer import SightingWriter
 from tests.api_helpers import AppClient, make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def test_async_database_lookup_waits_for_a_late_batch(database, make_record, tmp
 
 
 def test_async_unreachable_database_is_a_miss():
-    from store.database import Database
+    from ja3svc.store.database import Database
 
     db = Database.from_url("postgresql+psycopg://postgres@127.0.0.1:1/none", upgrade=False)
     lookup = ConnectionFingerprints(None, db, wait_seconds=0)
@@ -208,7 +208,7 @@ def test_correlate_database_setting_plugs_in_the_database_lookup(tmp_path):
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", "serve", *args],
+        [sys.executable, "-m", "ja3svc.cli.main", "serve", *args],
         capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
     )  # fmt: skip
 
@@ -235,7 +235,8 @@ def test_worker_listening_sockets_have_tcp_nodelay_and_reuse_port():
     import pickle
     import socket
 
-    from cli.worker_sockets import WorkerListener, listen_socket
+    from ja3svc.cli.worker_sockets import WorkerListener, listen_socket
+
     from tests.support.processes import free_port
 
     port = free_port()
@@ -266,8 +267,8 @@ def _start_serve(tmp_path: Path, port: int, *args: str) -> subprocess.Popen[byte
     )
     env = {**os.environ, "JA3SVC_DATA_DIR": str(tmp_path)}
     return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--config", str(conf),
-         "--log-level", "warning", *args],
+        [sys.executable, "-m", "ja3svc.cli.main", "serve",
+         "--port", str(port), "--config", str(conf), "--log-level", "warning", *args],
         cwd=ROOT, env=env,
     )  # fmt: skip
 

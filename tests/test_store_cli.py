@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from store.sighting_writer import SightingWriter
+from ja3svc.store.sighting_writer import SightingWriter
+
 from tests.conftest import synthetic_record, url_of
 from tests.helpers import run_cli
 
@@ -81,7 +82,7 @@ def test_db_prune_and_replay_spool(database, tmp_path, monkeypatch):
     assert sum(t["times_seen"] for t in json.loads(out)) == 30  # aggregates kept
 
     # A spool left by an outage is stored by `db replay-spool`.
-    from store.database import Database
+    from ja3svc.store.database import Database
 
     spool = tmp_path / "data" / "spool"
     down = Database.from_url("postgresql+psycopg://postgres@127.0.0.1:1/none")

@@ -8,13 +8,13 @@ import multiprocessing
 import time
 
 import pytest
+from ja3svc.store.database import Database
+from ja3svc.store.retention import prune
+from ja3svc.store.sighting_writer import SightingWriter
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from ja3svc.models import AuthFailure, Decision, Fingerprint, Sighting
-from store.database import Database
-from store.retention import prune
-from store.sighting_writer import SightingWriter
 from tests.conftest import postgres_stopped, synthetic_record
 
 # Nothing listens on port 1: a real connection failure, no mock.

@@ -6,9 +6,9 @@ import asyncio
 from typing import Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from ja3svc.api.deps import get_service, get_store, require_admin
 from pydantic import BaseModel, Field
 
-from api.deps import get_service, get_store, require_admin
 from ja3svc.models import FINGERPRINT_KINDS
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)], tags=["admin"])

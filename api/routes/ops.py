@@ -6,8 +6,7 @@ import asyncio
 import json
 
 from fastapi import APIRouter, Request, Response
-
-from api.deps import get_service
+from ja3svc.api.deps import get_service
 
 router = APIRouter(tags=["operations"])
 

@@ -21,10 +21,10 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ja3svc.api.dovecot_request import BadRequest, parse_request
+from ja3svc.api.service import PolicyService
 from starlette.routing import Route
 
-from api.dovecot_request import BadRequest, parse_request
-from api.service import PolicyService
 from ja3svc.policy import Verdict
 
 log = logging.getLogger("ja3svc.api")
