@@ -61,8 +61,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ja3svc.capture.live_source import default_filter  # noqa: E402
+from ja3svc.config.settings import DEFAULT_CAPTURE_PORTS  # noqa: E402
 
-from ja3svc.settings import DEFAULT_CAPTURE_PORTS  # noqa: E402
 from tests.support.netns import Endpoint, veth_pair  # noqa: E402
 
 DEFAULT_RATES = "20000,50000,100000,200000,max"

@@ -18,10 +18,7 @@ from itertools import chain
 from typing import Any, NamedTuple
 
 from ja3svc.store.database import SQLITE_BUSY_TIMEOUT_S
-from sqlalchemy import Connection, Engine, Row, delete, func, insert, or_, select
-from sqlalchemy.orm import Session, sessionmaker
-
-from ja3svc.models import (
+from ja3svc.store.models import (
     FINGERPRINT_KINDS,
     LABEL_ACTIONS,
     AuthFailure,
@@ -30,6 +27,9 @@ from ja3svc.models import (
     Label,
     UserFingerprint,
 )
+from sqlalchemy import Connection, Engine, Row, delete, func, insert, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
 from ja3svc.policy.facts import LabelFact, Reputation, UserHistory
 
 Ref = tuple[str, str]  # (kind, value)

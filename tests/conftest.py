@@ -20,10 +20,9 @@ from typing import Any
 
 import pytest
 from ja3svc.store.database import Database
+from ja3svc.store.models import Base
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-
-from ja3svc.models import Base
 
 PG_ADMIN_URL = os.environ.get(
     "JA3SVC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

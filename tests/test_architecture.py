@@ -21,16 +21,19 @@ PACKAGES = {
     "store": "ja3svc.store",
     "cli": "ja3svc.cli",
     "migrations": "ja3svc.migrations",
+    "config": "ja3svc.config",
 }
 # folder -> folders (as installed packages) whose modules it must never import
 FORBIDDEN = {
-    "ja3svc": {"capture", "api", "store", "cli", "migrations"},
+    "ja3svc": {"capture", "api", "store", "cli", "migrations", "config"},
     "capture": {"api", "cli"},
     "api": {"capture", "cli"},
     "store": {"capture", "api", "cli"},
+    # settings describe the edges; they import none of them
+    "config": {"capture", "api", "store", "cli", "migrations"},
 }
 # The old top-level spellings: importing them means the build mapping was bypassed.
-OLD_TOP_LEVEL = {"capture", "api", "store", "cli", "migrations"}
+OLD_TOP_LEVEL = {"capture", "api", "store", "cli", "migrations", "config"}
 # The core opens no file or socket of its own accord: no modules that exist to do IO.
 CORE_FORBIDDEN_MODULES = {"subprocess", "urllib", "http", "requests", "httpx", "sqlite3", "psycopg"}
 

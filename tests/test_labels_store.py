@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from ja3svc.store.models import Label
 from sqlalchemy import func, select
 
-from ja3svc.models import Label
 from tests.conftest import url_of
 from tests.helpers import run_cli
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from ja3svc.config.settings import load_settings
 from ja3svc.store import migrate
 from ja3svc.store.database import Database, SchemaOutOfDate
+from ja3svc.store.models import Base
 from sqlalchemy import inspect
 
-from ja3svc.models import Base
-from ja3svc.settings import load_settings
 from tests.helpers import run_cli
 
 TABLES = {"fingerprints", "sightings", "labels", "user_fingerprints", "auth_failures", "decisions"}
@@ -90,9 +90,8 @@ def test_script_directory_is_inside_the_package():
 def test_decisions_of_one_account_use_the_index(tmp_path):
     """The admin API's "decisions of alice" query walks the (username, id) index instead of
     scanning the audit log (SQLite's own plan says so)."""
+    from ja3svc.store.models import Decision
     from sqlalchemy import select
-
-    from ja3svc.models import Decision
 
     db = Database.from_url(f"sqlite:///{tmp_path / 'plan.sqlite3'}")
     stmt = (
