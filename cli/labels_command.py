@@ -16,8 +16,11 @@ from ja3svc.label_formats import (
     IMPORT_FORMATS,
     RENDERERS,
     LabelRow,
+    UnsupportedExport,
     normalize_value,
-    suricata_rule_hint,
+    render_suricata_dataset,
+    suricata_rule,
+    suricata_target,
 )
 from ja3svc.vocabulary import FINGERPRINT_KINDS, LABEL_ACTIONS
 
@@ -83,6 +86,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     exp.add_argument("file", metavar="FILE", nargs="?", help="output file (default: stdout)")
     _add_filters(exp)
     exp.add_argument("--name", help="Suricata dataset name (default: the file's stem)")
+    exp.add_argument("--rules", metavar="FILE", help="suricata: also write the rule to FILE")
+    exp.add_argument("--sid", type=int, default=9000001, help="suricata: rule id (9000001)")
     exp.set_defaults(func=_export)
 
     for action in (add, rm, ls, imp, exp):
@@ -243,8 +248,26 @@ def _import(args: argparse.Namespace) -> int:
 @friendly_errors("labels export")
 def _export(args: argparse.Namespace) -> int:
     kinds = args.kind or _EXPORT_DEFAULT_KINDS.get(args.format)
+    try:
+        if args.format == "suricata":
+            # One dataset holds one kind: each kind needs its own rule buffer and dataset type.
+            if len(kinds or []) != 1:
+                raise UnsupportedExport("a Suricata dataset holds one kind: give one --kind")
+            suricata_target(kinds[0])
+        elif args.format == "zeek" and set(kinds or []) - {"ja3"}:
+            raise UnsupportedExport(
+                "Zeek's intel type Intel::JA3 (salesforce/ja3 package) matches standard JA3 "
+                "only: export with --kind ja3"
+            )
+    except UnsupportedExport as exc:
+        print(f"ja3svc labels export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     rows = _query(args, kinds, None)
-    lines = RENDERERS[args.format](rows)
+    if args.format == "suricata":
+        kind = kinds[0]
+        lines = render_suricata_dataset(rows, kind)
+    else:
+        lines = RENDERERS[args.format](rows)
     if args.file:
         path = Path(args.file)
         with open(path, "w", encoding="utf-8", newline="") as out:
@@ -256,6 +279,9 @@ def _export(args: argparse.Namespace) -> int:
     if args.format == "suricata":
         target = args.file or "FILE"
         name = args.name or (Path(args.file).stem if args.file else "ja3svc")
-        kind = (kinds or ["ja3"])[0]
-        print(f"Suricata rule: {suricata_rule_hint(name, target, kind)}", file=sys.stderr)
+        rule = suricata_rule(name, target, kind, args.sid)
+        if args.rules:
+            Path(args.rules).write_text(rule + "\n", encoding="utf-8")
+            print(f"wrote the rule to {args.rules}", file=sys.stderr)
+        print(f"Suricata rule: {rule}", file=sys.stderr)
     return EXIT_OK

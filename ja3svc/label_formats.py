@@ -16,6 +16,7 @@ its line number and skipped. Formats (see ../shared/spec/fingerprints.md):
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -446,20 +447,61 @@ def render_project_json(rows: Iterable[LabelRow]) -> Iterator[str]:
     yield "\n]\n"
 
 
-def render_suricata_dataset(rows: Iterable[LabelRow]) -> Iterator[str]:
-    """Suricata ``type md5`` dataset: one hash per line, each once (MD5 kinds only)."""
+@dataclass(frozen=True, slots=True)
+class SuricataTarget:
+    """How a Suricata 7 rule reaches one fingerprint kind.
+
+    ``ja3.hash`` holds the 32 hex characters, while a ``type md5`` dataset compares 16 raw
+    bytes, so ``ja3.hash; dataset:isset,...,type md5`` is accepted and never fires. The rule
+    therefore hashes the JA3 string itself (``to_md5`` yields the raw digest), and JA4, which is
+    no hash, goes into a ``type string`` dataset, whose file holds each value base64-encoded.
+    """
+
+    buffer: str
+    dataset_type: str
+
+
+SURICATA_TARGETS: dict[str, SuricataTarget] = {
+    "ja3": SuricataTarget("ja3.string; to_md5", "md5"),
+    "ja3s": SuricataTarget("ja3s.string; to_md5", "md5"),
+    "ja4": SuricataTarget("ja4.hash", "string"),
+}
+
+
+class UnsupportedExport(ValueError):
+    """The target tool computes no fingerprint of this kind: a list of it could never match."""
+
+
+def suricata_target(kind: str) -> SuricataTarget:
+    target = SURICATA_TARGETS.get(kind)
+    if target is None:
+        raise UnsupportedExport(
+            f"Suricata computes no {kind} fingerprint, so a dataset of them would never match; "
+            f"export one of: {', '.join(SURICATA_TARGETS)}"
+        )
+    return target
+
+
+def render_suricata_dataset(rows: Iterable[LabelRow], kind: str = "ja3") -> Iterator[str]:
+    """A Suricata dataset file of ``kind``'s values, each once, in the dataset type's encoding."""
+    target = suricata_target(kind)
     seen: set[str] = set()
     for row in rows:
-        if row.kind != "ja4" and row.value not in seen:
-            seen.add(row.value)
+        if row.kind != kind or row.value in seen:
+            continue
+        seen.add(row.value)
+        if target.dataset_type == "string":
+            yield base64.b64encode(row.value.encode("ascii")).decode("ascii") + "\n"
+        else:
             yield row.value + "\n"
 
 
-def suricata_rule_hint(dataset: str, path: str, kind: str = "ja3") -> str:
-    buffer = "ja3s.hash" if kind == "ja3s" else "ja3.hash"
+def suricata_rule(dataset: str, path: str, kind: str = "ja3", sid: int = 9000001) -> str:
+    """The rule that alerts when a TLS hello's ``kind`` fingerprint is in the dataset."""
+    target = suricata_target(kind)
     return (
-        f'alert tls any any -> any any (msg:"ja3svc {dataset}"; {buffer}; '
-        f"dataset:isset,{dataset},type md5,load {path}; sid:9000001; rev:1;)"
+        f'alert tls any any -> any any (msg:"ja3svc {dataset}"; {target.buffer}; '
+        f"dataset:isset,{dataset},type {target.dataset_type},load {path}; sid:{sid}; rev:1;)"
     )
 
 
@@ -487,9 +529,9 @@ def render_zeek_intel(rows: Iterable[LabelRow]) -> Iterator[str]:
         )
 
 
+# Suricata's dataset depends on the kind: see render_suricata_dataset.
 RENDERERS: dict[str, Callable[[Iterable[LabelRow]], Iterator[str]]] = {
     "ja3svc-json": render_project_json,
     "ja3svc-csv": render_project_csv,
-    "suricata": render_suricata_dataset,
     "zeek": render_zeek_intel,
 }

@@ -156,7 +156,7 @@ def test_exports(database, tmp_path):
         "8991a387e4cc841740f25d6f5139f92d",
         "b386946a5a44d1ddcc843bc75336dfce",
     ]
-    assert f"dataset:isset,deny-ja3,type md5,load {out_file}" in err
+    assert f"to_md5; dataset:isset,deny-ja3,type md5,load {out_file}" in err
 
     status, out, _ = labels_cli(database, "export", "zeek", "--action", "tarpit")
     assert out.splitlines() == [
