@@ -10,8 +10,8 @@ import pytest
 from ja3svc.store.models import Label
 from sqlalchemy import func, select
 
-from tests.conftest import url_of
-from tests.helpers import run_cli
+from tests.support.cli import run_cli
+from tests.support.database import url_of
 
 FIXTURES = Path(__file__).parent / "fixtures" / "labels"
 ADA = "ada70206e40642a3e4461f35503241d5"

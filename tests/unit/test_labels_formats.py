@@ -7,7 +7,6 @@ import csv
 import hashlib
 import io
 import json
-from pathlib import Path
 
 import pytest
 
@@ -23,12 +22,13 @@ from ja3svc.label_formats import (
     render_zeek_intel,
     suricata_rule,
 )
+from tests.support.paths import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "labels"
+LABELS = FIXTURES / "labels"
 
 
 def parse(fmt: str, name: str):
-    with open(FIXTURES / name, encoding="utf-8", newline="") as fh:
+    with open(LABELS / name, encoding="utf-8", newline="") as fh:
         return IMPORT_FORMATS[fmt].parse(fh)
 
 
@@ -114,7 +114,7 @@ def test_project_json_document_and_damaged_lines(tmp_path):
     ]
     assert [str(p) for p in r.problems] == ["entry 3: invalid MD5 hash 'not-a-hash', skipped"]
     # One broken line no longer makes a document: read line by line, lose only that line.
-    text = (FIXTURES / "ja3svc.json").read_text().replace('"Broken"', '"Broken')
+    text = (LABELS / "ja3svc.json").read_text().replace('"Broken"', '"Broken')
     r2 = parse_project_json(io.StringIO(text))
     assert len(r2.rows) == 3 and [p.line for p in r2.problems] == [4]
 
