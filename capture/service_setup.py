@@ -24,9 +24,8 @@ from ja3svc.capture.privileges import PrivilegeError, ProcessIdentity, drop_priv
 if TYPE_CHECKING:
     from ja3svc.capture.live_source import LiveSource
     from ja3svc.capture.worker import CaptureWorker
+    from ja3svc.config.settings import Settings
     from ja3svc.store.database import Database
-
-    from ja3svc.settings import Settings
 
 __all__ = [
     "PreparedCapture",

@@ -24,12 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from ja3svc.store.database import SQLITE_BUSY_TIMEOUT_S, sqlite_file
-from sqlalchemy import Connection, Engine, Row, bindparam, delete, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.expression import Executable
-
-from ja3svc.models import (
+from ja3svc.store.models import (
     FINGERPRINT_KINDS,
     LABEL_ACTIONS,
     AuthFailure,
@@ -38,6 +33,11 @@ from ja3svc.models import (
     Label,
     UserFingerprint,
 )
+from sqlalchemy import Connection, Engine, Row, bindparam, delete, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.expression import Executable
+
 from ja3svc.policy.facts import LabelFact, Reputation, UserHistory
 
 Ref = tuple[str, str]  # (kind, value)
