@@ -23,6 +23,7 @@ from ja3svc.store.models import (
     LABEL_ACTIONS,
     AuthFailure,
     Decision,
+    DovecotHash,
     Fingerprint,
     Label,
     UserFingerprint,
@@ -30,7 +31,7 @@ from ja3svc.store.models import (
 from sqlalchemy import Connection, Engine, Row, delete, func, insert, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ja3svc.policy.facts import LabelFact, Reputation, UserHistory
+from ja3svc.policy.facts import LabelFact, Reputation, UserHistory, dovecot_hash_history
 
 Ref = tuple[str, str]  # (kind, value)
 
@@ -179,13 +180,31 @@ class PolicyStore:
             return [label_fact(r) for r in s.scalars(stmt)]
 
     def user_history(self, username: str, conn: Connection | None = None) -> UserHistory:
-        stmt = select(UserFingerprint.kind, UserFingerprint.value, UserFingerprint.successes).where(
-            UserFingerprint.username == username
-        )
+        stmt = select(
+            UserFingerprint.kind,
+            UserFingerprint.value,
+            UserFingerprint.successes,
+            UserFingerprint.first_seen,
+        ).where(UserFingerprint.username == username)
         with _maybe_connect(self.engine, conn) as c:
             rows = c.execute(stmt).all()
-        known = frozenset((k, v) for k, v, _ in rows)
-        return UserHistory(known=known, successes=sum(n for _, _, n in rows))
+        return _history(rows)
+
+    def dovecot_equivalents(self, dovecot_hash: str) -> tuple[Ref, ...]:
+        """The other fingerprints of the hellos a capture saw giving ``dovecot_hash`` under
+        any OpenSSL profile: their Dovecot hash under every profile, JA3, JA3N and JA4 (empty
+        when no capture saw such a hello). At most ``EQUIVALENT_HELLOS`` hellos."""
+        if self._fast is not None:
+            return self._fast.dovecot_equivalents(dovecot_hash)
+        d = DovecotHash
+        stmt = (
+            select(d.openssl30, d.openssl32, d.ja3_hash, d.ja3n_hash, d.ja4)
+            .where(or_(d.openssl30 == dovecot_hash, d.openssl32 == dovecot_hash))
+            .order_by(d.last_seen.desc())
+            .limit(EQUIVALENT_HELLOS)
+        )
+        with self.engine.connect() as c:
+            return _equivalent_refs(dovecot_hash, c.execute(stmt).all())
 
     def reputation(
         self, refs: Sequence[Ref], window: int, now: float, conn: Connection | Session | None = None
@@ -506,6 +525,30 @@ class PolicyStore:
             s.execute(select(1))
 
 
+def _history(rows: Sequence[Any]) -> UserHistory:
+    """``UserHistory`` from rows ``(kind, value, successes, first_seen)``."""
+    single, recent = dovecot_hash_history(rows)
+    return UserHistory(
+        frozenset((r[0], r[1]) for r in rows), sum(r[2] for r in rows), single, recent
+    )
+
+
+# A Dovecot hash shared by more hellos than this (a GREASE-free, permutation-free client seen
+# with many SNI/ALPN variants) is matched through its most recent ones only.
+EQUIVALENT_HELLOS = 32
+
+
+def _equivalent_refs(dovecot_hash: str, rows: Sequence[Any]) -> tuple[Ref, ...]:
+    refs: dict[Ref, None] = {}
+    for h30, h32, ja3, ja3n, ja4 in rows:
+        for ref in (
+            ("ja3_dovecot", h30), ("ja3_dovecot", h32), ("ja3", ja3), ("ja3n", ja3n), ("ja4", ja4)
+        ):  # fmt: skip
+            refs[ref] = None
+    refs.pop(("ja3_dovecot", dovecot_hash), None)
+    return tuple(refs)
+
+
 def _merge_successes(
     successes: Sequence[tuple[float, str, Ref]],
 ) -> dict[tuple[str, str, str], tuple[float, float, int]]:
@@ -683,11 +726,26 @@ class _SqliteFast:
     @staticmethod
     def _history(db: Any, username: str) -> UserHistory:
         rows = db.execute(
-            "SELECT kind, value, successes FROM user_fingerprints WHERE username = ?",
+            "SELECT kind, value, successes, first_seen FROM user_fingerprints WHERE username = ?",
             (username,),
         ).fetchall()
-        known = frozenset((k, v) for k, v, _ in rows)
-        return UserHistory(known=known, successes=sum(n for _, _, n in rows))
+        return _history(rows)
+
+    def dovecot_equivalents(self, dovecot_hash: str) -> tuple[Ref, ...]:
+        try:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT openssl30, openssl32, ja3_hash, ja3n_hash, ja4 FROM dovecot_hashes"
+                    " WHERE openssl30 = ? OR openssl32 = ? ORDER BY last_seen DESC LIMIT ?",
+                    (dovecot_hash, dovecot_hash, EQUIVALENT_HELLOS),
+                )
+                .fetchall()
+            )
+        except Exception:
+            self._drop()
+            raise
+        return _equivalent_refs(dovecot_hash, rows)
 
     @staticmethod
     def _reputation(db: Any, refs: Sequence[Ref], window: int, now: float) -> Reputation:
