@@ -134,7 +134,7 @@ class PolicyService:
         # thread costs more than that in GIL hand-offs (measured: 4x lower throughput), and
         # WAL readers never wait for writers. A network database keeps the thread and deadline.
         self._executor = ThreadPoolExecutor(4, thread_name_prefix="policy-db")
-        self._inline_db = store.engine.dialect.name == "sqlite"
+        self._inline_db = store.writes_inline
         self._circuit_open_until = 0.0
         self.last_db_error = ""
 

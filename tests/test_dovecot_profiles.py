@@ -29,7 +29,7 @@ from ja3svc.policy import (
     evaluate,
 )
 from ja3svc.policy.facts import dovecot_hash_history
-from tests.api_helpers import (
+from tests.support.api import (
     ADMIN,
     API_KEY,
     DOVECOT_HEADERS,

@@ -12,7 +12,7 @@ from ja3svc.store.database import Database, SchemaOutOfDate
 from ja3svc.store.models import Base
 from sqlalchemy import inspect
 
-from tests.helpers import run_cli
+from tests.support.cli import run_cli
 
 TABLES = {
     "fingerprints", "sightings", "labels", "user_fingerprints", "auth_failures", "decisions",
@@ -60,7 +60,7 @@ def test_default_sqlite_is_created_and_migrated_on_first_use(tmp_path, monkeypat
 
 @pytest.mark.postgres
 def test_postgresql_is_not_migrated_implicitly(pg_admin_url):
-    from tests.conftest import fresh_pg_database
+    from tests.support.database import fresh_pg_database
 
     with fresh_pg_database(pg_admin_url) as url:
         db = Database.from_url(url)
