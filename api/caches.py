@@ -146,6 +146,10 @@ class HistoryCache:
         new = tuple([r for r in refs if r not in known])
         self._lru.put(login, (known + new if new else known, successes + 1))
 
+    def discard(self, login: str) -> None:
+        """Forget the cached history of ``login`` (the console removed one of its fingerprints)."""
+        self._lru.discard(login)
+
     def __len__(self) -> int:
         return len(self._lru)
 

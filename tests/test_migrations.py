@@ -14,7 +14,10 @@ from ja3svc.models import Base
 from ja3svc.settings import load_settings
 from tests.helpers import run_cli
 
-TABLES = {"fingerprints", "sightings", "labels", "user_fingerprints", "auth_failures", "decisions"}
+TABLES = {
+    "fingerprints", "sightings", "labels", "user_fingerprints", "auth_failures", "decisions",
+    "console_sessions",
+}
 
 
 def _tables(db: Database) -> set[str]:
