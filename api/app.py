@@ -23,10 +23,10 @@ from ja3svc.api.console import web as console
 from ja3svc.api.metrics import CallbackGauges
 from ja3svc.api.routes import admin, docs, ops, policy
 from ja3svc.api.service import PolicyService
+from ja3svc.config.settings import Settings, load_settings
 from ja3svc.store.policy_store import PolicyStore
 
 from ja3svc.policy import ConnectionLookup
-from ja3svc.settings import Settings, load_settings
 
 log = logging.getLogger("ja3svc.api")
 

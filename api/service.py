@@ -19,6 +19,7 @@ from ja3svc.api.caches import HistoryCache, LabelCache, ReputationCache, Session
 from ja3svc.api.dovecot_request import DovecotRequest, normalise_hash, parse_port
 from ja3svc.api.metrics import PolicyMetrics
 from ja3svc.api.writer import BatchWriter
+from ja3svc.config.settings import PolicySettings
 from ja3svc.store.policy_store import AllowFacts, DecisionRecord, PolicyStore, Ref
 
 from ja3svc.policy import (
@@ -39,7 +40,6 @@ from ja3svc.policy import (
     evaluate,
     parse_action,
 )
-from ja3svc.settings import PolicySettings
 
 log = logging.getLogger("ja3svc.policy")
 
@@ -125,7 +125,7 @@ class PolicyService:
         # thread costs more than that in GIL hand-offs (measured: 4x lower throughput), and
         # WAL readers never wait for writers. A network database keeps the thread and deadline.
         self._executor = ThreadPoolExecutor(4, thread_name_prefix="policy-db")
-        self._inline_db = store.engine.dialect.name == "sqlite"
+        self._inline_db = store.writes_inline
         self._circuit_open_until = 0.0
         self.last_db_error = ""
 

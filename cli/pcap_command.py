@@ -22,9 +22,9 @@ from typing import Any, TextIO
 from ja3svc.capture.capture_file import NotACaptureError
 from ja3svc.capture.pcap_run import RunTotals, fingerprint_stream
 from ja3svc.cli.main import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE
+from ja3svc.config.settings import Settings, load_settings
 
 from ja3svc.dovecot import DEFAULT_PROFILE, OPENSSL_PROFILES
-from ja3svc.settings import Settings, load_settings
 from ja3svc.sighting import HelloSighting
 
 Record = dict[str, Any]

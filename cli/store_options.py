@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING
 from ja3svc.cli.main import EXIT_USAGE
 
 if TYPE_CHECKING:  # imported lazily at run time: `ja3svc pcap` should not load SQLAlchemy
+    from ja3svc.config.settings import Settings
     from ja3svc.store.database import Database
-
-    from ja3svc.settings import Settings
 
 
 def add_database_options(p: argparse.ArgumentParser) -> None:
@@ -36,9 +35,8 @@ def open_database(
     args: argparse.Namespace, *, upgrade: bool | None = None
 ) -> tuple[Settings, Database]:
     """Settings from ``--config``/environment with ``--database-url`` on top, then the database."""
+    from ja3svc.config.settings import load_settings
     from ja3svc.store.database import Database
-
-    from ja3svc.settings import load_settings
 
     overrides = {"database_url": args.database_url} if args.database_url else {}
     settings = load_settings(args.config, **overrides)

@@ -15,11 +15,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from ja3svc.store.models import ConsoleSession, Decision, Fingerprint, Sighting, UserFingerprint
 from ja3svc.store.queries import HELLO_KINDS, SIGHTING_COLUMN
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
-
-from ja3svc.models import ConsoleSession, Decision, Fingerprint, Sighting, UserFingerprint
 
 Ref = tuple[str, str]
 

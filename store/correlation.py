@@ -25,11 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ja3svc.store.database import Database
+from ja3svc.store.models import Fingerprint, Sighting
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ja3svc.connections import RecentConnections, normalize_ip
-from ja3svc.models import Fingerprint, Sighting
 from ja3svc.policy.facts import ConnectionPeer, FingerprintRef
 from ja3svc.vocabulary import FINGERPRINT_FIELDS
 

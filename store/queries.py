@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from ja3svc.store.models import FINGERPRINT_FIELDS, Fingerprint, Label, Sighting, UserFingerprint
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from ja3svc.label_formats import MD5_RE
-from ja3svc.models import FINGERPRINT_FIELDS, Fingerprint, Label, Sighting, UserFingerprint
 
 Ref = tuple[str, str]  # (kind, value)
 

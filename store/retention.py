@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 
 from ja3svc.store.database import Database
+from ja3svc.store.models import AuthFailure, Decision, Sighting
 from sqlalchemy import delete
-
-from ja3svc.models import AuthFailure, Decision, Sighting
 
 PRUNED_TABLES = (Sighting, AuthFailure, Decision)
 

@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from ja3svc.store.database import Database
+from ja3svc.store.models import FINGERPRINT_FIELDS, Base, Fingerprint, Sighting
 from ja3svc.store.spool import Spool, SpoolItem, replay_file
 from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-
-from ja3svc.models import FINGERPRINT_FIELDS, Base, Fingerprint, Sighting
 
 log = logging.getLogger(__name__)
 

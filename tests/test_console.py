@@ -11,7 +11,7 @@ import re
 import pytest
 from ja3svc.api.app import create_app
 
-from tests.api_helpers import ADMIN, API_KEY, AppClient, H, allow_24, make_settings, report_24
+from tests.support.api import ADMIN, API_KEY, AppClient, H, allow_24, make_settings, report_24
 
 AUTH = {"X-API-Key": API_KEY}
 OTHER = "0123456789abcdef0123456789abcdef"

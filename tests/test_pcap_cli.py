@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import fingerprint_file, run_cli
+from tests.support.cli import fingerprint_file, run_cli
 
 PCAPS = Path(__file__).parent / "pcaps"
 CURL = PCAPS / "curl-https.pcap"  # 2 client + 2 server hellos, ALPN, TLS 1.3 and 1.2

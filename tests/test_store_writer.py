@@ -9,13 +9,13 @@ import time
 
 import pytest
 from ja3svc.store.database import Database
+from ja3svc.store.models import AuthFailure, Decision, Fingerprint, Sighting
 from ja3svc.store.retention import prune
 from ja3svc.store.sighting_writer import SightingWriter
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from ja3svc.models import AuthFailure, Decision, Fingerprint, Sighting
-from tests.conftest import postgres_stopped, synthetic_record
+from tests.support.database import postgres_stopped, synthetic_record
 
 # Nothing listens on port 1: a real connection failure, no mock.
 UNREACHABLE_PG = "postgresql+psycopg://postgres@127.0.0.1:1/none"

@@ -11,6 +11,7 @@ does. Security is in ``api.console.security``; this module applies it to every r
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import time
 from collections.abc import Awaitable, Callable
@@ -37,7 +38,13 @@ from ja3svc.store.labels import (
 from ja3svc.store.policy_store import REPORT_OUTCOMES, VERDICTS, DecisionFilter, label_dict
 from starlette.datastructures import FormData, UploadFile
 
-from ja3svc.label_formats import IMPORT_FORMATS, RENDERERS, normalize_value
+from ja3svc.label_formats import (
+    EXPORT_FORMATS,
+    IMPORT_FORMATS,
+    RENDERERS,
+    normalize_value,
+    render_suricata_dataset,
+)
 from ja3svc.timefmt import age, iso, parse_time, short
 from ja3svc.vocabulary import FINGERPRINT_KINDS, LABEL_ACTIONS
 
@@ -659,7 +666,7 @@ async def labels(request: Request) -> Response:
         kinds=FINGERPRINT_KINDS,
         actions=LABEL_ACTIONS,
         formats=IMPORT_FORMATS,
-        exports=list(RENDERERS),
+        exports=list(EXPORT_FORMATS),
         export_query=urlencode(base),
         next_url=(
             "/console/labels?" + urlencode({**base, "before": page.next_before})
@@ -675,22 +682,24 @@ async def labels(request: Request) -> Response:
 async def export_labels(request: Request) -> Response:
     await _session_token(request)
     fmt = _text(request.query_params, "format", 20)
-    if fmt not in RENDERERS:
-        raise _Refused(422, f"format must be one of {', '.join(RENDERERS)}.")
+    if fmt not in EXPORT_FORMATS:
+        raise _Refused(422, f"format must be one of {', '.join(EXPORT_FORMATS)}.")
     filt, _ = _label_filter(request.query_params)
     if fmt in ("suricata", "zeek") and not filt.kind:
         filt = replace(filt, kind="ja3")  # the hash those tools compute themselves
 
     def read(s: Any) -> list[Any]:
+        from ja3svc.store.models import Label
         from sqlalchemy import select
-
-        from ja3svc.models import Label
 
         stmt = select(Label).where(*filt.conditions()).order_by(Label.kind, Label.value)
         return [as_row(lb) for lb in s.scalars(stmt)]
 
     rows = await _db(request, read)
-    body = "".join(RENDERERS[fmt](rows))
+    if fmt == "suricata":
+        body = "".join(render_suricata_dataset(rows, filt.kind or "ja3"))
+    else:
+        body = "".join(RENDERERS[fmt](rows))
     suffix = {"ja3svc-json": "json", "ja3svc-csv": "csv", "suricata": "lst", "zeek": "intel"}
     return Response(
         body,
@@ -766,29 +775,39 @@ async def import_labels(request: Request) -> Response:
     defaults = LabelDefaults(
         source=source, action=action, confidence=int(confidence or 0), tarpit_seconds=tarpit
     )
-    existing = 0
+    if result.refused is not None:
+        raise _Refused(
+            422,
+            f"{upload.filename or 'The file'} is not a {fmt_name} list: {result.refused}. "
+            "Nothing was imported.",
+        )
+    outcome = None
     if rows:
-        existing = await _db(request, _count_existing, rows, source)
+        # The same call writes or, on a dry run, only compares (nothing is written).
+        outcome = await asyncio.to_thread(
+            functools.partial(upsert_labels, dry_run=dry_run),
+            request.app.state.database,
+            rows,
+            defaults,
+        )
+        if not dry_run:
+            _service(request).labels.invalidate()
     preview = {
         "file": upload.filename or "upload",
         "format": fmt_name,
         "rows": len(rows),
-        "new": len({(r.kind, r.value) for r in rows}) - existing,
-        "updated": existing,
+        "new": outcome.inserted if outcome else 0,
+        "updated": outcome.updated if outcome else 0,
+        "changed": outcome.changed if outcome else 0,
         "problems": [str(p) for p in result.problems[:200]],
         "problem_count": len(result.problems),
+        "notes": list(result.notes),
         "sample": rows[:20],
         "dry_run": dry_run,
         "action": action,
         "source": source,
         "confidence": confidence,
     }
-    if not dry_run and rows:
-        outcome = await asyncio.to_thread(
-            upsert_labels, request.app.state.database, rows, defaults
-        )
-        preview["new"], preview["updated"] = outcome.inserted, outcome.updated
-        _service(request).labels.invalidate()
     filt, values = _label_filter({})
     page = await _db(request, _label_rows, filt, PAGE_SIZE, None)
     return _page(
@@ -800,7 +819,7 @@ async def import_labels(request: Request) -> Response:
         kinds=FINGERPRINT_KINDS,
         actions=LABEL_ACTIONS,
         formats=IMPORT_FORMATS,
-        exports=list(RENDERERS),
+        exports=list(EXPORT_FORMATS),
         export_query="",
         next_url="",
         preview=preview,
@@ -811,21 +830,3 @@ async def import_labels(request: Request) -> Response:
 def _label_rows(s: Any, filt: LabelFilter, limit: int, before: int | None) -> Any:
     page = label_page(s, filt, limit, before)
     return page._replace(rows=[label_dict(r) for r in page.rows])
-
-
-def _count_existing(s: Any, rows: list[Any], source: str) -> int:
-    """How many of ``rows`` would update a label instead of adding one."""
-    from sqlalchemy import func, or_, select
-
-    from ja3svc.models import Label
-
-    keys = list({(r.kind, r.value, r.source or source) for r in rows})
-    found = 0
-    # OR of exact keys, each answered by the unique index (a row-value IN scans on SQLite).
-    for lo in range(0, len(keys), 200):
-        terms = [
-            (Label.kind == k) & (Label.value == v) & (Label.source == src)
-            for k, v, src in keys[lo : lo + 200]
-        ]
-        found += int(s.scalar(select(func.count()).where(or_(*terms))) or 0)
-    return found

@@ -13,11 +13,11 @@ from typing import Any, Literal, get_args
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from ja3svc.api.deps import get_service, get_store, require_admin
 from ja3svc.store.labels import LabelFilter, label_page
+from ja3svc.store.models import FINGERPRINT_KINDS
 from ja3svc.store.policy_store import DecisionFilter, label_dict
 from pydantic import BaseModel, Field
 
 from ja3svc.label_formats import normalize_value
-from ja3svc.models import FINGERPRINT_KINDS
 from ja3svc.timefmt import iso, parse_time
 
 # Keys holding epoch seconds in what the store returns; the API answers them in ISO-8601.

@@ -1,7 +1,7 @@
 """Tables of the fingerprint database (SQLAlchemy 2 typed declarative models).
 
 Pure definitions: importing this module opens nothing. Engines, sessions, migrations and the
-write path live in the top-level ``store`` package; the schema itself is created and changed only
+write path live beside it in ``ja3svc.store``; the schema itself is created and changed only
 by the Alembic migrations in ``migrations/`` (a test checks that they agree with these models).
 
 Conventions used by every table:
@@ -232,7 +232,6 @@ class ConsoleSession(Base):
 
 
 __all__ = [
-    "ConsoleSession",
     "FINGERPRINT_FIELDS",
     "FINGERPRINT_KINDS",
     "HELLO_KINDS",
@@ -240,6 +239,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "AuthFailure",
     "Base",
+    "ConsoleSession",
     "Decision",
     "Fingerprint",
     "Label",

@@ -3,7 +3,7 @@
 Oracles: the JA3 README vectors, the JA3N example, the GnuTLS wire/Dovecot strings and hashes,
 the TLS 1.0 openssl hashes (all in ../shared/spec/fingerprints.md), FoxIO's JA4 README example,
 and SHA-256 prefixes computed here with hashlib from the JA4 construction, spelled out step by
-step. Hellos are built from the wire lists with tests.pcap_builder and then parsed, so every
+step. Hellos are built from the wire lists with tests.support.pcap_builder and then parsed, so every
 test also exercises the parser.
 """
 
@@ -17,7 +17,7 @@ from ja3svc.dovecot import DEFAULT_PROFILE, OPENSSL_PROFILES, ja3_dovecot_string
 from ja3svc.hello import ClientHello, parse_client_hello, parse_server_hello
 from ja3svc.ja3 import ja3_string, ja3n_string, ja3s_string, md5_hex
 from ja3svc.ja4 import ja4, ja4_r
-from tests.pcap_builder import (
+from tests.support.pcap_builder import (
     alpn_ext,
     client_hello_body,
     ext,
