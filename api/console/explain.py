@@ -20,6 +20,8 @@ RULE_TEXT: dict[str, str] = {
     "(reputation_reject_accounts).",
     "reputation_tarpit": "This fingerprint failed logins of several distinct accounts recently "
     "(reputation_tarpit_accounts).",
+    "randomising_client": "Dovecot's hash is new, but this account's client brings a new hash "
+    "to nearly every login (GREASE or permuted extensions): not treated as a new client.",
     "new_fingerprint_for_user": "An established account logged in with a fingerprint it never "
     "used before (new_fingerprint_action).",
     "unknown_fingerprint": "Nobody labelled this fingerprint and the account never used it "
