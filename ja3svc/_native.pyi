@@ -2,6 +2,9 @@
 
 from typing import Any
 
+# True once every part of the hot path (QUIC and DTLS included) is in Rust.
+COMPLETE: bool
+
 class PcapRun:
     """One capture through one Rust engine: feed the capture's bytes in chunks, then finish.
 

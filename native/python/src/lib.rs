@@ -211,5 +211,11 @@ impl PcapRun {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PcapRun>()?;
+    // Whether every part of the hot path is in Rust (QUIC and DTLS included); until it is,
+    // `ja3svc pcap` keeps the Python engine as its default.
+    m.add(
+        "COMPLETE",
+        ja3svc_engine::quic::IMPLEMENTED && ja3svc_engine::dtls::IMPLEMENTED,
+    )?;
     Ok(())
 }
