@@ -19,6 +19,7 @@ from ja3svc.capture.capture_file import (
     CaptureDamagedError,
     NotACaptureError,
     open_capture,
+    read_magic,
 )
 
 from ja3svc.engine import FingerprintEngine
@@ -62,12 +63,15 @@ class RunTotals:
 def fingerprint_stream(
     stream: BinaryIO,
     name: str,
-    sink: Callable[[HelloSighting], None],
+    sink: Callable[[HelloSighting, int], None],
     totals: RunTotals,
     progress: ProgressCallback | None = None,
     engine: FingerprintEngine | None = None,
 ) -> None:
-    """Feed one capture through a fresh engine, calling ``sink`` for every hello.
+    """Feed one capture through a fresh engine, calling ``sink(hello, frame)`` for every hello.
+
+    ``frame`` is the 1-based number of the packet that completed the hello, as Wireshark
+    numbers the capture's packets.
 
     Raises ``NotACaptureError`` before anything is read if the stream is not a capture. A
     damaged capture is recorded in ``totals.damaged`` after everything before the damage has
@@ -86,10 +90,10 @@ def fingerprint_stream(
     try:
         for ts, linktype, frame, wire_length in reader:
             found = feed(ts, linktype, frame, wire_length)
+            count += 1
             if found:
                 for sighting in found:
-                    sink(sighting)
-            count += 1
+                    sink(sighting, count)
             if progress is not None and not count & (PROGRESS_EVERY - 1):
                 progress(reader.bytes_read)
     except CaptureDamagedError as exc:
@@ -147,12 +151,14 @@ def fingerprint_stream_native(
     if native is None:
         raise RuntimeError("the Rust engine (ja3svc._native) is not built in this install")
     started = time.perf_counter()
-    run = native.PcapRun(dovecot_profile, write_json is not None)
+    stream, magic = read_magic(stream, name)  # gzip is read through in Python
+    run = native.PcapRun(name, dovecot_profile, write_json is not None)
     read1 = getattr(stream, "read1", None)
     read: Callable[[int], bytes | None] = read1 if read1 is not None else stream.read
+    chunk: bytes | None = magic
+    bytes_read = None
     while True:
-        chunk = read(CHUNK_SIZE)
-        found = run.feed(bytes(chunk)) if chunk else run.finish()
+        found = run.feed(chunk) if chunk else run.finish()
         if found:
             if write_json is not None:
                 write_json(found)
@@ -172,7 +178,17 @@ def fingerprint_stream_native(
             break
         if progress is not None:
             progress(run.bytes_read)
+        try:
+            chunk = read(CHUNK_SIZE)
+        except CaptureDamagedError as exc:  # compressed input that breaks off
+            totals.damaged.append(str(exc))
+            if not run.format:
+                totals.seconds += time.perf_counter() - started
+                return
+            run.abandon()
+            bytes_read = exc.offset
+            break
     totals.packets += run.packets_read
-    totals.bytes += run.bytes_read
+    totals.bytes += run.bytes_read if bytes_read is None else bytes_read
     totals.add_counts(run.counters(), run.flow_stats())
     totals.seconds += time.perf_counter() - started
