@@ -209,9 +209,7 @@ class PolicyService:
                 self.lookup.fingerprints_for_async(peer), LOOKUP_TIMEOUT_SECONDS
             )
         except Exception as exc:  # correlation is a bonus; the hash still decides
-            log.warning(
-                "connection lookup failed", extra={"fields": {"error": type(exc).__name__}}
-            )
+            log.warning("connection lookup failed", extra={"fields": {"error": type(exc).__name__}})
         return self.parse_facts(req, stage, peer, correlated)
 
     def _cached(self, parsed: ParsedFacts) -> _Cached:

@@ -9,7 +9,7 @@ from ja3svc.store.models import FINGERPRINT_FIELDS, Fingerprint, Label, Sighting
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from ja3svc.label_formats import MD5_RE
+from ja3svc.vocabulary import MD5_RE
 
 # The sightings column holding each fingerprint kind's value.
 SIGHTING_COLUMN = {kind: getattr(Sighting, key) for kind, (key, _) in FINGERPRINT_FIELDS.items()}

@@ -10,6 +10,8 @@ from ja3svc.api.deps import get_service, get_store, require_admin
 from ja3svc.store.models import FINGERPRINT_KINDS
 from pydantic import BaseModel, Field
 
+from ja3svc.vocabulary import LABEL_ACTIONS, LABEL_TEXT_LIMITS, MAX_TARPIT_SECONDS, InvalidLabel
+
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)], tags=["admin"])
 
 Kind = Literal["ja3", "ja3n", "ja4", "ja3s", "ja3_dovecot"]
@@ -17,25 +19,41 @@ Kind = Literal["ja3", "ja3n", "ja4", "ja3s", "ja3_dovecot"]
 assert set(get_args(Kind)) == set(FINGERPRINT_KINDS)
 
 
+def _doc(default: Any = ..., **schema: Any) -> Any:
+    """A field whose bounds are for the OpenAPI text only: the label validator
+    (ja3svc.vocabulary.check_label, which the store calls) decides, so the API refuses what
+    the CLI and the importers refuse, with the same reason."""
+    return Field(default, json_schema_extra=schema)
+
+
+_TEXT = LABEL_TEXT_LIMITS
+_TARPIT = {"minimum": 0, "maximum": MAX_TARPIT_SECONDS}
+_PERCENT = {"minimum": 0, "maximum": 100}
+
+
 class LabelIn(BaseModel):
-    kind: Kind
-    value: str = Field(min_length=1, max_length=64)
-    action: Literal["allow", "deny", "tarpit", "none"] = "none"
-    source: str = Field(default="manual", min_length=1, max_length=32)
-    client_name: str | None = Field(default=None, max_length=200)
-    category: str | None = Field(default=None, max_length=32)
-    tarpit_seconds: int | None = Field(default=None, ge=0, le=3600)
-    confidence: int = Field(default=100, ge=0, le=100)
+    kind: str = _doc(enum=list(FINGERPRINT_KINDS))
+    value: str = _doc(description="an MD5 hash (JA3 kinds) or a JA4 fingerprint (ja4)")
+    action: str = _doc("none", enum=list(LABEL_ACTIONS))
+    source: str = _doc("manual", minLength=1, maxLength=_TEXT["source"])
+    client_name: str | None = _doc(None, maxLength=_TEXT["client_name"])
+    category: str | None = _doc(None, maxLength=_TEXT["category"])
+    tarpit_seconds: int | None = _doc(None, **_TARPIT)
+    confidence: int = _doc(100, **_PERCENT)
     note: str | None = None
 
 
 class LabelPatch(BaseModel):
-    action: Literal["allow", "deny", "tarpit", "none"] | None = None
-    client_name: str | None = Field(default=None, max_length=200)
-    category: str | None = Field(default=None, max_length=32)
-    tarpit_seconds: int | None = Field(default=None, ge=0, le=3600)
-    confidence: int | None = Field(default=None, ge=0, le=100)
+    action: str | None = _doc(None, enum=list(LABEL_ACTIONS))
+    client_name: str | None = _doc(None, maxLength=_TEXT["client_name"])
+    category: str | None = _doc(None, maxLength=_TEXT["category"])
+    tarpit_seconds: int | None = _doc(None, **_TARPIT)
+    confidence: int | None = _doc(None, **_PERCENT)
     note: str | None = None
+
+
+def _invalid(exc: InvalidLabel) -> HTTPException:
+    return HTTPException(422, detail={"error": "invalid", "reason": str(exc)})
 
 
 def _not_found(what: str) -> HTTPException:
@@ -77,9 +95,10 @@ async def lookup(request: Request, kind: Kind, value: str) -> dict[str, Any]:
 async def create_label(request: Request, label: LabelIn) -> dict[str, Any]:
     """Create, or replace, the label of (kind, value, source)."""
     service = get_service(request)
-    fields = label.model_dump()
-    fields["value"] = fields["value"].lower()
-    row = await asyncio.to_thread(service.store.upsert_label, fields)
+    try:
+        row = await asyncio.to_thread(service.store.upsert_label, label.model_dump())
+    except InvalidLabel as exc:
+        raise _invalid(exc) from None
     service.labels.invalidate((row["kind"], row["value"]))
     return row
 
@@ -98,8 +117,8 @@ async def update_label(request: Request, label_id: int, patch: LabelPatch) -> di
     fields = patch.model_dump(exclude_unset=True)
     try:
         row = await asyncio.to_thread(service.store.update_label, label_id, fields)
-    except ValueError as exc:
-        raise HTTPException(422, detail={"error": "invalid", "reason": str(exc)}) from None
+    except InvalidLabel as exc:
+        raise _invalid(exc) from None
     if row is None:
         raise _not_found("label")
     service.labels.invalidate((row["kind"], row["value"]))
