@@ -28,16 +28,26 @@ from ja3svc.store.models import (
     FINGERPRINT_KINDS,
     AuthFailure,
     Decision,
+    DovecotHash,
     Fingerprint,
     Label,
     UserFingerprint,
 )
-from sqlalchemy import Connection, Engine, Row, bindparam, delete, func, or_, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
-from ja3svc.policy.facts import LabelFact, Reputation, UserHistory
+from ja3svc.policy.facts import LabelFact, Reputation, UserHistory, dovecot_hash_history
 from ja3svc.vocabulary import check_label
 
 Ref = tuple[str, str]  # (kind, value)
@@ -166,6 +176,12 @@ class PolicyStore:
 
     def user_history(self, username: str) -> UserHistory:
         return self._backend.read(lambda run: _history(run, username))
+
+    def dovecot_equivalents(self, dovecot_hash: str) -> tuple[Ref, ...]:
+        """The other fingerprints of the hellos a capture saw giving ``dovecot_hash`` under
+        any OpenSSL profile: their Dovecot hash under every profile, JA3, JA3N and JA4 (empty
+        when no capture saw such a hello). At most ``EQUIVALENT_HELLOS`` hellos."""
+        return self._backend.read(lambda run: _equivalents(run, dovecot_hash))
 
     def reputation(self, refs: Sequence[Ref], window: int, now: float) -> Reputation:
         return self._backend.read(lambda run: _reputation(run, refs, window, now))
@@ -501,10 +517,27 @@ def _labels_query(n: int) -> _Query:
 
 
 _HISTORY = _Query(
-    select(UserFingerprint.kind, UserFingerprint.value, UserFingerprint.successes).where(
-        UserFingerprint.username == _p(0)
-    ),
+    select(
+        UserFingerprint.kind,
+        UserFingerprint.value,
+        UserFingerprint.successes,
+        UserFingerprint.first_seen,
+    ).where(UserFingerprint.username == _p(0)),
     1,
+)
+
+# A Dovecot hash shared by more hellos than this (a GREASE-free, permutation-free client seen
+# with many SNI/ALPN variants) is matched through its most recent ones only.
+EQUIVALENT_HELLOS = 32
+_D = DovecotHash
+_EQUIVALENTS = _Query(
+    select(_D.openssl30, _D.openssl32, _D.ja3_hash, _D.ja3n_hash, _D.ja4)
+    .where(or_(_D.openssl30 == _p(0), _D.openssl32 == _p(1)))
+    .order_by(_D.last_seen.desc())
+    # Bound, offset included: SQLite's compiler adds an OFFSET bind to any LIMIT.
+    .limit(_p(2))
+    .offset(_p(3)),
+    4,
 )
 
 
@@ -533,8 +566,23 @@ def _labels(run: _Run, refs: Iterable[Ref]) -> dict[Ref, tuple[LabelFact, ...]]:
 
 def _history(run: _Run, username: str) -> UserHistory:
     rows = run.rows(_HISTORY, (username,))
-    known = frozenset((k, v) for k, v, _ in rows)
-    return UserHistory(known=known, successes=sum(n for _, _, n in rows))
+    single, recent = dovecot_hash_history(rows)  # type: ignore[arg-type]
+    return UserHistory(
+        frozenset((r[0], r[1]) for r in rows), sum(r[2] for r in rows), single, recent
+    )
+
+
+def _equivalents(run: _Run, dovecot_hash: str) -> tuple[Ref, ...]:
+    refs: dict[Ref, None] = {}
+    for h30, h32, ja3, ja3n, ja4 in run.rows(
+        _EQUIVALENTS, (dovecot_hash, dovecot_hash, EQUIVALENT_HELLOS, 0)
+    ):
+        for ref in (
+            ("ja3_dovecot", h30), ("ja3_dovecot", h32), ("ja3", ja3), ("ja3n", ja3n), ("ja4", ja4)
+        ):  # fmt: skip
+            refs[ref] = None
+    refs.pop(("ja3_dovecot", dovecot_hash), None)
+    return tuple(refs)
 
 
 def _reputation(run: _Run, refs: Sequence[Ref], window: int, now: float) -> Reputation:

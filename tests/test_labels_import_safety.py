@@ -12,8 +12,8 @@ from ja3svc.store.models import Label
 from sqlalchemy import select
 
 from ja3svc.label_formats import IMPORT_FORMATS
-from tests.conftest import url_of
-from tests.helpers import run_cli
+from tests.support.cli import run_cli
+from tests.support.database import url_of
 
 FIXTURES = Path(__file__).parent / "fixtures" / "labels"
 PCAPS = Path(__file__).parent / "pcaps"
