@@ -131,6 +131,11 @@ def _kind_and_value(command: str, kind: str | None, raw: str) -> tuple[str, str]
 def _add(args: argparse.Namespace) -> int:
     from ja3svc.store.labels import upsert_labels
 
+    if args.action == "tarpit" and args.tarpit_seconds is None:
+        # A usage rule of this command, not of labels (a tarpit label without seconds is
+        # valid and gets the service's delay): typed by hand, the delay is asked for.
+        print("ja3svc labels add: --action tarpit needs --tarpit-seconds N", file=sys.stderr)
+        return EXIT_USAGE
     kind = args.kind or guess_kind(args.value)
     try:
         value = check_label(
