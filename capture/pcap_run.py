@@ -14,8 +14,9 @@ from typing import BinaryIO
 
 from ja3svc.capture.capture_file import CaptureDamagedError, open_capture
 
+from ja3svc.dovecot import DEFAULT_PROFILE
 from ja3svc.engine import FingerprintEngine
-from ja3svc.sighting import HelloSighting
+from ja3svc.record import HelloRecord
 
 ProgressCallback = Callable[[int], None]
 
@@ -47,16 +48,19 @@ class RunTotals:
 def fingerprint_stream(
     stream: BinaryIO,
     name: str,
-    sink: Callable[[HelloSighting], None],
+    sink: Callable[[HelloRecord], None],
     totals: RunTotals,
     progress: ProgressCallback | None = None,
     engine: FingerprintEngine | None = None,
+    *,
+    dovecot_profile: str = DEFAULT_PROFILE,
 ) -> None:
     """Feed one capture through a fresh engine, calling ``sink`` for every hello.
 
     Raises ``NotACaptureError`` before anything is read if the stream is not a capture. A
     damaged capture is recorded in ``totals.damaged`` after everything before the damage has
-    been processed; it does not raise.
+    been processed; it does not raise. ``dovecot_profile`` is for the fresh engine (a given
+    ``engine`` has its own).
     """
     started = time.perf_counter()
     try:
@@ -65,15 +69,15 @@ def fingerprint_stream(
         totals.damaged.append(str(exc))
         totals.seconds += time.perf_counter() - started
         return
-    engine = engine or FingerprintEngine()
+    engine = engine or FingerprintEngine(dovecot_profile=dovecot_profile)
     feed = engine.feed_frame
     count = 0
     try:
         for ts, linktype, frame, wire_length in reader:
             found = feed(ts, linktype, frame, wire_length)
             if found:
-                for sighting in found:
-                    sink(sighting)
+                for record in found:
+                    sink(record)
             count += 1
             if progress is not None and not count & (PROGRESS_EVERY - 1):
                 progress(reader.bytes_read)

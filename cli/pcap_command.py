@@ -25,10 +25,9 @@ from ja3svc.cli.main import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE
 from ja3svc.config.settings import Settings, load_settings
 
 from ja3svc.dovecot import DEFAULT_PROFILE, OPENSSL_PROFILES
-from ja3svc.sighting import HelloSighting
+from ja3svc.record import HelloRecord
 
-Record = dict[str, Any]
-Emit = Callable[[Record], None]
+Emit = Callable[[HelloRecord], None]
 
 CSV_COLUMNS = (
     "ts", "src", "sport", "dst", "dport", "transport", "hello", "index", "sni", "alpn",
@@ -105,15 +104,11 @@ def run(args: argparse.Namespace) -> int:
             status = EXIT_USAGE
             continue
         label = "<stdin>" if name == "-" else name
-        record = emit if store is None else store.wrap(emit, label)
-
-        def sink(s: HelloSighting, record: Callable[[Record], None] = record) -> None:
-            record(s.as_dict(profile))
-
+        sink = emit if store is None else store.wrap(emit, label)
         progress = _progress_bar(stream, label) if not args.no_progress else None
         damaged_before = len(totals.damaged)
         try:
-            fingerprint_stream(stream, label, sink, totals, progress)
+            fingerprint_stream(stream, label, sink, totals, progress, dovecot_profile=profile)
         except NotACaptureError as exc:
             print(f"ja3svc pcap: {exc}", file=sys.stderr)  # the message names the file
             status = EXIT_USAGE
@@ -151,9 +146,9 @@ def _output(fmt: str, summary: bool, out: TextIO) -> tuple[Emit, Callable[[], No
         writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
 
-        def emit_csv(row: Record) -> None:
-            row = dict(row)
-            row["alpn"] = ";".join(row["alpn"])
+        def emit_csv(record: HelloRecord) -> None:
+            row = record.as_dict()
+            row["alpn"] = ";".join(record.alpn)
             writer.writerow(row)
 
         return emit_csv, lambda: None
@@ -162,8 +157,8 @@ def _output(fmt: str, summary: bool, out: TextIO) -> tuple[Emit, Callable[[], No
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
     line_buffered = out.isatty()
 
-    def emit_json(d: Record) -> None:
-        out.write(dumps(d) + "\n")
+    def emit_json(record: HelloRecord) -> None:
+        out.write(dumps(record.as_dict()) + "\n")
         if line_buffered:
             out.flush()
 
@@ -174,7 +169,8 @@ def _table_output(out: TextIO) -> tuple[Emit, Callable[[], None]]:
     row = "{:<15} {:<6} {:<4} {:<46} {:<32} {:<36} {}\n"
     out.write(row.format("time", "hello", "#", "connection", "ja3/ja3s hash", "ja4", "sni"))
 
-    def emit(d: Record) -> None:
+    def emit(record: HelloRecord) -> None:
+        d = record.as_dict()
         conn = f"{_hostport(d['src'], d['sport'])} > {_hostport(d['dst'], d['dport'])}"
         ts = d["ts"]
         out.write(
@@ -196,7 +192,8 @@ def _summary_output(out: TextIO) -> tuple[Emit, Callable[[], None]]:
     counts: Counter[tuple[str, str, str]] = Counter()
     examples: dict[tuple[str, str, str], dict[str, Any]] = {}
 
-    def emit(d: Record) -> None:
+    def emit(record: HelloRecord) -> None:
+        d = record.as_dict()
         key = (d["hello"], d.get("ja3_hash") or d["ja3s_hash"], d.get("ja4") or "")
         counts[key] += 1
         examples.setdefault(key, d)
@@ -294,9 +291,9 @@ class _Store:
         )
         self.writers.append(writer)
 
-        def sink(d: Record) -> None:
-            emit(d)
-            writer.add(d)
+        def sink(record: HelloRecord) -> None:
+            emit(record)
+            writer.add(record)
 
         return sink
 
