@@ -50,10 +50,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--note")
     add.set_defaults(func=_add)
 
-    rm = lsub.add_parser("remove", help="remove labels of a fingerprint")
-    rm.add_argument("value", metavar="HASH")
+    rm = lsub.add_parser(
+        "remove",
+        help="remove labels of a fingerprint, or every label of a source",
+        description="With HASH: that fingerprint's labels (of --source only, if given). "
+        "Without: every label of --source, which undoes `labels import --source NAME`.",
+    )
+    rm.add_argument("value", metavar="HASH", nargs="?")
     rm.add_argument("--kind", choices=FINGERPRINT_KINDS, help="default: ja4 for a JA4, else ja3")
-    rm.add_argument("--source", help="only this source's label (default: all sources)")
+    rm.add_argument("--source", help="only this source's labels (default: all sources)")
     rm.set_defaults(func=_remove)
 
     ls = lsub.add_parser("list", help="list labels")
@@ -76,6 +81,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     imp.add_argument("--action", choices=LABEL_ACTIONS, help="action for rows without one")
     imp.add_argument("--tarpit-seconds", type=int, help="delay for --action tarpit")
     imp.add_argument("--confidence", type=int, help="confidence for rows without one")
+    imp.add_argument(
+        "--dry-run", action="store_true", help="show what would be added or changed; write nothing"
+    )
     imp.set_defaults(func=_import)
 
     exp = lsub.add_parser(
@@ -155,6 +163,17 @@ def _check_numbers(args: argparse.Namespace) -> str | None:
 def _remove(args: argparse.Namespace) -> int:
     from ja3svc.store.labels import remove_labels
 
+    if args.value is None:
+        if not args.source:
+            print("ja3svc labels remove: give a HASH, --source NAME, or both", file=sys.stderr)
+            return EXIT_USAGE
+        _settings, db = open_database(args)
+        n = remove_labels(db, args.kind, None, args.source)
+        if not n:
+            print(f"ja3svc labels remove: no label of source {args.source}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"removed {n} label{'s' if n != 1 else ''} of source {args.source}")
+        return EXIT_OK
     parsed = _kind_and_value("remove", args.kind, args.value)
     if parsed is None:
         return EXIT_USAGE
@@ -208,6 +227,8 @@ def _import(args: argparse.Namespace) -> int:
 
     fmt = IMPORT_FORMATS[args.format]
     problem = _check_numbers(args) if args.action or args.confidence is not None else None
+    if not problem and args.source == "manual":
+        problem = "source 'manual' is for `labels add`; an import names its own source"
     if problem:
         print(f"ja3svc labels import: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -222,8 +243,17 @@ def _import(args: argparse.Namespace) -> int:
         # not the whole import.
         with open(path, encoding="utf-8", errors="replace", newline="") as fh:
             result = fmt.parse(fh)
+    if result.refused is not None:
+        print(
+            f"ja3svc labels import: {args.file} is not a {args.format} list: {result.refused}; "
+            "nothing imported",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     for p in result.problems:
         print(f"{args.file}: {p}", file=sys.stderr)
+    for note in result.notes:
+        print(f"{args.file}: {note}", file=sys.stderr)
     if not result.rows:
         print(f"ja3svc labels import: no valid {args.format} rows in {args.file}", file=sys.stderr)
         return EXIT_USAGE
@@ -237,10 +267,15 @@ def _import(args: argparse.Namespace) -> int:
     if args.source:
         rows = [replace(r, source=args.source) for r in rows]
     _settings, db = open_database(args)
-    outcome = upsert_labels(db, rows, defaults)
+    outcome = upsert_labels(db, rows, defaults, dry_run=args.dry_run)
+    if args.dry_run:
+        for change in outcome.changes:
+            print(change.describe())
     print(
-        f"imported {args.file} ({args.format}): {outcome.inserted} new, {outcome.updated} "
-        f"updated, {len(result.problems)} problem line(s)"
+        f"{'would import' if args.dry_run else 'imported'} {args.file} ({args.format}): "
+        f"{outcome.inserted} new, {outcome.updated} updated ({outcome.changed} with new "
+        f"values), {len(result.problems)} problem line(s)"
+        + ("; nothing written (--dry-run)" if args.dry_run else "")
     )
     return EXIT_OK
 

@@ -24,7 +24,7 @@ from ja3svc.capture.pcap_run import RunTotals, fingerprint_stream
 from ja3svc.cli.main import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE
 from ja3svc.config.settings import Settings, load_settings
 
-from ja3svc.dovecot import DEFAULT_PROFILE, OPENSSL_PROFILES
+from ja3svc.dovecot import DEFAULT_PROFILE, PROFILE_CHOICES
 from ja3svc.record import HelloRecord
 
 Emit = Callable[[HelloRecord], None]
@@ -56,9 +56,11 @@ def register(sub: Any) -> None:
         help="print the distinct fingerprints with their counts instead of every hello",
     )  # fmt: skip
     p.add_argument(
-        "--dovecot-profile", choices=sorted(OPENSSL_PROFILES), default=None,
-        help=f"OpenSSL known-extension set for Dovecot's JA3 (default {DEFAULT_PROFILE}, "
-        "or the configured one)",
+        "--dovecot-profile", choices=PROFILE_CHOICES, default=None,
+        help="OpenSSL known-extension set for the ja3_dovecot column: the OpenSSL the Dovecot "
+        f"links (default {DEFAULT_PROFILE}, i.e. 3.2-3.5 as distribution packages of Dovecot "
+        "2.4; openssl-3.0 for builds on Debian 12 or Ubuntu 22.04/24.04; or the configured "
+        "one). JSON output always carries every profile's hash in ja3_dovecot_hashes",
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     p.add_argument("-q", "--quiet", action="store_true", help="no counters on stderr")

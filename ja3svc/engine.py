@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ja3svc.addresses import format_address
-from ja3svc.dovecot import DEFAULT_PROFILE, OPENSSL_PROFILES
+from ja3svc.dovecot import DEFAULT_PROFILE, canonical_profile
 from ja3svc.dtls import looks_like_dtls_client_hello
 from ja3svc.flow_table import FlowDirection, FlowTable
 from ja3svc.hello import (
@@ -79,9 +79,7 @@ class FingerprintEngine:
     def __init__(
         self, flow_table: FlowTable | None = None, *, dovecot_profile: str = DEFAULT_PROFILE
     ) -> None:
-        if dovecot_profile not in OPENSSL_PROFILES:
-            raise ValueError(f"unknown Dovecot OpenSSL profile {dovecot_profile!r}")
-        self.dovecot_profile = dovecot_profile
+        self.dovecot_profile = canonical_profile(dovecot_profile)  # ValueError if unknown
         self.flows = flow_table if flow_table is not None else FlowTable()
         self.stats: Counter[str] = Counter()
         self._directions_get = self.flows.directions.get

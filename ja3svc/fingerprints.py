@@ -10,10 +10,12 @@ number of callers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TypeVar
 
-from ja3svc.dovecot import DEFAULT_PROFILE, ja3_dovecot_string
+from ja3svc.dovecot import DEFAULT_PROFILE, OPENSSL_PROFILES, canonical_profile, ja3_dovecot_string
 from ja3svc.grease import without_grease
 from ja3svc.hello import ClientHello, ServerHello
 from ja3svc.ja3 import ja3_string, ja3n_string, ja3s_string, md5_hex
@@ -41,6 +43,8 @@ class ClientFingerprints:
     ja4_r: str
     ja3_dovecot: str  # what Dovecot 2.4 computes for this hello (for the chosen profile)
     ja3_dovecot_hash: str
+    # Dovecot's hash under every OpenSSL profile: {profile: MD5} (read-only).
+    ja3_dovecot_hashes: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,7 +94,8 @@ def client_fingerprints(
     """JA3, JA3N, JA4 (and its raw form) and Dovecot's JA3 of a ClientHello.
 
     ``transport`` ("tcp", "quic" or "dtls") is JA4's first letter; ``dovecot_profile`` the
-    OpenSSL version whose known extensions Dovecot's JA3 keeps (see ``OPENSSL_PROFILES``).
+    OpenSSL version whose known extensions ``ja3_dovecot`` keeps (see ``OPENSSL_PROFILES``);
+    ``ja3_dovecot_hashes`` has the hash under every profile.
     """
     key = (
         hello.legacy_version,
@@ -123,7 +128,9 @@ def client_fingerprints(
         }
         _remember(_unordered_memo, unordered_key, unordered)
     j3 = ja3_string(hello)
-    jd = ja3_dovecot_string(hello, dovecot_profile)
+    profile = canonical_profile(dovecot_profile)
+    by_profile = {p: ja3_dovecot_string(hello, p) for p in OPENSSL_PROFILES}
+    jd = by_profile[profile]
     result = ClientFingerprints(
         tls_version=unordered["tls_version"],
         ja3=j3,
@@ -134,6 +141,7 @@ def client_fingerprints(
         ja4_r=unordered["ja4_r"],
         ja3_dovecot=jd,
         ja3_dovecot_hash=md5_hex(jd),
+        ja3_dovecot_hashes=MappingProxyType({p: md5_hex(t) for p, t in by_profile.items()}),
     )
     return _remember(_client_memo, key, result)
 

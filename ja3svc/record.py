@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from ja3svc.fingerprints import (
@@ -77,6 +78,7 @@ class HelloRecord:
             out["ja4_r"] = fp.ja4_r
             out["ja3_dovecot"] = fp.ja3_dovecot
             out["ja3_dovecot_hash"] = fp.ja3_dovecot_hash
+            out["ja3_dovecot_hashes"] = dict(fp.ja3_dovecot_hashes)
         else:
             out["hello_retry_request"] = self.hello_retry_request
             out["tls_version"] = fp.tls_version
@@ -91,7 +93,11 @@ class HelloRecord:
         """A record from an ``as_dict()``-shaped mapping; a fingerprint key it lacks is ""."""
         fingerprints: ClientFingerprints | ServerFingerprints
         if d.get("hello", "client") == "client":
-            fingerprints = ClientFingerprints(**{k: d.get(k) or "" for k in _CLIENT_KEYS})
+            by_profile = {str(p): str(h) for p, h in (d.get("ja3_dovecot_hashes") or {}).items()}
+            fingerprints = ClientFingerprints(
+                **{k: d.get(k) or "" for k in _CLIENT_KEYS if k != "ja3_dovecot_hashes"},
+                ja3_dovecot_hashes=MappingProxyType(by_profile),
+            )
         else:
             fingerprints = ServerFingerprints(**{k: d.get(k) or "" for k in _SERVER_KEYS})
         alpn = d.get("alpn") or ()

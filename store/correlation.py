@@ -31,7 +31,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ja3svc.connections import normalize_ip
-from ja3svc.policy.facts import ConnectionPeer, FingerprintRef
+from ja3svc.fingerprints import ClientFingerprints
+from ja3svc.policy.facts import ConnectionPeer, CorrelatedFingerprints, FingerprintRef
 from ja3svc.record import HelloRecord
 from ja3svc.vocabulary import FINGERPRINT_FIELDS
 
@@ -100,6 +101,7 @@ def _query_once(
         "ja3n_hash": row.ja3n_hash,
         "ja4": row.ja4,
         "ja3_dovecot_hash": row.ja3_dovecot_hash,
+        "ja3_dovecot_hashes": _json_dict(row.ja3_dovecot_hashes),
     }
     # The sightings table keeps hashes only; the full strings live once per fingerprint.
     wanted = {
@@ -121,6 +123,16 @@ def _query_once(
         if kind != "ja3s":
             record[string_key] = strings.get((kind, record.get(value_key) or ""))
     return HelloRecord.from_dict(record)
+
+
+def _json_dict(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
 async def find_client_hello(
@@ -161,17 +173,24 @@ async def find_client_hello(
     return None
 
 
-def fingerprint_refs(record: HelloRecord | None) -> tuple[FingerprintRef, ...]:
-    """The label-table keys of a client hello record, in lookup order (see CLIENT_KINDS)."""
-    if record is None:
-        return ()
+def fingerprint_refs(record: HelloRecord | None) -> CorrelatedFingerprints:
+    """The label-table keys of a client hello record, in lookup order (see CLIENT_KINDS), with
+    Dovecot's hash under every OpenSSL profile (so either kind of Dovecot's labels and learned
+    fingerprints match), and those hashes by profile for the profile detection."""
+    if record is None or not isinstance(record.fingerprints, ClientFingerprints):
+        return CorrelatedFingerprints(())
     fp = record.fingerprints
-    refs = []
+    refs: list[FingerprintRef] = []
     for kind in CLIENT_KINDS:
         value = getattr(fp, FINGERPRINT_FIELDS[kind][0], None)
         if value:
             refs.append(FingerprintRef(kind, str(value)))
-    return tuple(refs)
+    by_profile = dict(fp.ja3_dovecot_hashes)
+    for value in by_profile.values():
+        ref = FingerprintRef("ja3_dovecot", str(value))
+        if value and ref not in refs:
+            refs.append(ref)
+    return CorrelatedFingerprints(refs, by_profile)
 
 
 class HelloTable(Protocol):

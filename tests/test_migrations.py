@@ -14,7 +14,10 @@ from sqlalchemy import inspect
 
 from tests.support.cli import run_cli
 
-TABLES = {"fingerprints", "sightings", "labels", "user_fingerprints", "auth_failures", "decisions"}
+TABLES = {
+    "fingerprints", "sightings", "labels", "user_fingerprints", "auth_failures", "decisions",
+    "dovecot_hashes",
+}  # fmt: skip
 
 
 def _tables(db: Database) -> set[str]:
@@ -95,10 +98,7 @@ def test_decisions_of_one_account_use_the_index(tmp_path):
 
     db = Database.from_url(f"sqlite:///{tmp_path / 'plan.sqlite3'}")
     stmt = (
-        select(Decision)
-        .where(Decision.username == "alice")
-        .order_by(Decision.id.desc())
-        .limit(100)
+        select(Decision).where(Decision.username == "alice").order_by(Decision.id.desc()).limit(100)
     )
     sql = str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))
     with db.engine.connect() as conn:

@@ -268,6 +268,8 @@ def test_retention_prunes_events_but_keeps_aggregates(database, make_record):
     with SightingWriter(database, sensor="s") as w:
         w.add(HelloRecord.from_dict(make_record(0, ts0=now - 95 * 86400)))  # old
         w.add(HelloRecord.from_dict(make_record(1, ts0=now - 10 * 86400)))  # recent
+        # old, and its client not seen since
+        w.add(HelloRecord.from_dict(make_record(2, client=7, ts0=now - 95 * 86400)))
     with database.session() as s:
         s.add_all(
             [
@@ -277,7 +279,8 @@ def test_retention_prunes_events_but_keeps_aggregates(database, make_record):
             ]
         )
     deleted = prune(database, 90, now=now)
-    assert deleted == {"sightings": 1, "auth_failures": 1, "decisions": 1}
+    # The Dovecot-hash index keeps what was seen within the period.
+    assert deleted == {"sightings": 2, "auth_failures": 1, "decisions": 1, "dovecot_hashes": 1}
     assert _count(database, Sighting) == 1
     record = make_record(0)
     assert _fingerprint(database, "ja3", record["ja3_hash"]).times_seen == 2

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.support.cli import run_cli
+from tests.support.paths import FOXIO, PCAPS
 
-PCAPS = Path(__file__).parent / "pcaps"
-FOXIO = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "foxio"
 ABSENT_MD5 = "b386946a5a44d1ddcc843bc75336dfce"  # SSLBL's Dridex entry: in no test capture
 ABSENT_JA4 = "t13d311000_e8f1e7e78f70_d41ae481755e"  # no FoxIO test capture has it
 

@@ -139,4 +139,5 @@ async def stats(request: Request) -> dict[str, Any]:
         "label_cache_entries": len(service.labels),
         "degraded": service.degraded,
         "log_only": service.settings.log_only,
+        "dovecot_openssl_profile": service.profiles.summary(),
     }

@@ -108,6 +108,10 @@ def synthetic_record(n: int, client: int = 0, *, ts0: float = 1_700_000_000.0) -
         "ja4_r": f"t13d{client % 100:02d}04im_1301,1302_0000,000a_0403",
         "ja3_dovecot": dove,
         "ja3_dovecot_hash": hashlib.md5(dove.encode()).hexdigest(),
+        # No extension the two profiles disagree on: the same hash under both.
+        "ja3_dovecot_hashes": dict.fromkeys(
+            ("openssl-3.0", "openssl-3.2"), hashlib.md5(dove.encode()).hexdigest()
+        ),
     }
 
 
