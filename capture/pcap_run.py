@@ -48,14 +48,17 @@ class RunTotals:
 def fingerprint_stream(
     stream: BinaryIO,
     name: str,
-    sink: Callable[[HelloRecord], None],
+    sink: Callable[[HelloRecord, int], None],
     totals: RunTotals,
     progress: ProgressCallback | None = None,
     engine: FingerprintEngine | None = None,
     *,
     dovecot_profile: str = DEFAULT_PROFILE,
 ) -> None:
-    """Feed one capture through a fresh engine, calling ``sink`` for every hello.
+    """Feed one capture through a fresh engine, calling ``sink(hello, frame)`` for every hello.
+
+    ``frame`` is the 1-based number of the packet that completed the hello, as Wireshark
+    numbers the capture's packets.
 
     Raises ``NotACaptureError`` before anything is read if the stream is not a capture. A
     damaged capture is recorded in ``totals.damaged`` after everything before the damage has
@@ -75,10 +78,10 @@ def fingerprint_stream(
     try:
         for ts, linktype, frame, wire_length in reader:
             found = feed(ts, linktype, frame, wire_length)
+            count += 1
             if found:
                 for record in found:
-                    sink(record)
-            count += 1
+                    sink(record, count)
             if progress is not None and not count & (PROGRESS_EVERY - 1):
                 progress(reader.bytes_read)
     except CaptureDamagedError as exc:

@@ -50,7 +50,7 @@ ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
 def _records(name: str) -> list[dict]:
     out: list[dict] = []
     with open(PCAPS / name, "rb") as f:
-        fingerprint_stream(f, name, lambda s: out.append(s.as_dict()), RunTotals())
+        fingerprint_stream(f, name, lambda s, _frame: out.append(s.as_dict()), RunTotals())
     return [r for r in out if r["hello"] == "client"]
 
 
