@@ -20,7 +20,15 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from ja3svc.capture.capture_file import NotACaptureError
-from ja3svc.capture.pcap_run import RunTotals, fingerprint_stream
+from ja3svc.capture.pcap_run import (
+    ENGINE_ENV,
+    ENGINES,
+    RunTotals,
+    default_engine,
+    fingerprint_stream,
+    fingerprint_stream_native,
+    native_module,
+)
 from ja3svc.cli.main import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE
 from ja3svc.config.settings import Settings, load_settings
 
@@ -64,6 +72,11 @@ def register(sub: Any) -> None:
         "2.4; openssl-3.0 for builds on Debian 12 or Ubuntu 22.04/24.04; or the configured "
         "one). JSON output always carries every profile's hash in ja3_dovecot_hashes",
     )  # fmt: skip
+    p.add_argument(
+        "--engine", choices=ENGINES, default=None,
+        help="native: the Rust engine (default when built); python: the pure-Python reference "
+        f"engine, for comparison (also ${ENGINE_ENV})",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     p.add_argument("-q", "--quiet", action="store_true", help="no counters on stderr")
     p.add_argument(
@@ -89,6 +102,23 @@ def run(args: argparse.Namespace) -> int:
     profile = args.dovecot_profile or (
         settings.dovecot_openssl_profile if settings else DEFAULT_PROFILE
     )
+    engine = args.engine or default_engine()
+    if engine == "native" and native_module() is None:
+        if args.engine or os.environ.get(ENGINE_ENV):
+            print(
+                "ja3svc pcap: the Rust engine is not built in this install (it needs a Rust "
+                "toolchain at install time); use --engine python",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        engine = "python"
+    if engine == "python" and args.engine is None and native_module() is None:
+        # The extension is missing: say once why this run is slower.
+        print(
+            "ja3svc pcap: the Rust engine is not built in this install (no Rust toolchain at "
+            "install time); using the slower pure-Python engine",
+            file=sys.stderr,
+        )
     out = sys.stdout
     store = None
     if args.store and settings:
@@ -98,6 +128,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"ja3svc pcap: {exc}", file=sys.stderr)
             return EXIT_USAGE
     emit, finish = _output(args.format, args.summary, out)
+    # The default output on the Rust engine: Rust writes the JSON lines itself.
+    native_json = (
+        engine == "native" and args.format == "json" and not args.summary and not args.store
+    )
+    line_buffered = out.isatty()
+
+    def write_json(text: str) -> None:
+        out.write(text)
+        if line_buffered:
+            out.flush()
+
     totals = RunTotals()
     status = EXIT_OK
     stdin_used = False
@@ -126,10 +167,28 @@ def run(args: argparse.Namespace) -> int:
             if store_add is not None:
                 store_add(s)
 
+        def native_sink(
+            d: Record, store_add: Callable[[HelloRecord], None] | None = store_add
+        ) -> None:
+            # The Rust engine hands over the output object; the store takes the typed record.
+            emit(d)
+            if store_add is not None:
+                store_add(HelloRecord.from_dict(d))
+
         progress = _progress_bar(stream, label) if not args.no_progress else None
         damaged_before = len(totals.damaged)
         try:
-            fingerprint_stream(stream, label, sink, totals, progress, dovecot_profile=profile)
+            if engine == "python":
+                fingerprint_stream(
+                    stream, label, sink, totals, progress, dovecot_profile=profile
+                )
+            else:
+                fingerprint_stream_native(
+                    stream, label, totals, profile,
+                    write_json=write_json if native_json else None,
+                    sink=None if native_json else native_sink,
+                    progress=progress,
+                )  # fmt: skip
         except NotACaptureError as exc:
             print(f"ja3svc pcap: {exc}", file=sys.stderr)  # the message names the file
             status = EXIT_USAGE
