@@ -12,7 +12,6 @@ from typing import BinaryIO
 from ja3svc.capture.capture_file import open_capture
 
 from ja3svc.dovecot import DEFAULT_PROFILE
-from ja3svc.engine import FingerprintEngine
 from ja3svc.record import HelloRecord
 
 __all__ = ["read_hellos"]
@@ -34,6 +33,8 @@ def read_hellos(
 
 
 def _hellos(stream: BinaryIO, name: str, dovecot_profile: str) -> Iterator[HelloRecord]:
+    from ja3svc.engine import FingerprintEngine  # not at import: see ja3svc/__init__.py
+
     engine = FingerprintEngine(dovecot_profile=dovecot_profile)
     feed = engine.feed_frame
     for ts, linktype, frame, wire_length in open_capture(stream, name):

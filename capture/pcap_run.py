@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ja3svc.capture.capture_file import (
     CHUNK_SIZE,
@@ -23,8 +23,12 @@ from ja3svc.capture.capture_file import (
 )
 
 from ja3svc.dovecot import DEFAULT_PROFILE
-from ja3svc.engine import FingerprintEngine
-from ja3svc.record import HelloRecord
+
+if TYPE_CHECKING:
+    # Imported where used: a run on the Rust engine never loads the Python one (and with it
+    # the QUIC key schedule's cryptography), which is a third of the start-up time.
+    from ja3svc.engine import FingerprintEngine
+    from ja3svc.record import HelloRecord
 
 ProgressCallback = Callable[[int], None]
 
@@ -88,6 +92,8 @@ def fingerprint_stream(
         totals.damaged.append(str(exc))
         totals.seconds += time.perf_counter() - started
         return
+    from ja3svc.engine import FingerprintEngine
+
     engine = engine or FingerprintEngine(dovecot_profile=dovecot_profile)
     feed = engine.feed_frame
     count = 0

@@ -14,10 +14,9 @@ file. README.md ("Python API") has runnable examples.
 
 from __future__ import annotations
 
-from typing import overload
+from typing import TYPE_CHECKING, Any, overload
 
 from ja3svc.dovecot import DEFAULT_PROFILE, OPENSSL_PROFILES
-from ja3svc.engine import FingerprintEngine
 from ja3svc.fingerprints import (
     ClientFingerprints,
     ServerFingerprints,
@@ -33,6 +32,9 @@ from ja3svc.hello import (
     parse_server_hello,
 )
 from ja3svc.record import HelloRecord
+
+if TYPE_CHECKING:
+    from ja3svc.engine import FingerprintEngine
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -78,3 +80,13 @@ def fingerprint(
     if isinstance(hello, ClientHello):
         return client_fingerprints(hello, transport, dovecot_profile)
     return server_fingerprints(hello)
+
+
+def __getattr__(name: str) -> Any:
+    # The engine pulls in QUIC's key schedule (cryptography): loaded when first asked for, so
+    # that importing any ja3svc module (the CLI's start, the Rust engine's runs) stays cheap.
+    if name == "FingerprintEngine":
+        from ja3svc.engine import FingerprintEngine
+
+        return FingerprintEngine
+    raise AttributeError(f"module 'ja3svc' has no attribute {name!r}")
