@@ -36,7 +36,7 @@ from ja3svc.capture.pcap_run import RunTotals, fingerprint_stream, fingerprint_s
 
 from ja3svc import _native
 from ja3svc.dovecot import OPENSSL_PROFILES
-from ja3svc.sighting import HelloSighting
+from ja3svc.record import HelloRecord
 from tests.support import pcap_builder as pb
 from tests.support.paths import FOXIO, PCAPS
 
@@ -89,13 +89,13 @@ class _Pieces(io.RawIOBase):
 def run_python(data: bytes, profile: str = "openssl-3.0") -> Outcome:
     out = Outcome()
 
-    def sink(s: HelloSighting, frame: int) -> None:
-        d = {"file": "cap", "frame": frame, **s.as_dict(profile)}
+    def sink(s: HelloRecord, frame: int) -> None:
+        d = {"file": "cap", "frame": frame, **s.as_dict()}
         out.records.append(d)
         out.lines.append(_ENCODE(d) + "\n")
 
     try:
-        fingerprint_stream(io.BytesIO(data), "cap", sink, out.totals)
+        fingerprint_stream(io.BytesIO(data), "cap", sink, out.totals, dovecot_profile=profile)
     except NotACaptureError as exc:
         out.not_a_capture = str(exc)
     return out
