@@ -19,3 +19,7 @@ FINGERPRINT_FIELDS: dict[str, tuple[str, str]] = {
     "ja3_dovecot": ("ja3_dovecot_hash", "ja3_dovecot"),
     "ja3s": ("ja3s_hash", "ja3s"),
 }
+
+# (kind, value): how labels, aggregates and the service's caches key a fingerprint.
+# ja3svc.policy.FingerprintRef is the same pair, named (and equal to the plain tuple).
+FingerprintKey = tuple[str, str]

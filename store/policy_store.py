@@ -53,8 +53,8 @@ from sqlalchemy.sql.expression import Executable
 
 from ja3svc.label_formats import normalize_value
 from ja3svc.policy.facts import LabelFact, Reputation, UserHistory, dovecot_hash_history
+from ja3svc.vocabulary import FingerprintKey as Ref
 
-Ref = tuple[str, str]  # (kind, value)
 T = TypeVar("T")
 
 # The sqlite3 driver binds int, float and str directly but sends None through its adaptation
