@@ -111,8 +111,10 @@ class PolicyService:
         self.lookup = connection_lookup or NoConnectionLookup()
         self.clock = clock
         self.metrics = PolicyMetrics([name for name, _ in RULES])
-        self.profiles = ProfileDetector(profile_counter(), clock)
-        self.metrics.registry.add(self.profiles._counter)
+        self.profiles = ProfileDetector(profile_counter(self.metrics), clock)
+        # Correlation outcomes counted where every worker's count adds up (multiprocess).
+        if hasattr(self.lookup, "on_count"):
+            self.lookup.on_count = self.metrics.correlation.inc
         self.credentials = DovecotCredentials(settings.api_header, settings.api_keys)
         self.labels = LabelCache(ttl=settings.label_cache_seconds)
         self.sessions = SessionTracker(settings.session_window_seconds)

@@ -10,7 +10,7 @@ from ja3svc.store.models import FINGERPRINT_FIELDS, Fingerprint, Label, Sighting
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from ja3svc.label_formats import MD5_RE
+from ja3svc.vocabulary import MD5_RE
 from ja3svc.vocabulary import FingerprintKey as Ref
 
 # The sightings column holding each fingerprint kind's value.
