@@ -20,7 +20,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from ja3svc.api.console import web as console
-from ja3svc.api.metrics import CallbackGauges
+from ja3svc.api.metrics import CallbackMetrics, mark_worker_gone
 from ja3svc.api.routes import admin, docs, ops, policy
 from ja3svc.api.service import PolicyService
 from ja3svc.config.settings import Settings, load_settings
@@ -114,13 +114,13 @@ def create_app(
         settings.policy, PolicyStore.from_database(database), connection_lookup, clock
     )
     metrics = dict(extra_metrics or {})
+    for prefix, callback in metrics.items():
+        service.metrics.registry.add(CallbackMetrics(prefix, "Reported by ja3svc.", callback))
     stats = getattr(connection_lookup, "stats", None)
     if "ja3svc_correlation" not in metrics and isinstance(stats, dict):
-        # ConnectionFingerprints counts memory/database hits and misses: the first thing to
-        # look at when JA3 verdicts do not happen for Dovecot 2.3 logins.
+        # The console shows this worker's correlation counts; /metrics has every worker's
+        # (ja3svc_correlation_lookups_total, counted by the service).
         metrics["ja3svc_correlation"] = lambda: dict(stats)
-    for prefix, callback in metrics.items():
-        service.metrics.registry.add(CallbackGauges(prefix, "Reported by ja3svc.", callback))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -154,6 +154,7 @@ def create_app(
                 close()
             service.writer.flush(5.0)
             service.stop()
+            mark_worker_gone()
 
     app = PolicyFirstApp(
         title="ja3svc policy service",
