@@ -23,6 +23,10 @@ FINGERPRINT_FIELDS: dict[str, tuple[str, str]] = {
     "ja3s": ("ja3s_hash", "ja3s"),
 }
 
+# (kind, value): how labels, aggregates and the service's caches key a fingerprint.
+# ja3svc.policy.FingerprintRef is the same pair, named (and equal to the plain tuple).
+FingerprintKey = tuple[str, str]
+
 # --- what a label may hold: one validator for the CLI, the admin API and the importers --------
 #
 # ``check_label`` (and its parts ``fingerprint_value`` and ``check_label_fields``) refuse a bad

@@ -51,9 +51,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
 from ja3svc.policy.facts import LabelFact, Reputation, UserHistory, dovecot_hash_history
+from ja3svc.vocabulary import FingerprintKey as Ref
 from ja3svc.vocabulary import check_label
 
-Ref = tuple[str, str]  # (kind, value)
 T = TypeVar("T")
 
 # The sqlite3 driver binds int, float and str directly but sends None through its adaptation
