@@ -222,7 +222,7 @@ def as_row(label: Label) -> LabelRow:
 
 
 # Label ids one page of the label list reads at most (see queries.id_window_page).
-LABEL_SCAN = 200_000
+LABEL_SCAN = 50_000
 
 
 @dataclass(frozen=True)

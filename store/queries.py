@@ -31,14 +31,40 @@ class FingerprintDetails:
 
 # Client-hello kinds a sighting row carries, in the order pages list them.
 HELLO_KINDS = ("ja3", "ja3n", "ja4", "ja3_dovecot")
-# Sightings searched for the other fingerprints of one hello when the kind's column has no
-# index (only ja3_hash has one: captures write sightings fast, and each index slows them).
-FAMILY_SCAN = 200_000
+# Newest sightings searched for a kind whose column has no index (only ja3_hash has one:
+# captures write sightings fast, and each index slows them down).
+FAMILY_SCAN = 20_000
 
 
-def hello_family(session: Session, kind: str, value: str, sightings: int = 50) -> list[Ref]:
+def recent_sightings(session: Session, kind: str, value: str, limit: int = 50) -> list[Sighting]:
+    """The newest client-hello sightings of (``kind``, ``value``): through the ja3_hash index
+    for JA3, else among the newest ``FAMILY_SCAN`` sightings (bounded at any table size).
+    A Dovecot hash is first looked up as JA3 (the same value for plain OpenSSL clients)."""
+    column = SIGHTING_COLUMN.get(kind)
+    if column is None:
+        return []
+    base = select(Sighting).where(Sighting.hello == "client").order_by(Sighting.id.desc())
+    if kind == "ja3_dovecot":
+        found = list(
+            session.scalars(
+                base.where(Sighting.ja3_hash == value, column == value).limit(limit)
+            )
+        )
+        if found:
+            return found
+    stmt = base.where(column == value).limit(limit)
+    if kind != "ja3":
+        top = session.scalar(select(func.max(Sighting.id))) or 0
+        stmt = stmt.where(Sighting.id > top - FAMILY_SCAN)
+    return list(session.scalars(stmt))
+
+
+def hello_family(
+    session: Session, kind: str, value: str, sightings: Sequence[Sighting] | None = None
+) -> list[Ref]:
     """Every fingerprint of the hellos that produced (``kind``, ``value``): their JA3, JA3N,
-    JA4 and Dovecot JA3, from the newest ``sightings`` sightings of it, ``(kind, value)`` first.
+    JA4 and Dovecot JA3, from its recent sightings (``recent_sightings`` unless given),
+    ``(kind, value)`` first.
 
     One client gives one JA3N and JA4 but, if it sends GREASE, a new JA3 and Dovecot JA3 per
     connection; all of them are listed. Dovecot's JA3 equals standard JA3 for plain OpenSSL
@@ -49,17 +75,12 @@ def hello_family(session: Session, kind: str, value: str, sightings: int = 50) -
     mirror = {"ja3": "ja3_dovecot", "ja3_dovecot": "ja3"}.get(kind)
     if mirror:
         found[(mirror, value)] = None
-    column = SIGHTING_COLUMN.get(kind)
-    if column is None or kind == "ja3s":
+    if kind == "ja3s":
         return list(found)
-    stmt = select(*(SIGHTING_COLUMN[k] for k in HELLO_KINDS)).where(
-        column == value, Sighting.hello == "client"
-    )
-    if kind != "ja3":
-        top = session.scalar(select(func.max(Sighting.id))) or 0
-        stmt = stmt.where(Sighting.id > top - FAMILY_SCAN)
-    for row in session.execute(stmt.order_by(Sighting.id.desc()).limit(sightings)):
-        for k, v in zip(HELLO_KINDS, row, strict=True):
+    rows = recent_sightings(session, kind, value) if sightings is None else sightings
+    for row in rows:
+        for k in HELLO_KINDS:
+            v = getattr(row, FINGERPRINT_FIELDS[k][0])
             if v:
                 found.setdefault((k, v), None)
     return list(found)
