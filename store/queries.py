@@ -6,7 +6,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ja3svc.store.models import FINGERPRINT_FIELDS, Fingerprint, Label, Sighting, UserFingerprint
+from ja3svc.store.models import (
+    FINGERPRINT_FIELDS,
+    AuthFailure,
+    Fingerprint,
+    Label,
+    Sighting,
+    UserFingerprint,
+)
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
@@ -27,6 +34,9 @@ class FingerprintDetails:
     recent_sightings: list[Sighting] = field(default_factory=list)
     retained_sightings: int = 0
     users: int = 0
+    failures: int = 0  # authentication failures recorded under it (reputation)
+    # The other fingerprints of the same hellos (see hello_family).
+    family: list[Ref] = field(default_factory=list)
 
 
 # Client-hello kinds a sighting row carries, in the order pages list them.
@@ -174,7 +184,23 @@ def fingerprint_details(
                 .order_by(Label.confidence.desc(), Label.source)
             )
         )
-        if fp is None and not labels:
+        users = (
+            session.scalar(
+                select(func.count()).where(
+                    UserFingerprint.kind == kind, UserFingerprint.value == value
+                )
+            )
+            or 0
+        )
+        failures = (
+            session.scalar(
+                select(func.count()).where(AuthFailure.kind == kind, AuthFailure.value == value)
+            )
+            or 0
+        )
+        # Known to the policy service alone (a Dovecot hash rejected on reputation, an
+        # account's learned fingerprint) is known too.
+        if fp is None and not labels and not users and not failures:
             continue
         column = SIGHTING_COLUMN[kind]
         recent = list(
@@ -186,15 +212,12 @@ def fingerprint_details(
             )
         )
         retained = session.scalar(select(func.count()).where(column == value)) or 0
-        users = (
-            session.scalar(
-                select(func.count()).where(
-                    UserFingerprint.kind == kind, UserFingerprint.value == value
-                )
+        family = [r for r in hello_family(session, kind, value) if r != (kind, value)]
+        out.append(
+            FingerprintDetails(
+                kind, value, fp, labels, recent, retained, users, failures, family
             )
-            or 0
         )
-        out.append(FingerprintDetails(kind, value, fp, labels, recent, retained, users))
     return out
 
 

@@ -25,7 +25,6 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from ja3svc.api.console import security
-from ja3svc.api.console.explain import RULE_TEXT, explain
 from ja3svc.api.service import PolicyService
 from ja3svc.store import console as reads
 from ja3svc.store.labels import (
@@ -45,6 +44,7 @@ from ja3svc.label_formats import (
     normalize_value,
     render_suricata_dataset,
 )
+from ja3svc.policy.explain import RULE_TEXT, explain_rule
 from ja3svc.timefmt import age, iso, parse_time, short
 from ja3svc.vocabulary import FINGERPRINT_KINDS, LABEL_ACTIONS
 
@@ -216,6 +216,33 @@ def _kind_value(kind: str, value: str) -> tuple[str, str]:
 
 def _done(path: str, message: str) -> _Redirect:
     return _Redirect(f"{path}?{urlencode({'done': message})}")
+
+
+def verdict_class(action: str) -> str:
+    """CSS class of a verdict or report outcome."""
+    base = action.removeprefix("log:")
+    return {
+        "allow": "ok", "success": "ok", "tarpit": "warn", "reject": "bad", "failure": "bad",
+        "policy_reject": "bad",
+    }.get(base, "plain")  # fmt: skip
+
+
+def explain(d: dict[str, Any], connection: list[tuple[str, str]]) -> dict[str, Any]:
+    """A decision row with what the pages show: the rule's explanation, the labels that
+    produced it, and the fingerprints to link to (Dovecot's hash, else the connection's)."""
+    refs: list[tuple[str, str]] = []
+    if d.get("ja3_hash"):
+        refs.append(("ja3_dovecot", d["ja3_hash"]))
+    for ref in connection:
+        if ref not in refs:
+            refs.append(ref)
+    return {
+        **d,
+        "explanation": explain_rule(d.get("rule")),
+        "css": verdict_class(d.get("action") or ""),
+        "log_only": (d.get("action") or "").startswith("log:"),
+        "refs": refs,
+    }
 
 
 # --- sign-in --------------------------------------------------------------------------------
