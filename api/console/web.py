@@ -393,7 +393,7 @@ _CHART_COLOURS = {"allow": "#2f7d4f", "tarpit": "#c27c0e", "reject": "#b3261e"}
 
 def _chart(ov: reads.Overview) -> dict[str, Any]:
     """Geometry of the stacked per-minute bar chart, drawn as SVG by the template."""
-    width, height, left, bottom = 720, 200, 44, 24
+    width, height, left, bottom = 1200, 240, 44, 24
     n = len(ov.minutes)
     totals = [sum(series[i] for series in ov.per_minute.values()) for i in range(n)]
     peak = max([*totals, 1])
