@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ja3svc.capture.capture_file import (
     CHUNK_SIZE,
@@ -22,8 +22,11 @@ from ja3svc.capture.capture_file import (
     read_magic,
 )
 
-from ja3svc.engine import FingerprintEngine
-from ja3svc.sighting import HelloSighting
+if TYPE_CHECKING:
+    # Imported where used: a run on the Rust engine never loads the Python one (and with it
+    # the QUIC key schedule's cryptography), which is a third of the start-up time.
+    from ja3svc.engine import FingerprintEngine
+    from ja3svc.sighting import HelloSighting
 
 ProgressCallback = Callable[[int], None]
 
@@ -84,6 +87,8 @@ def fingerprint_stream(
         totals.damaged.append(str(exc))
         totals.seconds += time.perf_counter() - started
         return
+    from ja3svc.engine import FingerprintEngine
+
     engine = engine or FingerprintEngine()
     feed = engine.feed_frame
     count = 0

@@ -17,7 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ja3svc.capture.capture_file import NotACaptureError
 from ja3svc.capture.pcap_run import (
@@ -30,10 +30,12 @@ from ja3svc.capture.pcap_run import (
     native_module,
 )
 from ja3svc.cli.main import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE
-from ja3svc.config.settings import Settings, load_settings
 
 from ja3svc.dovecot import DEFAULT_PROFILE, PROFILE_CHOICES
 from ja3svc.sighting import HelloSighting
+
+if TYPE_CHECKING:
+    from ja3svc.config.settings import Settings
 
 Record = dict[str, Any]
 Emit = Callable[[Record], None]
@@ -87,17 +89,30 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _configured() -> bool:
+    """Whether any setting is given (a config file or a JA3SVC_ variable other than the
+    engine's): without one the settings are the defaults, and loading them (pydantic, a third
+    of a second) is skipped, which keeps `ja3svc pcap` on a small capture fast."""
+    if os.environ.get("JA3SVC_CONFIG"):
+        return True
+    return any(k.startswith("JA3SVC_") and k != ENGINE_ENV for k in os.environ)
+
+
 def run(args: argparse.Namespace) -> int:
-    overrides = {"database_url": args.database_url} if args.database_url else {}
-    try:
-        settings = load_settings(**overrides)
-    except (OSError, ValueError) as exc:  # TOML and validation errors are ValueErrors
-        if args.store:
-            print(f"ja3svc pcap: bad settings: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        # Offline analysis needs no settings: say so, and go on with the defaults.
-        print(f"ja3svc pcap: ignoring bad settings ({exc})", file=sys.stderr)
-        settings = None
+    settings: Settings | None = None
+    if args.store or args.database_url or _configured():
+        from ja3svc.config.settings import load_settings
+
+        overrides = {"database_url": args.database_url} if args.database_url else {}
+        try:
+            settings = load_settings(**overrides)
+        except (OSError, ValueError) as exc:  # TOML and validation errors are ValueErrors
+            if args.store:
+                print(f"ja3svc pcap: bad settings: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            # Offline analysis needs no settings: say so, and go on with the defaults.
+            print(f"ja3svc pcap: ignoring bad settings ({exc})", file=sys.stderr)
+            settings = None
     profile = args.dovecot_profile or (
         settings.dovecot_openssl_profile if settings else DEFAULT_PROFILE
     )

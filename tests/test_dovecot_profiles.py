@@ -49,7 +49,7 @@ ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
 def _records(name: str) -> list[dict]:
     out: list[dict] = []
     with open(PCAPS / name, "rb") as f:
-        fingerprint_stream(f, name, lambda s: out.append(s.as_dict()), RunTotals())
+        fingerprint_stream(f, name, lambda s, _frame: out.append(s.as_dict()), RunTotals())
     return [r for r in out if r["hello"] == "client"]
 
 
@@ -124,8 +124,8 @@ def test_profile_detection_from_correlated_connections(tmp_path: Path) -> None:
         stats = client.get("/api/v1/stats", headers=ADMIN_H).json()["dovecot_openssl_profile"]
         assert stats["connections"]["none"] == 1 and "warning" in stats
         metrics = client.get("/metrics").text
-        assert 'ja3svc_dovecot_profile_connections_total{outcome="openssl-3.2"} 2' in metrics
-        assert 'ja3svc_dovecot_profile_connections_total{outcome="none"} 1' in metrics
+        assert 'ja3svc_dovecot_profile_connections_total{outcome="openssl-3.2"} 2.0' in metrics
+        assert 'ja3svc_dovecot_profile_connections_total{outcome="none"} 1.0' in metrics
 
 
 # --- randomising clients -------------------------------------------------------------------
