@@ -35,7 +35,13 @@ from ja3svc.store.models import (
     Label,
     UserFingerprint,
 )
-from ja3svc.store.queries import Page, hello_family, id_window_page, recent_sightings
+from ja3svc.store.queries import (
+    UNBOUNDED,
+    Page,
+    hello_family,
+    id_window_page,
+    recent_sightings,
+)
 from sqlalchemy import (
     Connection,
     Engine,
@@ -351,9 +357,12 @@ class PolicyStore:
                 if low is None:
                     return Page([], None, None)
                 floor = low - 1
+            # Account and fingerprint have (column, id) indexes that answer newest first by
+            # themselves; verdict and rule filters read DECISION_SCAN ids per page.
+            indexed = bool(filters.username or filters.fingerprint)
             page = id_window_page(
-                s, Decision, filters.conditions(), limit, before, DECISION_SCAN,
-                floor or 0, ceiling,
+                s, Decision, filters.conditions(), limit, before,
+                UNBOUNDED if indexed else DECISION_SCAN, floor or 0, ceiling,
             )  # fmt: skip
             return page._replace(rows=[decision_dict(d) for d in page.rows])
 
@@ -468,15 +477,16 @@ class PolicyStore:
         q = q.strip()
         out: list[dict[str, Any]] = []
         with self.session() as s:
-            # A range per kind on the (kind, value) index: LIKE 'abc%' is case-insensitive on
-            # SQLite and so cannot use it.
+            sqlite_db = s.get_bind().dialect.name == "sqlite"
             for k in [kind] if kind else FINGERPRINT_KINDS:
                 prefix = q if k == "ja4" else q.lower()
-                stmt = select(Fingerprint).where(
-                    Fingerprint.kind == k,
-                    Fingerprint.value >= prefix,
-                    Fingerprint.value < prefix + "\x7f",
-                )
+                if sqlite_db:
+                    # A range on the (kind, value) index: SQLite's LIKE is case-insensitive and
+                    # so cannot use it. (Byte order; PostgreSQL's collations are not.)
+                    match = (Fingerprint.value >= prefix) & (Fingerprint.value < prefix + "\x7f")
+                else:
+                    match = Fingerprint.value.startswith(prefix, autoescape=True)
+                stmt = select(Fingerprint).where(Fingerprint.kind == k, match)
                 for fp in s.scalars(stmt.order_by(Fingerprint.value).limit(limit - len(out))):
                     out.append(
                         {

@@ -338,12 +338,26 @@ async def static(name: str) -> Response:
 # --- overview -------------------------------------------------------------------------------
 
 
+_HEAD_CHECKED: dict[int, tuple[float, bool]] = {}
+HEAD_CHECK_SECONDS = 30.0
+
+
+def _at_head(db: Any) -> bool:
+    """``db.is_at_head()``, asked at most every HEAD_CHECK_SECONDS (Alembic's check costs
+    ~20 ms; a schema changes only through `ja3svc db upgrade`). Errors are not cached."""
+    now = time.monotonic()
+    checked = _HEAD_CHECKED.get(id(db))
+    if checked is None or now - checked[0] > HEAD_CHECK_SECONDS:
+        checked = (now, bool(db.is_at_head()))
+        _HEAD_CHECKED[id(db)] = checked
+    return checked[1]
+
+
 def _health(request: Request) -> dict[str, Any]:
     service = _service(request)
     db = request.app.state.database
     try:
-        at_head = bool(db.is_at_head())
-        database = "ok" if at_head else "schema not at head: run `ja3svc db upgrade`"
+        database = "ok" if _at_head(db) else "schema not at head: run `ja3svc db upgrade`"
     except Exception as exc:
         database = f"unreachable ({type(exc).__name__})"
     if service.degraded:
@@ -363,20 +377,27 @@ def _health(request: Request) -> dict[str, Any]:
     }
 
 
-def _dovecot_profile(request: Request) -> dict[str, str]:
-    settings = _settings(request)
-    detected = getattr(request.app.state, "dovecot_profile", None)
+def _dovecot_profile(request: Request) -> dict[str, Any]:
+    """The OpenSSL profile ja3svc computes Dovecot's hash with, and the one the service
+    detected from Dovecot's own hashes of captured connections (api.dovecot_profile)."""
+    summary = _service(request).profiles.summary()
     return {
-        "configured": settings.dovecot_openssl_profile,
-        "detected": str(detected) if detected else "",
+        "configured": _settings(request).dovecot_openssl_profile,
+        "detected": summary.get("profile") or "",
+        "description": summary.get("description") or "",
+        "connections": {k: v for k, v in summary.get("connections", {}).items() if v},
+        "warning": summary.get("warning", ""),
     }
 
 
 @router.get("/", response_class=HTMLResponse)
 async def overview(request: Request) -> Response:
     await _session_token(request)
-    data: reads.Overview = await _db(request, reads.overview)
-    health = await asyncio.to_thread(_health, request)
+
+    def read(s: Any) -> tuple[reads.Overview, dict[str, Any]]:
+        return reads.overview(s), _health(request)
+
+    data, health = await _db(request, read)
     return _page(
         request,
         "overview.html",
