@@ -32,11 +32,12 @@ from ja3svc.capture.pcap_run import (
 from ja3svc.cli.main import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE
 
 from ja3svc.dovecot import DEFAULT_PROFILE, PROFILE_CHOICES
-from ja3svc.sighting import HelloSighting
+from ja3svc.record import HelloRecord
 
 if TYPE_CHECKING:
     from ja3svc.config.settings import Settings
 
+# The output object of one hello: HelloRecord.as_dict() with the file and frame it came from.
 Record = dict[str, Any]
 Emit = Callable[[Record], None]
 
@@ -169,22 +170,39 @@ def run(args: argparse.Namespace) -> int:
             status = EXIT_USAGE
             continue
         label = "<stdin>" if name == "-" else name
-        record = emit if store is None else store.wrap(emit, label)
+        store_add = None if store is None else store.writer_for(label)
 
-        def sink(s: HelloSighting, frame: int, record: Emit = record, label: str = label) -> None:
-            record({"file": label, "frame": frame, **s.as_dict(profile)})
+        def sink(
+            s: HelloRecord,
+            frame: int,
+            label: str = label,
+            store_add: Callable[[HelloRecord], None] | None = store_add,
+        ) -> None:
+            emit({"file": label, "frame": frame, **s.as_dict()})
+            if store_add is not None:
+                store_add(s)
+
+        def native_sink(
+            d: Record, store_add: Callable[[HelloRecord], None] | None = store_add
+        ) -> None:
+            # The Rust engine hands over the output object; the store takes the typed record.
+            emit(d)
+            if store_add is not None:
+                store_add(HelloRecord.from_dict(d))
 
         progress = _progress_bar(stream, label) if not args.no_progress else None
         damaged_before = len(totals.damaged)
         try:
             if engine == "python":
-                fingerprint_stream(stream, label, sink, totals, progress)
+                fingerprint_stream(
+                    stream, label, sink, totals, progress, dovecot_profile=profile
+                )
             else:
                 fingerprint_stream_native(
                     stream, label, totals, profile,
                     write_json=write_json if native_json else None,
-                    sink=None if native_json else record,
-                    progress=progress,
+                    sink=None if native_json else native_sink,
+                    progress=progress, path=None if name == "-" else name,
                 )  # fmt: skip
         except NotACaptureError as exc:
             print(f"ja3svc pcap: {exc}", file=sys.stderr)  # the message names the file
@@ -431,7 +449,8 @@ class _Store:
         self.sensor = args.sensor
         self.writers: list[Any] = []
 
-    def wrap(self, emit: Emit, label: str) -> Emit:
+    def writer_for(self, label: str) -> Callable[[HelloRecord], None]:
+        """What stores the hellos of one input (its own writer: the sensor names the file)."""
         from ja3svc.store.sighting_writer import SightingWriter
 
         writer = SightingWriter(
@@ -441,12 +460,7 @@ class _Store:
             spool_dir=self.settings.resolved_spool_dir(),
         )
         self.writers.append(writer)
-
-        def sink(d: Record) -> None:
-            emit(d)
-            writer.add(d)
-
-        return sink
+        return writer.add
 
     def close(self) -> None:
         for writer in self.writers:

@@ -20,7 +20,7 @@ from ja3svc.store.queries import HELLO_KINDS, SIGHTING_COLUMN
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
-Ref = tuple[str, str]
+from ja3svc.vocabulary import FingerprintKey as Ref
 
 # Decisions an overview aggregate reads at most: an hour of a busy server's logins.
 OVERVIEW_SCAN = 200_000

@@ -19,7 +19,7 @@ from sqlalchemy import delete, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ja3svc.label_formats import LabelRow, merge_duplicates
+from ja3svc.label_formats import LabelRow, check_row, merge_duplicates
 
 _LABELS = Label.__table__
 # Rows per statement: stays under SQLite's bound-parameter limit (32766) with 11 columns.
@@ -74,22 +74,28 @@ class UpsertResult:
         return len(self.changes) - self.inserted
 
 
-def _clip(value: str | None, limit: int) -> str | None:
-    return value[:limit] if value is not None else None
-
-
 def _row_values(row: LabelRow, defaults: LabelDefaults, now: float) -> dict[str, object]:
+    """The row's columns, defaults applied; InvalidLabel (nothing clipped) for a bad label."""
     action = row.action or defaults.action
     tarpit = row.tarpit_seconds if row.tarpit_seconds is not None else defaults.tarpit_seconds
+    row = check_row(
+        replace(
+            row,
+            action=action,
+            tarpit_seconds=tarpit if action == "tarpit" else None,
+            source=row.source or defaults.source,
+            confidence=row.confidence if row.confidence is not None else defaults.confidence,
+        )
+    )
     return {
         "kind": row.kind,
         "value": row.value,
-        "client_name": _clip(row.client_name, 200),
-        "category": _clip(row.category, 32),
-        "action": action,
-        "tarpit_seconds": tarpit if action == "tarpit" else None,
-        "source": _clip(row.source or defaults.source, 32),
-        "confidence": row.confidence if row.confidence is not None else defaults.confidence,
+        "client_name": row.client_name,
+        "category": row.category,
+        "action": row.action,
+        "tarpit_seconds": row.tarpit_seconds,
+        "source": row.source,
+        "confidence": row.confidence,
         "note": row.note,
         "created_at": row.created_at or now,
         "updated_at": now,
@@ -107,7 +113,8 @@ def upsert_labels(
     """Insert or update labels by (kind, value, source), all in one transaction.
 
     The result lists every label that is new or whose content changes; with ``dry_run`` that
-    is all that happens (the transaction writes nothing).
+    is all that happens (the transaction writes nothing). A row that ``check_label`` refuses
+    raises its InvalidLabel before anything is written.
     """
     defaults = defaults or LabelDefaults()
     now = time.time() if now is None else now

@@ -27,7 +27,6 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from ja3svc.store.database import SQLITE_BUSY_TIMEOUT_S, sqlite_file
 from ja3svc.store.models import (
     FINGERPRINT_KINDS,
-    LABEL_ACTIONS,
     AuthFailure,
     Decision,
     DovecotHash,
@@ -56,10 +55,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
-from ja3svc.label_formats import normalize_value
 from ja3svc.policy.facts import LabelFact, Reputation, UserHistory, dovecot_hash_history
+from ja3svc.vocabulary import FingerprintKey as Ref
+from ja3svc.vocabulary import check_label
 
-Ref = tuple[str, str]  # (kind, value)
 T = TypeVar("T")
 
 # The sqlite3 driver binds int, float and str directly but sends None through its adaptation
@@ -456,8 +455,13 @@ class PolicyStore:
             "users": users,
             "sightings": [
                 {
-                    "ts": sg.ts, "sensor": sg.sensor, "src": sg.src, "sport": sg.sport,
-                    "dst": sg.dst, "dport": sg.dport, "sni": sg.sni,
+                    "ts": sg.ts,
+                    "sensor": sg.sensor,
+                    "src": sg.src,
+                    "sport": sg.sport,
+                    "dst": sg.dst,
+                    "dport": sg.dport,
+                    "sni": sg.sni,
                     "tls_version": sg.tls_version,
                 }
                 for sg in recent[:10]
@@ -559,7 +563,7 @@ class PolicyStore:
     def upsert_label(self, fields: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         """Create or replace the label of (kind, value, source)."""
         now = time.time() if now is None else now
-        _check_label(fields)
+        fields = _checked(fields)
         with self.write_session() as s, s.begin():
             row = s.scalars(
                 select(Label).where(
@@ -586,8 +590,7 @@ class PolicyStore:
             row = s.get(Label, label_id)
             if row is None:
                 return None
-            merged = {**label_dict(row), **fields}
-            _check_label(merged)
+            _checked({**label_dict(row), **fields})
             for key, val in fields.items():
                 setattr(row, key, val)
             row.updated_at = now
@@ -1047,21 +1050,17 @@ class _DriverBackend:
             raise
 
 
-def _check_label(fields: dict[str, Any]) -> None:
-    # The database has the same CHECK constraints; checking here gives the admin a 422 with a
-    # reason instead of an IntegrityError.
-    if fields.get("kind") not in FINGERPRINT_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(FINGERPRINT_KINDS)}")
-    # The same value rule as the CLI and the list importers: a label the CLI cannot remove or
-    # an export cannot carry must not get in through another door.
-    if "value" in fields and normalize_value(fields["kind"], str(fields["value"])) != fields[
-        "value"
-    ]:
-        raise ValueError(f"value {fields['value']!r} is not a canonical {fields['kind']} value")
-    if fields.get("action", "none") not in LABEL_ACTIONS:
-        raise ValueError(f"action must be one of {', '.join(LABEL_ACTIONS)}")
-    conf = fields.get("confidence", 50)
-    if not 0 <= int(conf) <= 100:
-        raise ValueError("confidence must be between 0 and 100")
-    if fields.get("tarpit_seconds") is not None and int(fields["tarpit_seconds"]) < 0:
-        raise ValueError("tarpit_seconds must be >= 0")
+def _checked(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with the value in canonical form; InvalidLabel (a ValueError: the admin API's
+    422 with the reason) for what ``check_label`` refuses, before the database sees it."""
+    value = check_label(
+        fields.get("kind"),  # type: ignore[arg-type]
+        fields.get("value") or "",
+        action=fields.get("action"),
+        client_name=fields.get("client_name"),
+        category=fields.get("category"),
+        source=fields.get("source"),
+        confidence=fields.get("confidence"),
+        tarpit_seconds=fields.get("tarpit_seconds"),
+    )
+    return {**fields, "value": value}

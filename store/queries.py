@@ -17,9 +17,8 @@ from ja3svc.store.models import (
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from ja3svc.label_formats import MD5_RE
-
-Ref = tuple[str, str]  # (kind, value)
+from ja3svc.vocabulary import MD5_RE
+from ja3svc.vocabulary import FingerprintKey as Ref
 
 # The sightings column holding each fingerprint kind's value.
 SIGHTING_COLUMN = {kind: getattr(Sighting, key) for kind, (key, _) in FINGERPRINT_FIELDS.items()}

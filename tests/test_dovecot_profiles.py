@@ -29,6 +29,7 @@ from ja3svc.policy import (
     evaluate,
 )
 from ja3svc.policy.facts import dovecot_hash_history
+from ja3svc.record import HelloRecord
 from tests.support.api import (
     ADMIN,
     API_KEY,
@@ -38,8 +39,8 @@ from tests.support.api import (
     make_settings,
     report_24,
 )
+from tests.support.paths import PCAPS
 
-PCAPS = Path(__file__).parent / "pcaps"
 GNUTLS_WIRE_JA3 = "f35ce21b44ac0b87d3266294bb1b0e20"
 GNUTLS_DOVECOT = "b7e9d913d85c071f5b806d59601e9b96"
 AUTH = {**DOVECOT_HEADERS, "X-API-Key": API_KEY}
@@ -56,7 +57,7 @@ def _records(name: str) -> list[dict]:
 def _store(db: Database, records: list[dict]) -> None:
     with SightingWriter(db, sensor="file:test") as w:
         for r in records:
-            w.add(r)
+            w.add(HelloRecord.from_dict(r))
 
 
 def test_index_maps_either_profiles_hash_to_the_hello(database: Database) -> None:

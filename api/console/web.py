@@ -330,9 +330,7 @@ async def static(name: str) -> Response:
     media = STATIC_TYPES.get(path.suffix)
     if media is None or "/" in name or name.startswith(".") or not path.is_file():
         raise _Refused(404, "No such file.")
-    return Response(
-        path.read_bytes(), media_type=media, headers={"Cache-Control": "max-age=3600"}
-    )
+    return Response(path.read_bytes(), media_type=media, headers={"Cache-Control": "max-age=3600"})
 
 
 # --- overview -------------------------------------------------------------------------------
@@ -445,8 +443,7 @@ def _chart(ov: reads.Overview) -> dict[str, Any]:
                 }
             )
     ticks = [
-        {"y": round(height - bottom - plot_h * f, 1), "label": f"{top * f:g}"}
-        for f in (0, 0.5, 1)
+        {"y": round(height - bottom - plot_h * f, 1), "label": f"{top * f:g}"} for f in (0, 0.5, 1)
     ]
     labels = [
         {"x": round(left + i * bar_w + bar_w / 2, 1), "label": short(ov.minutes[i])[11:16]}
@@ -764,9 +761,7 @@ async def edit_label_form(request: Request, label_id: int) -> Response:
     row = await asyncio.to_thread(_service(request).store.get_label, label_id)
     if row is None:
         raise _Refused(404, "No such label.")
-    return _page(
-        request, "label_edit.html", label=row, actions=LABEL_ACTIONS, title="Edit label"
-    )
+    return _page(request, "label_edit.html", label=row, actions=LABEL_ACTIONS, title="Edit label")
 
 
 @router.post("/labels/{label_id}")
