@@ -47,6 +47,12 @@ POLL_MAX_ROUNDS = 64
 # capture thread usually lags by well under a millisecond; the pauses only matter in bursts).
 MEMORY_POLL_FIRST_SECONDS = 0.002
 MEMORY_POLL_MAX_SECONDS = 0.025
+# A hello younger than this at lookup time may not be the connection's last: the capture's
+# ring hands packets over in blocks retired every 50 ms (capture.live_source), so the second
+# hello after a HelloRetryRequest can still be on its way (seen with NSS against OpenSSL 3.5,
+# which asks for an X25519MLKEM768 key share NSS did not send). The lookup waits until the
+# hello is this old (within its own deadline) and reads again.
+SETTLE_SECONDS = 0.06
 # Threads for the async database polls (see ConnectionFingerprints._db_executor).
 DB_THREADS = 4
 # Kinds a client hello can be matched by, in the order the policy should look them up.
@@ -121,6 +127,15 @@ def _query_once(session: Session, ips: list[str], port: int, since_ts: float) ->
         if kind != "ja3s":
             record[string_key] = strings.get((kind, record.get(value_key) or ""))
     return record
+
+
+def _settle_seconds(record: Record, now: float) -> float:
+    """How long to wait before a later hello of ``record``'s connection can be ruled out."""
+    try:
+        age = now - float(record["ts"])
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+    return max(0.0, min(SETTLE_SECONDS, SETTLE_SECONDS - age))
 
 
 def _json_dict(text: str | None) -> dict[str, str]:
@@ -244,6 +259,10 @@ class ConnectionFingerprints:
         if self.recent is not None:
             found = self.recent.wait_for(ip, port, self.wait_seconds, now=now)
             if found is not None:
+                settle = min(_settle_seconds(found, self.clock()), self.wait_seconds)
+                if settle > 0:
+                    time.sleep(settle)
+                    found = self.recent.get(ip, port, now) or found
                 self._count("memory_hits")
                 return found
         if self.database is not None:
@@ -296,8 +315,14 @@ class ConnectionFingerprints:
         while True:
             found = self.recent.get(ip, port, now)
             remaining = deadline - time.monotonic()
-            if found is not None or remaining <= 0:
+            if found is not None:
+                settle = _settle_seconds(found, self.clock())
+                if settle > 0 and remaining > 0:
+                    await asyncio.sleep(min(settle, remaining))
+                    return self.recent.get(ip, port, now) or found
                 return found
+            if remaining <= 0:
+                return None
             await asyncio.sleep(min(pause, remaining))
             pause = min(pause * 2, MEMORY_POLL_MAX_SECONDS)
 
