@@ -160,6 +160,10 @@ class HistoryCache:
             recent = min(recent + 1, RECENT_DOVECOT_HASHES)
         self._lru.put(login, (known + new if new else known, successes + 1, single, recent))
 
+    def discard(self, login: str) -> None:
+        """Forget the cached history of ``login`` (the console removed one of its fingerprints)."""
+        self._lru.discard(login)
+
     def __len__(self) -> int:
         return len(self._lru)
 

@@ -153,6 +153,10 @@ class PolicyService:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
+    def forget_history(self, login: str) -> None:
+        """Drop the cached history of ``login`` after its learned fingerprints changed."""
+        self._history.discard(login)
+
     @property
     def degraded(self) -> bool:
         return self.clock() < self._circuit_open_until

@@ -232,6 +232,8 @@ def _import(args: argparse.Namespace) -> int:
     if problem:
         print(f"ja3svc labels import: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    # The database first: a schema it cannot use is the one line to see, not the list's.
+    _settings, db = open_database(args)
     if args.file == "-":
         result = fmt.parse(sys.stdin)
     else:
@@ -266,7 +268,6 @@ def _import(args: argparse.Namespace) -> int:
     rows = result.rows
     if args.source:
         rows = [replace(r, source=args.source) for r in rows]
-    _settings, db = open_database(args)
     outcome = upsert_labels(db, rows, defaults, dry_run=args.dry_run)
     if args.dry_run:
         for change in outcome.changes:

@@ -10,7 +10,7 @@ FINGERPRINT_KINDS = ("ja3", "ja3n", "ja4", "ja3s", "ja3_dovecot")
 LABEL_ACTIONS = ("allow", "deny", "tarpit", "none")
 HELLO_KINDS = ("client", "server")
 
-# Which keys of HelloSighting.as_dict() carry each fingerprint kind: (value key, full string key).
+# Which keys of HelloRecord.as_dict() carry each fingerprint kind: (value key, full string key).
 # The sighting writer and the queries share this table so a new kind is added in one place.
 FINGERPRINT_FIELDS: dict[str, tuple[str, str]] = {
     "ja3": ("ja3_hash", "ja3"),

@@ -9,10 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ja3svc.store.database import Database
 from ja3svc.store.models import Label
-from sqlalchemy import delete, select, tuple_
+from ja3svc.store.queries import Page, id_window_page
+from sqlalchemy import delete, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -217,3 +219,47 @@ def as_row(label: Label) -> LabelRow:
         created_at=label.created_at,
         updated_at=label.updated_at,
     )
+
+
+# Label ids one page of the label list reads at most (see queries.id_window_page).
+LABEL_SCAN = 200_000
+
+
+@dataclass(frozen=True)
+class LabelFilter:
+    """What a label listing is narrowed to (None: any). ``q`` matches a value prefix (any
+    kind) or a client name containing it, case-insensitively."""
+
+    kind: str | None = None
+    value: str | None = None
+    source: str | None = None
+    action: str | None = None
+    q: str | None = None
+
+    def conditions(self) -> list[Any]:
+        out: list[Any] = []
+        if self.kind:
+            out.append(Label.kind == self.kind)
+        if self.value:
+            out.append(Label.value == self.value)
+        if self.source:
+            out.append(Label.source == self.source)
+        if self.action:
+            out.append(Label.action == self.action)
+        if self.q:
+            q = self.q.strip()
+            out.append(
+                or_(
+                    Label.value.startswith(q.lower(), autoescape=True),
+                    Label.value.startswith(q, autoescape=True),
+                    Label.client_name.icontains(q, autoescape=True),
+                )
+            )
+        return out
+
+
+def label_page(
+    session: Session, filters: LabelFilter, limit: int = 50, before: int | None = None
+) -> Page:
+    """Labels matching ``filters``, newest first, ids below ``before`` (bounded per call)."""
+    return id_window_page(session, Label, filters.conditions(), limit, before, LABEL_SCAN)

@@ -111,7 +111,9 @@ def test_table_format() -> None:
 
 
 def test_summary_counts_distinct_fingerprints() -> None:
-    status, out, _err = run_cli("pcap", "--no-progress", "-q", "--summary", str(HRR))
+    status, out, _err = run_cli(
+        "pcap", "--no-progress", "-q", "--summary", "--format", "table", str(HRR)
+    )
     assert status == 0
     rows = out.splitlines()[1:]
     counts: Counter[str] = Counter()

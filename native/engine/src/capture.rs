@@ -172,8 +172,9 @@ impl CaptureStream {
                 None => Ok(false),
             }
         } else {
+            // (Python reads gzip-compressed input through before it gets here.)
             let what = match magic {
-                [0x1f, 0x8b, ..] => Some("a gzip-compressed file (decompress it first)"),
+                [0x1f, 0x8b, ..] => Some("a gzip-compressed file that holds no pcap or pcapng capture"),
                 // The reference's xz entry is 5 bytes long and never matches a 4-byte magic:
                 // xz input is reported as an unknown magic number there, and so it is here.
                 [0x28, 0xb5, 0x2f, 0xfd] => Some("a zstd-compressed file (decompress it first)"),

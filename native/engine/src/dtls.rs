@@ -3,6 +3,9 @@
 //! Owned by the `nativequic` work: this file fixes the interface the engine calls. Until it is
 //! filled in, `looks_like_dtls_client_hello` says no.
 
+/// Whether this module is the real port (see `quic::IMPLEMENTED`).
+pub const IMPLEMENTED: bool = false;
+
 /// Cheap test on a UDP payload before a session is created (Python:
 /// `looks_like_dtls_client_hello`).
 pub fn looks_like_dtls_client_hello(_datagram: &[u8]) -> bool {

@@ -25,11 +25,22 @@ pub enum DovecotProfile {
 }
 
 impl DovecotProfile {
+    /// Every profile, in the order the output lists them.
+    pub const ALL: [DovecotProfile; 2] = [Self::OpenSsl30, Self::OpenSsl32];
+
+    /// A profile by name or alias (openssl-3.5 is openssl-3.2).
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "openssl-3.0" => Some(Self::OpenSsl30),
-            "openssl-3.2" => Some(Self::OpenSsl32),
+            "openssl-3.2" | "openssl-3.5" => Some(Self::OpenSsl32),
             _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenSsl30 => "openssl-3.0",
+            Self::OpenSsl32 => "openssl-3.2",
         }
     }
 
@@ -38,8 +49,9 @@ impl DovecotProfile {
             0, 1, 5, 10, 11, 12, 13, 16, 18, 21, 22, 23, 35, 41, 42, 43, 44, 45, 47, 49, 50, 51,
             13172, 65000, 65281,
         ];
-        // OpenSSL 3.2 learned certificate compression (27) and raw public keys (19, 20).
-        OPENSSL_30.contains(&ext) || (self == Self::OpenSsl32 && matches!(ext, 19 | 20 | 27))
+        // OpenSSL 3.2 learned certificate compression (27) and raw public keys (19, 20); 14
+        // (use_srtp) is known there too (measured on Debian 13's Dovecot 2.4.1 / OpenSSL 3.5).
+        OPENSSL_30.contains(&ext) || (self == Self::OpenSsl32 && matches!(ext, 14 | 19 | 20 | 27))
     }
 }
 
@@ -278,6 +290,8 @@ pub struct ClientFingerprints {
     pub ja4_r: String,
     pub ja3_dovecot: String,
     pub ja3_dovecot_hash: String,
+    /// Dovecot's hash under every profile, in `DovecotProfile::ALL` order.
+    pub ja3_dovecot_hashes: [String; 2],
 }
 
 pub fn client_fingerprints(
@@ -290,8 +304,10 @@ pub fn client_fingerprints(
     let ja3 = ja3_string(h);
     let ja3n = ja3n_string(h);
     let (ja4, ja4_r) = ja4_and_raw(h, transport);
+    let ja3_dovecot_hashes = DovecotProfile::ALL.map(|p| md5_hex(&ja3_dovecot_string(h, p)));
     let ja3_dovecot = ja3_dovecot_string(h, profile);
     ClientFingerprints {
+        ja3_dovecot_hashes,
         tls_version,
         ja3_hash: md5_hex(&ja3),
         ja3,

@@ -150,9 +150,14 @@ fn kv_str(name: &str, value: &str, out: &mut String) {
     write_str(value, out);
 }
 
-/// Append the record's JSON line (with its newline).
-pub fn write_record(s: &Sighting, profile: DovecotProfile, out: &mut String) {
-    out.push_str("{\"ts\":");
+/// Append the record's JSON line (with its newline): `{"file": file, "frame": n, ...}` then
+/// the keys of `HelloSighting.as_dict`, as `ja3svc pcap` prints them.
+pub fn write_record(s: &Sighting, file: &str, profile: DovecotProfile, out: &mut String) {
+    out.push_str("{\"file\":");
+    write_str(file, out);
+    key("frame", out);
+    let _ = write!(out, "{}", s.frame);
+    key("ts", out);
     py_float_repr(s.ts, out);
     key("src", out);
     out.push('"');
@@ -196,6 +201,14 @@ pub fn write_record(s: &Sighting, profile: DovecotProfile, out: &mut String) {
             kv_str("ja4_r", &f.ja4_r, out);
             kv_str("ja3_dovecot", &f.ja3_dovecot, out);
             kv_str("ja3_dovecot_hash", &f.ja3_dovecot_hash, out);
+            key("ja3_dovecot_hashes", out);
+            for (i, (p, h)) in DovecotProfile::ALL.iter().zip(&f.ja3_dovecot_hashes).enumerate() {
+                out.push(if i == 0 { '{' } else { ',' });
+                write_str(p.name(), out);
+                out.push(':');
+                write_str(h, out);
+            }
+            out.push('}');
         }
         Hello::Server(h) => {
             kv_str("hello", "server", out);

@@ -4,6 +4,11 @@
 //! filled in, `looks_like_quic_initial` says no, so QUIC datagrams are counted as
 //! `skipped.udp_not_quic_dtls` (the differential test shows the difference).
 
+/// Whether this module is the real port. The binding exports `quic::IMPLEMENTED &&
+/// dtls::IMPLEMENTED` as `ja3svc._native.COMPLETE`; `ja3svc pcap` defaults to the Rust engine
+/// only when it is true (a stub would silently miss QUIC hellos). The port sets it to true.
+pub const IMPLEMENTED: bool = false;
+
 /// Cheap test on a UDP payload before a session is created (Python: `looks_like_quic_initial`).
 pub fn looks_like_quic_initial(_datagram: &[u8]) -> bool {
     false

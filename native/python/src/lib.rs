@@ -16,6 +16,8 @@ use ja3svc_engine::{Engine, Sighting};
 /// One capture through one engine.
 #[pyclass(module = "ja3svc._native")]
 struct PcapRun {
+    /// The input's name, the "file" of every record.
+    label: String,
     stream: CaptureStream,
     engine: Engine,
     profile: DovecotProfile,
@@ -52,7 +54,7 @@ impl PcapRun {
     fn json_lines(&mut self) -> String {
         let mut out = String::with_capacity(self.engine.found.len() * 700);
         for s in self.engine.found.drain(..) {
-            write_record(&s, self.profile, &mut out);
+            write_record(&s, &self.label, self.profile, &mut out);
         }
         out
     }
@@ -73,7 +75,7 @@ impl PcapRun {
         let list = PyList::empty(py);
         let found: Vec<Sighting> = self.engine.found.drain(..).collect();
         for s in &found {
-            list.append(record_dict(py, s, self.profile)?)?;
+            list.append(record_dict(py, s, &self.label, self.profile)?)?;
         }
         Ok(list.into_any())
     }
@@ -85,9 +87,16 @@ fn addr_str(a: &ja3svc_engine::engine::Addr) -> String {
     s
 }
 
-/// The reference's `HelloSighting.as_dict(profile)`, key for key.
-fn record_dict<'py>(py: Python<'py>, s: &Sighting, profile: DovecotProfile) -> PyResult<Bound<'py, PyDict>> {
+/// `{"file": ..., "frame": ..., **HelloSighting.as_dict(profile)}`, key for key.
+fn record_dict<'py>(
+    py: Python<'py>,
+    s: &Sighting,
+    label: &str,
+    profile: DovecotProfile,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
+    d.set_item("file", label)?;
+    d.set_item("frame", s.frame)?;
     d.set_item("ts", s.ts)?;
     d.set_item("src", addr_str(&s.src))?;
     d.set_item("sport", s.sport)?;
@@ -111,6 +120,11 @@ fn record_dict<'py>(py: Python<'py>, s: &Sighting, profile: DovecotProfile) -> P
             d.set_item("ja4_r", f.ja4_r)?;
             d.set_item("ja3_dovecot", f.ja3_dovecot)?;
             d.set_item("ja3_dovecot_hash", f.ja3_dovecot_hash)?;
+            let hashes = PyDict::new(py);
+            for (p, h) in DovecotProfile::ALL.iter().zip(f.ja3_dovecot_hashes) {
+                hashes.set_item(p.name(), h)?;
+            }
+            d.set_item("ja3_dovecot_hashes", hashes)?;
         }
         Hello::Server(h) => {
             d.set_item("hello", "server")?;
@@ -132,12 +146,19 @@ fn record_dict<'py>(py: Python<'py>, s: &Sighting, profile: DovecotProfile) -> P
 #[pymethods]
 impl PcapRun {
     #[new]
-    #[pyo3(signature = (dovecot_profile, json, max_flows = 200_000, idle_timeout = 300.0))]
-    fn new(dovecot_profile: &str, json: bool, max_flows: usize, idle_timeout: f64) -> PyResult<Self> {
+    #[pyo3(signature = (label, dovecot_profile, json, max_flows = 200_000, idle_timeout = 300.0))]
+    fn new(
+        label: String,
+        dovecot_profile: &str,
+        json: bool,
+        max_flows: usize,
+        idle_timeout: f64,
+    ) -> PyResult<Self> {
         let profile = DovecotProfile::from_name(dovecot_profile).ok_or_else(|| {
             PyValueError::new_err(format!("unknown OpenSSL profile {dovecot_profile:?}"))
         })?;
         Ok(PcapRun {
+            label,
             stream: CaptureStream::new(),
             engine: Engine::new(max_flows, idle_timeout, profile),
             profile,
@@ -155,6 +176,19 @@ impl PcapRun {
     /// End of input: the last hellos, and the end-of-input counters.
     fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.step(py, None)
+    }
+
+    /// The input broke off (a read error): end the engine without the end-of-input checks
+    /// of the capture format; nothing more is read.
+    fn abandon(&mut self, py: Python<'_>) {
+        py.detach(|| {
+            if !self.finished {
+                self.finished = true;
+                if self.stream.format() != "" {
+                    self.engine.finish();
+                }
+            }
+        });
     }
 
     /// None, ("not_a_capture", message) or ("damaged", offset, reason).
@@ -211,5 +245,11 @@ impl PcapRun {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PcapRun>()?;
+    // Whether every part of the hot path is in Rust (QUIC and DTLS included); until it is,
+    // `ja3svc pcap` keeps the Python engine as its default.
+    m.add(
+        "COMPLETE",
+        ja3svc_engine::quic::IMPLEMENTED && ja3svc_engine::dtls::IMPLEMENTED,
+    )?;
     Ok(())
 }
