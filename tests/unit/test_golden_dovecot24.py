@@ -1,6 +1,6 @@
 """Golden captures of Debian 13's clients logging in to Debian 13's Dovecot 2.4.1 (OpenSSL 3.5.9).
 
-tests/pcaps/dovecot24/regenerate.py recorded them; each ``.expected.json`` holds, per connection,
+tests/pcaps/dovecot24/regenerate.py recorded them; each ``.dovecot-log.json`` holds, per connection,
 what Dovecot itself logged (``%{ssl_ja3}``, ``%{ssl_ja3_hash}``). With default options
 ``ja3svc pcap`` must give that hash for every connection of every client; with
 ``--dovecot-profile openssl-3.0`` it must give what a Dovecot on OpenSSL 3.0 computes, which the
@@ -22,7 +22,7 @@ CAPTURES = sorted((PCAPS / "dovecot24").glob("*.pcap"))
 
 
 def _expected(pcap: Path) -> dict:
-    return json.loads(pcap.with_suffix(".expected.json").read_text())
+    return json.loads(pcap.with_suffix(".dovecot-log.json").read_text())
 
 
 def _last_hellos(records: list[dict]) -> dict[int, dict]:

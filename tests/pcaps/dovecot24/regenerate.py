@@ -9,7 +9,7 @@ tcpdump, javac and curl_cffi in this interpreter)::
 For every client family it records N logins (default 2) over IMAPS, IMAP STARTTLS, POP3S or POP3
 STLS on the server's veth (client-to-server packets) into ``<client>-<proto>-<mode>.pcap`` and
 writes, beside it,
-``.expected.json``: for each connection Dovecot's own log line, i.e. the client port, the
+``.dovecot-log.json``: for each connection Dovecot's own log line, i.e. the client port, the
 ``%{ssl_ja3}`` string and ``%{ssl_ja3_hash}`` Dovecot 2.4.1 on OpenSSL 3.5.9 logged. Those are
 the oracle of tests/unit/test_golden_dovecot24.py; nothing here runs ja3svc.
 
@@ -103,7 +103,9 @@ def main() -> int:
                     "oracle": "Dovecot's login log: %{ssl_ja3}, %{ssl_ja3_hash}",
                     "connections": rows,
                 }
-                (HERE / f"{name}.expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+                (HERE / f"{name}.dovecot-log.json").write_text(
+                    json.dumps(expected, indent=1) + "\n"
+                )
                 print(f"{name}: {len(rows)} connections, {pcap.stat().st_size} bytes")
 
             if args.stability:
