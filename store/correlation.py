@@ -243,6 +243,8 @@ class ConnectionFingerprints:
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self.stats = {"memory_hits": 0, "database_hits": 0, "misses": 0, "database_errors": 0}
+        # The service's metrics hook (ja3svc_correlation_lookups_total), called with the key.
+        self.on_count: Callable[[str], None] | None = None
 
     @classmethod
     def from_settings(
@@ -259,6 +261,8 @@ class ConnectionFingerprints:
     def _count(self, key: str) -> None:
         with self._lock:
             self.stats[key] += 1
+        if self.on_count is not None:
+            self.on_count(key)
 
     async def lookup(self, ip: str, port: int, now: float | None = None) -> HelloRecord | None:
         """The last client hello from ``ip:port`` within the window before ``now``.

@@ -250,3 +250,13 @@ def test_root_and_docs_work_offline(client):
     js = client.get("/docs/assets/swagger-ui-bundle.js")
     assert js.status_code == 200 and len(js.content) > 100_000
     assert client.get("/docs/assets/../app.py").status_code == 404
+
+
+def test_overview_shows_the_detected_dovecot_profile(client, session):
+    page = client.get("/console/", headers=session["cookies"]).text
+    assert "Detected OpenSSL profile" in page and "not yet" in page
+    detector = client.app.state.service.profiles
+    for _ in range(3):  # three captured connections whose Dovecot hash only 3.2 explains
+        detector.observe(H, {"openssl-3.0": OTHER, "openssl-3.2": H})
+    page = client.get("/console/", headers=session["cookies"]).text
+    assert "<code>openssl-3.2</code>" in page and "openssl-3.2 3" in page

@@ -171,17 +171,20 @@ def test_background_runs_for_the_app_lifetime_and_metrics_are_exported(tmp_path)
         assert worker.events == ["start"]
         text = client.get("/metrics").text
     assert worker.events == ["start", "stop"]
-    assert "ja3svc_capture_packets 12" in text
+    # Running counts are counters (`_total`), the rest gauges.
+    assert "# TYPE ja3svc_capture_packets_total counter" in text
+    assert "ja3svc_capture_packets_total 12.0" in text
+    assert "# TYPE ja3svc_capture_uptime_seconds gauge" in text
     assert "ja3svc_capture_uptime_seconds 1.5" in text
     assert "Bad-Name" not in text  # not a metric name: skipped, never rendered
-    assert "ja3svc_correlation_misses 0" in text
+    assert 'ja3svc_correlation_lookups_total{result="misses"} 0.0' in text
 
 
 def test_callback_gauges_are_bounded_and_survive_a_failing_callback():
     values = {f"n{i}": i for i in range(10)}
     gauges = CallbackGauges("x", "help", lambda: values, max_names=3)
     rendered = [line for line in gauges.render() if not line.startswith("#")]
-    assert rendered == ["x_n0 0", "x_n1 1", "x_n2 2"]
+    assert rendered == ["x_n0_total 0.0", "x_n1_total 1.0", "x_n2_total 2.0"]
     values["a_new_one"] = 5  # past the cap: never exported
     assert not any("a_new_one" in line for line in gauges.render())
 

@@ -17,13 +17,17 @@ from ja3svc.store.models import FINGERPRINT_KINDS
 from ja3svc.store.policy_store import DecisionFilter, label_dict
 from pydantic import BaseModel, Field
 
-from ja3svc.label_formats import normalize_value
 from ja3svc.timefmt import iso, parse_time
+from ja3svc.vocabulary import (
+    LABEL_ACTIONS,
+    LABEL_TEXT_LIMITS,
+    MAX_TARPIT_SECONDS,
+    InvalidLabel,
+    fingerprint_value,
+)
 
 # Keys holding epoch seconds in what the store returns; the API answers them in ISO-8601.
-TIME_KEYS = frozenset(
-    {"ts", "first_seen", "last_seen", "last_failure", "created_at", "updated_at"}
-)
+TIME_KEYS = frozenset({"ts", "first_seen", "last_seen", "last_failure", "created_at", "updated_at"})
 
 
 def reject_unknown_parameters(request: Request) -> None:
@@ -76,25 +80,50 @@ Kind = Literal["ja3", "ja3n", "ja4", "ja3s", "ja3_dovecot"]
 assert set(get_args(Kind)) == set(FINGERPRINT_KINDS)
 
 
+def _doc(default: Any = ..., **schema: Any) -> Any:
+    """A field whose bounds are for the OpenAPI text only: the label validator
+    (ja3svc.vocabulary.check_label, which the store calls) decides, so the API refuses what
+    the CLI and the importers refuse, with the same reason."""
+    return Field(default, json_schema_extra=schema)
+
+
+_TEXT = LABEL_TEXT_LIMITS
+_TARPIT = {"minimum": 0, "maximum": MAX_TARPIT_SECONDS}
+_PERCENT = {"minimum": 0, "maximum": 100}
+
+
 class LabelIn(BaseModel):
-    kind: Kind
-    value: str = Field(min_length=1, max_length=64)
-    action: Literal["allow", "deny", "tarpit", "none"] = "none"
-    source: str = Field(default="manual", min_length=1, max_length=32)
-    client_name: str | None = Field(default=None, max_length=200)
-    category: str | None = Field(default=None, max_length=32)
-    tarpit_seconds: int | None = Field(default=None, ge=0, le=3600)
-    confidence: int = Field(default=100, ge=0, le=100)
+    kind: str = _doc(enum=list(FINGERPRINT_KINDS))
+    value: str = _doc(description="an MD5 hash (JA3 kinds) or a JA4 fingerprint (ja4)")
+    action: str = _doc("none", enum=list(LABEL_ACTIONS))
+    source: str = _doc("manual", minLength=1, maxLength=_TEXT["source"])
+    client_name: str | None = _doc(None, maxLength=_TEXT["client_name"])
+    category: str | None = _doc(None, maxLength=_TEXT["category"])
+    tarpit_seconds: int | None = _doc(None, **_TARPIT)
+    confidence: int = _doc(100, **_PERCENT)
     note: str | None = None
 
 
 class LabelPatch(BaseModel):
-    action: Literal["allow", "deny", "tarpit", "none"] | None = None
-    client_name: str | None = Field(default=None, max_length=200)
-    category: str | None = Field(default=None, max_length=32)
-    tarpit_seconds: int | None = Field(default=None, ge=0, le=3600)
-    confidence: int | None = Field(default=None, ge=0, le=100)
+    action: str | None = _doc(None, enum=list(LABEL_ACTIONS))
+    client_name: str | None = _doc(None, maxLength=_TEXT["client_name"])
+    category: str | None = _doc(None, maxLength=_TEXT["category"])
+    tarpit_seconds: int | None = _doc(None, **_TARPIT)
+    confidence: int | None = _doc(None, **_PERCENT)
     note: str | None = None
+
+
+def _invalid(exc: InvalidLabel) -> HTTPException:
+    return HTTPException(422, detail={"error": "invalid", "reason": str(exc)})
+
+
+def _fingerprint(kind: str, raw: str) -> str:
+    """``raw`` in canonical form as a value of ``kind`` (the label validator's rule), or the
+    validator's reason as a 422."""
+    try:
+        return fingerprint_value(kind, raw)
+    except InvalidLabel as exc:
+        raise _invalid(exc) from None
 
 
 def _not_found(what: str) -> HTTPException:
@@ -129,11 +158,7 @@ async def lookup(request: Request, kind: Kind, value: str) -> dict[str, Any]:
     (``family``), the accounts that logged in or failed with any of them, recent sightings and
     failures in the reputation window."""
     service = get_service(request)
-    normal = normalize_value(kind, value)
-    if normal is None:
-        raise HTTPException(
-            422, detail={"error": "invalid", "reason": f"value is not a {kind} fingerprint"}
-        )
+    normal = _fingerprint(kind, value)
     return isotimes(
         await asyncio.to_thread(
             service.store.lookup, kind, normal, None, service.settings.reputation_window_seconds
@@ -145,18 +170,10 @@ async def lookup(request: Request, kind: Kind, value: str) -> dict[str, Any]:
 async def create_label(request: Request, label: LabelIn) -> dict[str, Any]:
     """Create, or replace, the label of (kind, value, source)."""
     service = get_service(request)
-    fields = label.model_dump()
-    normal = normalize_value(label.kind, label.value)
-    if normal is None:
-        what = "a JA4 fingerprint" if label.kind == "ja4" else "an MD5 hash (32 hex digits)"
-        raise HTTPException(
-            422, detail={"error": "invalid", "reason": f"value: {label.value!r} is not {what}"}
-        )
-    fields["value"] = normal
     try:
-        row = await asyncio.to_thread(service.store.upsert_label, fields)
-    except ValueError as exc:
-        raise HTTPException(422, detail={"error": "invalid", "reason": str(exc)}) from None
+        row = await asyncio.to_thread(service.store.upsert_label, label.model_dump())
+    except InvalidLabel as exc:
+        raise _invalid(exc) from None
     service.labels.invalidate((row["kind"], row["value"]))
     return isotimes(row)
 
@@ -175,14 +192,9 @@ async def list_labels(
 ) -> dict[str, Any]:
     """Labels, newest first, one page at a time: pass ``next_before`` back as ``before``.
     ``scanned_to`` set with a short page means the search window ended there (filters without
-    an index look at 200,000 labels per page) and older labels follow on the next page."""
+    an index look at 50,000 labels per page) and older labels follow on the next page."""
     if value is not None and kind is not None:
-        normal = normalize_value(kind, value)
-        if normal is None:
-            raise HTTPException(
-                422, detail={"error": "invalid", "reason": f"value is not a {kind} fingerprint"}
-            )
-        value = normal
+        value = _fingerprint(kind, value)
     filt = LabelFilter(kind=kind, value=value, source=source, action=action, q=q)
     store = get_store(request)
 
@@ -213,8 +225,8 @@ async def update_label(request: Request, label_id: int, patch: LabelPatch) -> di
     fields = patch.model_dump(exclude_unset=True)
     try:
         row = await asyncio.to_thread(service.store.update_label, label_id, fields)
-    except ValueError as exc:
-        raise HTTPException(422, detail={"error": "invalid", "reason": str(exc)}) from None
+    except InvalidLabel as exc:
+        raise _invalid(exc) from None
     if row is None:
         raise _not_found("label")
     service.labels.invalidate((row["kind"], row["value"]))
@@ -240,9 +252,17 @@ async def decisions(
     since: str | None = Query(None, description="ISO-8601 or epoch seconds"),
     until: str | None = Query(None, description="ISO-8601 or epoch seconds"),
     action: Literal[
-        "allow", "tarpit", "reject", "log:allow", "log:tarpit", "log:reject",
-        "success", "failure", "policy_reject",
-    ] | None = Query(None, description="verdict, or a report's outcome"),
+        "allow",
+        "tarpit",
+        "reject",
+        "log:allow",
+        "log:tarpit",
+        "log:reject",
+        "success",
+        "failure",
+        "policy_reject",
+    ]
+    | None = Query(None, description="verdict, or a report's outcome"),
     rule: str | None = Query(None, max_length=64),
     fingerprint: str | None = Query(None, description="the hash Dovecot sent (ja3_hash)"),
     command: Literal["allow", "allow/before", "allow/after", "report"] | None = None,
@@ -252,12 +272,7 @@ async def decisions(
     (older) page is ``before=`` the ``X-Next-Before`` response header. Each call searches at
     most 100,000 decisions (``X-Scanned-To`` then says where it stopped)."""
     if fingerprint is not None:
-        normal = normalize_value("ja3", fingerprint)
-        if normal is None:
-            raise HTTPException(
-                422, detail={"error": "invalid", "reason": "fingerprint: not an MD5 hash"}
-            )
-        fingerprint = normal
+        fingerprint = _fingerprint("ja3", fingerprint)
     filt = DecisionFilter(
         since=_time("since", since),
         until=_time("until", until),
