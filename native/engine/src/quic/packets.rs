@@ -241,3 +241,52 @@ pub fn unprotect(
         .map_err(|_| PacketError::AeadFailed)?;
     Ok((packet_number, payload))
 }
+
+/// One protected Initial packet: `payload` sealed under `keys` with a 4-byte packet number and
+/// a 2-byte Length, header protection applied. None when the payload does not fit a 2-byte
+/// Length (or the sample needs more bytes than it has).
+///
+/// The capture path never seals; this is here so that the unit tests and the fuzz targets can
+/// put chosen plaintext (frames, CRYPTO pieces) behind real packet protection and reach the
+/// frame parser and the stream through the same code a capture takes.
+pub fn seal_initial(
+    version: &QuicVersion,
+    keys: &PacketKeys,
+    dcid: &[u8],
+    token: &[u8],
+    packet_number: u32,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    let length = 4 + payload.len() + 16;
+    if length >= 0x4000 || payload.len() < SAMPLE_LENGTH || dcid.len() > MAX_CID_LENGTH {
+        return None;
+    }
+    let first = 0xc0 | (version.type_bits(PacketType::Initial) << 4) | 0x03;
+    let mut packet = vec![first];
+    packet.extend_from_slice(&version.number.to_be_bytes());
+    packet.push(dcid.len() as u8);
+    packet.extend_from_slice(dcid);
+    packet.push(0); // empty Source Connection ID
+    let token_len = token.len() as u64;
+    match token_len {
+        0..0x40 => packet.push(token_len as u8),
+        0x40..0x4000 => packet.extend_from_slice(&(0x4000 | token_len as u16).to_be_bytes()),
+        _ => return None,
+    }
+    packet.extend_from_slice(token);
+    // The 2-byte form even for short lengths: non-minimal encodings are legal, RFC 9001's
+    // appendix A packets use this form too.
+    packet.extend_from_slice(&(0x4000 | length as u16).to_be_bytes());
+    let pn_offset = packet.len();
+    packet.extend_from_slice(&packet_number.to_be_bytes());
+    let sealed = keys.seal(u64::from(packet_number), &packet, payload);
+    packet.extend_from_slice(&sealed);
+    let mut sample = [0u8; SAMPLE_LENGTH];
+    sample.copy_from_slice(&packet[pn_offset + 4..pn_offset + 4 + SAMPLE_LENGTH]);
+    let mask = keys.header_mask(&sample);
+    packet[0] ^= mask[0] & 0x0f;
+    for i in 0..4 {
+        packet[pn_offset + i] ^= mask[1 + i];
+    }
+    Some(packet)
+}

@@ -6,11 +6,9 @@
 //! reordered, coalesced) are built by `protect`, which is first shown to reproduce the RFC bytes.
 
 use super::assembler::{CryptoStream, QuicInitialAssembler, HELLO_RETRY_REQUEST_RANDOM};
-use super::keys::{
-    initial_keys, initial_secrets, version, PacketKeys, PacketType, QUIC_V1, QUIC_V2,
-};
+use super::keys::{initial_keys, initial_secrets, version, PacketKeys, QUIC_V1, QUIC_V2};
 use super::looks_like_quic_initial;
-use super::packets::decode_packet_number;
+use super::packets::{decode_packet_number, seal_initial};
 use sha2::{Digest, Sha256};
 
 pub(crate) fn unhex(s: &str) -> Vec<u8> {
@@ -262,25 +260,8 @@ pub(crate) fn initial(payload: &[u8], o: &Initial<'_>) -> Vec<u8> {
     if payload.len() < o.pad_to {
         payload.resize(o.pad_to, 0);
     }
-    let first = 0xc0 | (v.type_bits(PacketType::Initial) << 4) | 0x03;
-    let length = 4 + payload.len() + 16;
-    let mut header = vec![first];
-    header.extend(o.version.to_be_bytes());
-    header.push(o.dcid.len() as u8);
-    header.extend(o.dcid);
-    header.push(0); // empty SCID
-    header.extend(varint(o.token.len() as u64));
-    header.extend(o.token);
-    // Length always as a 2-byte varint: non-minimal encodings are legal, the RFC uses this form.
-    header.extend((0x4000 | length as u16).to_be_bytes());
-    header.extend((o.pn as u32).to_be_bytes());
-    protect(
-        if o.server { &server_keys } else { &client_keys },
-        &header,
-        &payload,
-        o.pn,
-        4,
-    )
+    let keys = if o.server { &server_keys } else { &client_keys };
+    seal_initial(v, keys, o.dcid, o.token, o.pn as u32, &payload).unwrap()
 }
 
 pub(crate) fn crypto(offset: u64, data: &[u8]) -> Vec<u8> {
