@@ -22,10 +22,10 @@ from fastapi.responses import JSONResponse
 from ja3svc.api.metrics import CallbackGauges
 from ja3svc.api.routes import admin, ops, policy
 from ja3svc.api.service import PolicyService
+from ja3svc.config.settings import Settings, load_settings
 from ja3svc.store.policy_store import PolicyStore
 
 from ja3svc.policy import ConnectionLookup
-from ja3svc.settings import Settings, load_settings
 
 log = logging.getLogger("ja3svc.api")
 

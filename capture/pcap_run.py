@@ -47,12 +47,15 @@ class RunTotals:
 def fingerprint_stream(
     stream: BinaryIO,
     name: str,
-    sink: Callable[[HelloSighting], None],
+    sink: Callable[[HelloSighting, int], None],
     totals: RunTotals,
     progress: ProgressCallback | None = None,
     engine: FingerprintEngine | None = None,
 ) -> None:
-    """Feed one capture through a fresh engine, calling ``sink`` for every hello.
+    """Feed one capture through a fresh engine, calling ``sink(hello, frame)`` for every hello.
+
+    ``frame`` is the 1-based number of the packet that completed the hello, as Wireshark
+    numbers the capture's packets.
 
     Raises ``NotACaptureError`` before anything is read if the stream is not a capture. A
     damaged capture is recorded in ``totals.damaged`` after everything before the damage has
@@ -71,10 +74,10 @@ def fingerprint_stream(
     try:
         for ts, linktype, frame, wire_length in reader:
             found = feed(ts, linktype, frame, wire_length)
+            count += 1
             if found:
                 for sighting in found:
-                    sink(sighting)
-            count += 1
+                    sink(sighting, count)
             if progress is not None and not count & (PROGRESS_EVERY - 1):
                 progress(reader.bytes_read)
     except CaptureDamagedError as exc:

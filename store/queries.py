@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ja3svc.store.models import FINGERPRINT_FIELDS, Fingerprint, Label, Sighting, UserFingerprint
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from ja3svc.label_formats import MD5_RE
-from ja3svc.models import FINGERPRINT_FIELDS, Fingerprint, Label, Sighting, UserFingerprint
 
 # The sightings column holding each fingerprint kind's value.
 SIGHTING_COLUMN = {kind: getattr(Sighting, key) for kind, (key, _) in FINGERPRINT_FIELDS.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ja3svc.api.app import create_app
 
-from tests.api_helpers import ADMIN, API_KEY, AppClient, H, allow_24, make_settings, report_24
+from tests.support.api import ADMIN, API_KEY, AppClient, H, allow_24, make_settings, report_24
 
 ADMIN_H = {"X-Admin-Token": ADMIN}
 AUTH = {"X-API-Key": API_KEY}

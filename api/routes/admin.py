@@ -7,9 +7,8 @@ from typing import Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from ja3svc.api.deps import get_service, get_store, require_admin
+from ja3svc.store.models import FINGERPRINT_KINDS
 from pydantic import BaseModel, Field
-
-from ja3svc.models import FINGERPRINT_KINDS
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)], tags=["admin"])
 
@@ -140,4 +139,5 @@ async def stats(request: Request) -> dict[str, Any]:
         "label_cache_entries": len(service.labels),
         "degraded": service.degraded,
         "log_only": service.settings.log_only,
+        "dovecot_openssl_profile": service.profiles.summary(),
     }

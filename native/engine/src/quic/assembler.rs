@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use super::frames::crypto_frames;
+use crate::hello::HELLO_RETRY_REQUEST_RANDOM;
 use super::keys::{initial_keys, initial_secrets, PacketKeys, PacketType, QuicVersion};
 use super::packets::{split_long_packets, unprotect, LongPacket};
 
@@ -34,13 +35,6 @@ pub const MAX_RANGES: usize = 64;
 pub const MAX_REMEMBERED_HELLOS: usize = 8;
 /// Datagrams per connection after which nothing more is expected in Initials.
 pub const MAX_DATAGRAMS: u32 = 64;
-
-/// The ServerHello random that marks a HelloRetryRequest (RFC 8446 section 4.1.3):
-/// SHA-256("HelloRetryRequest").
-pub const HELLO_RETRY_REQUEST_RANDOM: [u8; 32] = [
-    0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
-    0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
-];
 
 /// Counters of what could not be used, by reason (the Python reference's names).
 pub type Errors = BTreeMap<&'static str, u64>;

@@ -5,14 +5,15 @@
 //! masks and the protected packets as the RFCs print them. Packets the RFCs do not print (split,
 //! reordered, coalesced) are built by `protect`, which is first shown to reproduce the RFC bytes.
 
-use super::assembler::{CryptoStream, QuicInitialAssembler, HELLO_RETRY_REQUEST_RANDOM};
+use super::assembler::{CryptoStream, QuicInitialAssembler};
+use crate::hello::HELLO_RETRY_REQUEST_RANDOM;
 use super::keys::{initial_keys, initial_secrets, version, PacketKeys, QUIC_V1, QUIC_V2};
 use super::looks_like_quic_initial;
 use super::packets::{decode_packet_number, seal_initial};
 use sha2::{Digest, Sha256};
 
 pub(crate) fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len().is_multiple_of(2));
+    assert!(s.len() % 2 == 0);
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
@@ -343,7 +344,7 @@ fn test_builder_reproduces_the_rfc_packets() {
 #[test]
 fn rfc_client_initial_gives_the_client_hello_and_server_initial_the_server_hello() {
     for rfc in [RFC_V1, RFC_V2] {
-        let mut asm = QuicInitialAssembler::default();
+        let mut asm = QuicInitialAssembler::new();
         assert_eq!(
             asm.feed(&unhex(rfc.client_packet)),
             vec![client_hello_body()]
@@ -362,7 +363,7 @@ fn rfc_client_initial_gives_the_client_hello_and_server_initial_the_server_hello
 
 #[test]
 fn server_initial_before_any_client_initial_is_counted() {
-    let mut asm = QuicInitialAssembler::default();
+    let mut asm = QuicInitialAssembler::new();
     assert!(asm.feed_server(&unhex(V1_SERVER_PACKET)).is_empty());
     assert_eq!(errors(&asm), vec![("server_before_client", 1)]);
 }
@@ -418,7 +419,7 @@ fn hello_split_over_three_initials_out_of_order() {
             )
         })
         .collect();
-    let mut asm = QuicInitialAssembler::default();
+    let mut asm = QuicInitialAssembler::new();
     assert!(asm.feed(&packets[2]).is_empty());
     assert!(asm.feed(&packets[0]).is_empty());
     assert!(asm.feed(&packets[0]).is_empty()); // a retransmission changes nothing
@@ -436,7 +437,7 @@ fn chrome_style_frames_ping_padding_and_ack_between_reversed_crypto_frames() {
     frames.push(0x01);
     frames.extend(crypto(0, &message[..100]));
     frames.extend([0x03, 0x01, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03]); // ACK_ECN, 3 ECN counts
-    let mut asm = QuicInitialAssembler::default();
+    let mut asm = QuicInitialAssembler::new();
     assert_eq!(
         asm.feed(&initial(&frames, &Initial::default())),
         vec![client_hello_body()]
@@ -470,7 +471,7 @@ fn coalesced_initial_and_handshake_packets_in_one_datagram() {
     let mut datagram = [first.clone(), second].concat();
     datagram.push(0x40); // a short-header packet fills the rest
     datagram.extend([0u8; 20]);
-    let mut asm = QuicInitialAssembler::default();
+    let mut asm = QuicInitialAssembler::new();
     assert_eq!(asm.feed(&datagram), vec![client_hello_body()]);
     assert!(asm.errors.is_empty());
     assert!(!asm.done);
@@ -482,7 +483,7 @@ fn coalesced_initial_and_handshake_packets_in_one_datagram() {
 fn later_client_initial_addressed_to_the_server_chosen_id_keeps_the_original_keys() {
     let message = unhex(CLIENT_CRYPTO_FRAME)[4..].to_vec();
     let (client_keys, _) = initial_keys(version(QUIC_V1).unwrap(), &RFC_DCID_BYTES);
-    let mut asm = QuicInitialAssembler::default();
+    let mut asm = QuicInitialAssembler::new();
     assert!(asm
         .feed(&initial(&crypto(0, &message[..60]), &Initial::default()))
         .is_empty());
@@ -504,7 +505,7 @@ fn later_client_initial_addressed_to_the_server_chosen_id_keeps_the_original_key
 #[test]
 fn retry_resend_is_not_a_second_hello_but_a_new_hello_is() {
     let frame = unhex(CLIENT_CRYPTO_FRAME);
-    let mut asm = QuicInitialAssembler::default();
+    let mut asm = QuicInitialAssembler::new();
     assert_eq!(
         asm.feed(&initial(&frame, &Initial::default())),
         vec![client_hello_body()]
@@ -542,7 +543,7 @@ fn retry_resend_is_not_a_second_hello_but_a_new_hello_is() {
 
 #[test]
 fn hello_retry_request_does_not_finish_the_exchange() {
-    let mut asm = QuicInitialAssembler::default();
+    let mut asm = QuicInitialAssembler::new();
     asm.feed(&initial(&unhex(CLIENT_CRYPTO_FRAME), &Initial::default()));
     let mut hrr = unhex(SERVER_PAYLOAD)[5..].to_vec(); // the CRYPTO frame alone
     hrr[4 + 4 + 2..4 + 4 + 34].copy_from_slice(&HELLO_RETRY_REQUEST_RANDOM);
@@ -607,7 +608,7 @@ fn damaged_packets_are_counted_not_panicked() {
         (version9, "unknown_version"),
         (long_cid, "bad_cid_length"),
     ] {
-        let mut asm = QuicInitialAssembler::default();
+        let mut asm = QuicInitialAssembler::new();
         assert!(asm.feed(&datagram).is_empty());
         assert_eq!(errors(&asm), vec![(reason, 1)]);
     }
@@ -634,14 +635,14 @@ fn looks_like_quic_initial_filters() {
 fn every_truncation_and_single_byte_change_of_a_real_packet_is_survived() {
     let packet = unhex(V1_CLIENT_PACKET);
     for cut in 0..=packet.len() {
-        let mut asm = QuicInitialAssembler::default();
+        let mut asm = QuicInitialAssembler::new();
         asm.feed(&packet[..cut]);
         asm.feed_server(&packet[..cut]);
     }
     for at in (0..packet.len()).step_by(7) {
         let mut damaged = packet.clone();
         damaged[at] ^= 0x5a;
-        let mut asm = QuicInitialAssembler::default();
+        let mut asm = QuicInitialAssembler::new();
         // Every byte is covered: the header is the AEAD's associated data (or changes the
         // version, type or keys), the rest is ciphertext or tag. A damaged packet must lose
         // the hello, never yield a different one.

@@ -10,8 +10,7 @@ from typing import Any
 
 import anyio.from_thread
 import httpx
-
-from ja3svc.settings import PolicySettings, Settings
+from ja3svc.config.settings import PolicySettings, Settings
 
 API_KEY = "dovecot-secret"
 ADMIN = "admin-secret"

@@ -30,11 +30,10 @@ from ja3svc.quic import (
 )
 from ja3svc.quic.keys import VERSIONS, PacketKeys, initial_keys, initial_secrets
 from ja3svc.quic.packets import decode_packet_number
-from tests.udp_capture import udp_datagrams
+from tests.support.paths import FOXIO, PCAPS
+from tests.support.udp_capture import udp_datagrams
 
-HERE = Path(__file__).resolve().parent
-OWN_PCAPS = HERE / "pcaps" / "quic"
-FOXIO = HERE.parent.parent / "shared" / "conformance" / "foxio"
+OWN_PCAPS = PCAPS / "quic"
 
 # ---------------------------------------------------------------------------------------------
 # RFC 9001 appendix A and RFC 9369 appendix A: the same client DCID and hello for both versions.

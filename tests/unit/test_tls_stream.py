@@ -1,7 +1,7 @@
 """TlsStreamParser driven with byte strings, h11 style: feed chunks, look at what comes out.
 
 Every stream here is built from RFC 5246/8446 record and handshake framing with
-tests.pcap_builder; the expected output is the handshake body that was put in.
+tests.support.pcap_builder; the expected output is the handshake body that was put in.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import pytest
 
 from ja3svc.tls_stream import MAX_PLAINTEXT, TlsStreamParser
-from tests.pcap_builder import (
+from tests.support.pcap_builder import (
     client_hello_body,
     ext,
     groups_ext,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import fingerprint_file
+from tests.support.cli import fingerprint_file
+from tests.support.paths import PCAPS
 
-PCAPS = Path(__file__).parent / "pcaps"
 EXPECTED = sorted(PCAPS.rglob("*.expected.json"))
 
 Hello = tuple[str, str, int, str, int, str, str]
@@ -75,7 +75,7 @@ def _udp_cases() -> list[tuple[str, Path, dict[str, list[dict[str, str]]]]]:
 
 
 # After a Retry, aioquic sends a new ClientHello under the new keys; tshark takes it for a resend
-# and does not dissect it (tests/test_quic.py explains). Its JA3 is that of the first hello.
+# and does not dissect it (tests/unit/test_quic.py explains). Its JA3 is that of the first hello.
 TSHARK_MISSES_SECOND_HELLO = {"retry.pcap"}
 
 

@@ -3,7 +3,7 @@
 Oracles: the JA3 README vectors, the JA3N example, the GnuTLS wire/Dovecot strings and hashes,
 the TLS 1.0 openssl hashes (all in ../shared/spec/fingerprints.md), FoxIO's JA4 README example,
 and SHA-256 prefixes computed here with hashlib from the JA4 construction, spelled out step by
-step. Hellos are built from the wire lists with tests.pcap_builder and then parsed, so every
+step. Hellos are built from the wire lists with tests.support.pcap_builder and then parsed, so every
 test also exercises the parser.
 """
 
@@ -13,11 +13,17 @@ from hashlib import md5, sha256
 
 import pytest
 
-from ja3svc.dovecot import DEFAULT_PROFILE, OPENSSL_PROFILES, ja3_dovecot_string
+from ja3svc.dovecot import (
+    DEFAULT_PROFILE,
+    OPENSSL_PROFILES,
+    dovecot_hashes,
+    ja3_dovecot_string,
+    profiles_matching,
+)
 from ja3svc.hello import ClientHello, parse_client_hello, parse_server_hello
 from ja3svc.ja3 import ja3_string, ja3n_string, ja3s_string, md5_hex
 from ja3svc.ja4 import ja4, ja4_r
-from tests.pcap_builder import (
+from tests.support.pcap_builder import (
     alpn_ext,
     client_hello_body,
     ext,
@@ -313,15 +319,30 @@ def test_dovecot_keeps_grease_ciphers_drops_unknown_extensions() -> None:
         ja3_dovecot_string(hello, "openssl-3.2")
         == "771,14906-4865-4866,0-27-10-11-19-20-43-51-65281,29-23,0"
     )
-    assert DEFAULT_PROFILE == "openssl-3.0"
-    assert ja3_dovecot_string(hello) == ja3_dovecot_string(hello, "openssl-3.0")
+    # Distribution packages of Dovecot 2.4 link OpenSSL >= 3.2: that is the default.
+    assert DEFAULT_PROFILE == "openssl-3.2"
+    assert ja3_dovecot_string(hello) == ja3_dovecot_string(hello, "openssl-3.2")
+    assert ja3_dovecot_string(hello, "openssl-3.5") == ja3_dovecot_string(hello, "openssl-3.2")
+    by_profile = dovecot_hashes(hello)
+    assert by_profile == {
+        "openssl-3.0": md5_hex("771,14906-4865-4866,0-10-11-43-51-65281,29-23,0"),
+        "openssl-3.2": md5_hex("771,14906-4865-4866,0-27-10-11-19-20-43-51-65281,29-23,0"),
+    }
+    assert profiles_matching(by_profile["openssl-3.0"], by_profile) == ("openssl-3.0",)
+    assert profiles_matching("0" * 32, by_profile) == ()
+    # A hello with no extension the profiles disagree on cannot tell them apart.
+    plain = dovecot_hashes(build_hello(0x0303, [4865], [0, 10, 11], [29], [0]))
+    assert profiles_matching(plain["openssl-3.2"], plain) == ("openssl-3.0", "openssl-3.2")
 
 
 def test_dovecot_openssl30_known_set_is_the_spec_list() -> None:
     spec = {0, 1, 5, 10, 11, 12, 13, 16, 18, 21, 22, 23, 35, 41, 42, 43, 44, 45, 47, 49, 50, 51,
             13172, 65000, 65281}  # fmt: skip
     assert OPENSSL_PROFILES["openssl-3.0"] == spec
-    assert {27, 19, 20} <= OPENSSL_PROFILES["openssl-3.2"]
+    # Measured on Debian 13's Dovecot 2.4.1 with OpenSSL 3.5.9 (fingerprints.md).
+    spec_35 = {0, 1, 5, 10, 11, 12, 13, 14, 16, 18, 19, 20, 21, 22, 23, 27, 35, 41, 42, 43, 44,
+               45, 47, 49, 50, 51, 13172, 65000, 65281}  # fmt: skip
+    assert OPENSSL_PROFILES["openssl-3.2"] == spec_35
 
 
 def test_dovecot_version_is_771_even_for_tls10_hello() -> None:

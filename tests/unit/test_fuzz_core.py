@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import tempfile
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,8 +22,9 @@ from ja3svc.engine import FingerprintEngine
 from ja3svc.hello import HelloError, parse_client_hello, parse_server_hello
 from ja3svc.sighting import HelloSighting
 from ja3svc.tls_stream import TlsStreamParser
-from tests.helpers import run_cli
-from tests.pcap_builder import (
+from tests.support.cli import run_cli
+from tests.support.paths import PCAPS
+from tests.support.pcap_builder import (
     alpn_ext,
     client_hello_body,
     ethernet,
@@ -43,7 +43,6 @@ from tests.pcap_builder import (
 )
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-PCAPS = Path(__file__).parent / "pcaps"
 
 REAL_LIKE_HELLO = client_hello_body(
     [0x4A4A, 0x1301, 0x1302, 0x1303, 0xC02B, 0xC02F, 0xCCA9],

@@ -2,10 +2,10 @@
 
 The oracle is tshark: each tests/pcaps/<name>.expected.json lists tshark's ``ja3_full`` /
 ``ja3s_full`` for every hello of the *original* capture. The captures are then rewritten here
-(tests.pcap_builder re-encodes the TCP segments) -- re-split into small overlapping segments,
-permuted, duplicated, a record header alone in a segment, wrapped in every link type -- and the
-engine must still report exactly tshark's hellos. Only TCP sequence numbers and IP lengths are
-recomputed; checksums are left zero (the engine does not verify them).
+(tests/support/pcap_builder.py re-encodes the TCP segments) -- re-split into small overlapping
+segments, permuted, duplicated, a record header alone in a segment, wrapped in every link type --
+and the engine must still report exactly tshark's hellos. Only TCP sequence numbers and IP lengths
+are recomputed; checksums are left zero (the engine does not verify them).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import pytest
 from ja3svc.capture.capture_file import open_capture
 
 from ja3svc.engine import FingerprintEngine
-from tests.pcap_builder import (
+from tests.support.paths import PCAPS
+from tests.support.pcap_builder import (
     TCP_ACK,
     TCP_FIN,
     TCP_RST,
@@ -37,7 +38,6 @@ from tests.pcap_builder import (
     tcp,
 )
 
-PCAPS = Path(__file__).parent / "pcaps"
 CAPTURE_SUFFIXES = (".pcap", ".pcapng")
 
 
@@ -350,7 +350,7 @@ def test_ipv4_options_and_ipv6_extension_headers(name: str, path: Path, expected
 
 def _hello_segment_packets() -> tuple[TcpPacket, TcpPacket]:
     """SYN and one data segment holding a whole ClientHello record ."""
-    from tests.pcap_builder import client_hello_body, client_hello_record, groups_ext
+    from tests.support.pcap_builder import client_hello_body, client_hello_record, groups_ext
 
     rec = client_hello_record(client_hello_body([0x1301], [groups_ext(29)]))
     syn = TcpPacket(1.0, "10.0.0.1", "10.0.0.2", 40000, 443, 999, 0, TCP_SYN, b"")

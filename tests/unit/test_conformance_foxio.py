@@ -10,14 +10,13 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import fingerprint_file
+from tests.support.cli import fingerprint_file
+from tests.support.paths import FOXIO, PCAPS
 
-FOXIO = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "foxio"
 if not FOXIO.is_dir():
     pytest.skip(
         f"conformance data not found at {FOXIO} (CI places ../shared beside the checkout)",
@@ -97,7 +96,7 @@ JA4_CASES = [
 
 # FoxIO's JSON files carry no QUIC entries; the QUIC JA4 values FoxIO publishes for these
 # captures were typed, with their source, into tests/pcaps/quic/foxio-ja4.json.
-FOXIO_QUIC = json.loads((Path(__file__).parent / "pcaps" / "quic" / "foxio-ja4.json").read_text())
+FOXIO_QUIC = json.loads((PCAPS / "quic" / "foxio-ja4.json").read_text())
 
 
 @pytest.mark.parametrize("name", sorted(k for k in FOXIO_QUIC if not k.startswith("_")))

@@ -7,7 +7,6 @@ import csv
 import hashlib
 import io
 import json
-from pathlib import Path
 
 import pytest
 
@@ -21,14 +20,15 @@ from ja3svc.label_formats import (
     render_project_json,
     render_suricata_dataset,
     render_zeek_intel,
-    suricata_rule_hint,
+    suricata_rule,
 )
+from tests.support.paths import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "labels"
+LABELS = FIXTURES / "labels"
 
 
 def parse(fmt: str, name: str):
-    with open(FIXTURES / name, encoding="utf-8", newline="") as fh:
+    with open(LABELS / name, encoding="utf-8", newline="") as fh:
         return IMPORT_FORMATS[fmt].parse(fh)
 
 
@@ -114,7 +114,7 @@ def test_project_json_document_and_damaged_lines(tmp_path):
     ]
     assert [str(p) for p in r.problems] == ["entry 3: invalid MD5 hash 'not-a-hash', skipped"]
     # One broken line no longer makes a document: read line by line, lose only that line.
-    text = (FIXTURES / "ja3svc.json").read_text().replace('"Broken"', '"Broken')
+    text = (LABELS / "ja3svc.json").read_text().replace('"Broken"', '"Broken')
     r2 = parse_project_json(io.StringIO(text))
     assert len(r2.rows) == 3 and [p.line for p in r2.problems] == [4]
 
@@ -173,8 +173,13 @@ def test_suricata_and_zeek_writers():
         "ada70206e40642a3e4461f35503241d5\n",
         "de350869b8c85de67a350c8d186f11e6\n",
     ]
-    hint = suricata_rule_hint("bad-ja3", "/etc/suricata/bad-ja3.lst")
-    assert "ja3.hash; dataset:isset,bad-ja3,type md5,load /etc/suricata/bad-ja3.lst;" in hint
+    rule = suricata_rule("bad-ja3", "/etc/suricata/bad-ja3.lst")
+    assert "ja3.string; to_md5; dataset:isset,bad-ja3,type md5,load /etc/suricata/bad" in rule
+    # JA4 is no MD5: a string dataset, whose file holds each value base64-encoded.
+    assert list(render_suricata_dataset(rows, "ja4")) == [
+        "dDEzZDE1MTZoMl84ZGFhZjYxNTI3NzFfZTU2MjdlZmEyYWIx\n"
+    ]
+    assert "ja4.hash; dataset:isset,j,type string,load j.lst;" in suricata_rule("j", "j.lst", "ja4")
     zeek = list(csv.reader(render_zeek_intel(rows), delimiter="\t"))
     assert zeek[0] == ["#fields", "indicator", "indicator_type", "meta.source", "meta.desc"]
     assert zeek[1:] == [

@@ -1,7 +1,7 @@
 """Tables of the fingerprint database (SQLAlchemy 2 typed declarative models).
 
 Pure definitions: importing this module opens nothing. Engines, sessions, migrations and the
-write path live in the top-level ``store`` package; the schema itself is created and changed only
+write path live beside it in ``ja3svc.store``; the schema itself is created and changed only
 by the Alembic migrations in ``migrations/`` (a test checks that they agree with these models).
 
 Conventions used by every table:
@@ -116,6 +116,43 @@ class Sighting(Base):
     ja4: Mapped[str | None] = mapped_column(String(_HASH))
     ja3_dovecot_hash: Mapped[str | None] = mapped_column(String(32))
     ja3s_hash: Mapped[str | None] = mapped_column(String(32))
+    # JSON {profile: hash}: Dovecot's hash under every OpenSSL profile (ja3svc.dovecot), so the
+    # correlation can tell which one the Dovecot of a connection uses.
+    ja3_dovecot_hashes: Mapped[str | None] = mapped_column(Text)
+
+
+# Column of DovecotHash holding each OpenSSL profile's hash (ja3svc.dovecot.OPENSSL_PROFILES).
+DOVECOT_PROFILE_COLUMNS = {"openssl-3.0": "openssl30", "openssl-3.2": "openssl32"}
+
+
+class DovecotHash(Base):
+    """Which client hellos give a Dovecot hash, under each OpenSSL profile (knowledge, kept
+    while seen within the retention period).
+
+    Dovecot sends only its hash, and the same hello hashes differently in a Dovecot linking
+    OpenSSL 3.0 and one linking 3.2+ (and differently from wire JA3 for many clients). One row
+    per distinct (hashes, JA3, JA4) a capture saw lets the policy service turn the hash of either
+    kind of Dovecot into the hello's other fingerprints, so labels and learned fingerprints match
+    with no setting.
+    """
+
+    __tablename__ = "dovecot_hashes"
+    __table_args__ = (
+        # Its leading column serves lookups by the OpenSSL 3.0 hash.
+        UniqueConstraint("openssl30", "openssl32", "ja3_hash", "ja4"),
+        Index(None, "openssl32"),
+        Index(None, "last_seen"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    openssl30: Mapped[str] = mapped_column(String(32))
+    openssl32: Mapped[str] = mapped_column(String(32))
+    ja3_hash: Mapped[str] = mapped_column(String(32))
+    ja3n_hash: Mapped[str] = mapped_column(String(32))
+    ja4: Mapped[str] = mapped_column(String(_HASH))
+    first_seen: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+    times_seen: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Label(Base):
@@ -209,6 +246,7 @@ class Decision(Base):
 
 
 __all__ = [
+    "DOVECOT_PROFILE_COLUMNS",
     "FINGERPRINT_FIELDS",
     "FINGERPRINT_KINDS",
     "HELLO_KINDS",
@@ -217,6 +255,7 @@ __all__ = [
     "AuthFailure",
     "Base",
     "Decision",
+    "DovecotHash",
     "Fingerprint",
     "Label",
     "Sighting",

@@ -17,7 +17,7 @@ from ja3svc.hello import (
     parse_server_hello,
 )
 from ja3svc.ja3 import ja3_string, md5_hex
-from tests.pcap_builder import (
+from tests.support.pcap_builder import (
     alpn_ext,
     client_hello_body,
     ext,

@@ -80,6 +80,10 @@ class PolicySettings(BaseModel):
     no_fingerprint_action: PolicyAction = "allow"  # request without any fingerprint
     new_fingerprint_action: PolicyAction = "allow"  # established account, fingerprint new to it
     user_min_successes: int = Field(default=3, ge=1)  # successes that make an account established
+    # Hash-only requests: an account whose most recent Dovecot hashes (up to 10) include at
+    # least this many single-use ones, at least half of them, has a client that randomises
+    # (GnuTLS 3.8, GREASE): a new hash is not "new to the account" there. 0 disables.
+    randomising_min_hashes: int = Field(default=3, ge=0)
     tarpit_seconds: int = Field(default=5, ge=1, le=60)
     # Deny labels below this confidence (0-100, as stored) only tarpit: public lists
     # contradict each other, so one low-confidence source must not lock clients out.
@@ -174,8 +178,9 @@ class Settings(BaseSettings):
     # Empty means the default SQLite file inside data_dir (created and migrated on first use).
     database_url: str = ""
     data_dir: Path = Field(default_factory=default_data_dir)
-    # OpenSSL known-extension profile used for Dovecot's JA3 variant (see ja3svc.dovecot).
-    dovecot_openssl_profile: str = "openssl-3.0"
+    # OpenSSL known-extension profile of the `ja3_dovecot` output column (see ja3svc.dovecot;
+    # the policy service matches every profile and needs no setting).
+    dovecot_openssl_profile: str = "openssl-3.2"
     store: StoreSettings = StoreSettings()
     policy: PolicySettings = PolicySettings()
     capture: CaptureSettings = CaptureSettings()

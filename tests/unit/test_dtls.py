@@ -17,9 +17,10 @@ from ja3svc.dtls import DtlsHandshakeAssembler, looks_like_dtls_client_hello, st
 from ja3svc.hello import parse_client_hello, parse_server_hello
 from ja3svc.ja3 import ja3_string, ja3s_string
 from ja3svc.ja4 import ja4
-from tests.udp_capture import udp_datagrams
+from tests.support.paths import PCAPS
+from tests.support.udp_capture import udp_datagrams
 
-PCAPS = Path(__file__).resolve().parent / "pcaps" / "dtls"
+DTLS_PCAPS = PCAPS / "dtls"
 
 RANDOM = bytes(range(32))
 COOKIE = bytes.fromhex("c0ffee00112233445566778899aabbccddeeff00")
@@ -211,7 +212,7 @@ def test_random_handshake_fragments_never_raise(body: bytes, t: int, seq: int, o
             assert isinstance(b, bytes)
 
 
-EXPECTED = json.loads((PCAPS / "expected.json").read_text())
+EXPECTED = json.loads((DTLS_PCAPS / "expected.json").read_text())
 
 
 def hellos_in_capture(path: Path) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
@@ -231,7 +232,7 @@ def hellos_in_capture(path: Path) -> tuple[list[tuple[int, bytes]], list[tuple[i
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_capture_ja3_matches_tshark(name: str) -> None:
-    clients, servers = hellos_in_capture(PCAPS / name)
+    clients, servers = hellos_in_capture(DTLS_PCAPS / name)
     expected = EXPECTED[name]
     assert [(f, ja3_string(parse_client_hello(b))) for f, b in clients] == [
         (r["frame"], r["ja3"]) for r in expected["client"]
