@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from ja3svc.quic.frames import crypto_frames  # noqa: E402
 from ja3svc.quic.keys import PacketKeys, initial_keys  # noqa: E402
 from ja3svc.quic.packets import PacketError, split_long_packets, unprotect  # noqa: E402
-from tests.udp_capture import udp_datagrams  # noqa: E402
+from tests.support.udp_capture import udp_datagrams  # noqa: E402
 
 
 def frame(records: list[tuple[bool, bytes]]) -> bytes:

@@ -27,6 +27,9 @@
 
 use std::collections::BTreeMap;
 
+/// This module is the real port (see `quic::IMPLEMENTED`).
+pub const IMPLEMENTED: bool = true;
+
 use crate::byte_ranges::merge_range;
 
 pub const CONTENT_HANDSHAKE: u8 = 22;

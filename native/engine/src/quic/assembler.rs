@@ -23,9 +23,9 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use super::frames::crypto_frames;
-use crate::hello::HELLO_RETRY_REQUEST_RANDOM;
 use super::keys::{initial_keys, initial_secrets, PacketKeys, PacketType, QuicVersion};
 use super::packets::{split_long_packets, unprotect, LongPacket};
+use crate::hello::HELLO_RETRY_REQUEST_RANDOM;
 
 pub const CLIENT_HELLO: u8 = 1;
 pub const SERVER_HELLO: u8 = 2;

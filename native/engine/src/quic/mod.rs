@@ -5,6 +5,11 @@
 //! `keys` (key derivation and packet protection), `packets` (long headers, coalescing),
 //! `frames` (CRYPTO and the frames around it), `assembler` (per-connection reassembly).
 
+/// This module is the real port (not the interface stub it replaced): the binding exports
+/// `quic::IMPLEMENTED && dtls::IMPLEMENTED` so that `ja3svc pcap` only defaults to the Rust
+/// engine when no QUIC or DTLS hello would be missed.
+pub const IMPLEMENTED: bool = true;
+
 pub mod assembler;
 pub mod frames;
 pub mod keys;

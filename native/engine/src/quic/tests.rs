@@ -6,10 +6,10 @@
 //! reordered, coalesced) are built by `protect`, which is first shown to reproduce the RFC bytes.
 
 use super::assembler::{CryptoStream, QuicInitialAssembler};
-use crate::hello::HELLO_RETRY_REQUEST_RANDOM;
 use super::keys::{initial_keys, initial_secrets, version, PacketKeys, QUIC_V1, QUIC_V2};
 use super::looks_like_quic_initial;
 use super::packets::{decode_packet_number, seal_initial};
+use crate::hello::HELLO_RETRY_REQUEST_RANDOM;
 use sha2::{Digest, Sha256};
 
 pub(crate) fn unhex(s: &str) -> Vec<u8> {
