@@ -18,9 +18,10 @@ from typing import Any, Protocol
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from ja3svc.api.metrics import CallbackGauges
-from ja3svc.api.routes import admin, ops, policy
+from fastapi.responses import JSONResponse, RedirectResponse
+from ja3svc.api.console import web as console
+from ja3svc.api.metrics import CallbackMetrics, mark_worker_gone
+from ja3svc.api.routes import admin, docs, ops, policy
 from ja3svc.api.service import PolicyService
 from ja3svc.config.settings import Settings, load_settings
 from ja3svc.store.policy_store import PolicyStore
@@ -111,13 +112,13 @@ def create_app(
         settings.policy, PolicyStore.from_database(database), connection_lookup, clock
     )
     metrics = dict(extra_metrics or {})
+    for prefix, callback in metrics.items():
+        service.metrics.registry.add(CallbackMetrics(prefix, "Reported by ja3svc.", callback))
     stats = getattr(connection_lookup, "stats", None)
     if "ja3svc_correlation" not in metrics and isinstance(stats, dict):
-        # ConnectionFingerprints counts memory/database hits and misses: the first thing to
-        # look at when JA3 verdicts do not happen for Dovecot 2.3 logins.
+        # The console shows this worker's correlation counts; /metrics has every worker's
+        # (ja3svc_correlation_lookups_total, counted by the service).
         metrics["ja3svc_correlation"] = lambda: dict(stats)
-    for prefix, callback in metrics.items():
-        service.metrics.registry.add(CallbackGauges(prefix, "Reported by ja3svc.", callback))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -151,6 +152,7 @@ def create_app(
                 close()
             service.writer.flush(5.0)
             service.stop()
+            mark_worker_gone()
 
     app = PolicyFirstApp(
         title="ja3svc policy service",
@@ -158,8 +160,14 @@ def create_app(
         description=POLICY_DOC,
         version="0.1.0",
         lifespan=lifespan,
+        # Served from the app itself (routes.docs): the defaults load Swagger UI from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
+    app.state.settings = settings
+    # Components' own counters (the capture worker's), for the console's health panel.
+    app.state.component_metrics = metrics
     # The shortcut's own reference: Starlette's State answers through __getattr__, which is
     # only reached after a failed lookup (an AttributeError built and discarded per request).
     app.policy_service = service
@@ -167,6 +175,12 @@ def create_app(
     app.router.routes.extend(policy.routes)
     app.include_router(ops.router)
     app.include_router(admin.router)
+    app.include_router(docs.router)
+    app.include_router(console.router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/console/", status_code=303)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

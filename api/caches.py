@@ -25,10 +25,10 @@ from ja3svc.policy.facts import (
     Reputation,
     UserHistory,
 )
+from ja3svc.vocabulary import FingerprintKey as Ref
 
 K = TypeVar("K")
 V = TypeVar("V")
-Ref = tuple[str, str]
 
 
 class TtlMap(Generic[K, V]):
@@ -159,6 +159,10 @@ class HistoryCache:
             single = min(single + 1, RECENT_DOVECOT_HASHES)
             recent = min(recent + 1, RECENT_DOVECOT_HASHES)
         self._lru.put(login, (known + new if new else known, successes + 1, single, recent))
+
+    def discard(self, login: str) -> None:
+        """Forget the cached history of ``login`` (the console removed one of its fingerprints)."""
+        self._lru.discard(login)
 
     def __len__(self) -> int:
         return len(self._lru)

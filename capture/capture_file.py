@@ -181,21 +181,7 @@ def open_capture(stream: BinaryIO, name: str = "<stream>") -> CaptureReader:
     # rather than at the top to keep the import graph acyclic.
     from ja3svc.capture import pcap_format, pcapng_format
 
-    magic = _read_exactly(stream, 4)
-    if magic.startswith(GZIP_MAGIC):
-        # What tcpdump rotation and archives leave behind: read through, as tshark does.
-        stream = _Gunzip(_Prefixed(magic, stream), name)
-        try:
-            magic = _read_exactly(stream, 4)
-        except CaptureDamagedError as exc:
-            raise NotACaptureError(
-                f"{name}: a gzip-compressed file that cannot be decompressed: {exc.reason}"
-            ) from None
-        if magic.startswith(GZIP_MAGIC) or not magic:
-            raise NotACaptureError(
-                f"{name}: {_KNOWN_NOT_CAPTURES[GZIP_MAGIC]}" if magic else f"{name}: empty "
-                "gzip-compressed file, not a pcap or pcapng capture"
-            )
+    stream, magic = read_magic(stream, name)
     if not magic:
         raise NotACaptureError(f"{name}: empty input, not a pcap or pcapng capture")
     if len(magic) < 4:
@@ -211,6 +197,27 @@ def open_capture(stream: BinaryIO, name: str = "<stream>") -> CaptureReader:
     raise NotACaptureError(
         f"{name}: unknown magic number {magic.hex()}, not a pcap or pcapng capture"
     )
+
+
+def read_magic(stream: BinaryIO, name: str) -> tuple[BinaryIO, bytes]:
+    """The stream to read the capture from and its first 4 bytes (fewer only at its end): a
+    gzip-compressed capture is read through. ``NotACaptureError`` for gzip without a capture."""
+    magic = _read_exactly(stream, 4)
+    if magic.startswith(GZIP_MAGIC):
+        # What tcpdump rotation and archives leave behind: read through, as tshark does.
+        stream = _Gunzip(_Prefixed(magic, stream), name)
+        try:
+            magic = _read_exactly(stream, 4)
+        except CaptureDamagedError as exc:
+            raise NotACaptureError(
+                f"{name}: a gzip-compressed file that cannot be decompressed: {exc.reason}"
+            ) from None
+        if magic.startswith(GZIP_MAGIC) or not magic:
+            raise NotACaptureError(
+                f"{name}: {_KNOWN_NOT_CAPTURES[GZIP_MAGIC]}" if magic else f"{name}: empty "
+                "gzip-compressed file, not a pcap or pcapng capture"
+            )
+    return stream, magic
 
 
 class _Prefixed:

@@ -17,16 +17,27 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ja3svc.capture.capture_file import NotACaptureError
-from ja3svc.capture.pcap_run import RunTotals, fingerprint_stream
+from ja3svc.capture.pcap_run import (
+    ENGINE_ENV,
+    ENGINES,
+    RunTotals,
+    default_engine,
+    fingerprint_stream,
+    fingerprint_stream_native,
+    native_module,
+)
 from ja3svc.cli.main import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE
-from ja3svc.config.settings import Settings, load_settings
 
 from ja3svc.dovecot import DEFAULT_PROFILE, PROFILE_CHOICES
-from ja3svc.sighting import HelloSighting
+from ja3svc.record import HelloRecord
 
+if TYPE_CHECKING:
+    from ja3svc.config.settings import Settings
+
+# The output object of one hello: HelloRecord.as_dict() with the file and frame it came from.
 Record = dict[str, Any]
 Emit = Callable[[Record], None]
 
@@ -63,6 +74,11 @@ def register(sub: Any) -> None:
         "2.4; openssl-3.0 for builds on Debian 12 or Ubuntu 22.04/24.04; or the configured "
         "one). JSON output always carries every profile's hash in ja3_dovecot_hashes",
     )  # fmt: skip
+    p.add_argument(
+        "--engine", choices=ENGINES, default=None,
+        help="native: the Rust engine (default when built); python: the pure-Python reference "
+        f"engine, for comparison (also ${ENGINE_ENV})",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     p.add_argument("-q", "--quiet", action="store_true", help="no counters on stderr")
     p.add_argument(
@@ -74,20 +90,50 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _configured() -> bool:
+    """Whether any setting is given (a config file or a JA3SVC_ variable other than the
+    engine's): without one the settings are the defaults, and loading them (pydantic, a third
+    of a second) is skipped, which keeps `ja3svc pcap` on a small capture fast."""
+    if os.environ.get("JA3SVC_CONFIG"):
+        return True
+    return any(k.startswith("JA3SVC_") and k != ENGINE_ENV for k in os.environ)
+
+
 def run(args: argparse.Namespace) -> int:
-    overrides = {"database_url": args.database_url} if args.database_url else {}
-    try:
-        settings = load_settings(**overrides)
-    except (OSError, ValueError) as exc:  # TOML and validation errors are ValueErrors
-        if args.store:
-            print(f"ja3svc pcap: bad settings: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        # Offline analysis needs no settings: say so, and go on with the defaults.
-        print(f"ja3svc pcap: ignoring bad settings ({exc})", file=sys.stderr)
-        settings = None
+    settings: Settings | None = None
+    if args.store or args.database_url or _configured():
+        from ja3svc.config.settings import load_settings
+
+        overrides = {"database_url": args.database_url} if args.database_url else {}
+        try:
+            settings = load_settings(**overrides)
+        except (OSError, ValueError) as exc:  # TOML and validation errors are ValueErrors
+            if args.store:
+                print(f"ja3svc pcap: bad settings: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            # Offline analysis needs no settings: say so, and go on with the defaults.
+            print(f"ja3svc pcap: ignoring bad settings ({exc})", file=sys.stderr)
+            settings = None
     profile = args.dovecot_profile or (
         settings.dovecot_openssl_profile if settings else DEFAULT_PROFILE
     )
+    engine = args.engine or default_engine()
+    if engine == "native" and native_module() is None:
+        if args.engine or os.environ.get(ENGINE_ENV):
+            print(
+                "ja3svc pcap: the Rust engine is not built in this install (it needs a Rust "
+                "toolchain at install time); use --engine python",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        engine = "python"
+    if engine == "python" and args.engine is None and native_module() is None:
+        # The extension is missing: say once why this run is slower.
+        print(
+            "ja3svc pcap: the Rust engine is not built in this install (no Rust toolchain at "
+            "install time); using the slower pure-Python engine",
+            file=sys.stderr,
+        )
     out = sys.stdout
     store = None
     if args.store and settings:
@@ -97,6 +143,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"ja3svc pcap: {exc}", file=sys.stderr)
             return EXIT_USAGE
     emit, finish = _output(args.format, args.summary, out)
+    # The default output on the Rust engine: Rust writes the JSON lines itself.
+    native_json = (
+        engine == "native" and args.format == "json" and not args.summary and not args.store
+    )
+    line_buffered = out.isatty()
+
+    def write_json(text: str) -> None:
+        out.write(text)
+        if line_buffered:
+            out.flush()
+
     totals = RunTotals()
     status = EXIT_OK
     stdin_used = False
@@ -113,15 +170,40 @@ def run(args: argparse.Namespace) -> int:
             status = EXIT_USAGE
             continue
         label = "<stdin>" if name == "-" else name
-        record = emit if store is None else store.wrap(emit, label)
+        store_add = None if store is None else store.writer_for(label)
 
-        def sink(s: HelloSighting, frame: int, record: Emit = record, label: str = label) -> None:
-            record({"file": label, "frame": frame, **s.as_dict(profile)})
+        def sink(
+            s: HelloRecord,
+            frame: int,
+            label: str = label,
+            store_add: Callable[[HelloRecord], None] | None = store_add,
+        ) -> None:
+            emit({"file": label, "frame": frame, **s.as_dict()})
+            if store_add is not None:
+                store_add(s)
+
+        def native_sink(
+            d: Record, store_add: Callable[[HelloRecord], None] | None = store_add
+        ) -> None:
+            # The Rust engine hands over the output object; the store takes the typed record.
+            emit(d)
+            if store_add is not None:
+                store_add(HelloRecord.from_dict(d))
 
         progress = _progress_bar(stream, label) if not args.no_progress else None
         damaged_before = len(totals.damaged)
         try:
-            fingerprint_stream(stream, label, sink, totals, progress)
+            if engine == "python":
+                fingerprint_stream(
+                    stream, label, sink, totals, progress, dovecot_profile=profile
+                )
+            else:
+                fingerprint_stream_native(
+                    stream, label, totals, profile,
+                    write_json=write_json if native_json else None,
+                    sink=None if native_json else native_sink,
+                    progress=progress, path=None if name == "-" else name,
+                )  # fmt: skip
         except NotACaptureError as exc:
             print(f"ja3svc pcap: {exc}", file=sys.stderr)  # the message names the file
             status = EXIT_USAGE
@@ -367,7 +449,8 @@ class _Store:
         self.sensor = args.sensor
         self.writers: list[Any] = []
 
-    def wrap(self, emit: Emit, label: str) -> Emit:
+    def writer_for(self, label: str) -> Callable[[HelloRecord], None]:
+        """What stores the hellos of one input (its own writer: the sensor names the file)."""
         from ja3svc.store.sighting_writer import SightingWriter
 
         writer = SightingWriter(
@@ -377,12 +460,7 @@ class _Store:
             spool_dir=self.settings.resolved_spool_dir(),
         )
         self.writers.append(writer)
-
-        def sink(d: Record) -> None:
-            emit(d)
-            writer.add(d)
-
-        return sink
+        return writer.add
 
     def close(self) -> None:
         for writer in self.writers:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 from ja3svc.cli.main import EXIT_OK, EXIT_USAGE
@@ -42,6 +44,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=8642, help="TCP port (default 8642)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--config", help="TOML settings file (else $JA3SVC_CONFIG)")
+    p.add_argument(
+        "--database-url", metavar="URL",
+        help="database URL (default: settings, else the SQLite file in the data directory)",
+    )  # fmt: skip
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument(
         "--http", default="auto", choices=("auto", "httptools", "h11"),
@@ -81,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
     configure(args.log_level)
     try:
-        settings = load_settings(args.config)
+        overrides = {"database_url": args.database_url} if args.database_url else {}
+        settings = load_settings(args.config, **overrides)
         if args.correlate_db:
             settings = settings.model_copy(
                 update={"serve": settings.serve.model_copy(update={"correlate_database": True})}
@@ -129,9 +136,20 @@ def _run_workers(args: argparse.Namespace, settings: Any) -> int:
     os.environ[LOG_LEVEL_ENV] = args.log_level
     options = _uvicorn_options(args)
     if args.workers > 1:
+        from ja3svc.api.metrics import MULTIPROC_ENV
         from ja3svc.cli.worker_sockets import run_workers
 
-        run_workers(uvicorn.Config(APP_FACTORY, factory=True, workers=args.workers, **options))
+        # Each worker counts in its own memory: a scrape reaches one of them. prometheus-client's
+        # multiprocess mode keeps every worker's values in files of one directory and sums them
+        # at every scrape; a directory of this run's own, so no earlier run's counts leak in.
+        own_dir = MULTIPROC_ENV not in os.environ
+        if own_dir:
+            os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="ja3svc-metrics-")
+        try:
+            run_workers(uvicorn.Config(APP_FACTORY, factory=True, workers=args.workers, **options))
+        finally:
+            if own_dir:
+                shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
     else:
         uvicorn.run(APP_FACTORY, factory=True, **options)
     return EXIT_OK

@@ -170,6 +170,20 @@ class ServeSettings(BaseModel):
     correlate_database: bool = False
 
 
+class ConsoleSettings(BaseModel):
+    """The operator console under /console (owned by ``api.console``); it signs in with
+    ``policy.admin_token`` and is off while that is empty."""
+
+    enabled: bool = True
+    # Secure flag of the session cookie. None: set when the request came over HTTPS (uvicorn
+    # with a certificate); true behind a TLS-terminating proxy that talks plain HTTP to us.
+    cookie_secure: bool | None = None
+    # A session ends this long after sign-in, or at logout.
+    session_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 86400)
+    # How often the Decisions page reloads itself in live mode.
+    refresh_seconds: int = Field(default=5, ge=1, le=3600)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="JA3SVC_", env_nested_delimiter="__", extra="forbid"
@@ -185,6 +199,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     capture: CaptureSettings = CaptureSettings()
     serve: ServeSettings = ServeSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -2,17 +2,21 @@
 
 from typing import Any
 
+# True once every part of the hot path (QUIC and DTLS included) is in Rust.
+COMPLETE: bool
+
 class PcapRun:
     """One capture through one Rust engine: feed the capture's bytes in chunks, then finish.
 
     With ``json=True`` every call returns the JSON lines (each ending in a newline) of the
     hellos the bytes completed, exactly as ``ja3svc pcap`` prints them; with ``json=False`` a
-    list of dicts equal to ``HelloSighting.as_dict(dovecot_profile)``. The GIL is released while
-    the engine works.
+    list of dicts ``{"file": label, "frame": n, **HelloSighting.as_dict(dovecot_profile)}``.
+    The GIL is released while the engine works.
     """
 
     def __init__(
         self,
+        label: str,
         dovecot_profile: str,
         json: bool,
         max_flows: int = 200_000,
@@ -20,6 +24,8 @@ class PcapRun:
     ) -> None: ...
     def feed(self, chunk: bytes) -> Any: ...
     def finish(self) -> Any: ...
+    def abandon(self) -> None:
+        """The input broke off: end the engine without the format's end-of-input checks."""
     @property
     def error(self) -> tuple[str, str] | tuple[str, int, str] | None:
         """None, ("not_a_capture", message) or ("damaged", offset, reason)."""

@@ -9,14 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ja3svc.store.database import Database
 from ja3svc.store.models import Label
-from sqlalchemy import delete, select, tuple_
+from ja3svc.store.queries import Page, id_window_page
+from sqlalchemy import delete, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ja3svc.label_formats import LabelRow, merge_duplicates
+from ja3svc.label_formats import LabelRow, check_row, merge_duplicates
 
 _LABELS = Label.__table__
 # Rows per statement: stays under SQLite's bound-parameter limit (32766) with 11 columns.
@@ -71,22 +73,28 @@ class UpsertResult:
         return len(self.changes) - self.inserted
 
 
-def _clip(value: str | None, limit: int) -> str | None:
-    return value[:limit] if value is not None else None
-
-
 def _row_values(row: LabelRow, defaults: LabelDefaults, now: float) -> dict[str, object]:
+    """The row's columns, defaults applied; InvalidLabel (nothing clipped) for a bad label."""
     action = row.action or defaults.action
     tarpit = row.tarpit_seconds if row.tarpit_seconds is not None else defaults.tarpit_seconds
+    row = check_row(
+        replace(
+            row,
+            action=action,
+            tarpit_seconds=tarpit if action == "tarpit" else None,
+            source=row.source or defaults.source,
+            confidence=row.confidence if row.confidence is not None else defaults.confidence,
+        )
+    )
     return {
         "kind": row.kind,
         "value": row.value,
-        "client_name": _clip(row.client_name, 200),
-        "category": _clip(row.category, 32),
-        "action": action,
-        "tarpit_seconds": tarpit if action == "tarpit" else None,
-        "source": _clip(row.source or defaults.source, 32),
-        "confidence": row.confidence if row.confidence is not None else defaults.confidence,
+        "client_name": row.client_name,
+        "category": row.category,
+        "action": row.action,
+        "tarpit_seconds": row.tarpit_seconds,
+        "source": row.source,
+        "confidence": row.confidence,
         "note": row.note,
         "created_at": row.created_at or now,
         "updated_at": now,
@@ -104,7 +112,8 @@ def upsert_labels(
     """Insert or update labels by (kind, value, source), all in one transaction.
 
     The result lists every label that is new or whose content changes; with ``dry_run`` that
-    is all that happens (the transaction writes nothing).
+    is all that happens (the transaction writes nothing). A row that ``check_label`` refuses
+    raises its InvalidLabel before anything is written.
     """
     defaults = defaults or LabelDefaults()
     now = time.time() if now is None else now
@@ -217,3 +226,47 @@ def as_row(label: Label) -> LabelRow:
         created_at=label.created_at,
         updated_at=label.updated_at,
     )
+
+
+# Label ids one page of the label list reads at most (see queries.id_window_page).
+LABEL_SCAN = 200_000
+
+
+@dataclass(frozen=True)
+class LabelFilter:
+    """What a label listing is narrowed to (None: any). ``q`` matches a value prefix (any
+    kind) or a client name containing it, case-insensitively."""
+
+    kind: str | None = None
+    value: str | None = None
+    source: str | None = None
+    action: str | None = None
+    q: str | None = None
+
+    def conditions(self) -> list[Any]:
+        out: list[Any] = []
+        if self.kind:
+            out.append(Label.kind == self.kind)
+        if self.value:
+            out.append(Label.value == self.value)
+        if self.source:
+            out.append(Label.source == self.source)
+        if self.action:
+            out.append(Label.action == self.action)
+        if self.q:
+            q = self.q.strip()
+            out.append(
+                or_(
+                    Label.value.startswith(q.lower(), autoescape=True),
+                    Label.value.startswith(q, autoescape=True),
+                    Label.client_name.icontains(q, autoescape=True),
+                )
+            )
+        return out
+
+
+def label_page(
+    session: Session, filters: LabelFilter, limit: int = 50, before: int | None = None
+) -> Page:
+    """Labels matching ``filters``, newest first, ids below ``before`` (bounded per call)."""
+    return id_window_page(session, Label, filters.conditions(), limit, before, LABEL_SCAN)

@@ -67,6 +67,8 @@ class Fingerprint(Base):
         CheckConstraint(_in("kind", FINGERPRINT_KINDS), name="kind"),
         # `fingerprints top` orders by count within a kind.
         Index(None, "kind", "times_seen"),
+        # The console's "first seen today".
+        Index(None, "first_seen"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -166,6 +168,11 @@ class Label(Base):
         CheckConstraint(_in("action", LABEL_ACTIONS), name="action"),
         CheckConstraint("confidence BETWEEN 0 AND 100", name="confidence"),
         CheckConstraint("tarpit_seconds IS NULL OR tarpit_seconds >= 0", name="tarpit_seconds"),
+        # The label list's filters, newest first (keyset pages by id), and value prefix search
+        # across kinds: at a million labels each would otherwise scan the table.
+        Index(None, "source", "id"),
+        Index(None, "action", "id"),
+        Index(None, "value"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -228,7 +235,12 @@ class Decision(Base):
     __tablename__ = "decisions"
     # By time for pruning and the recent list; by account, newest first, for "why was alice
     # refused?" (GET /api/v1/decisions?username=), which would otherwise scan months of rows.
-    __table_args__ = (Index(None, "ts"), Index(None, "username", "id"))
+    # By fingerprint for the console's fingerprint page and the decisions filter.
+    __table_args__ = (
+        Index(None, "ts"),
+        Index(None, "username", "id"),
+        Index(None, "ja3_hash", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     ts: Mapped[float] = mapped_column(Float)
@@ -245,6 +257,17 @@ class Decision(Base):
     labels: Mapped[str | None] = mapped_column(Text)
 
 
+class ConsoleSession(Base):
+    """A signed-in operator console session; deleting the row ends it (logout, expiry)."""
+
+    __tablename__ = "console_sessions"
+
+    # SHA-256 of the cookie's random token: a copy of the table opens no session.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
 __all__ = [
     "DOVECOT_PROFILE_COLUMNS",
     "FINGERPRINT_FIELDS",
@@ -254,6 +277,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "AuthFailure",
     "Base",
+    "ConsoleSession",
     "Decision",
     "DovecotHash",
     "Fingerprint",

@@ -21,19 +21,21 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from ja3svc.store.database import SQLITE_BUSY_TIMEOUT_S, sqlite_file
 from ja3svc.store.models import (
     FINGERPRINT_KINDS,
-    LABEL_ACTIONS,
     AuthFailure,
     Decision,
     DovecotHash,
     Fingerprint,
     Label,
+    Sighting,
     UserFingerprint,
 )
+from ja3svc.store.queries import SIGHTING_COLUMN, Page, hello_family, id_window_page
 from sqlalchemy import (
     Connection,
     Engine,
@@ -49,8 +51,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
 from ja3svc.policy.facts import LabelFact, Reputation, UserHistory, dovecot_hash_history
+from ja3svc.vocabulary import FingerprintKey as Ref
+from ja3svc.vocabulary import check_label
 
-Ref = tuple[str, str]  # (kind, value)
 T = TypeVar("T")
 
 # The sqlite3 driver binds int, float and str directly but sends None through its adaptation
@@ -122,6 +125,70 @@ class DecisionRecord(NamedTuple):
     rule: str
     reason: str
     labels: tuple[LabelFact, ...]
+
+
+# Ids one decisions page reads at most (see PolicyStore.decision_page), and how far a decision's
+# id may stray from time order (batched writers of several workers).
+DECISION_SCAN = 100_000
+_ID_TIME_MARGIN = 300.0
+VERDICTS = ("allow", "tarpit", "reject")
+REPORT_OUTCOMES = ("success", "failure", "policy_reject")
+
+
+@dataclass(frozen=True)
+class DecisionFilter:
+    """What a decisions listing is narrowed to; every field None means "any".
+
+    ``action`` is a verdict (allow, tarpit, reject; log-only verdicts as ``log:reject`` ...) or
+    a report outcome (success, failure, policy_reject); ``fingerprint`` is the hash Dovecot
+    sent (``ja3_hash``); ``command`` is ``allow`` (both stages), ``allow/before``,
+    ``allow/after`` or ``report``.
+    """
+
+    since: float | None = None
+    until: float | None = None
+    username: str | None = None
+    fingerprint: str | None = None
+    action: str | None = None
+    rule: str | None = None
+    command: str | None = None
+
+    def conditions(self) -> list[Any]:
+        out: list[Any] = []
+        if self.since is not None:
+            out.append(Decision.ts >= self.since)
+        if self.until is not None:
+            out.append(Decision.ts <= self.until)
+        if self.username:
+            out.append(Decision.username == self.username)
+        if self.fingerprint:
+            out.append(Decision.ja3_hash == self.fingerprint.lower())
+        if self.action:
+            out.append(Decision.action == self.action)
+        if self.rule:
+            out.append(Decision.rule == self.rule)
+        if self.command == "allow":
+            out.append(Decision.command.in_(("allow/before", "allow/after")))
+        elif self.command:
+            out.append(Decision.command == self.command)
+        return out
+
+
+def decision_dict(d: Decision) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "ts": d.ts,
+        "command": d.command,
+        "username": d.username,
+        "remote_ip": d.remote_ip,
+        "remote_port": d.remote_port,
+        "ja3_hash": d.ja3_hash,
+        "status": d.status,
+        "action": d.action,
+        "rule": d.rule,
+        "reason": d.reason,
+        "labels": json.loads(d.labels) if d.labels else [],
+    }
 
 
 class AllowFacts(NamedTuple):
@@ -249,65 +316,157 @@ class PolicyStore:
     def decisions(
         self, limit: int = 100, username: str | None = None, since: float | None = None
     ) -> list[dict[str, Any]]:
-        stmt = select(Decision).order_by(Decision.id.desc()).limit(limit)
-        if username:
-            stmt = stmt.where(Decision.username == username)
-        if since is not None:
-            stmt = stmt.where(Decision.ts >= since)
+        """The newest ``limit`` decisions of ``username`` since ``since`` (see ``decision_page``
+        for every filter and paging)."""
+        return self.decision_page(DecisionFilter(since=since, username=username), limit).rows
+
+    def decision_page(
+        self, filters: DecisionFilter, limit: int = 100, before: int | None = None
+    ) -> Page:
+        """Decisions matching ``filters``, newest first, with ids below ``before``.
+
+        At most ``DECISION_SCAN`` ids are read per call (see ``queries.id_window_page``). Time
+        bounds become id bounds through the ``ts`` index (ids follow time to within the
+        writers' batches; the margin covers them), and the exact ``ts`` condition is applied
+        as well.
+        """
         with self.session() as s:
-            return [
-                {
-                    "id": d.id,
-                    "ts": d.ts,
-                    "command": d.command,
-                    "username": d.username,
-                    "remote_ip": d.remote_ip,
-                    "remote_port": d.remote_port,
-                    "ja3_hash": d.ja3_hash,
-                    "status": d.status,
-                    "action": d.action,
-                    "rule": d.rule,
-                    "reason": d.reason,
-                    "labels": json.loads(d.labels) if d.labels else [],
-                }
-                for d in s.scalars(stmt)
-            ]
+            ceiling = floor = None
+            if filters.until is not None:
+                ceiling = s.scalar(
+                    select(Decision.id)
+                    .where(Decision.ts <= filters.until + _ID_TIME_MARGIN)
+                    .order_by(Decision.ts.desc())
+                    .limit(1)
+                )
+                if ceiling is None:
+                    return Page([], None, None)
+            if filters.since is not None:
+                low = s.scalar(
+                    select(Decision.id)
+                    .where(Decision.ts >= filters.since - _ID_TIME_MARGIN)
+                    .order_by(Decision.ts)
+                    .limit(1)
+                )
+                if low is None:
+                    return Page([], None, None)
+                floor = low - 1
+            page = id_window_page(
+                s, Decision, filters.conditions(), limit, before, DECISION_SCAN,
+                floor or 0, ceiling,
+            )  # fmt: skip
+            return page._replace(rows=[decision_dict(d) for d in page.rows])
 
     def lookup(
         self, kind: str, value: str, now: float | None = None, window: int = 3600
     ) -> dict[str, Any]:
+        """Everything known of one fingerprint and of the other fingerprints of its hellos
+        (``family``, see ``store.queries.hello_family``): labels, counts, the accounts that
+        logged in with any of them (successes) or failed (failures), recent sightings and
+        the reputation the verdict engine would compute for them."""
         now = time.time() if now is None else now
         with self.session() as s:
-            fp = s.scalars(
-                select(Fingerprint).where(Fingerprint.kind == kind, Fingerprint.value == value)
-            ).one_or_none()
-            labels = s.scalars(
-                select(Label).where(Label.kind == kind, Label.value == value).order_by(Label.id)
-            ).all()
-            users = s.execute(
+            refs = hello_family(s, kind, value)
+            fps = {
+                (fp.kind, fp.value): fp
+                for fp in s.scalars(select(Fingerprint).where(_refs_match(Fingerprint, refs)))
+            }
+            labels: dict[Ref, list[Label]] = {}
+            for lb in s.scalars(
+                select(Label)
+                .where(_refs_match(Label, refs))
+                .order_by(Label.confidence.desc(), Label.id)
+            ):
+                labels.setdefault((lb.kind, lb.value), []).append(lb)
+            accounts: dict[str, dict[str, Any]] = {}
+            for u, n, f, la in s.execute(
                 select(
                     UserFingerprint.username,
-                    UserFingerprint.successes,
-                    UserFingerprint.first_seen,
-                    UserFingerprint.last_seen,
+                    func.max(UserFingerprint.successes),
+                    func.min(UserFingerprint.first_seen),
+                    func.max(UserFingerprint.last_seen),
                 )
-                .where(UserFingerprint.kind == kind, UserFingerprint.value == value)
-                .order_by(UserFingerprint.last_seen.desc())
+                .where(_refs_match(UserFingerprint, refs))
+                .group_by(UserFingerprint.username)
+                .order_by(func.max(UserFingerprint.last_seen).desc())
                 .limit(100)
-            ).all()
-            rep = _reputation(_CoreRun(s), [(kind, value)], window, now)
+            ):
+                accounts[u] = {
+                    "username": u, "successes": n, "first_seen": f, "last_seen": la,
+                    "failures": 0, "last_failure": None,
+                }  # fmt: skip
+            # A failure is recorded once per fingerprint of the login: count distinct times.
+            for u, n, last in s.execute(
+                select(AuthFailure.username, func.count(func.distinct(AuthFailure.ts)),
+                       func.max(AuthFailure.ts))
+                .where(_refs_match(AuthFailure, refs))
+                .group_by(AuthFailure.username)
+                .order_by(func.max(AuthFailure.ts).desc())
+                .limit(100)
+            ):  # fmt: skip
+                entry = accounts.setdefault(
+                    u, {"username": u, "successes": 0, "first_seen": None, "last_seen": None}
+                )
+                entry.update(failures=n, last_failure=last)
+            user_refs = {
+                (k, v)
+                for k, v in s.execute(
+                    select(UserFingerprint.kind, UserFingerprint.value)
+                    .where(_refs_match(UserFingerprint, refs))
+                    .distinct()
+                )
+            }
+            sighting_cols = [SIGHTING_COLUMN[k] for k, _ in refs if k in SIGHTING_COLUMN]
+            recent = (
+                s.scalars(
+                    select(Sighting)
+                    .where(SIGHTING_COLUMN[kind] == value)
+                    .order_by(Sighting.id.desc())
+                    .limit(10)
+                ).all()
+                if kind in SIGHTING_COLUMN and sighting_cols
+                else []
+            )
+            rep = _reputation(_CoreRun(s), refs, window, now)
+        family = []
+        for ref in refs:
+            fp = fps.get(ref)
+            if ref != (kind, value) and fp is None and ref not in labels and ref not in user_refs:
+                continue  # a mirrored kind nothing is known of
+            family.append(
+                {
+                    "kind": ref[0],
+                    "value": ref[1],
+                    "full_string": fp.full_string if fp else None,
+                    "times_seen": fp.times_seen if fp else 0,
+                    "first_seen": fp.first_seen if fp else None,
+                    "last_seen": fp.last_seen if fp else None,
+                    "labels": [label_dict(lb) for lb in labels.get(ref, [])],
+                }
+            )
+        me = family[0]
+        users = sorted(
+            accounts.values(),
+            key=lambda a: max(a["last_seen"] or 0, a["last_failure"] or 0),
+            reverse=True,
+        )
         return {
-            "kind": kind,
-            "value": value,
-            "known": fp is not None or bool(labels) or bool(users),
-            "full_string": fp.full_string if fp else None,
-            "times_seen": fp.times_seen if fp else 0,
-            "first_seen": fp.first_seen if fp else None,
-            "last_seen": fp.last_seen if fp else None,
-            "labels": [label_dict(lb) for lb in labels],
-            "users": [
-                {"username": u, "successes": n, "first_seen": f, "last_seen": la}
-                for u, n, f, la in users
+            **me,
+            "known": bool(fps or labels or users),
+            "family": family[1:],
+            "users": users,
+            "sightings": [
+                {
+                    "ts": sg.ts,
+                    "sensor": sg.sensor,
+                    "src": sg.src,
+                    "sport": sg.sport,
+                    "dst": sg.dst,
+                    "dport": sg.dport,
+                    "sni": sg.sni,
+                    "tls_version": sg.tls_version,
+                }
+                for sg in recent
             ],
             "failures": {
                 "window_seconds": window,
@@ -404,7 +563,7 @@ class PolicyStore:
     def upsert_label(self, fields: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         """Create or replace the label of (kind, value, source)."""
         now = time.time() if now is None else now
-        _check_label(fields)
+        fields = _checked(fields)
         with self.write_session() as s, s.begin():
             row = s.scalars(
                 select(Label).where(
@@ -431,8 +590,7 @@ class PolicyStore:
             row = s.get(Label, label_id)
             if row is None:
                 return None
-            merged = {**label_dict(row), **fields}
-            _check_label(merged)
+            _checked({**label_dict(row), **fields})
             for key, val in fields.items():
                 setattr(row, key, val)
             row.updated_at = now
@@ -451,6 +609,11 @@ class PolicyStore:
     def ping(self) -> None:
         with self.session() as s:
             s.execute(select(1))
+
+
+def _refs_match(model: Any, refs: Sequence[Ref]) -> Any:
+    # OR of (kind, value) pairs: each term uses the (kind, value, ...) indexes (see labels_for).
+    return or_(*((model.kind == k) & (model.value == v) for k, v in refs))
 
 
 def _merge_successes(
@@ -887,15 +1050,17 @@ class _DriverBackend:
             raise
 
 
-def _check_label(fields: dict[str, Any]) -> None:
-    # The database has the same CHECK constraints; checking here gives the admin a 422 with a
-    # reason instead of an IntegrityError.
-    if fields.get("kind") not in FINGERPRINT_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(FINGERPRINT_KINDS)}")
-    if fields.get("action", "none") not in LABEL_ACTIONS:
-        raise ValueError(f"action must be one of {', '.join(LABEL_ACTIONS)}")
-    conf = fields.get("confidence", 50)
-    if not 0 <= int(conf) <= 100:
-        raise ValueError("confidence must be between 0 and 100")
-    if fields.get("tarpit_seconds") is not None and int(fields["tarpit_seconds"]) < 0:
-        raise ValueError("tarpit_seconds must be >= 0")
+def _checked(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with the value in canonical form; InvalidLabel (a ValueError: the admin API's
+    422 with the reason) for what ``check_label`` refuses, before the database sees it."""
+    value = check_label(
+        fields.get("kind"),  # type: ignore[arg-type]
+        fields.get("value") or "",
+        action=fields.get("action"),
+        client_name=fields.get("client_name"),
+        category=fields.get("category"),
+        source=fields.get("source"),
+        confidence=fields.get("confidence"),
+        tarpit_seconds=fields.get("tarpit_seconds"),
+    )
+    return {**fields, "value": value}

@@ -16,7 +16,7 @@ from tests.support.cli import run_cli
 
 TABLES = {
     "fingerprints", "sightings", "labels", "user_fingerprints", "auth_failures", "decisions",
-    "dovecot_hashes",
+    "dovecot_hashes", "console_sessions",
 }  # fmt: skip
 
 

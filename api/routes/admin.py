@@ -1,41 +1,129 @@
-"""Lookup and admin API under /api/v1 (admin token required on every route)."""
+"""Lookup and admin API under /api/v1 (admin token required on every route).
+
+Times are accepted as ISO-8601 (UTC unless an offset is given) or epoch seconds and returned
+as ISO-8601 UTC strings. A query parameter the route does not know is refused with 422 (a
+misspelt filter must not silently list everything).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, Literal, get_args
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from ja3svc.api.deps import get_service, get_store, require_admin
+from ja3svc.store.labels import LabelFilter, label_page
 from ja3svc.store.models import FINGERPRINT_KINDS
+from ja3svc.store.policy_store import DecisionFilter, label_dict
 from pydantic import BaseModel, Field
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)], tags=["admin"])
+from ja3svc.timefmt import iso, parse_time
+from ja3svc.vocabulary import (
+    LABEL_ACTIONS,
+    LABEL_TEXT_LIMITS,
+    MAX_TARPIT_SECONDS,
+    InvalidLabel,
+    fingerprint_value,
+)
+
+# Keys holding epoch seconds in what the store returns; the API answers them in ISO-8601.
+TIME_KEYS = frozenset({"ts", "first_seen", "last_seen", "last_failure", "created_at", "updated_at"})
+
+
+def reject_unknown_parameters(request: Request) -> None:
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {p.alias for p in dependant.query_params}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise HTTPException(
+            422,
+            detail={
+                "error": "invalid",
+                "reason": f"unknown query parameter(s): {', '.join(unknown)}; "
+                f"this endpoint takes: {', '.join(sorted(known)) or 'none'}",
+            },
+        )
+
+
+def isotimes(obj: Any) -> Any:
+    """``obj`` with every epoch field (``TIME_KEYS``) as an ISO-8601 string, recursively."""
+    if isinstance(obj, dict):
+        return {
+            k: iso(v) if k in TIME_KEYS and isinstance(v, int | float) else isotimes(v)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [isotimes(v) for v in obj]
+    return obj
+
+
+def _time(name: str, raw: str | None) -> float | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_time(raw)
+    except ValueError as exc:
+        raise HTTPException(422, detail={"error": "invalid", "reason": f"{name}: {exc}"}) from None
+
+
+router = APIRouter(
+    prefix="/api/v1",
+    dependencies=[Depends(require_admin), Depends(reject_unknown_parameters)],
+    tags=["admin"],
+)
 
 Kind = Literal["ja3", "ja3n", "ja4", "ja3s", "ja3_dovecot"]
 # The Literal is for OpenAPI; it must not drift from the models' constraint.
 assert set(get_args(Kind)) == set(FINGERPRINT_KINDS)
 
 
+def _doc(default: Any = ..., **schema: Any) -> Any:
+    """A field whose bounds are for the OpenAPI text only: the label validator
+    (ja3svc.vocabulary.check_label, which the store calls) decides, so the API refuses what
+    the CLI and the importers refuse, with the same reason."""
+    return Field(default, json_schema_extra=schema)
+
+
+_TEXT = LABEL_TEXT_LIMITS
+_TARPIT = {"minimum": 0, "maximum": MAX_TARPIT_SECONDS}
+_PERCENT = {"minimum": 0, "maximum": 100}
+
+
 class LabelIn(BaseModel):
-    kind: Kind
-    value: str = Field(min_length=1, max_length=64)
-    action: Literal["allow", "deny", "tarpit", "none"] = "none"
-    source: str = Field(default="manual", min_length=1, max_length=32)
-    client_name: str | None = Field(default=None, max_length=200)
-    category: str | None = Field(default=None, max_length=32)
-    tarpit_seconds: int | None = Field(default=None, ge=0, le=3600)
-    confidence: int = Field(default=100, ge=0, le=100)
+    kind: str = _doc(enum=list(FINGERPRINT_KINDS))
+    value: str = _doc(description="an MD5 hash (JA3 kinds) or a JA4 fingerprint (ja4)")
+    action: str = _doc("none", enum=list(LABEL_ACTIONS))
+    source: str = _doc("manual", minLength=1, maxLength=_TEXT["source"])
+    client_name: str | None = _doc(None, maxLength=_TEXT["client_name"])
+    category: str | None = _doc(None, maxLength=_TEXT["category"])
+    tarpit_seconds: int | None = _doc(None, **_TARPIT)
+    confidence: int = _doc(100, **_PERCENT)
     note: str | None = None
 
 
 class LabelPatch(BaseModel):
-    action: Literal["allow", "deny", "tarpit", "none"] | None = None
-    client_name: str | None = Field(default=None, max_length=200)
-    category: str | None = Field(default=None, max_length=32)
-    tarpit_seconds: int | None = Field(default=None, ge=0, le=3600)
-    confidence: int | None = Field(default=None, ge=0, le=100)
+    action: str | None = _doc(None, enum=list(LABEL_ACTIONS))
+    client_name: str | None = _doc(None, maxLength=_TEXT["client_name"])
+    category: str | None = _doc(None, maxLength=_TEXT["category"])
+    tarpit_seconds: int | None = _doc(None, **_TARPIT)
+    confidence: int | None = _doc(None, **_PERCENT)
     note: str | None = None
+
+
+def _invalid(exc: InvalidLabel) -> HTTPException:
+    return HTTPException(422, detail={"error": "invalid", "reason": str(exc)})
+
+
+def _fingerprint(kind: str, raw: str) -> str:
+    """``raw`` in canonical form as a value of ``kind`` (the label validator's rule), or the
+    validator's reason as a 422."""
+    try:
+        return fingerprint_value(kind, raw)
+    except InvalidLabel as exc:
+        raise _invalid(exc) from None
 
 
 def _not_found(what: str) -> HTTPException:
@@ -50,7 +138,7 @@ async def top(
     limit: int = Query(20, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
     """Most seen fingerprints (captures) or most failing ones (distinct accounts)."""
-    return await asyncio.to_thread(get_store(request).top, kind, limit, by)
+    return isotimes(await asyncio.to_thread(get_store(request).top, kind, limit, by))
 
 
 @router.get("/fingerprints")
@@ -61,15 +149,20 @@ async def search(
     limit: int = Query(50, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
     """Fingerprints by value prefix and labels by value prefix or client name."""
-    return await asyncio.to_thread(get_store(request).search, q, kind, limit)
+    return isotimes(await asyncio.to_thread(get_store(request).search, q, kind, limit))
 
 
 @router.get("/fingerprints/{kind}/{value}")
 async def lookup(request: Request, kind: Kind, value: str) -> dict[str, Any]:
-    """Labels, counts, first/last seen, accounts seen with it, recent failures."""
+    """Labels, counts, first/last seen, the other fingerprints of the same hellos
+    (``family``), the accounts that logged in or failed with any of them, recent sightings and
+    failures in the reputation window."""
     service = get_service(request)
-    return await asyncio.to_thread(
-        service.store.lookup, kind, value.lower(), None, service.settings.reputation_window_seconds
+    normal = _fingerprint(kind, value)
+    return isotimes(
+        await asyncio.to_thread(
+            service.store.lookup, kind, normal, None, service.settings.reputation_window_seconds
+        )
     )
 
 
@@ -77,11 +170,45 @@ async def lookup(request: Request, kind: Kind, value: str) -> dict[str, Any]:
 async def create_label(request: Request, label: LabelIn) -> dict[str, Any]:
     """Create, or replace, the label of (kind, value, source)."""
     service = get_service(request)
-    fields = label.model_dump()
-    fields["value"] = fields["value"].lower()
-    row = await asyncio.to_thread(service.store.upsert_label, fields)
+    try:
+        row = await asyncio.to_thread(service.store.upsert_label, label.model_dump())
+    except InvalidLabel as exc:
+        raise _invalid(exc) from None
     service.labels.invalidate((row["kind"], row["value"]))
-    return row
+    return isotimes(row)
+
+
+@router.get("/labels")
+async def list_labels(
+    request: Request,
+    response: Response,
+    kind: Kind | None = None,
+    value: str | None = Query(None, max_length=64),
+    source: str | None = Query(None, max_length=32),
+    action: Literal["allow", "deny", "tarpit", "none"] | None = None,
+    q: str | None = Query(None, max_length=200, description="value prefix or client name"),
+    limit: int = Query(100, ge=1, le=1000),
+    before: int | None = Query(None, ge=1, description="next_before of the previous page"),
+) -> dict[str, Any]:
+    """Labels, newest first, one page at a time: pass ``next_before`` back as ``before``.
+    ``scanned_to`` set with a short page means the search window ended there (filters without
+    an index look at 200,000 labels per page) and older labels follow on the next page."""
+    if value is not None and kind is not None:
+        value = _fingerprint(kind, value)
+    filt = LabelFilter(kind=kind, value=value, source=source, action=action, q=q)
+    store = get_store(request)
+
+    def read() -> Any:
+        with store.session() as s:
+            page = label_page(s, filt, limit, before)
+            return page._replace(rows=[label_dict(r) for r in page.rows])
+
+    page = await asyncio.to_thread(read)
+    return {
+        "items": isotimes(page.rows),
+        "next_before": page.next_before,
+        "scanned_to": page.scanned_to,
+    }
 
 
 @router.get("/labels/{label_id}")
@@ -89,7 +216,7 @@ async def get_label(request: Request, label_id: int) -> dict[str, Any]:
     row = await asyncio.to_thread(get_store(request).get_label, label_id)
     if row is None:
         raise _not_found("label")
-    return row
+    return isotimes(row)
 
 
 @router.patch("/labels/{label_id}")
@@ -98,12 +225,12 @@ async def update_label(request: Request, label_id: int, patch: LabelPatch) -> di
     fields = patch.model_dump(exclude_unset=True)
     try:
         row = await asyncio.to_thread(service.store.update_label, label_id, fields)
-    except ValueError as exc:
-        raise HTTPException(422, detail={"error": "invalid", "reason": str(exc)}) from None
+    except InvalidLabel as exc:
+        raise _invalid(exc) from None
     if row is None:
         raise _not_found("label")
     service.labels.invalidate((row["kind"], row["value"]))
-    return row
+    return isotimes(row)
 
 
 @router.delete("/labels/{label_id}")
@@ -113,21 +240,57 @@ async def delete_label(request: Request, label_id: int) -> dict[str, Any]:
     if row is None:
         raise _not_found("label")
     service.labels.invalidate((row["kind"], row["value"]))
-    return row
+    return isotimes(row)
 
 
 @router.get("/decisions")
 async def decisions(
     request: Request,
+    response: Response,
     limit: int = Query(100, ge=1, le=5000),
-    username: str | None = None,
-    since: float | None = None,
+    username: str | None = Query(None, max_length=320),
+    since: str | None = Query(None, description="ISO-8601 or epoch seconds"),
+    until: str | None = Query(None, description="ISO-8601 or epoch seconds"),
+    action: Literal[
+        "allow",
+        "tarpit",
+        "reject",
+        "log:allow",
+        "log:tarpit",
+        "log:reject",
+        "success",
+        "failure",
+        "policy_reject",
+    ]
+    | None = Query(None, description="verdict, or a report's outcome"),
+    rule: str | None = Query(None, max_length=64),
+    fingerprint: str | None = Query(None, description="the hash Dovecot sent (ja3_hash)"),
+    command: Literal["allow", "allow/before", "allow/after", "report"] | None = None,
+    before: int | None = Query(None, ge=1, description="X-Next-Before of the previous page"),
 ) -> list[dict[str, Any]]:
-    """Recent verdicts and reports, newest first (the audit log)."""
+    """Verdicts and reports, newest first (the audit log). Every filter is applied; the next
+    (older) page is ``before=`` the ``X-Next-Before`` response header. Each call searches at
+    most 100,000 decisions (``X-Scanned-To`` then says where it stopped)."""
+    if fingerprint is not None:
+        fingerprint = _fingerprint("ja3", fingerprint)
+    filt = DecisionFilter(
+        since=_time("since", since),
+        until=_time("until", until),
+        username=username,
+        fingerprint=fingerprint,
+        action=action,
+        rule=rule,
+        command=command,
+    )
     service = get_service(request)
     # Make the caller's own recent traffic visible: queued audit rows are written in batches.
     await asyncio.to_thread(service.writer.flush, 2.0)
-    return await asyncio.to_thread(service.store.decisions, limit, username, since)
+    page = await asyncio.to_thread(service.store.decision_page, filt, limit, before)
+    if page.next_before is not None:
+        response.headers["X-Next-Before"] = str(page.next_before)
+    if page.scanned_to is not None:
+        response.headers["X-Scanned-To"] = str(page.scanned_to)
+    return isotimes(page.rows)  # type: ignore[no-any-return]
 
 
 @router.get("/stats")

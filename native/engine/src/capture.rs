@@ -98,6 +98,40 @@ impl CaptureStream {
         self.run(false, sink)
     }
 
+    /// Read the next chunk (at most `max` bytes) straight from `reader` into the buffer and
+    /// process it: no intermediate copy, and the buffer's pages are reused from chunk to chunk.
+    /// Ok(0) at the end of the input (then call `finish`).
+    pub fn feed_from(
+        &mut self,
+        reader: &mut dyn std::io::Read,
+        max: usize,
+        sink: &mut PacketSink<'_>,
+    ) -> std::io::Result<Result<usize, CaptureError>> {
+        if self.pos > 0 && self.pos * 2 >= self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.base += self.pos as u64;
+            self.pos = 0;
+        }
+        let have = self.buf.len();
+        self.buf.resize(have + max, 0);
+        let n = loop {
+            match reader.read(&mut self.buf[have..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf.truncate(have);
+                    return Err(e);
+                }
+            }
+        };
+        self.buf.truncate(have + n);
+        self.total += n as u64;
+        if n == 0 {
+            return Ok(Ok(0));
+        }
+        Ok(self.run(false, sink).map(|()| n))
+    }
+
     /// End of input.
     pub fn finish(&mut self, sink: &mut PacketSink<'_>) -> Result<(), CaptureError> {
         self.run(true, sink)
@@ -172,8 +206,9 @@ impl CaptureStream {
                 None => Ok(false),
             }
         } else {
+            // (Python reads gzip-compressed input through before it gets here.)
             let what = match magic {
-                [0x1f, 0x8b, ..] => Some("a gzip-compressed file (decompress it first)"),
+                [0x1f, 0x8b, ..] => Some("a gzip-compressed file that holds no pcap or pcapng capture"),
                 // The reference's xz entry is 5 bytes long and never matches a 4-byte magic:
                 // xz input is reported as an unknown magic number there, and so it is here.
                 [0x28, 0xb5, 0x2f, 0xfd] => Some("a zstd-compressed file (decompress it first)"),

@@ -61,6 +61,8 @@ impl Addr {
 /// One hello seen on the wire, with where and when (the reference's `HelloSighting`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sighting {
+    /// 1-based number of the packet that completed the hello (as Wireshark numbers them).
+    pub frame: u64,
     pub ts: f64,
     pub src: Addr,
     pub sport: u16,
@@ -102,6 +104,8 @@ pub struct Engine {
     pub profile: DovecotProfile,
     /// Hellos found since the caller last took them.
     pub found: Vec<Sighting>,
+    /// Frames fed so far: the number of the current one.
+    pub frames: u64,
     items: Vec<StreamItem>,
     joined: Vec<u8>,
 }
@@ -113,6 +117,7 @@ impl Engine {
             stats: Counters::default(),
             profile,
             found: Vec::new(),
+            frames: 0,
             items: Vec::new(),
             joined: Vec::new(),
         }
@@ -120,6 +125,7 @@ impl Engine {
 
     /// Feed one captured frame; hellos it completes are appended to `self.found`.
     pub fn feed_frame(&mut self, ts: f64, linktype: u32, frame: &[u8]) {
+        self.frames += 1;
         if self.frame(ts, linktype, frame).is_err() {
             self.stats.add("malformed.short_frame", 1);
         }
@@ -312,6 +318,7 @@ impl Engine {
             let alen = (kb.len() - 4) / 2;
             let d = &flow.dirs[side as usize];
             self.found.push(Sighting {
+                frame: self.frames,
                 ts,
                 src: Addr::from_slice(&kb[..alen]),
                 sport: d.sport,
@@ -396,6 +403,7 @@ impl Engine {
                 Ok(hello) => {
                     found += 1;
                     self.found.push(Sighting {
+                        frame: self.frames,
                         ts,
                         src: Addr::from_slice(&addrs[..alen]),
                         sport,

@@ -9,7 +9,7 @@
 use std::fmt::Write;
 
 use crate::engine::{Addr, Sighting};
-use crate::fingerprints::{client_fingerprints, server_fingerprints, DovecotProfile};
+use crate::fingerprints::{DovecotProfile, Memo};
 use crate::hello::{ascii_backslashreplace, Hello};
 
 /// Python's `repr(float)`: shortest round-trip digits, fixed notation for decimal exponents
@@ -120,6 +120,11 @@ pub fn write_addr(a: &Addr, out: &mut String) {
 /// A JSON string as Python's encoder writes it with ensure_ascii=False.
 pub fn write_str(s: &str, out: &mut String) {
     out.push('"');
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s); // nearly every string: hex digits, numbers, names
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -150,9 +155,20 @@ fn kv_str(name: &str, value: &str, out: &mut String) {
     write_str(value, out);
 }
 
-/// Append the record's JSON line (with its newline).
-pub fn write_record(s: &Sighting, profile: DovecotProfile, out: &mut String) {
-    out.push_str("{\"ts\":");
+/// Append the record's JSON line (with its newline): `{"file": file, "frame": n, ...}` then
+/// the keys of `HelloSighting.as_dict`, as `ja3svc pcap` prints them.
+pub fn write_record(
+    s: &Sighting,
+    file: &str,
+    profile: DovecotProfile,
+    memo: &mut Memo,
+    out: &mut String,
+) {
+    out.push_str("{\"file\":");
+    write_str(file, out);
+    key("frame", out);
+    let _ = write!(out, "{}", s.frame);
+    key("ts", out);
     py_float_repr(s.ts, out);
     key("src", out);
     out.push('"');
@@ -186,7 +202,7 @@ pub fn write_record(s: &Sighting, profile: DovecotProfile, out: &mut String) {
                 write_str(&ascii_backslashreplace(a), out);
             }
             out.push(']');
-            let f = client_fingerprints(h, s.transport, profile);
+            let f = memo.client(h, s.transport, profile);
             kv_str("tls_version", &f.tls_version, out);
             kv_str("ja3", &f.ja3, out);
             kv_str("ja3_hash", &f.ja3_hash, out);
@@ -196,6 +212,14 @@ pub fn write_record(s: &Sighting, profile: DovecotProfile, out: &mut String) {
             kv_str("ja4_r", &f.ja4_r, out);
             kv_str("ja3_dovecot", &f.ja3_dovecot, out);
             kv_str("ja3_dovecot_hash", &f.ja3_dovecot_hash, out);
+            key("ja3_dovecot_hashes", out);
+            for (i, (p, h)) in DovecotProfile::ALL.iter().zip(&f.ja3_dovecot_hashes).enumerate() {
+                out.push(if i == 0 { '{' } else { ',' });
+                write_str(p.name(), out);
+                out.push(':');
+                write_str(h, out);
+            }
+            out.push('}');
         }
         Hello::Server(h) => {
             kv_str("hello", "server", out);
@@ -211,7 +235,7 @@ pub fn write_record(s: &Sighting, profile: DovecotProfile, out: &mut String) {
             out.push(']');
             key("hello_retry_request", out);
             out.push_str(if h.is_hello_retry_request { "true" } else { "false" });
-            let f = server_fingerprints(h);
+            let f = memo.server(h);
             kv_str("tls_version", &f.tls_version, out);
             kv_str("ja3s", &f.ja3s, out);
             kv_str("ja3s_hash", &f.ja3s_hash, out);

@@ -8,17 +8,25 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use ja3svc_engine::capture::{CaptureError, CaptureStream};
-use ja3svc_engine::fingerprints::{client_fingerprints, server_fingerprints, DovecotProfile};
+use ja3svc_engine::fingerprints::{DovecotProfile, Memo};
 use ja3svc_engine::hello::{ascii_backslashreplace, Hello};
 use ja3svc_engine::json::{write_addr, write_record};
 use ja3svc_engine::{Engine, Sighting};
 
+/// Bytes the engine reads from a capture file per call.
+const CHUNK_SIZE: usize = 1 << 20;
+
 /// One capture through one engine.
 #[pyclass(module = "ja3svc._native")]
 struct PcapRun {
+    /// The input's name, the "file" of every record.
+    label: String,
     stream: CaptureStream,
     engine: Engine,
     profile: DovecotProfile,
+    memo: Memo,
+    /// The capture file when Rust reads it itself (`read_file`).
+    file: Option<std::fs::File>,
     json: bool,
     error: Option<CaptureError>,
     finished: bool,
@@ -49,12 +57,52 @@ impl PcapRun {
         error
     }
 
+    /// Like `work` with the next chunk, read from the capture file in Rust. Ok(false) at its end.
+    fn work_file(&mut self) -> std::io::Result<bool> {
+        if self.error.is_some() || self.finished {
+            return Ok(false);
+        }
+        let file = match self.file.as_mut() {
+            Some(f) => f,
+            None => return Ok(false),
+        };
+        let engine = &mut self.engine;
+        let mut sink = |ts: f64, linktype: u32, frame: &[u8], _wire: u64| {
+            engine.feed_frame(ts, linktype, frame);
+        };
+        match self.stream.feed_from(file, CHUNK_SIZE, &mut sink)? {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(e) => {
+                self.finished = true;
+                if self.stream.format() != "" {
+                    self.engine.finish();
+                }
+                self.error = Some(e);
+                Ok(false)
+            }
+        }
+    }
+
     fn json_lines(&mut self) -> String {
         let mut out = String::with_capacity(self.engine.found.len() * 700);
         for s in self.engine.found.drain(..) {
-            write_record(&s, self.profile, &mut out);
+            write_record(&s, &self.label, self.profile, &mut self.memo, &mut out);
         }
         out
+    }
+
+    /// The found hellos as the caller wants them: JSON text or a list of dicts.
+    fn take_found<'py>(&mut self, py: Python<'py>, text: String) -> PyResult<Bound<'py, PyAny>> {
+        if self.json {
+            return Ok(text.into_pyobject(py)?.into_any());
+        }
+        let list = PyList::empty(py);
+        let found: Vec<Sighting> = self.engine.found.drain(..).collect();
+        for s in &found {
+            list.append(record_dict(py, s, &self.label, self.profile, &mut self.memo)?)?;
+        }
+        Ok(list.into_any())
     }
 
     fn step<'py>(&mut self, py: Python<'py>, chunk: Option<&[u8]>) -> PyResult<Bound<'py, PyAny>> {
@@ -67,15 +115,7 @@ impl PcapRun {
         if error.is_some() {
             self.error = error;
         }
-        if json {
-            return Ok(text.into_pyobject(py)?.into_any());
-        }
-        let list = PyList::empty(py);
-        let found: Vec<Sighting> = self.engine.found.drain(..).collect();
-        for s in &found {
-            list.append(record_dict(py, s, self.profile)?)?;
-        }
-        Ok(list.into_any())
+        self.take_found(py, text)
     }
 }
 
@@ -85,9 +125,17 @@ fn addr_str(a: &ja3svc_engine::engine::Addr) -> String {
     s
 }
 
-/// The reference's `HelloSighting.as_dict(profile)`, key for key.
-fn record_dict<'py>(py: Python<'py>, s: &Sighting, profile: DovecotProfile) -> PyResult<Bound<'py, PyDict>> {
+/// `{"file": ..., "frame": ..., **HelloSighting.as_dict(profile)}`, key for key.
+fn record_dict<'py>(
+    py: Python<'py>,
+    s: &Sighting,
+    label: &str,
+    profile: DovecotProfile,
+    memo: &mut Memo,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
+    d.set_item("file", label)?;
+    d.set_item("frame", s.frame)?;
     d.set_item("ts", s.ts)?;
     d.set_item("src", addr_str(&s.src))?;
     d.set_item("sport", s.sport)?;
@@ -101,16 +149,21 @@ fn record_dict<'py>(py: Python<'py>, s: &Sighting, profile: DovecotProfile) -> P
             d.set_item("sni", h.sni.as_deref())?;
             let alpn: Vec<String> = h.alpn.iter().map(|a| ascii_backslashreplace(a)).collect();
             d.set_item("alpn", alpn)?;
-            let f = client_fingerprints(h, s.transport, profile);
-            d.set_item("tls_version", f.tls_version)?;
-            d.set_item("ja3", f.ja3)?;
-            d.set_item("ja3_hash", f.ja3_hash)?;
-            d.set_item("ja3n", f.ja3n)?;
-            d.set_item("ja3n_hash", f.ja3n_hash)?;
-            d.set_item("ja4", f.ja4)?;
-            d.set_item("ja4_r", f.ja4_r)?;
-            d.set_item("ja3_dovecot", f.ja3_dovecot)?;
-            d.set_item("ja3_dovecot_hash", f.ja3_dovecot_hash)?;
+            let f = memo.client(h, s.transport, profile);
+            d.set_item("tls_version", &f.tls_version)?;
+            d.set_item("ja3", &f.ja3)?;
+            d.set_item("ja3_hash", &f.ja3_hash)?;
+            d.set_item("ja3n", &f.ja3n)?;
+            d.set_item("ja3n_hash", &f.ja3n_hash)?;
+            d.set_item("ja4", &f.ja4)?;
+            d.set_item("ja4_r", &f.ja4_r)?;
+            d.set_item("ja3_dovecot", &f.ja3_dovecot)?;
+            d.set_item("ja3_dovecot_hash", &f.ja3_dovecot_hash)?;
+            let hashes = PyDict::new(py);
+            for (p, h) in DovecotProfile::ALL.iter().zip(&f.ja3_dovecot_hashes) {
+                hashes.set_item(p.name(), h)?;
+            }
+            d.set_item("ja3_dovecot_hashes", hashes)?;
         }
         Hello::Server(h) => {
             d.set_item("hello", "server")?;
@@ -120,10 +173,10 @@ fn record_dict<'py>(py: Python<'py>, s: &Sighting, profile: DovecotProfile) -> P
                 h.alpn.iter().filter(|a| !a.is_empty()).map(|a| ascii_backslashreplace(a)).collect();
             d.set_item("alpn", alpn)?;
             d.set_item("hello_retry_request", h.is_hello_retry_request)?;
-            let f = server_fingerprints(h);
-            d.set_item("tls_version", f.tls_version)?;
-            d.set_item("ja3s", f.ja3s)?;
-            d.set_item("ja3s_hash", f.ja3s_hash)?;
+            let f = memo.server(h);
+            d.set_item("tls_version", &f.tls_version)?;
+            d.set_item("ja3s", &f.ja3s)?;
+            d.set_item("ja3s_hash", &f.ja3s_hash)?;
         }
     }
     Ok(d)
@@ -132,15 +185,24 @@ fn record_dict<'py>(py: Python<'py>, s: &Sighting, profile: DovecotProfile) -> P
 #[pymethods]
 impl PcapRun {
     #[new]
-    #[pyo3(signature = (dovecot_profile, json, max_flows = 200_000, idle_timeout = 300.0))]
-    fn new(dovecot_profile: &str, json: bool, max_flows: usize, idle_timeout: f64) -> PyResult<Self> {
+    #[pyo3(signature = (label, dovecot_profile, json, max_flows = 200_000, idle_timeout = 300.0))]
+    fn new(
+        label: String,
+        dovecot_profile: &str,
+        json: bool,
+        max_flows: usize,
+        idle_timeout: f64,
+    ) -> PyResult<Self> {
         let profile = DovecotProfile::from_name(dovecot_profile).ok_or_else(|| {
             PyValueError::new_err(format!("unknown OpenSSL profile {dovecot_profile:?}"))
         })?;
         Ok(PcapRun {
+            label,
             stream: CaptureStream::new(),
             engine: Engine::new(max_flows, idle_timeout, profile),
             profile,
+            memo: Memo::default(),
+            file: None,
             json,
             error: None,
             finished: false,
@@ -152,9 +214,44 @@ impl PcapRun {
         self.step(py, Some(chunk))
     }
 
+    /// Read the capture from this file in Rust from now on (a regular file: no copy through
+    /// Python). Call `feed_file` until it returns None, then `finish`.
+    fn open_file(&mut self, path: std::path::PathBuf) -> PyResult<()> {
+        self.file = Some(std::fs::File::open(path)?);
+        Ok(())
+    }
+
+    /// The next chunk of the file given to `open_file`: its hellos, or None at the end of it
+    /// (or after damage: see `error`).
+    fn feed_file<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let json = self.json;
+        let (more, text) = py.detach(|| {
+            let more = self.work_file();
+            let text = if json { self.json_lines() } else { String::new() };
+            (more, text)
+        });
+        let more = more?;
+        let found = self.take_found(py, text)?;
+        // At the end of the file nothing was read, so nothing was found either.
+        Ok((more || self.error.is_some()).then_some(found))
+    }
+
     /// End of input: the last hellos, and the end-of-input counters.
     fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.step(py, None)
+    }
+
+    /// The input broke off (a read error): end the engine without the end-of-input checks
+    /// of the capture format; nothing more is read.
+    fn abandon(&mut self, py: Python<'_>) {
+        py.detach(|| {
+            if !self.finished {
+                self.finished = true;
+                if self.stream.format() != "" {
+                    self.engine.finish();
+                }
+            }
+        });
     }
 
     /// None, ("not_a_capture", message) or ("damaged", offset, reason).
@@ -211,5 +308,11 @@ impl PcapRun {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PcapRun>()?;
+    // Whether every part of the hot path is in Rust (QUIC and DTLS included); until it is,
+    // `ja3svc pcap` keeps the Python engine as its default.
+    m.add(
+        "COMPLETE",
+        ja3svc_engine::quic::IMPLEMENTED && ja3svc_engine::dtls::IMPLEMENTED,
+    )?;
     Ok(())
 }
