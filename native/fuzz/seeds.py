@@ -1,12 +1,14 @@
 """Seed corpora for the fuzz targets, written from the repository's own captures.
 
-Run from the repository root with the project's venv active:
+Run with the project's venv active:
     python native/fuzz/seeds.py OUTDIR
 Writes OUTDIR/<target>/<n> files in the framing of fuzz_targets/common.rs (flags(1) length(2)
-bytes, bit 0 of flags = server to client). The QUIC plaintexts are decrypted with the Python
-reference (ja3svc.quic), so the sealed-payload, frame and CRYPTO-stream targets start from what
-real clients and servers (aioquic, Chrome, Cloudflare) put in their Initials. Nothing is
-committed: the corpora are made afresh from tests/pcaps for each run.
+bytes, bit 0 of flags = server to client; for engine_frames the flags byte picks the link type).
+hello_parser starts from the hello bodies the QUIC and DTLS assemblers return. The QUIC
+plaintexts are decrypted with the Python reference (ja3svc.quic), so the sealed-payload, frame
+and CRYPTO-stream targets start from what real clients and servers (aioquic, Chrome, Cloudflare)
+put in their Initials. Nothing is committed: the corpora are made afresh from tests/pcaps for
+each run.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from ja3svc.dtls import DtlsHandshakeAssembler  # noqa: E402
+from ja3svc.quic import QuicInitialAssembler  # noqa: E402
 from ja3svc.quic.frames import crypto_frames  # noqa: E402
 from ja3svc.quic.keys import PacketKeys, initial_keys  # noqa: E402
 from ja3svc.quic.packets import PacketError, split_long_packets, unprotect  # noqa: E402
-from tests.support.udp_capture import udp_datagrams  # noqa: E402
+from tests.support.udp_capture import _frames, udp_datagrams  # noqa: E402
+
+# fuzz_targets/engine_frames.rs picks the link type by the flags byte from this list.
+LINKTYPES = [0, 1, 12, 14, 101, 108, 113, 228, 229, 276]
 
 
 def frame(records: list[tuple[bool, bytes]]) -> bytes:
@@ -69,7 +76,7 @@ def main() -> int:
     dtls = sorted((ROOT / "tests" / "pcaps" / "dtls").glob("*.pcap"))
     seeds: dict[str, list[bytes]] = {t: [] for t in (
         "quic_datagrams", "quic_sealed_payloads", "quic_frames", "quic_crypto_stream",
-        "dtls_datagrams",
+        "dtls_datagrams", "engine_frames", "hello_parser",
     )}  # fmt: skip
     for path in quic:
         for conv in conversations(path):
@@ -90,6 +97,22 @@ def main() -> int:
     for path in dtls:
         for conv in conversations(path):
             seeds["dtls_datagrams"].append(frame(conv))
+    # Hello bodies as the assemblers hand them to the parser (both directions).
+    for path in quic + dtls:
+        for conv in conversations(path):
+            asm = QuicInitialAssembler() if path in quic else DtlsHandshakeAssembler()
+            for server, datagram in conv:
+                bodies = asm.feed_server(datagram) if server else asm.feed(datagram)
+                seeds["hello_parser"].extend(bodies)
+    # Whole captures as frames for the engine, the flags byte naming the link type.
+    for path in sorted((ROOT / "tests" / "pcaps").glob("*.pcap*")):
+        seeds["engine_frames"].append(
+            b"".join(
+                bytes([LINKTYPES.index(lt)]) + len(f).to_bytes(2, "big") + f
+                for lt, f in _frames(path.read_bytes())
+                if lt in LINKTYPES and len(f) < 0x10000
+            )
+        )
     for target, items in seeds.items():
         folder = out / target
         folder.mkdir(parents=True, exist_ok=True)
