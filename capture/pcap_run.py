@@ -150,19 +150,37 @@ def fingerprint_stream_native(
     write_json: Callable[[str], None] | None = None,
     sink: Callable[[dict[str, Any]], None] | None = None,
     progress: ProgressCallback | None = None,
+    path: str | None = None,
 ) -> None:
     """``fingerprint_stream`` on the Rust engine, with the same errors and totals.
 
     The capture goes to Rust in chunks (the GIL released while it works). With ``write_json``
     each chunk's hellos come back as finished JSON lines, so no Python object is built per
     hello; otherwise ``sink`` gets one dict per hello, equal to ``HelloRecord.as_dict``.
+    When ``path`` names the regular file ``stream`` reads (not compressed), Rust reads it
+    itself, sparing a copy of every byte through Python.
     """
     native = native_module()
     if native is None:
         raise RuntimeError("the Rust engine (ja3svc._native) is not built in this install")
     started = time.perf_counter()
+    opened = stream
     stream, magic = read_magic(stream, name)  # gzip is read through in Python
     run = native.PcapRun(name, dovecot_profile, write_json is not None)
+    if path is not None and stream is opened and os.path.isfile(path):
+        run.open_file(path)
+        while (found := run.feed_file()) is not None:
+            if found:
+                if write_json is not None:
+                    write_json(found)
+                elif sink is not None:
+                    for record in found:
+                        sink(record)
+            if run.error is not None:
+                break
+            if progress is not None:
+                progress(run.bytes_read)
+        magic = b""  # the loop below only finishes the run (or reports its damage)
     read1 = getattr(stream, "read1", None)
     read: Callable[[int], bytes | None] = read1 if read1 is not None else stream.read
     chunk: bytes | None = magic

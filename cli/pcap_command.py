@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
                     stream, label, totals, profile,
                     write_json=write_json if native_json else None,
                     sink=None if native_json else native_sink,
-                    progress=progress,
+                    progress=progress, path=None if name == "-" else name,
                 )  # fmt: skip
         except NotACaptureError as exc:
             print(f"ja3svc pcap: {exc}", file=sys.stderr)  # the message names the file

@@ -102,15 +102,20 @@ def run_python(data: bytes, profile: str = "openssl-3.0") -> Outcome:
 
 
 def run_native(data: bytes, profile: str = "openssl-3.0", seed: int | None = None) -> Outcome:
-    """Twice: JSON lines (fed whole), then dicts (fed in random pieces when ``seed`` is set)."""
+    """Twice: JSON lines (Rust reading the file), then dicts (fed by Python, in random pieces
+    when ``seed`` is set)."""
     out = Outcome()
     text: list[str] = []
-    try:
-        fingerprint_stream_native(
-            io.BytesIO(data), "cap", out.totals, profile, write_json=text.append
-        )
-    except NotACaptureError as exc:
-        out.not_a_capture = str(exc)
+    with tempfile.NamedTemporaryFile() as tmp:
+        tmp.write(data)
+        tmp.flush()
+        with open(tmp.name, "rb") as fh:  # Rust reads the file itself
+            try:
+                fingerprint_stream_native(
+                    fh, "cap", out.totals, profile, write_json=text.append, path=tmp.name
+                )
+            except NotACaptureError as exc:
+                out.not_a_capture = str(exc)
     out.lines = "".join(text).splitlines(keepends=True)
     again = RunTotals()
     stream = io.BytesIO(data) if seed is None else _Pieces(data, seed)
