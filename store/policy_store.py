@@ -32,10 +32,15 @@ from ja3svc.store.models import (
     DovecotHash,
     Fingerprint,
     Label,
-    Sighting,
     UserFingerprint,
 )
-from ja3svc.store.queries import SIGHTING_COLUMN, Page, hello_family, id_window_page
+from ja3svc.store.queries import (
+    UNBOUNDED,
+    Page,
+    hello_family,
+    id_window_page,
+    recent_sightings,
+)
 from sqlalchemy import (
     Connection,
     Engine,
@@ -351,9 +356,12 @@ class PolicyStore:
                 if low is None:
                     return Page([], None, None)
                 floor = low - 1
+            # Account and fingerprint have (column, id) indexes that answer newest first by
+            # themselves; verdict and rule filters read DECISION_SCAN ids per page.
+            indexed = bool(filters.username or filters.fingerprint)
             page = id_window_page(
-                s, Decision, filters.conditions(), limit, before, DECISION_SCAN,
-                floor or 0, ceiling,
+                s, Decision, filters.conditions(), limit, before,
+                UNBOUNDED if indexed else DECISION_SCAN, floor or 0, ceiling,
             )  # fmt: skip
             return page._replace(rows=[decision_dict(d) for d in page.rows])
 
@@ -366,7 +374,8 @@ class PolicyStore:
         the reputation the verdict engine would compute for them."""
         now = time.time() if now is None else now
         with self.session() as s:
-            refs = hello_family(s, kind, value)
+            recent = recent_sightings(s, kind, value)
+            refs = hello_family(s, kind, value, recent)
             fps = {
                 (fp.kind, fp.value): fp
                 for fp in s.scalars(select(Fingerprint).where(_refs_match(Fingerprint, refs)))
@@ -416,17 +425,6 @@ class PolicyStore:
                     .distinct()
                 )
             }
-            sighting_cols = [SIGHTING_COLUMN[k] for k, _ in refs if k in SIGHTING_COLUMN]
-            recent = (
-                s.scalars(
-                    select(Sighting)
-                    .where(SIGHTING_COLUMN[kind] == value)
-                    .order_by(Sighting.id.desc())
-                    .limit(10)
-                ).all()
-                if kind in SIGHTING_COLUMN and sighting_cols
-                else []
-            )
             rep = _reputation(_CoreRun(s), refs, window, now)
         family = []
         for ref in refs:
@@ -466,7 +464,7 @@ class PolicyStore:
                     "sni": sg.sni,
                     "tls_version": sg.tls_version,
                 }
-                for sg in recent
+                for sg in recent[:10]
             ],
             "failures": {
                 "window_seconds": window,
@@ -476,34 +474,36 @@ class PolicyStore:
         }
 
     def search(self, q: str, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """Fingerprints whose value starts with ``q`` plus labels whose client name contains it."""
+        """Fingerprints whose value starts with ``q`` plus labels whose value starts with it or
+        whose client name contains it (the newest labels first; see ``labels.label_page``)."""
+        from ja3svc.store.labels import LabelFilter, label_page
+
         q = q.strip()
         out: list[dict[str, Any]] = []
         with self.session() as s:
-            stmt = select(Fingerprint).where(
-                Fingerprint.value.startswith(q.lower(), autoescape=True)
-            )
-            if kind:
-                stmt = stmt.where(Fingerprint.kind == kind)
-            for fp in s.scalars(stmt.limit(limit)):
-                out.append(
-                    {
-                        "type": "fingerprint",
-                        "kind": fp.kind,
-                        "value": fp.value,
-                        "times_seen": fp.times_seen,
-                    }
-                )
-            lstmt = select(Label).where(
-                or_(
-                    Label.value.startswith(q.lower(), autoescape=True),
-                    Label.client_name.icontains(q, autoescape=True),
-                )
-            )
-            if kind:
-                lstmt = lstmt.where(Label.kind == kind)
-            for lb in s.scalars(lstmt.limit(limit)):
-                out.append({"type": "label", **label_dict(lb)})
+            sqlite_db = s.get_bind().dialect.name == "sqlite"
+            for k in [kind] if kind else FINGERPRINT_KINDS:
+                prefix = q if k == "ja4" else q.lower()
+                if sqlite_db:
+                    # A range on the (kind, value) index: SQLite's LIKE is case-insensitive and
+                    # so cannot use it. (Byte order; PostgreSQL's collations are not.)
+                    match = (Fingerprint.value >= prefix) & (Fingerprint.value < prefix + "\x7f")
+                else:
+                    match = Fingerprint.value.startswith(prefix, autoescape=True)
+                stmt = select(Fingerprint).where(Fingerprint.kind == k, match)
+                for fp in s.scalars(stmt.order_by(Fingerprint.value).limit(limit - len(out))):
+                    out.append(
+                        {
+                            "type": "fingerprint",
+                            "kind": fp.kind,
+                            "value": fp.value,
+                            "times_seen": fp.times_seen,
+                        }
+                    )
+                if len(out) >= limit:
+                    return out
+            page = label_page(s, LabelFilter(kind=kind, q=q), limit - len(out))
+            out.extend({"type": "label", **label_dict(lb)} for lb in page.rows)
         return out[:limit]
 
     def top(self, kind: str = "ja3", limit: int = 20, by: str = "seen") -> list[dict[str, Any]]:
