@@ -41,12 +41,17 @@ from ja3svc.label_formats import (
     EXPORT_FORMATS,
     IMPORT_FORMATS,
     RENDERERS,
-    normalize_value,
     render_suricata_dataset,
 )
 from ja3svc.policy.explain import RULE_TEXT, explain_rule
 from ja3svc.timefmt import age, iso, parse_time, short
-from ja3svc.vocabulary import FINGERPRINT_KINDS, LABEL_ACTIONS
+from ja3svc.vocabulary import (
+    FINGERPRINT_KINDS,
+    LABEL_ACTIONS,
+    InvalidLabel,
+    fingerprint_value,
+    guess_kind,
+)
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -207,11 +212,10 @@ def _int(form: Any, name: str, lo: int, hi: int, default: int | None = None) -> 
 def _kind_value(kind: str, value: str) -> tuple[str, str]:
     if kind not in FINGERPRINT_KINDS:
         raise _Refused(404, f"Unknown fingerprint kind {kind!r}.")
-    normal = normalize_value(kind, value)
-    if normal is None:
-        what = "a JA4 fingerprint" if kind == "ja4" else "an MD5 hash (32 hex digits)"
-        raise _Refused(422, f"{value!r} is not {what}.")
-    return kind, normal
+    try:
+        return kind, fingerprint_value(kind, value)
+    except InvalidLabel as exc:
+        raise _Refused(422, f"{exc}.") from None
 
 
 def _done(path: str, message: str) -> _Redirect:
@@ -541,12 +545,13 @@ async def fingerprint_search(request: Request) -> Response:
     q = _text(request.query_params, "q", 200)
     hits: list[dict[str, Any]] = []
     if q:
-        for kind in FINGERPRINT_KINDS:
-            if normalize_value(kind, q):
-                # An exact value: straight to its page.
-                if kind == "ja4" or len(q.strip()) == 32:
-                    raise _Redirect(f"/console/fingerprints/{'ja4' if kind == 'ja4' else 'ja3'}/"
-                                    f"{normalize_value(kind, q)}")  # fmt: skip
+        kind = guess_kind(q)
+        try:
+            exact = fingerprint_value(kind, q)
+        except InvalidLabel:
+            exact = ""
+        if exact:  # a whole hash or JA4: straight to its page
+            raise _Redirect(f"/console/fingerprints/{kind}/{exact}")
         hits = await asyncio.to_thread(_service(request).store.search, q, None, 50)
     return _page(request, "search.html", q=q, hits=hits, title="Find a fingerprint")
 
