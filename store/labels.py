@@ -6,6 +6,7 @@ what different sources say about one fingerprint stays side by side.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -13,7 +14,7 @@ from typing import Any
 
 from ja3svc.store.database import Database
 from ja3svc.store.models import Label
-from ja3svc.store.queries import Page, id_window_page
+from ja3svc.store.queries import UNBOUNDED, Page, id_window_page
 from sqlalchemy import delete, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -229,7 +230,9 @@ def as_row(label: Label) -> LabelRow:
 
 
 # Label ids one page of the label list reads at most (see queries.id_window_page).
-LABEL_SCAN = 200_000
+LABEL_SCAN = 50_000
+# Six or more hex digits: a hash prefix, looked up through the value index, not in names.
+_HEX_PREFIX = re.compile(r"[0-9a-f]{6,32}")
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,8 @@ class LabelFilter:
     source: str | None = None
     action: str | None = None
     q: str | None = None
+    # Set by label_page from the session's dialect (see conditions).
+    sqlite: bool = True
 
     def conditions(self) -> list[Any]:
         out: list[Any] = []
@@ -255,13 +260,23 @@ class LabelFilter:
             out.append(Label.action == self.action)
         if self.q:
             q = self.q.strip()
-            out.append(
-                or_(
-                    Label.value.startswith(q.lower(), autoescape=True),
-                    Label.value.startswith(q, autoescape=True),
-                    Label.client_name.icontains(q, autoescape=True),
+            if _HEX_PREFIX.fullmatch(q.lower()):
+                # A hash prefix: a range on the value index (byte order on SQLite, whose LIKE
+                # ignores case and so cannot use it; LIKE on PostgreSQL, whose collations do
+                # not sort by bytes).
+                prefix = q.lower()
+                out.append(
+                    Label.value.startswith(prefix, autoescape=True)
+                    if not self.sqlite
+                    else (Label.value >= prefix) & (Label.value < prefix + "\x7f")
                 )
-            )
+            else:
+                out.append(
+                    or_(
+                        Label.value.startswith(q, autoescape=True),
+                        Label.client_name.icontains(q, autoescape=True),
+                    )
+                )
         return out
 
 
@@ -269,4 +284,13 @@ def label_page(
     session: Session, filters: LabelFilter, limit: int = 50, before: int | None = None
 ) -> Page:
     """Labels matching ``filters``, newest first, ids below ``before`` (bounded per call)."""
-    return id_window_page(session, Label, filters.conditions(), limit, before, LABEL_SCAN)
+    filters = replace(filters, sqlite=session.get_bind().dialect.name == "sqlite")
+    # An index answers these newest first by itself ((source, id), (action, id), value):
+    # no window needed. A name search reads LABEL_SCAN labels per page.
+    q = (filters.q or "").strip().lower()
+    by_value = bool(filters.value or (q and _HEX_PREFIX.fullmatch(q)))
+    indexed = by_value or bool(filters.source or filters.action)
+    scan = UNBOUNDED if indexed else LABEL_SCAN
+    return id_window_page(
+        session, Label, filters.conditions(), limit, before, scan, sort_found=by_value
+    )

@@ -26,16 +26,24 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 from ja3svc.store.database import SQLITE_BUSY_TIMEOUT_S, sqlite_file
 from ja3svc.store.models import (
+    FINGERPRINT_FIELDS,
     FINGERPRINT_KINDS,
     AuthFailure,
     Decision,
     DovecotHash,
     Fingerprint,
     Label,
-    Sighting,
     UserFingerprint,
 )
-from ja3svc.store.queries import SIGHTING_COLUMN, Page, hello_family, id_window_page
+from ja3svc.store.queries import (
+    HELLO_KINDS,
+    UNBOUNDED,
+    Page,
+    dovecot_variants,
+    hello_family,
+    id_window_page,
+    recent_sightings,
+)
 from sqlalchemy import (
     Connection,
     Engine,
@@ -351,9 +359,12 @@ class PolicyStore:
                 if low is None:
                     return Page([], None, None)
                 floor = low - 1
+            # Account and fingerprint have (column, id) indexes that answer newest first by
+            # themselves; verdict and rule filters read DECISION_SCAN ids per page.
+            indexed = bool(filters.username or filters.fingerprint)
             page = id_window_page(
-                s, Decision, filters.conditions(), limit, before, DECISION_SCAN,
-                floor or 0, ceiling,
+                s, Decision, filters.conditions(), limit, before,
+                UNBOUNDED if indexed else DECISION_SCAN, floor or 0, ceiling,
             )  # fmt: skip
             return page._replace(rows=[decision_dict(d) for d in page.rows])
 
@@ -366,7 +377,8 @@ class PolicyStore:
         the reputation the verdict engine would compute for them."""
         now = time.time() if now is None else now
         with self.session() as s:
-            refs = hello_family(s, kind, value)
+            recent = recent_sightings(s, kind, value)
+            refs = hello_family(s, kind, value, recent)
             fps = {
                 (fp.kind, fp.value): fp
                 for fp in s.scalars(select(Fingerprint).where(_refs_match(Fingerprint, refs)))
@@ -416,22 +428,18 @@ class PolicyStore:
                     .distinct()
                 )
             }
-            sighting_cols = [SIGHTING_COLUMN[k] for k, _ in refs if k in SIGHTING_COLUMN]
-            recent = (
-                s.scalars(
-                    select(Sighting)
-                    .where(SIGHTING_COLUMN[kind] == value)
-                    .order_by(Sighting.id.desc())
-                    .limit(10)
-                ).all()
-                if kind in SIGHTING_COLUMN and sighting_cols
-                else []
-            )
             rep = _reputation(_CoreRun(s), refs, window, now)
+        with self.session() as s:
+            variants = dovecot_variants(s, [v for k, v in refs if k == "ja3_dovecot"])
+        # Fingerprints a capture recorded for the same hellos (sightings, Dovecot's variants).
+        recorded = {r for v in variants.values() for r in v["refs"]}
+        for sg in recent:
+            recorded.update((k, getattr(sg, FINGERPRINT_FIELDS[k][0])) for k in HELLO_KINDS)
         family = []
         for ref in refs:
             fp = fps.get(ref)
-            if ref != (kind, value) and fp is None and ref not in labels and ref not in user_refs:
+            known = fp is not None or ref in labels or ref in user_refs or ref in recorded
+            if ref != (kind, value) and not known:
                 continue  # a mirrored kind nothing is known of
             family.append(
                 {
@@ -442,6 +450,11 @@ class PolicyStore:
                     "first_seen": fp.first_seen if fp else None,
                     "last_seen": fp.last_seen if fp else None,
                     "labels": [label_dict(lb) for lb in labels.get(ref, [])],
+                    # For a Dovecot hash: the OpenSSL profiles under which a captured hello
+                    # gives it (empty: no capture recorded it).
+                    "dovecot_profiles": sorted(variants.get(ref[1], {}).get("profiles", ()))
+                    if ref[0] == "ja3_dovecot"
+                    else [],
                 }
             )
         me = family[0]
@@ -466,7 +479,7 @@ class PolicyStore:
                     "sni": sg.sni,
                     "tls_version": sg.tls_version,
                 }
-                for sg in recent
+                for sg in recent[:10]
             ],
             "failures": {
                 "window_seconds": window,
@@ -476,34 +489,36 @@ class PolicyStore:
         }
 
     def search(self, q: str, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """Fingerprints whose value starts with ``q`` plus labels whose client name contains it."""
+        """Fingerprints whose value starts with ``q`` plus labels whose value starts with it or
+        whose client name contains it (the newest labels first; see ``labels.label_page``)."""
+        from ja3svc.store.labels import LabelFilter, label_page
+
         q = q.strip()
         out: list[dict[str, Any]] = []
         with self.session() as s:
-            stmt = select(Fingerprint).where(
-                Fingerprint.value.startswith(q.lower(), autoescape=True)
-            )
-            if kind:
-                stmt = stmt.where(Fingerprint.kind == kind)
-            for fp in s.scalars(stmt.limit(limit)):
-                out.append(
-                    {
-                        "type": "fingerprint",
-                        "kind": fp.kind,
-                        "value": fp.value,
-                        "times_seen": fp.times_seen,
-                    }
-                )
-            lstmt = select(Label).where(
-                or_(
-                    Label.value.startswith(q.lower(), autoescape=True),
-                    Label.client_name.icontains(q, autoescape=True),
-                )
-            )
-            if kind:
-                lstmt = lstmt.where(Label.kind == kind)
-            for lb in s.scalars(lstmt.limit(limit)):
-                out.append({"type": "label", **label_dict(lb)})
+            sqlite_db = s.get_bind().dialect.name == "sqlite"
+            for k in [kind] if kind else FINGERPRINT_KINDS:
+                prefix = q if k == "ja4" else q.lower()
+                if sqlite_db:
+                    # A range on the (kind, value) index: SQLite's LIKE is case-insensitive and
+                    # so cannot use it. (Byte order; PostgreSQL's collations are not.)
+                    match = (Fingerprint.value >= prefix) & (Fingerprint.value < prefix + "\x7f")
+                else:
+                    match = Fingerprint.value.startswith(prefix, autoescape=True)
+                stmt = select(Fingerprint).where(Fingerprint.kind == k, match)
+                for fp in s.scalars(stmt.order_by(Fingerprint.value).limit(limit - len(out))):
+                    out.append(
+                        {
+                            "type": "fingerprint",
+                            "kind": fp.kind,
+                            "value": fp.value,
+                            "times_seen": fp.times_seen,
+                        }
+                    )
+                if len(out) >= limit:
+                    return out
+            page = label_page(s, LabelFilter(kind=kind, q=q), limit - len(out))
+            out.extend({"type": "label", **label_dict(lb)} for lb in page.rows)
         return out[:limit]
 
     def top(self, kind: str = "ja3", limit: int = 20, by: str = "seen") -> list[dict[str, Any]]:

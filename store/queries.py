@@ -6,7 +6,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ja3svc.store.models import FINGERPRINT_FIELDS, Fingerprint, Label, Sighting, UserFingerprint
+from ja3svc.store.models import (
+    FINGERPRINT_FIELDS,
+    AuthFailure,
+    DovecotHash,
+    Fingerprint,
+    Label,
+    Sighting,
+    UserFingerprint,
+)
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
@@ -26,18 +34,47 @@ class FingerprintDetails:
     recent_sightings: list[Sighting] = field(default_factory=list)
     retained_sightings: int = 0
     users: int = 0
+    failures: int = 0  # authentication failures recorded under it (reputation)
+    # The other fingerprints of the same hellos (see hello_family).
+    family: list[Ref] = field(default_factory=list)
 
 
 # Client-hello kinds a sighting row carries, in the order pages list them.
 HELLO_KINDS = ("ja3", "ja3n", "ja4", "ja3_dovecot")
-# Sightings searched for the other fingerprints of one hello when the kind's column has no
-# index (only ja3_hash has one: captures write sightings fast, and each index slows them).
-FAMILY_SCAN = 200_000
+# Newest sightings searched for a kind whose column has no index (only ja3_hash has one:
+# captures write sightings fast, and each index slows them down).
+FAMILY_SCAN = 20_000
 
 
-def hello_family(session: Session, kind: str, value: str, sightings: int = 50) -> list[Ref]:
+def recent_sightings(session: Session, kind: str, value: str, limit: int = 50) -> list[Sighting]:
+    """The newest client-hello sightings of (``kind``, ``value``): through the ja3_hash index
+    for JA3, else among the newest ``FAMILY_SCAN`` sightings (bounded at any table size).
+    A Dovecot hash is first looked up as JA3 (the same value for plain OpenSSL clients)."""
+    column = SIGHTING_COLUMN.get(kind)
+    if column is None:
+        return []
+    base = select(Sighting).where(Sighting.hello == "client").order_by(Sighting.id.desc())
+    if kind == "ja3_dovecot":
+        found = list(
+            session.scalars(
+                base.where(Sighting.ja3_hash == value, column == value).limit(limit)
+            )
+        )
+        if found:
+            return found
+    stmt = base.where(column == value).limit(limit)
+    if kind != "ja3":
+        top = session.scalar(select(func.max(Sighting.id))) or 0
+        stmt = stmt.where(Sighting.id > top - FAMILY_SCAN)
+    return list(session.scalars(stmt))
+
+
+def hello_family(
+    session: Session, kind: str, value: str, sightings: Sequence[Sighting] | None = None
+) -> list[Ref]:
     """Every fingerprint of the hellos that produced (``kind``, ``value``): their JA3, JA3N,
-    JA4 and Dovecot JA3, from the newest ``sightings`` sightings of it, ``(kind, value)`` first.
+    JA4 and Dovecot JA3, from its recent sightings (``recent_sightings`` unless given),
+    ``(kind, value)`` first.
 
     One client gives one JA3N and JA4 but, if it sends GREASE, a new JA3 and Dovecot JA3 per
     connection; all of them are listed. Dovecot's JA3 equals standard JA3 for plain OpenSSL
@@ -48,20 +85,51 @@ def hello_family(session: Session, kind: str, value: str, sightings: int = 50) -
     mirror = {"ja3": "ja3_dovecot", "ja3_dovecot": "ja3"}.get(kind)
     if mirror:
         found[(mirror, value)] = None
-    column = SIGHTING_COLUMN.get(kind)
-    if column is None or kind == "ja3s":
+    if kind == "ja3s":
         return list(found)
-    stmt = select(*(SIGHTING_COLUMN[k] for k in HELLO_KINDS)).where(
-        column == value, Sighting.hello == "client"
-    )
-    if kind != "ja3":
-        top = session.scalar(select(func.max(Sighting.id))) or 0
-        stmt = stmt.where(Sighting.id > top - FAMILY_SCAN)
-    for row in session.execute(stmt.order_by(Sighting.id.desc()).limit(sightings)):
-        for k, v in zip(HELLO_KINDS, row, strict=True):
+    rows = recent_sightings(session, kind, value) if sightings is None else sightings
+    for row in rows:
+        for k in HELLO_KINDS:
+            v = getattr(row, FINGERPRINT_FIELDS[k][0])
             if v:
                 found.setdefault((k, v), None)
+    # Dovecot's hash of the same hellos under the other OpenSSL profile (and, for a hash no
+    # sighting retained, the hello's other fingerprints), from what captures recorded.
+    dovecot = [v for k, v in found if k == "ja3_dovecot"]
+    for variant in dovecot_variants(session, dovecot).values():
+        for ref in variant["refs"]:
+            found.setdefault(ref, None)
     return list(found)
+
+
+def dovecot_variants(session: Session, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """For Dovecot hashes: under which OpenSSL profile a captured hello gives each one
+    (``profiles``), and the fingerprints of those hellos (``refs``: both profiles' Dovecot
+    hashes, JA3, JA3N, JA4), from the dovecot_hashes table (indexed by either hash)."""
+    if not hashes:
+        return {}
+    wanted = list(dict.fromkeys(hashes))[:20]
+    out: dict[str, dict[str, Any]] = {h: {"profiles": set(), "refs": []} for h in wanted}
+    stmt = (
+        select(DovecotHash)
+        .where(or_(DovecotHash.openssl30.in_(wanted), DovecotHash.openssl32.in_(wanted)))
+        .order_by(DovecotHash.last_seen.desc())
+        .limit(50)
+    )
+    for row in session.scalars(stmt):
+        refs = [
+            ("ja3_dovecot", row.openssl30), ("ja3_dovecot", row.openssl32), ("ja3", row.ja3_hash),
+            ("ja3n", row.ja3n_hash), ("ja4", row.ja4),
+        ]  # fmt: skip
+        for h, profile in ((row.openssl30, "openssl-3.0"), (row.openssl32, "openssl-3.2")):
+            if h in out:
+                out[h]["profiles"].add(profile)
+                out[h]["refs"].extend(r for r in refs if r[1] and r not in out[h]["refs"])
+    return out
+
+
+# ``scan`` for filters an index answers in id order by itself.
+UNBOUNDED = 1 << 62
 
 
 class Page(NamedTuple):
@@ -84,6 +152,7 @@ def id_window_page(
     scan: int = 100_000,
     floor: int = 0,
     ceiling: int | None = None,
+    sort_found: bool = False,
 ) -> Page:
     """Rows of ``model`` matching ``conditions``, by id descending, below ``before``.
 
@@ -102,10 +171,14 @@ def id_window_page(
     lo = max(floor, hi - scan)
     if hi <= lo:
         return Page([], None, None)
+    # ``sort_found``: the conditions select few rows through an index of their own (a value
+    # prefix); ``id + 0`` keeps the planner from walking the primary key instead (SQLite did,
+    # reading a million rows) and sorts the few found.
+    key = model.id + 0 if sort_found else model.id
     stmt = (
         select(model)
-        .where(model.id <= hi, model.id > lo, *conditions)
-        .order_by(model.id.desc())
+        .where(key <= hi, key > lo, *conditions)
+        .order_by(key.desc())
         .limit(limit + 1)
     )
     rows = list(session.scalars(stmt))
@@ -152,7 +225,23 @@ def fingerprint_details(
                 .order_by(Label.confidence.desc(), Label.source)
             )
         )
-        if fp is None and not labels:
+        users = (
+            session.scalar(
+                select(func.count()).where(
+                    UserFingerprint.kind == kind, UserFingerprint.value == value
+                )
+            )
+            or 0
+        )
+        failures = (
+            session.scalar(
+                select(func.count()).where(AuthFailure.kind == kind, AuthFailure.value == value)
+            )
+            or 0
+        )
+        # Known to the policy service alone (a Dovecot hash rejected on reputation, an
+        # account's learned fingerprint) is known too.
+        if fp is None and not labels and not users and not failures:
             continue
         column = SIGHTING_COLUMN[kind]
         recent = list(
@@ -164,15 +253,12 @@ def fingerprint_details(
             )
         )
         retained = session.scalar(select(func.count()).where(column == value)) or 0
-        users = (
-            session.scalar(
-                select(func.count()).where(
-                    UserFingerprint.kind == kind, UserFingerprint.value == value
-                )
+        family = [r for r in hello_family(session, kind, value) if r != (kind, value)]
+        out.append(
+            FingerprintDetails(
+                kind, value, fp, labels, recent, retained, users, failures, family
             )
-            or 0
         )
-        out.append(FingerprintDetails(kind, value, fp, labels, recent, retained, users))
     return out
 
 

@@ -81,6 +81,21 @@ def test_allow_routes(client, url):
     assert allow(client, allow_24(), url) == {"status": 0}
 
 
+def test_one_router_for_the_endpoint(client):
+    """Dovecot's paths are dispatched by api.app alone (FastAPI's router has none of them);
+    what is not the endpoint is left to FastAPI."""
+    paths = {getattr(r, "path", None) for r in client.app.routes}
+    assert not paths & {"/policy", "/command/{command}"}
+    assert "/" in paths  # the console's GET only
+    for url in ("/policy", "/command/allow"):
+        r = client.get(url, headers=AUTH)
+        assert (r.status_code, r.headers["allow"]) == (405, "POST")
+        assert r.json()["error"] == "method_not_allowed"
+    assert client.get("/", headers=AUTH).status_code == 303  # the console
+    for url in ("/command/allow/x", "/command/", "/policyx?command=allow", "/api/policy"):
+        assert client.post(url, content=allow_24(), headers=AUTH).status_code == 404, url
+
+
 @pytest.mark.parametrize("url", ["/policy?command=report", "/?command=report", "/command/report"])
 @pytest.mark.parametrize("body", [REPORT_23, REPORT_24_FAIL])
 def test_report_answers_ok(client, url, body):
