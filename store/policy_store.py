@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 from ja3svc.store.database import SQLITE_BUSY_TIMEOUT_S, sqlite_file
 from ja3svc.store.models import (
+    FINGERPRINT_FIELDS,
     FINGERPRINT_KINDS,
     AuthFailure,
     Decision,
@@ -35,8 +36,10 @@ from ja3svc.store.models import (
     UserFingerprint,
 )
 from ja3svc.store.queries import (
+    HELLO_KINDS,
     UNBOUNDED,
     Page,
+    dovecot_variants,
     hello_family,
     id_window_page,
     recent_sightings,
@@ -426,10 +429,17 @@ class PolicyStore:
                 )
             }
             rep = _reputation(_CoreRun(s), refs, window, now)
+        with self.session() as s:
+            variants = dovecot_variants(s, [v for k, v in refs if k == "ja3_dovecot"])
+        # Fingerprints a capture recorded for the same hellos (sightings, Dovecot's variants).
+        recorded = {r for v in variants.values() for r in v["refs"]}
+        for sg in recent:
+            recorded.update((k, getattr(sg, FINGERPRINT_FIELDS[k][0])) for k in HELLO_KINDS)
         family = []
         for ref in refs:
             fp = fps.get(ref)
-            if ref != (kind, value) and fp is None and ref not in labels and ref not in user_refs:
+            known = fp is not None or ref in labels or ref in user_refs or ref in recorded
+            if ref != (kind, value) and not known:
                 continue  # a mirrored kind nothing is known of
             family.append(
                 {
@@ -440,6 +450,11 @@ class PolicyStore:
                     "first_seen": fp.first_seen if fp else None,
                     "last_seen": fp.last_seen if fp else None,
                     "labels": [label_dict(lb) for lb in labels.get(ref, [])],
+                    # For a Dovecot hash: the OpenSSL profiles under which a captured hello
+                    # gives it (empty: no capture recorded it).
+                    "dovecot_profiles": sorted(variants.get(ref[1], {}).get("profiles", ()))
+                    if ref[0] == "ja3_dovecot"
+                    else [],
                 }
             )
         me = family[0]

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 from ja3svc.store.models import (
     FINGERPRINT_FIELDS,
     AuthFailure,
+    DovecotHash,
     Fingerprint,
     Label,
     Sighting,
@@ -92,7 +93,39 @@ def hello_family(
             v = getattr(row, FINGERPRINT_FIELDS[k][0])
             if v:
                 found.setdefault((k, v), None)
+    # Dovecot's hash of the same hellos under the other OpenSSL profile (and, for a hash no
+    # sighting retained, the hello's other fingerprints), from what captures recorded.
+    dovecot = [v for k, v in found if k == "ja3_dovecot"]
+    for variant in dovecot_variants(session, dovecot).values():
+        for ref in variant["refs"]:
+            found.setdefault(ref, None)
     return list(found)
+
+
+def dovecot_variants(session: Session, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """For Dovecot hashes: under which OpenSSL profile a captured hello gives each one
+    (``profiles``), and the fingerprints of those hellos (``refs``: both profiles' Dovecot
+    hashes, JA3, JA3N, JA4), from the dovecot_hashes table (indexed by either hash)."""
+    if not hashes:
+        return {}
+    wanted = list(dict.fromkeys(hashes))[:20]
+    out: dict[str, dict[str, Any]] = {h: {"profiles": set(), "refs": []} for h in wanted}
+    stmt = (
+        select(DovecotHash)
+        .where(or_(DovecotHash.openssl30.in_(wanted), DovecotHash.openssl32.in_(wanted)))
+        .order_by(DovecotHash.last_seen.desc())
+        .limit(50)
+    )
+    for row in session.scalars(stmt):
+        refs = [
+            ("ja3_dovecot", row.openssl30), ("ja3_dovecot", row.openssl32), ("ja3", row.ja3_hash),
+            ("ja3n", row.ja3n_hash), ("ja4", row.ja4),
+        ]  # fmt: skip
+        for h, profile in ((row.openssl30, "openssl-3.0"), (row.openssl32, "openssl-3.2")):
+            if h in out:
+                out[h]["profiles"].add(profile)
+                out[h]["refs"].extend(r for r in refs if r[1] and r not in out[h]["refs"])
+    return out
 
 
 # ``scan`` for filters an index answers in id order by itself.
