@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -422,6 +423,10 @@ class PolicyService:
                 )
             )
 
+    def _sample_allow(self) -> bool:
+        sample = self.settings.decision_log_sample
+        return sample >= 1.0 or (sample > 0.0 and random.random() < sample)
+
     def _record(self, parsed: ParsedFacts, verdict: Verdict) -> None:
         facts = parsed.request
         action = verdict.action
@@ -429,10 +434,8 @@ class PolicyService:
             _ACTION_NAME[action], verdict.rule, "true" if verdict.enforced else "false"
         )
         reason = "; ".join(verdict.reasons)
-        if action is not Action.ALLOW or log.isEnabledFor(logging.DEBUG):
-            level = logging.INFO if action is not Action.ALLOW else logging.DEBUG
-            log.log(
-                level,
+        if action is not Action.ALLOW or self._sample_allow():
+            log.info(
                 "verdict",
                 extra={
                     "fields": {

@@ -105,8 +105,9 @@ def _show(args: argparse.Namespace) -> int:
             lookup(s, kind, args.value, window=window, sightings=args.sightings)
             for kind in args.kind or guess_kinds(args.value.strip())
         ]
-    # Without --kind: the guessed kinds under which the value itself is seen or labelled.
-    data = [d for d in found if d["times_seen"] or d["labels"]]
+    # The kinds under which the value is seen, labelled, or known to the policy service
+    # (accounts that logged in or failed with it).
+    data = [d for d in found if d["times_seen"] or d["labels"] or d["users"]]
     if not data:
         print(
             f"ja3svc fingerprints show: {args.value} is neither seen nor labelled", file=sys.stderr
@@ -123,9 +124,14 @@ def _show(args: argparse.Namespace) -> int:
             f"  seen:       {d['times_seen']} times, first {_when(d['first_seen'])}, "
             f"last {_when(d['last_seen'])} (UTC); {d['retained_sightings']} sightings retained"
         )
+        for f in d["family"]:
+            print(f"  same hello: {f['kind']} {f['value']}")
         logged_in = sum(1 for u in d["users"] if u["successes"])
         if logged_in:
             print(f"  accounts:   {logged_in} logged in successfully with it")
+        failed = sum(1 for u in d["users"] if u.get("failures"))
+        if failed:
+            print(f"  failures:   {failed} accounts failed logins with it (retained)")
         for lb in d["labels"]:
             tarpit = f" {lb['tarpit_seconds']}s" if lb["action"] == "tarpit" else ""
             print(

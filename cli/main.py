@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "ja3svc.cli.db_command",
     "ja3svc.cli.fingerprints_command",
     "ja3svc.cli.labels_command",
+    "ja3svc.cli.decisions_command",
     "ja3svc.cli.capture_command",
 )
 

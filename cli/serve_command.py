@@ -50,6 +50,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )  # fmt: skip
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument(
+        "--access-log", action="store_true",
+        help="log every HTTP request (uvicorn's access log, as JSON lines like the rest)",
+    )  # fmt: skip
+    p.add_argument(
         "--http", default="auto", choices=("auto", "httptools", "h11"),
         help="uvicorn's HTTP implementation (default auto: httptools, installed with ja3svc)",
     )  # fmt: skip
@@ -109,14 +113,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
-    # Keep uvicorn's own logs but not its per-request access log: Dovecot sends two or three
-    # requests per login and our verdict log already says what matters.
+    from ja3svc.api.logs import uvicorn_log_config
+
+    # uvicorn's own logs in ja3svc's JSON format, in the server and in every worker. No
+    # per-request access log unless asked: Dovecot sends two or three requests per login and
+    # the verdict log already says what matters.
     return {
         "host": args.host,
         "port": args.port,
         "log_level": args.log_level,
+        "log_config": uvicorn_log_config(args.log_level),
         "http": args.http,
-        "access_log": False,
+        "access_log": args.access_log,
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
         # Nothing here reads the client address (Dovecot names the user's in the body), so
         # uvicorn's X-Forwarded-For rewriting would only be one more layer per request.

@@ -134,19 +134,17 @@ def record_of(
     dovecot_profile: str,
 ) -> HelloRecord:
     """Fingerprint a parsed hello and describe where it was seen."""
+    fingerprints: ClientFingerprints | ServerFingerprints
     if isinstance(hello, ClientHello):
-        return HelloRecord(
-            ts=ts,
-            src=src,
-            sport=sport,
-            dst=dst,
-            dport=dport,
-            transport=transport,
-            index=index,
-            sni=hello.sni,
-            alpn=tuple(_alpn_text(a) for a in hello.alpn),
-            fingerprints=client_fingerprints(hello, transport, dovecot_profile),
-        )
+        sni = hello.sni
+        alpn = tuple(_alpn_text(a) for a in hello.alpn)
+        fingerprints = client_fingerprints(hello, transport, dovecot_profile)
+        hrr = False
+    else:
+        sni = None
+        alpn = (_alpn_text(hello.alpn),) if hello.alpn else ()
+        fingerprints = server_fingerprints(hello)
+        hrr = hello.is_hello_retry_request
     return HelloRecord(
         ts=ts,
         src=src,
@@ -155,8 +153,8 @@ def record_of(
         dport=dport,
         transport=transport,
         index=index,
-        sni=None,
-        alpn=(_alpn_text(hello.alpn),) if hello.alpn else (),
-        fingerprints=server_fingerprints(hello),
-        hello_retry_request=hello.is_hello_retry_request,
+        sni=sni,
+        alpn=alpn,
+        fingerprints=fingerprints,
+        hello_retry_request=hrr,
     )

@@ -48,6 +48,12 @@ POLL_MAX_ROUNDS = 64
 # capture thread usually lags by well under a millisecond; the pauses only matter in bursts).
 MEMORY_POLL_FIRST_SECONDS = 0.002
 MEMORY_POLL_MAX_SECONDS = 0.025
+# A hello younger than this at lookup time may not be the connection's last: the capture's
+# ring hands packets over in blocks retired every 50 ms (capture.live_source), so the second
+# hello after a HelloRetryRequest can still be on its way (seen with NSS against OpenSSL 3.5,
+# which asks for an X25519MLKEM768 key share NSS did not send). The lookup waits until the
+# hello is this old (within its own deadline) and reads again.
+SETTLE_SECONDS = 0.06
 # Threads for the async database polls (see ConnectionFingerprints._db_executor).
 DB_THREADS = 4
 # Kinds a client hello can be matched by, in the order the policy should look them up.
@@ -123,6 +129,11 @@ def _query_once(
         if kind != "ja3s":
             record[string_key] = strings.get((kind, record.get(value_key) or ""))
     return HelloRecord.from_dict(record)
+
+
+def _settle_seconds(hello_ts: float, now: float) -> float:
+    """How long to wait before a later hello of the connection can be ruled out."""
+    return max(0.0, min(SETTLE_SECONDS, SETTLE_SECONDS - (now - hello_ts)))
 
 
 def _json_dict(text: str | None) -> dict[str, str]:
@@ -297,8 +308,14 @@ class ConnectionFingerprints:
         while True:
             found = self.recent.get(ip, port, now)
             remaining = deadline - time.monotonic()
-            if found is not None or remaining <= 0:
+            if found is not None:
+                settle = _settle_seconds(found.ts, self.clock())
+                if settle > 0 and remaining > 0:
+                    await asyncio.sleep(min(settle, remaining))
+                    return self.recent.get(ip, port, now) or found
                 return found
+            if remaining <= 0:
+                return None
             await asyncio.sleep(min(pause, remaining))
             pause = min(pause * 2, MEMORY_POLL_MAX_SECONDS)
 

@@ -6,14 +6,15 @@ what different sources say about one fingerprint stays side by side.
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ja3svc.store.database import Database
 from ja3svc.store.models import Label
-from ja3svc.store.queries import Page, id_window_page
+from ja3svc.store.queries import UNBOUNDED, Page, id_window_page
 from sqlalchemy import delete, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -66,6 +67,7 @@ class LabelChange:
 class UpsertResult:
     inserted: int = 0
     updated: int = 0  # existing labels written again (their updated_at moves)
+    kept: int = 0  # existing labels of a protected source, left as they were
     changes: list[LabelChange] = field(default_factory=list)  # new and altered labels
 
     @property
@@ -108,12 +110,15 @@ def upsert_labels(
     *,
     now: float | None = None,
     dry_run: bool = False,
+    keep_sources: Collection[str] = (),
 ) -> UpsertResult:
     """Insert or update labels by (kind, value, source), all in one transaction.
 
     The result lists every label that is new or whose content changes; with ``dry_run`` that
     is all that happens (the transaction writes nothing). A row that ``check_label`` refuses
-    raises its InvalidLabel before anything is written.
+    raises its InvalidLabel before anything is written. Existing labels of ``keep_sources``
+    are never changed (imports keep hands off `labels add`'s): such rows are only counted, in
+    ``kept``.
     """
     defaults = defaults or LabelDefaults()
     now = time.time() if now is None else now
@@ -124,13 +129,39 @@ def upsert_labels(
     with db.session(write=True) as session:
         for start in range(0, len(values), _CHUNK):
             chunk = values[start : start + _CHUNK]
+            if keep_sources:
+                chunk = _without_kept(session, chunk, keep_sources, result)
+                if not chunk:
+                    continue
             changes = _changes(session, chunk)
             result.changes.extend(changes)
             result.inserted += sum(1 for c in changes if c.before is None)
             if not dry_run:
                 _upsert_chunk(session, chunk)
-    result.updated = len(values) - result.inserted
+    result.updated = len(values) - result.inserted - result.kept
     return result
+
+
+def _without_kept(
+    session: Session,
+    chunk: list[dict[str, object]],
+    keep_sources: Collection[str],
+    result: UpsertResult,
+) -> list[dict[str, object]]:
+    guarded = [(v["kind"], v["value"], v["source"]) for v in chunk if v["source"] in keep_sources]
+    if not guarded:
+        return chunk
+    existing = {
+        tuple(row)
+        for row in session.execute(
+            select(Label.kind, Label.value, Label.source).where(
+                tuple_(Label.kind, Label.value, Label.source).in_(guarded)
+            )
+        )
+    }
+    kept = [v for v in chunk if (v["kind"], v["value"], v["source"]) in existing]
+    result.kept += len(kept)
+    return [v for v in chunk if (v["kind"], v["value"], v["source"]) not in existing]
 
 
 def _changes(session: Session, chunk: list[dict[str, object]]) -> list[LabelChange]:
@@ -229,7 +260,9 @@ def as_row(label: Label) -> LabelRow:
 
 
 # Label ids one page of the label list reads at most (see queries.id_window_page).
-LABEL_SCAN = 200_000
+LABEL_SCAN = 50_000
+# Six or more hex digits: a hash prefix, looked up through the value index, not in names.
+_HEX_PREFIX = re.compile(r"[0-9a-f]{6,32}")
 
 
 @dataclass(frozen=True)
@@ -242,6 +275,8 @@ class LabelFilter:
     source: str | None = None
     action: str | None = None
     q: str | None = None
+    # Set by label_page from the session's dialect (see conditions).
+    sqlite: bool = True
 
     def conditions(self) -> list[Any]:
         out: list[Any] = []
@@ -255,13 +290,23 @@ class LabelFilter:
             out.append(Label.action == self.action)
         if self.q:
             q = self.q.strip()
-            out.append(
-                or_(
-                    Label.value.startswith(q.lower(), autoescape=True),
-                    Label.value.startswith(q, autoescape=True),
-                    Label.client_name.icontains(q, autoescape=True),
+            if _HEX_PREFIX.fullmatch(q.lower()):
+                # A hash prefix: a range on the value index (byte order on SQLite, whose LIKE
+                # ignores case and so cannot use it; LIKE on PostgreSQL, whose collations do
+                # not sort by bytes).
+                prefix = q.lower()
+                out.append(
+                    Label.value.startswith(prefix, autoescape=True)
+                    if not self.sqlite
+                    else (Label.value >= prefix) & (Label.value < prefix + "\x7f")
                 )
-            )
+            else:
+                out.append(
+                    or_(
+                        Label.value.startswith(q, autoescape=True),
+                        Label.client_name.icontains(q, autoescape=True),
+                    )
+                )
         return out
 
 
@@ -269,4 +314,13 @@ def label_page(
     session: Session, filters: LabelFilter, limit: int = 50, before: int | None = None
 ) -> Page:
     """Labels matching ``filters``, newest first, ids below ``before`` (bounded per call)."""
-    return id_window_page(session, Label, filters.conditions(), limit, before, LABEL_SCAN)
+    filters = replace(filters, sqlite=session.get_bind().dialect.name == "sqlite")
+    # An index answers these newest first by itself ((source, id), (action, id), value):
+    # no window needed. A name search reads LABEL_SCAN labels per page.
+    q = (filters.q or "").strip().lower()
+    by_value = bool(filters.value or (q and _HEX_PREFIX.fullmatch(q)))
+    indexed = by_value or bool(filters.source or filters.action)
+    scan = UNBOUNDED if indexed else LABEL_SCAN
+    return id_window_page(
+        session, Label, filters.conditions(), limit, before, scan, sort_found=by_value
+    )

@@ -35,7 +35,7 @@ from ja3svc.store.models import (
     Label,
     UserFingerprint,
 )
-from ja3svc.store.queries import Page, id_window_page, label_dict
+from ja3svc.store.queries import UNBOUNDED, Page, id_window_page, label_dict
 from sqlalchemy import (
     Connection,
     Engine,
@@ -334,9 +334,12 @@ class PolicyStore:
                 if low is None:
                     return Page([], None, None)
                 floor = low - 1
+            # Account and fingerprint have (column, id) indexes that answer newest first by
+            # themselves; verdict and rule filters read DECISION_SCAN ids per page.
+            indexed = bool(filters.username or filters.fingerprint)
             page = id_window_page(
-                s, Decision, filters.conditions(), limit, before, DECISION_SCAN,
-                floor or 0, ceiling,
+                s, Decision, filters.conditions(), limit, before,
+                UNBOUNDED if indexed else DECISION_SCAN, floor or 0, ceiling,
             )  # fmt: skip
             return page._replace(rows=[decision_dict(d) for d in page.rows])
 

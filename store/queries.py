@@ -11,10 +11,12 @@ with the same rules:
 - ``top``: by ``seen``, the most seen fingerprints (times seen, then value); by ``failures``,
   those that failed logins for the most distinct accounts (then failures, then value). Kinds:
   any given (none: all). The most seen carry the client names of their labels.
-- ``search``: case-insensitive and literal (``%`` and ``_`` are not wildcards). A fingerprint
-  matches when its value starts with the text or its full string contains it; a label when
-  its value starts with the text or its client name, category or note contains it. One hit
-  per (kind, value), the most seen first (then kind, value), at most ``limit``.
+- ``search``: literal (``%`` and ``_`` are not wildcards). A fingerprint matches when its value
+  starts with the text (in the kind's canonical case, through the index) or its full string
+  contains it (any case); a label when its value starts with the text or its client name,
+  category or note contains it (any case). "Contains" reads the newest ``SEARCH_SCAN``
+  fingerprints and labels, so a search stays bounded at any size. One hit per (kind, value),
+  the most seen first (then kind, value), at most ``limit``.
 - ``lookup``: everything known of one (kind, value) and of the other fingerprints of its
   hellos (``hello_family``); ``known`` says whether anything is. ``ja3svc fingerprints show``
   without ``--kind`` looks the value up under each guessed kind and lists those where the value
@@ -33,6 +35,7 @@ from typing import Any, Literal, NamedTuple
 from ja3svc.store.models import (
     FINGERPRINT_FIELDS,
     AuthFailure,
+    DovecotHash,
     Fingerprint,
     Label,
     Sighting,
@@ -41,7 +44,7 @@ from ja3svc.store.models import (
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from ja3svc.vocabulary import MD5_RE, fingerprint_value
+from ja3svc.vocabulary import FINGERPRINT_KINDS, MD5_RE, VALUE_FORMATS, fingerprint_value
 from ja3svc.vocabulary import FingerprintKey as Ref
 
 # The sightings column holding each fingerprint kind's value.
@@ -50,14 +53,38 @@ SIGHTING_COLUMN = {kind: getattr(Sighting, key) for kind, (key, _) in FINGERPRIN
 
 # Client-hello kinds a sighting row carries, in the order pages list them.
 HELLO_KINDS = ("ja3", "ja3n", "ja4", "ja3_dovecot")
-# Sightings searched for the other fingerprints of one hello when the kind's column has no
-# index (only ja3_hash has one: captures write sightings fast, and each index slows them).
-FAMILY_SCAN = 200_000
+# Newest sightings searched for a kind whose column has no index (only ja3_hash has one:
+# captures write sightings fast, and each index slows them down).
+FAMILY_SCAN = 20_000
 
 
-def hello_family(session: Session, kind: str, value: str, sightings: int = 50) -> list[Ref]:
+def recent_sightings(session: Session, kind: str, value: str, limit: int = 50) -> list[Sighting]:
+    """The newest client-hello sightings of (``kind``, ``value``): through the ja3_hash index
+    for JA3, else among the newest ``FAMILY_SCAN`` sightings (bounded at any table size).
+    A Dovecot hash is first looked up as JA3 (the same value for plain OpenSSL clients)."""
+    column = SIGHTING_COLUMN.get(kind)
+    if column is None:
+        return []
+    base = select(Sighting).where(Sighting.hello == "client").order_by(Sighting.id.desc())
+    if kind == "ja3_dovecot":
+        found = list(
+            session.scalars(base.where(Sighting.ja3_hash == value, column == value).limit(limit))
+        )
+        if found:
+            return found
+    stmt = base.where(column == value).limit(limit)
+    if kind != "ja3":
+        top = session.scalar(select(func.max(Sighting.id))) or 0
+        stmt = stmt.where(Sighting.id > top - FAMILY_SCAN)
+    return list(session.scalars(stmt))
+
+
+def hello_family(
+    session: Session, kind: str, value: str, sightings: Sequence[Sighting] | None = None
+) -> list[Ref]:
     """Every fingerprint of the hellos that produced (``kind``, ``value``): their JA3, JA3N,
-    JA4 and Dovecot JA3, from the newest ``sightings`` sightings of it, ``(kind, value)`` first.
+    JA4 and Dovecot JA3, from its recent sightings (``recent_sightings`` unless given),
+    ``(kind, value)`` first.
 
     One client gives one JA3N and JA4 but, if it sends GREASE, a new JA3 and Dovecot JA3 per
     connection; all of them are listed. Dovecot's JA3 equals standard JA3 for plain OpenSSL
@@ -68,20 +95,51 @@ def hello_family(session: Session, kind: str, value: str, sightings: int = 50) -
     mirror = {"ja3": "ja3_dovecot", "ja3_dovecot": "ja3"}.get(kind)
     if mirror:
         found[(mirror, value)] = None
-    column = SIGHTING_COLUMN.get(kind)
-    if column is None or kind == "ja3s":
+    if kind == "ja3s":
         return list(found)
-    stmt = select(*(SIGHTING_COLUMN[k] for k in HELLO_KINDS)).where(
-        column == value, Sighting.hello == "client"
-    )
-    if kind != "ja3":
-        top = session.scalar(select(func.max(Sighting.id))) or 0
-        stmt = stmt.where(Sighting.id > top - FAMILY_SCAN)
-    for row in session.execute(stmt.order_by(Sighting.id.desc()).limit(sightings)):
-        for k, v in zip(HELLO_KINDS, row, strict=True):
+    rows = recent_sightings(session, kind, value) if sightings is None else sightings
+    for row in rows:
+        for k in HELLO_KINDS:
+            v = getattr(row, FINGERPRINT_FIELDS[k][0])
             if v:
                 found.setdefault((k, v), None)
+    # Dovecot's hash of the same hellos under the other OpenSSL profile (and, for a hash no
+    # sighting retained, the hello's other fingerprints), from what captures recorded.
+    dovecot = [v for k, v in found if k == "ja3_dovecot"]
+    for variant in dovecot_variants(session, dovecot).values():
+        for ref in variant["refs"]:
+            found.setdefault(ref, None)
     return list(found)
+
+
+def dovecot_variants(session: Session, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """For Dovecot hashes: under which OpenSSL profile a captured hello gives each one
+    (``profiles``), and the fingerprints of those hellos (``refs``: both profiles' Dovecot
+    hashes, JA3, JA3N, JA4), from the dovecot_hashes table (indexed by either hash)."""
+    if not hashes:
+        return {}
+    wanted = list(dict.fromkeys(hashes))[:20]
+    out: dict[str, dict[str, Any]] = {h: {"profiles": set(), "refs": []} for h in wanted}
+    stmt = (
+        select(DovecotHash)
+        .where(or_(DovecotHash.openssl30.in_(wanted), DovecotHash.openssl32.in_(wanted)))
+        .order_by(DovecotHash.last_seen.desc())
+        .limit(50)
+    )
+    for row in session.scalars(stmt):
+        refs = [
+            ("ja3_dovecot", row.openssl30), ("ja3_dovecot", row.openssl32), ("ja3", row.ja3_hash),
+            ("ja3n", row.ja3n_hash), ("ja4", row.ja4),
+        ]  # fmt: skip
+        for h, profile in ((row.openssl30, "openssl-3.0"), (row.openssl32, "openssl-3.2")):
+            if h in out:
+                out[h]["profiles"].add(profile)
+                out[h]["refs"].extend(r for r in refs if r[1] and r not in out[h]["refs"])
+    return out
+
+
+# ``scan`` for filters an index answers in id order by itself.
+UNBOUNDED = 1 << 62
 
 
 class Page(NamedTuple):
@@ -104,6 +162,7 @@ def id_window_page(
     scan: int = 100_000,
     floor: int = 0,
     ceiling: int | None = None,
+    sort_found: bool = False,
 ) -> Page:
     """Rows of ``model`` matching ``conditions``, by id descending, below ``before``.
 
@@ -122,11 +181,12 @@ def id_window_page(
     lo = max(floor, hi - scan)
     if hi <= lo:
         return Page([], None, None)
+    # ``sort_found``: the conditions select few rows through an index of their own (a value
+    # prefix); ``id + 0`` keeps the planner from walking the primary key instead (SQLite did,
+    # reading a million rows) and sorts the few found.
+    key = model.id + 0 if sort_found else model.id
     stmt = (
-        select(model)
-        .where(model.id <= hi, model.id > lo, *conditions)
-        .order_by(model.id.desc())
-        .limit(limit + 1)
+        select(model).where(key <= hi, key > lo, *conditions).order_by(key.desc()).limit(limit + 1)
     )
     rows = list(session.scalars(stmt))
     if len(rows) > limit:
@@ -207,30 +267,48 @@ def top(
     return rows
 
 
+# Newest fingerprints and labels whose text ``search`` reads for "contains" matches: bounded
+# at any table size (a GREASE-ing client adds a JA3 per connection).
+SEARCH_SCAN = 200_000
+
+
 def search(
     session: Session, text: str, *, kinds: Sequence[str] | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
     """Fingerprints and labels matching ``text`` (see module doc): one hit per (kind, value)
     with its counts and the client names of its labels."""
     text = text.strip()
+    sqlite_db = session.get_bind().dialect.name == "sqlite"
+    hits: dict[Ref, dict[str, Any]] = {}
+    # Value prefixes through the (kind, value) index, in each kind's canonical case.
+    for k in kinds or FINGERPRINT_KINDS:
+        prefix = text if VALUE_FORMATS[k] == "ja4" else text.lower()
+        if sqlite_db:
+            # A range: SQLite's LIKE is case-insensitive and so cannot use the index.
+            match = (Fingerprint.value >= prefix) & (Fingerprint.value < prefix + "\x7f")
+        else:
+            match = Fingerprint.value.startswith(prefix, autoescape=True)
+        stmt = select(Fingerprint).where(Fingerprint.kind == k, match).order_by(Fingerprint.value)
+        for fp in session.scalars(stmt.limit(limit)):
+            hits[(fp.kind, fp.value)] = _hit(fp.kind, fp.value, fp.times_seen, fp.last_seen)
+    newest_fp = session.scalar(select(func.max(Fingerprint.id))) or 0
     fp_stmt = select(Fingerprint).where(
-        or_(
-            Fingerprint.value.istartswith(text, autoescape=True),
-            Fingerprint.full_string.icontains(text, autoescape=True),
-        )
+        Fingerprint.id > newest_fp - SEARCH_SCAN,
+        Fingerprint.full_string.icontains(text, autoescape=True),
     )
+    newest_label = session.scalar(select(func.max(Label.id))) or 0
     label_stmt = select(Label.kind, Label.value).where(
+        Label.id > newest_label - SEARCH_SCAN,
         or_(
             Label.value.istartswith(text, autoescape=True),
             Label.client_name.icontains(text, autoescape=True),
             Label.category.icontains(text, autoescape=True),
             Label.note.icontains(text, autoescape=True),
-        )
+        ),
     )
     if kinds:
         fp_stmt = fp_stmt.where(Fingerprint.kind.in_(kinds))
         label_stmt = label_stmt.where(Label.kind.in_(kinds))
-    hits: dict[Ref, dict[str, Any]] = {}
     for fp in session.scalars(fp_stmt.order_by(Fingerprint.times_seen.desc()).limit(limit)):
         hits[(fp.kind, fp.value)] = _hit(fp.kind, fp.value, fp.times_seen, fp.last_seen)
     labelled = [
@@ -289,7 +367,8 @@ def lookup(
 
     value = fingerprint_value(kind, value)
     now = time.time() if now is None else now
-    refs = hello_family(s, kind, value)
+    recent = recent_sightings(s, kind, value, max(50, sightings))
+    refs = hello_family(s, kind, value, recent)
     fps = {
         (fp.kind, fp.value): fp
         for fp in s.scalars(select(Fingerprint).where(refs_match(Fingerprint, refs)))
@@ -337,23 +416,24 @@ def lookup(
             .distinct()
         )
     }
-    sighting_cols = [SIGHTING_COLUMN[k] for k, _ in refs if k in SIGHTING_COLUMN]
-    recent: list[Sighting] = []
     retained = 0
-    if kind in SIGHTING_COLUMN and sighting_cols:
+    if kind in SIGHTING_COLUMN:
         own = [SIGHTING_COLUMN[kind] == value]
         if kind != "ja3":  # no index on the other kinds' columns: the newest FAMILY_SCAN only
             newest = s.scalar(select(func.max(Sighting.id))) or 0
             own.append(Sighting.id > newest - FAMILY_SCAN)
-        recent = list(
-            s.scalars(select(Sighting).where(*own).order_by(Sighting.id.desc()).limit(sightings))
-        )
         retained = s.scalar(select(func.count()).select_from(Sighting).where(*own)) or 0
     rep = reputation_in(s, refs, window, now)
+    variants = dovecot_variants(s, [v for k, v in refs if k == "ja3_dovecot"])
+    # Fingerprints a capture recorded for the same hellos (sightings, Dovecot's variants).
+    recorded = {r for v in variants.values() for r in v["refs"]}
+    for sg in recent:
+        recorded.update((k, getattr(sg, FINGERPRINT_FIELDS[k][0])) for k in HELLO_KINDS)
     family = []
     for ref in refs:
         fp = fps.get(ref)
-        if ref != (kind, value) and fp is None and ref not in labels and ref not in user_refs:
+        known = fp is not None or ref in labels or ref in user_refs or ref in recorded
+        if ref != (kind, value) and not known:
             continue  # a mirrored kind nothing is known of
         family.append(
             {
@@ -364,6 +444,11 @@ def lookup(
                 "first_seen": fp.first_seen if fp else None,
                 "last_seen": fp.last_seen if fp else None,
                 "labels": [label_dict(lb) for lb in labels.get(ref, [])],
+                # For a Dovecot hash: the OpenSSL profiles under which a captured hello gives
+                # it (empty: no capture recorded it).
+                "dovecot_profiles": sorted(variants.get(ref[1], {}).get("profiles", ()))
+                if ref[0] == "ja3_dovecot"
+                else [],
             }
         )
     me = family[0]
@@ -389,7 +474,7 @@ def lookup(
                 "sni": sg.sni,
                 "tls_version": sg.tls_version,
             }
-            for sg in recent
+            for sg in recent[:sightings]
         ],
         "failures": {
             "window_seconds": window,

@@ -192,7 +192,7 @@ async def list_labels(
 ) -> dict[str, Any]:
     """Labels, newest first, one page at a time: pass ``next_before`` back as ``before``.
     ``scanned_to`` set with a short page means the search window ended there (filters without
-    an index look at 200,000 labels per page) and older labels follow on the next page."""
+    an index look at 50,000 labels per page) and older labels follow on the next page."""
     if value is not None and kind is not None:
         value = _fingerprint(kind, value)
     filt = LabelFilter(kind=kind, value=value, source=source, action=action, q=q)
