@@ -124,14 +124,14 @@ def _show(args: argparse.Namespace) -> int:
             f"  seen:       {d['times_seen']} times, first {_when(d['first_seen'])}, "
             f"last {_when(d['last_seen'])} (UTC); {d['retained_sightings']} sightings retained"
         )
-        for f in d["family"]:
-            print(f"  same hello: {f['kind']} {f['value']}")
+        for kind, value in d["same_hello"]:
+            print(f"  same hello: {kind} {value}")
         logged_in = sum(1 for u in d["users"] if u["successes"])
         if logged_in:
             print(f"  accounts:   {logged_in} logged in successfully with it")
-        failed = sum(1 for u in d["users"] if u.get("failures"))
+        failed = sum(u["failures"] for u in d["users"])
         if failed:
-            print(f"  failures:   {failed} accounts failed logins with it (retained)")
+            print(f"  failures:   {failed} failed logins recorded with it (retained)")
         for lb in d["labels"]:
             tarpit = f" {lb['tarpit_seconds']}s" if lb["action"] == "tarpit" else ""
             print(

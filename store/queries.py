@@ -461,6 +461,8 @@ def lookup(
         **me,
         "known": bool(fps or labels or users),
         "family": family[1:],
+        # The same, as bare (kind, value) pairs.
+        "same_hello": [[f["kind"], f["value"]] for f in family[1:]],
         "users": users,
         "retained_sightings": retained,
         "recent_sightings": [
