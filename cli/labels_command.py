@@ -333,16 +333,19 @@ def _export(args: argparse.Namespace) -> int:
         print(f"ja3svc labels export: {exc}", file=sys.stderr)
         return EXIT_USAGE
     rows = _query(args, kinds, None)
+    written = f"{len(rows)} labels"
     if args.format == "suricata":
         kind = kinds[0]
-        lines = render_suricata_dataset(rows, kind)
+        # One entry per fingerprint, however many sources label it: say how many entries.
+        lines = list(render_suricata_dataset(rows, kind))
+        written = f"{len(lines)} {kind} fingerprints ({len(rows)} labels)"
     else:
         lines = RENDERERS[args.format](rows)
     if args.file:
         path = Path(args.file)
         with open(path, "w", encoding="utf-8", newline="") as out:
             out.writelines(lines)
-        print(f"wrote {len(rows)} labels to {path}", file=sys.stderr)
+        print(f"wrote {written} to {path}", file=sys.stderr)
     else:
         for line in lines:
             sys.stdout.write(line)
