@@ -194,9 +194,7 @@ def run(args: argparse.Namespace) -> int:
         damaged_before = len(totals.damaged)
         try:
             if engine == "python":
-                fingerprint_stream(
-                    stream, label, sink, totals, progress, dovecot_profile=profile
-                )
+                fingerprint_stream(stream, label, sink, totals, progress, dovecot_profile=profile)
             else:
                 fingerprint_stream_native(
                     stream, label, totals, profile,

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
 
+from ja3svc.store import queries
 from ja3svc.store.database import SQLITE_BUSY_TIMEOUT_S, sqlite_file
 from ja3svc.store.models import (
     FINGERPRINT_KINDS,
@@ -34,13 +35,7 @@ from ja3svc.store.models import (
     Label,
     UserFingerprint,
 )
-from ja3svc.store.queries import (
-    UNBOUNDED,
-    Page,
-    hello_family,
-    id_window_page,
-    recent_sightings,
-)
+from ja3svc.store.queries import UNBOUNDED, Page, id_window_page, label_dict
 from sqlalchemy import (
     Connection,
     Engine,
@@ -96,23 +91,6 @@ def label_fact(row: Label | Row[Any]) -> LabelFact:
         source=row.source,
         confidence=row.confidence,
     )
-
-
-def label_dict(row: Label) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "kind": row.kind,
-        "value": row.value,
-        "client_name": row.client_name,
-        "category": row.category,
-        "action": row.action,
-        "tarpit_seconds": row.tarpit_seconds,
-        "source": row.source,
-        "confidence": row.confidence,
-        "note": row.note,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
 
 
 class DecisionRecord(NamedTuple):
@@ -365,182 +343,21 @@ class PolicyStore:
             )  # fmt: skip
             return page._replace(rows=[decision_dict(d) for d in page.rows])
 
+    # --- the read API (store.queries), for the admin API and the console ---------------------
+
     def lookup(
         self, kind: str, value: str, now: float | None = None, window: int = 3600
     ) -> dict[str, Any]:
-        """Everything known of one fingerprint and of the other fingerprints of its hellos
-        (``family``, see ``store.queries.hello_family``): labels, counts, the accounts that
-        logged in with any of them (successes) or failed (failures), recent sightings and
-        the reputation the verdict engine would compute for them."""
-        now = time.time() if now is None else now
         with self.session() as s:
-            recent = recent_sightings(s, kind, value)
-            refs = hello_family(s, kind, value, recent)
-            fps = {
-                (fp.kind, fp.value): fp
-                for fp in s.scalars(select(Fingerprint).where(_refs_match(Fingerprint, refs)))
-            }
-            labels: dict[Ref, list[Label]] = {}
-            for lb in s.scalars(
-                select(Label)
-                .where(_refs_match(Label, refs))
-                .order_by(Label.confidence.desc(), Label.id)
-            ):
-                labels.setdefault((lb.kind, lb.value), []).append(lb)
-            accounts: dict[str, dict[str, Any]] = {}
-            for u, n, f, la in s.execute(
-                select(
-                    UserFingerprint.username,
-                    func.max(UserFingerprint.successes),
-                    func.min(UserFingerprint.first_seen),
-                    func.max(UserFingerprint.last_seen),
-                )
-                .where(_refs_match(UserFingerprint, refs))
-                .group_by(UserFingerprint.username)
-                .order_by(func.max(UserFingerprint.last_seen).desc())
-                .limit(100)
-            ):
-                accounts[u] = {
-                    "username": u, "successes": n, "first_seen": f, "last_seen": la,
-                    "failures": 0, "last_failure": None,
-                }  # fmt: skip
-            # A failure is recorded once per fingerprint of the login: count distinct times.
-            for u, n, last in s.execute(
-                select(AuthFailure.username, func.count(func.distinct(AuthFailure.ts)),
-                       func.max(AuthFailure.ts))
-                .where(_refs_match(AuthFailure, refs))
-                .group_by(AuthFailure.username)
-                .order_by(func.max(AuthFailure.ts).desc())
-                .limit(100)
-            ):  # fmt: skip
-                entry = accounts.setdefault(
-                    u, {"username": u, "successes": 0, "first_seen": None, "last_seen": None}
-                )
-                entry.update(failures=n, last_failure=last)
-            user_refs = {
-                (k, v)
-                for k, v in s.execute(
-                    select(UserFingerprint.kind, UserFingerprint.value)
-                    .where(_refs_match(UserFingerprint, refs))
-                    .distinct()
-                )
-            }
-            rep = _reputation(_CoreRun(s), refs, window, now)
-        family = []
-        for ref in refs:
-            fp = fps.get(ref)
-            if ref != (kind, value) and fp is None and ref not in labels and ref not in user_refs:
-                continue  # a mirrored kind nothing is known of
-            family.append(
-                {
-                    "kind": ref[0],
-                    "value": ref[1],
-                    "full_string": fp.full_string if fp else None,
-                    "times_seen": fp.times_seen if fp else 0,
-                    "first_seen": fp.first_seen if fp else None,
-                    "last_seen": fp.last_seen if fp else None,
-                    "labels": [label_dict(lb) for lb in labels.get(ref, [])],
-                }
-            )
-        me = family[0]
-        users = sorted(
-            accounts.values(),
-            key=lambda a: max(a["last_seen"] or 0, a["last_failure"] or 0),
-            reverse=True,
-        )
-        return {
-            **me,
-            "known": bool(fps or labels or users),
-            "family": family[1:],
-            "users": users,
-            "sightings": [
-                {
-                    "ts": sg.ts,
-                    "sensor": sg.sensor,
-                    "src": sg.src,
-                    "sport": sg.sport,
-                    "dst": sg.dst,
-                    "dport": sg.dport,
-                    "sni": sg.sni,
-                    "tls_version": sg.tls_version,
-                }
-                for sg in recent[:10]
-            ],
-            "failures": {
-                "window_seconds": window,
-                "distinct_accounts": rep.distinct_failed_accounts,
-                "failures": rep.failures,
-            },
-        }
+            return queries.lookup(s, kind, value, window=window, now=now)
 
     def search(self, q: str, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """Fingerprints whose value starts with ``q`` plus labels whose value starts with it or
-        whose client name contains it (the newest labels first; see ``labels.label_page``)."""
-        from ja3svc.store.labels import LabelFilter, label_page
-
-        q = q.strip()
-        out: list[dict[str, Any]] = []
         with self.session() as s:
-            sqlite_db = s.get_bind().dialect.name == "sqlite"
-            for k in [kind] if kind else FINGERPRINT_KINDS:
-                prefix = q if k == "ja4" else q.lower()
-                if sqlite_db:
-                    # A range on the (kind, value) index: SQLite's LIKE is case-insensitive and
-                    # so cannot use it. (Byte order; PostgreSQL's collations are not.)
-                    match = (Fingerprint.value >= prefix) & (Fingerprint.value < prefix + "\x7f")
-                else:
-                    match = Fingerprint.value.startswith(prefix, autoescape=True)
-                stmt = select(Fingerprint).where(Fingerprint.kind == k, match)
-                for fp in s.scalars(stmt.order_by(Fingerprint.value).limit(limit - len(out))):
-                    out.append(
-                        {
-                            "type": "fingerprint",
-                            "kind": fp.kind,
-                            "value": fp.value,
-                            "times_seen": fp.times_seen,
-                        }
-                    )
-                if len(out) >= limit:
-                    return out
-            page = label_page(s, LabelFilter(kind=kind, q=q), limit - len(out))
-            out.extend({"type": "label", **label_dict(lb)} for lb in page.rows)
-        return out[:limit]
+            return queries.search(s, q, kinds=[kind] if kind else None, limit=limit)
 
     def top(self, kind: str = "ja3", limit: int = 20, by: str = "seen") -> list[dict[str, Any]]:
         with self.session() as s:
-            if by == "failures":
-                rows = s.execute(
-                    select(
-                        AuthFailure.kind,
-                        AuthFailure.value,
-                        func.count(func.distinct(AuthFailure.username)).label("accounts"),
-                        func.count().label("failures"),
-                    )
-                    .where(AuthFailure.kind == kind)
-                    .group_by(AuthFailure.kind, AuthFailure.value)
-                    .order_by(func.count(func.distinct(AuthFailure.username)).desc())
-                    .limit(limit)
-                ).all()
-                return [
-                    {"kind": k, "value": v, "distinct_accounts": a, "failures": f}
-                    for k, v, a, f in rows
-                ]
-            fps = s.scalars(
-                select(Fingerprint)
-                .where(Fingerprint.kind == kind)
-                .order_by(Fingerprint.times_seen.desc())
-                .limit(limit)
-            ).all()
-            return [
-                {
-                    "kind": fp.kind,
-                    "value": fp.value,
-                    "times_seen": fp.times_seen,
-                    "first_seen": fp.first_seen,
-                    "last_seen": fp.last_seen,
-                }
-                for fp in fps
-            ]
+            return queries.top(s, kinds=[kind], by=by, limit=limit)  # type: ignore[arg-type]
 
     def stats(self) -> dict[str, int]:
         with self.session() as s:
@@ -611,9 +428,9 @@ class PolicyStore:
             s.execute(select(1))
 
 
-def _refs_match(model: Any, refs: Sequence[Ref]) -> Any:
-    # OR of (kind, value) pairs: each term uses the (kind, value, ...) indexes (see labels_for).
-    return or_(*((model.kind == k) & (model.value == v) for k, v in refs))
+def reputation_in(session: Session, refs: Sequence[Ref], window: int, now: float) -> Reputation:
+    """The reputation the verdict path computes for ``refs``, read in ``session``."""
+    return _reputation(_CoreRun(session), refs, window, now)
 
 
 def _merge_successes(
