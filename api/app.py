@@ -16,13 +16,14 @@ from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping, Se
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ja3svc.api.metrics import CallbackGauges
 from ja3svc.api.routes import admin, ops, policy
 from ja3svc.api.service import PolicyService
 from ja3svc.store.policy_store import PolicyStore
+from starlette.exceptions import HTTPException
 
 from ja3svc.policy import ConnectionLookup
 from ja3svc.settings import Settings, load_settings
@@ -168,12 +169,19 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(admin.router)
 
+    # Starlette's class: FastAPI's subclasses it, and the router's own 404/405 and FastAPI's
+    # body-parsing 400 raise the base class.
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         detail = (
             exc.detail if isinstance(exc.detail, dict) else {"error": "http", "reason": exc.detail}
         )
-        return JSONResponse(detail, status_code=exc.status_code, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route whose path matched; a path served
+            # by several routes (GET, PATCH, DELETE of a label) allows all of theirs.
+            headers = {"Allow": ", ".join(sorted(_allowed_methods(app, request.scope)))}
+        return JSONResponse(detail, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -183,6 +191,17 @@ def create_app(
         return JSONResponse({"error": "invalid", "reason": reason}, status_code=422)
 
     return app
+
+
+def _allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> set[str]:
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
 
 
 def app_from_env() -> FastAPI:

@@ -41,7 +41,11 @@ async def readyz(request: Request, strict: bool = False) -> Response:
     return Response(json.dumps(body), status_code=code, media_type="application/json")
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     service = get_service(request)
     service.metrics.cache_size.set(len(service.labels))
