@@ -18,15 +18,16 @@ from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from ja3svc.api.console import web as console
 from ja3svc.api.metrics import CallbackGauges
-from ja3svc.api.routes import admin, ops, policy
+from ja3svc.api.routes import admin, docs, ops, policy
 from ja3svc.api.service import PolicyService
+from ja3svc.config.settings import Settings, load_settings
 from ja3svc.store.policy_store import PolicyStore
 from starlette.exceptions import HTTPException
 
 from ja3svc.policy import ConnectionLookup
-from ja3svc.settings import Settings, load_settings
 
 log = logging.getLogger("ja3svc.api")
 
@@ -159,8 +160,14 @@ def create_app(
         description=POLICY_DOC,
         version="0.1.0",
         lifespan=lifespan,
+        # Served from the app itself (routes.docs): the defaults load Swagger UI from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
+    app.state.settings = settings
+    # Components' own counters (the capture worker's), for the console's health panel.
+    app.state.component_metrics = metrics
     # The shortcut's own reference: Starlette's State answers through __getattr__, which is
     # only reached after a failed lookup (an AttributeError built and discarded per request).
     app.policy_service = service
@@ -168,6 +175,12 @@ def create_app(
     app.router.routes.extend(policy.routes)
     app.include_router(ops.router)
     app.include_router(admin.router)
+    app.include_router(docs.router)
+    app.include_router(console.router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/console/", status_code=303)
 
     # Starlette's class: FastAPI's subclasses it, and the router's own 404/405 and FastAPI's
     # body-parsing 400 raise the base class.

@@ -18,7 +18,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from ja3svc.policy.facts import LabelFact, PolicyInputs, Reputation, UserHistory
+from ja3svc.policy.facts import (
+    RECENT_DOVECOT_HASHES,
+    LabelFact,
+    PolicyInputs,
+    Reputation,
+    UserHistory,
+)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -124,17 +130,19 @@ class HistoryCache:
     """Accounts' learned fingerprints (``UserHistory``), briefly, by login."""
 
     def __init__(self, maxsize: int, ttl: float) -> None:
-        self._lru: TtlMap[str, tuple[tuple[Ref, ...], int]] = TtlMap(maxsize, ttl)
+        self._lru: TtlMap[str, tuple[tuple[Ref, ...], int, int, int]] = TtlMap(maxsize, ttl)
 
     def get(self, login: str) -> UserHistory | None:
         found = self._lru.get(login)
         if found is None:
             return None
-        return UserHistory(frozenset(found[0]), found[1])
+        return UserHistory(frozenset(found[0]), found[1], found[2], found[3])
 
     def put(self, login: str, history: UserHistory) -> None:
         refs = tuple([(k, v) for k, v in history.known])
-        self._lru.put(login, (refs, history.successes))
+        self._lru.put(
+            login, (refs, history.successes, history.single_use_hashes, history.recent_hashes)
+        )
 
     def add_success(self, login: str, refs: Iterable[Ref]) -> None:
         """A successful login of ``login`` with ``refs`` (plain tuples), if it is cached: the
@@ -142,9 +150,19 @@ class HistoryCache:
         found = self._lru.get(login)
         if found is None:
             return
-        known, successes = found
+        known, successes, single, recent = found
         new = tuple([r for r in refs if r not in known])
-        self._lru.put(login, (known + new if new else known, successes + 1))
+        if any(k == "ja3_dovecot" for k, _ in new):
+            # A Dovecot hash new to the account is its most recent one and single-use so far.
+            # (A known hash's second use is not subtracted here; the database has it exact
+            # once this entry expires.)
+            single = min(single + 1, RECENT_DOVECOT_HASHES)
+            recent = min(recent + 1, RECENT_DOVECOT_HASHES)
+        self._lru.put(login, (known + new if new else known, successes + 1, single, recent))
+
+    def discard(self, login: str) -> None:
+        """Forget the cached history of ``login`` (the console removed one of its fingerprints)."""
+        self._lru.discard(login)
 
     def __len__(self) -> int:
         return len(self._lru)

@@ -15,10 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from ja3svc.api.auth import DovecotCredentials
-from ja3svc.api.caches import HistoryCache, LabelCache, ReputationCache, SessionTracker
+from ja3svc.api.caches import HistoryCache, LabelCache, ReputationCache, SessionTracker, TtlMap
+from ja3svc.api.dovecot_profile import ProfileDetector, profile_counter
 from ja3svc.api.dovecot_request import DovecotRequest, normalise_hash, parse_port
 from ja3svc.api.metrics import PolicyMetrics
 from ja3svc.api.writer import BatchWriter
+from ja3svc.config.settings import PolicySettings
 from ja3svc.store.policy_store import AllowFacts, DecisionRecord, PolicyStore, Ref
 
 from ja3svc.policy import (
@@ -39,7 +41,6 @@ from ja3svc.policy import (
     evaluate,
     parse_action,
 )
-from ja3svc.settings import PolicySettings
 
 log = logging.getLogger("ja3svc.policy")
 
@@ -60,6 +61,7 @@ def policy_config(p: PolicySettings) -> PolicyConfig:
         no_fingerprint_action=Action(p.no_fingerprint_action),
         new_fingerprint_action=Action(p.new_fingerprint_action),
         user_min_successes=p.user_min_successes,
+        randomising_min_hashes=p.randomising_min_hashes,
         tarpit_seconds=p.tarpit_seconds,
         deny_min_confidence=p.deny_min_confidence,
         user_actions={u: parse_action(a) for u, a in p.user_actions.items()},
@@ -109,6 +111,8 @@ class PolicyService:
         self.lookup = connection_lookup or NoConnectionLookup()
         self.clock = clock
         self.metrics = PolicyMetrics([name for name, _ in RULES])
+        self.profiles = ProfileDetector(profile_counter(), clock)
+        self.metrics.registry.add(self.profiles._counter)
         self.credentials = DovecotCredentials(settings.api_header, settings.api_keys)
         self.labels = LabelCache(ttl=settings.label_cache_seconds)
         self.sessions = SessionTracker(settings.session_window_seconds)
@@ -117,6 +121,11 @@ class PolicyService:
         # one account need no query. Updated in place by this worker's own success reports.
         self._history = HistoryCache(100_000, settings.label_cache_seconds)
         self._ja3_kinds = tuple(settings.ja3_label_kinds)
+        # Dovecot hash -> the other fingerprints of the hellos a capture saw giving it (under
+        # any OpenSSL profile), for requests that bring the hash alone.
+        self._equivalents: TtlMap[str, tuple[Ref, ...]] = TtlMap(
+            100_000, settings.label_cache_seconds
+        )
         self.writer = BatchWriter(
             store, on_drop=lambda n: self.metrics.writer_dropped.inc(amount=n)
         )
@@ -125,7 +134,7 @@ class PolicyService:
         # thread costs more than that in GIL hand-offs (measured: 4x lower throughput), and
         # WAL readers never wait for writers. A network database keeps the thread and deadline.
         self._executor = ThreadPoolExecutor(4, thread_name_prefix="policy-db")
-        self._inline_db = store.engine.dialect.name == "sqlite"
+        self._inline_db = store.writes_inline
         self._circuit_open_until = 0.0
         self.last_db_error = ""
 
@@ -143,6 +152,10 @@ class PolicyService:
         self.writer.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()
+
+    def forget_history(self, login: str) -> None:
+        """Drop the cached history of ``login`` after its learned fingerprints changed."""
+        self._history.discard(login)
 
     @property
     def degraded(self) -> bool:
@@ -162,9 +175,12 @@ class PolicyService:
         stage: Stage,
         peer: ConnectionPeer | None = None,
         correlated: tuple[FingerprintRef, ...] = (),
+        equivalent: tuple[Ref, ...] = (),
     ) -> ParsedFacts:
         """Facts of ``req`` (whose TCP peer is ``peer``, see ``peer_of``); ``correlated`` are
-        the capture's fingerprints of that connection."""
+        the capture's fingerprints of that connection (they are matched and recorded);
+        ``equivalent`` are other fingerprints of hellos known to give Dovecot's hash (matched
+        against labels and history only: the request itself did not show them)."""
         s = self.settings
         attributes = req.attributes
         ja3 = normalise_hash(req.first(s.ja3_attributes))
@@ -179,6 +195,10 @@ class PolicyService:
             if ref not in refs:
                 refs.append(ref)
                 identity.append((ref.kind, ref.value))
+        for kind, value in equivalent:
+            eq = FingerprintRef(kind, value)
+            if eq not in refs:
+                refs.append(eq)
         facts = RequestFacts(
             attributes.get(s.login_attribute, ""),
             stage,
@@ -188,6 +208,7 @@ class PolicyService:
             attributes.get(s.session_attribute, ""),
             bool(req.tls),
             peer,
+            bool(correlated),
         )
         return ParsedFacts(facts, ja3, tuple(identity))
 
@@ -209,10 +230,40 @@ class PolicyService:
                 self.lookup.fingerprints_for_async(peer), LOOKUP_TIMEOUT_SECONDS
             )
         except Exception as exc:  # correlation is a bonus; the hash still decides
-            log.warning(
-                "connection lookup failed", extra={"fields": {"error": type(exc).__name__}}
-            )
-        return self.parse_facts(req, stage, peer, correlated)
+            log.warning("connection lookup failed", extra={"fields": {"error": type(exc).__name__}})
+        parsed = self.parse_facts(req, stage, peer, correlated)
+        by_profile = getattr(correlated, "dovecot_hashes", None)
+        if by_profile and parsed.ja3_hash and stage is Stage.BEFORE_AUTH:
+            self.profiles.observe(parsed.ja3_hash, by_profile)
+        return parsed
+
+    async def _hash_only_facts(self, req: DovecotRequest, parsed: ParsedFacts) -> ParsedFacts:
+        """``parsed`` plus the fingerprints of the hellos a capture saw giving Dovecot's hash
+        (see ``PolicyStore.dovecot_equivalents``): a label or a learned fingerprint made from
+        a capture then matches the hash of a Dovecot on either OpenSSL profile."""
+        ja3 = parsed.ja3_hash
+        found = self._equivalents.get(ja3)
+        if found is None and not self.degraded:
+            try:
+                if self._inline_db:
+                    found = self.store.dovecot_equivalents(ja3)
+                else:
+                    loop = asyncio.get_running_loop()
+                    found = await asyncio.wait_for(
+                        loop.run_in_executor(self._executor, self.store.dovecot_equivalents, ja3),
+                        self.settings.db_timeout_seconds,
+                    )
+            except TimeoutError as exc:
+                self._db_failed("timeout", exc)
+            except Exception as exc:
+                self._db_failed("error", exc)
+            else:
+                self._equivalents.put(ja3, found)
+        if found is None:
+            found = self._equivalents.get(ja3, allow_stale=True)
+        if not found:
+            return parsed
+        return self.parse_facts(req, parsed.request.stage, parsed.request.peer, (), found)
 
     def _cached(self, parsed: ParsedFacts) -> _Cached:
         """What the caches know fresh for the facts' fingerprints and account."""
@@ -291,6 +342,11 @@ class PolicyService:
             parsed = self.parse_facts(
                 req, Stage.AFTER_AUTH, self.peer_of(req), earlier.request.fingerprints
             )
+            if parsed.request.correlated != earlier.request.correlated:
+                # The first allow's fingerprints were passed on as if correlated; whether a
+                # capture really gave them is what the first allow knew.
+                request = parsed.request._replace(correlated=earlier.request.correlated)
+                parsed = parsed._replace(request=request)
             inputs = PolicyInputs(
                 parsed.request, earlier.labels, earlier.history, earlier.reputation,
                 earlier.degraded,
@@ -302,6 +358,8 @@ class PolicyService:
                 if peer is None
                 else await self._correlated_facts(req, Stage.BEFORE_AUTH, peer)
             )
+            if parsed.ja3_hash and not parsed.request.correlated:
+                parsed = await self._hash_only_facts(req, parsed)
             if not parsed.request.fingerprints:  # Dovecot 2.3 without correlation
                 inputs = PolicyInputs(parsed.request)
             else:

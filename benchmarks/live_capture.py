@@ -28,7 +28,7 @@ tool's highest passing rate under both.
 Rates are packets/s for tcpreplay --pps, or `max` for --topspeed (as fast as tcpreplay can send;
 the figure reported is the rate tcpreplay prints). The capture is always preloaded (-K).
 
-Runs as root; creates two network namespaces of its own (tests/support/netns.py) and removes
+Runs as root; creates two network namespaces of its own (testbed/netns.py) and removes
 them, and every process it started, on exit. Each step is bounded in time.
 
 Usage: python benchmarks/live_capture.py [--packets 200000]
@@ -61,9 +61,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ja3svc.capture.live_source import default_filter  # noqa: E402
+from ja3svc.config.settings import DEFAULT_CAPTURE_PORTS  # noqa: E402
 
-from ja3svc.settings import DEFAULT_CAPTURE_PORTS  # noqa: E402
-from tests.support.netns import Endpoint, veth_pair  # noqa: E402
+from testbed.netns import Endpoint, veth_pair  # noqa: E402
 
 DEFAULT_RATES = "20000,50000,100000,200000,max"
 MAX_RATE = "max"  # tcpreplay --topspeed

@@ -142,13 +142,32 @@ def _ja3svc_version(prefix: list[str]) -> str:
         return "ja3svc"
 
 
+def _ja3svc_native_locate() -> list[str] | None:
+    # The Rust engine is part of the install when a Rust toolchain was there to build it.
+    try:
+        from ja3svc import _native  # noqa: F401
+    except ImportError:
+        return None
+    return _ja3svc_locate()
+
+
+# The Rust engine (the default of `ja3svc pcap` when built) and the pure-Python reference
+# engine, each asked for by name so that the figures do not depend on the default.
 JA3SVC = Tool(
     name="ja3svc",
+    install="pip install -e .   (from the repository root, with a Rust toolchain)",
+    locate=_ja3svc_native_locate,
+    argv=lambda p, pcap, work: [*p, "pcap", "--engine", "native", str(pcap)],
+    parse=_ja3svc_parse,
+    version=lambda prefix: _ja3svc_version(prefix) + " (Rust engine)",
+)
+JA3SVC_PY = Tool(
+    name="ja3svc-py",
     install="pip install -e .   (from the repository root)",
     locate=_ja3svc_locate,
-    argv=lambda p, pcap, work: [*p, "pcap", str(pcap)],
+    argv=lambda p, pcap, work: [*p, "pcap", "--engine", "python", str(pcap)],
     parse=_ja3svc_parse,
-    version=_ja3svc_version,
+    version=lambda prefix: _ja3svc_version(prefix) + " (Python engine)",
 )
 
 
@@ -284,7 +303,7 @@ SURICATA = Tool(
     setup=_suricata_setup,
 )
 
-TOOLS: dict[str, Tool] = {t.name: t for t in (JA3SVC, PYJA3, TSHARK, SURICATA)}
+TOOLS: dict[str, Tool] = {t.name: t for t in (JA3SVC, JA3SVC_PY, PYJA3, TSHARK, SURICATA)}
 
 
 # -- running -------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.processes import free_port, stop, wait_port  # noqa: E402 (needs ROOT)
+from testbed.processes import free_port, stop, wait_port  # noqa: E402 (needs ROOT)
 
 API_KEY = "bench-key"
 CONNECTIONS = 32

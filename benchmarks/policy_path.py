@@ -76,8 +76,7 @@ async def drive(app: Any, requests: list[tuple[Scope, bytes]], n: int) -> float:
 
 async def run(args: argparse.Namespace) -> None:
     from ja3svc.api.app import create_app
-
-    from ja3svc.settings import Settings
+    from ja3svc.config.settings import Settings
 
     workdir = Path(tempfile.mkdtemp(prefix="ja3svc-path-"))
     settings = Settings(

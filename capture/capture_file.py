@@ -15,6 +15,8 @@ The per-format loops live in ``capture.pcap_format`` and ``capture.pcapng_format
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -156,8 +158,10 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes:
 
 
 # Magic numbers of things people commonly feed by mistake, for a helpful refusal.
+GZIP_MAGIC = b"\x1f\x8b"
+
 _KNOWN_NOT_CAPTURES = {
-    b"\x1f\x8b": "a gzip-compressed file (decompress it first)",
+    GZIP_MAGIC: "a gzip-compressed file that holds no pcap or pcapng capture",
     b"\xfd7zXZ": "an xz-compressed file (decompress it first)",
     b"\x28\xb5\x2f\xfd": "a zstd-compressed file (decompress it first)",
     b"\xa1\xb2\xcd\x34": "a Kuznetzov modified pcap (convert it with editcap first)",
@@ -177,7 +181,7 @@ def open_capture(stream: BinaryIO, name: str = "<stream>") -> CaptureReader:
     # rather than at the top to keep the import graph acyclic.
     from ja3svc.capture import pcap_format, pcapng_format
 
-    magic = _read_exactly(stream, 4)
+    stream, magic = read_magic(stream, name)
     if not magic:
         raise NotACaptureError(f"{name}: empty input, not a pcap or pcapng capture")
     if len(magic) < 4:
@@ -193,3 +197,66 @@ def open_capture(stream: BinaryIO, name: str = "<stream>") -> CaptureReader:
     raise NotACaptureError(
         f"{name}: unknown magic number {magic.hex()}, not a pcap or pcapng capture"
     )
+
+
+def read_magic(stream: BinaryIO, name: str) -> tuple[BinaryIO, bytes]:
+    """The stream to read the capture from and its first 4 bytes (fewer only at its end): a
+    gzip-compressed capture is read through. ``NotACaptureError`` for gzip without a capture."""
+    magic = _read_exactly(stream, 4)
+    if magic.startswith(GZIP_MAGIC):
+        # What tcpdump rotation and archives leave behind: read through, as tshark does.
+        stream = _Gunzip(_Prefixed(magic, stream), name)
+        try:
+            magic = _read_exactly(stream, 4)
+        except CaptureDamagedError as exc:
+            raise NotACaptureError(
+                f"{name}: a gzip-compressed file that cannot be decompressed: {exc.reason}"
+            ) from None
+        if magic.startswith(GZIP_MAGIC) or not magic:
+            raise NotACaptureError(
+                f"{name}: {_KNOWN_NOT_CAPTURES[GZIP_MAGIC]}" if magic else f"{name}: empty "
+                "gzip-compressed file, not a pcap or pcapng capture"
+            )
+    return stream, magic
+
+
+class _Prefixed:
+    """A stream with bytes already read from it put back in front (no seeking needed)."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = head
+        self._stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._head:
+            return self._stream.read(size)
+        if size < 0:
+            head, self._head = self._head, b""
+            return head + self._stream.read()
+        head, self._head = self._head[:size], self._head[size:]
+        return head
+
+
+class _Gunzip:
+    """Decompressed reads; damage in the compressed data becomes ``CaptureDamagedError``.
+
+    Offsets in such errors count decompressed bytes: the compressed position means nothing to
+    a pcap reader.
+    """
+
+    def __init__(self, raw: _Prefixed, name: str) -> None:
+        self._file = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
+        self._name = name
+        self._done = 0
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self._file.read1(size)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise CaptureDamagedError(
+                self._name, self._done, f"gzip data damaged or cut short ({exc})"
+            ) from None
+        self._done += len(data)
+        return data
+
+    read1 = read

@@ -6,16 +6,27 @@ This is the file-reading worker loop behind ``ja3svc pcap``; it knows nothing of
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ja3svc.capture.capture_file import CaptureDamagedError, open_capture
+from ja3svc.capture.capture_file import (
+    CHUNK_SIZE,
+    CaptureDamagedError,
+    NotACaptureError,
+    open_capture,
+    read_magic,
+)
 
-from ja3svc.engine import FingerprintEngine
-from ja3svc.sighting import HelloSighting
+if TYPE_CHECKING:
+    # Imported where used: a run on the Rust engine never loads the Python one (and with it
+    # the QUIC key schedule's cryptography), which is a third of the start-up time.
+    from ja3svc.engine import FingerprintEngine
+    from ja3svc.sighting import HelloSighting
 
 ProgressCallback = Callable[[int], None]
 
@@ -36,23 +47,34 @@ class RunTotals:
     damaged: list[str] = field(default_factory=list)
 
     def add_engine(self, engine: FingerprintEngine) -> None:
-        self.flows += engine.flows.stats.flows
-        self.counters.update(engine.stats)
         fs = engine.flows.stats
+        self.add_counts(
+            engine.stats, {"flows": fs.flows, "evicted_full": fs.evicted_full,
+                           "expired_idle": fs.expired_idle}
+        )  # fmt: skip
+
+    def add_counts(self, counters: Mapping[str, int], flow_stats: Mapping[str, int]) -> None:
+        """One engine's counters and flow-table figures (either engine reports both)."""
+        self.flows += flow_stats["flows"]
+        self.counters.update(counters)
+        self.hellos += counters.get("hellos.client", 0) + counters.get("hellos.server", 0)
         for name in ("evicted_full", "expired_idle"):
-            if getattr(fs, name):
-                self.counters[f"flows.{name}"] += getattr(fs, name)
+            if flow_stats[name]:
+                self.counters[f"flows.{name}"] += flow_stats[name]
 
 
 def fingerprint_stream(
     stream: BinaryIO,
     name: str,
-    sink: Callable[[HelloSighting], None],
+    sink: Callable[[HelloSighting, int], None],
     totals: RunTotals,
     progress: ProgressCallback | None = None,
     engine: FingerprintEngine | None = None,
 ) -> None:
-    """Feed one capture through a fresh engine, calling ``sink`` for every hello.
+    """Feed one capture through a fresh engine, calling ``sink(hello, frame)`` for every hello.
+
+    ``frame`` is the 1-based number of the packet that completed the hello, as Wireshark
+    numbers the capture's packets.
 
     Raises ``NotACaptureError`` before anything is read if the stream is not a capture. A
     damaged capture is recorded in ``totals.damaged`` after everything before the damage has
@@ -65,16 +87,18 @@ def fingerprint_stream(
         totals.damaged.append(str(exc))
         totals.seconds += time.perf_counter() - started
         return
+    from ja3svc.engine import FingerprintEngine
+
     engine = engine or FingerprintEngine()
     feed = engine.feed_frame
     count = 0
     try:
         for ts, linktype, frame, wire_length in reader:
             found = feed(ts, linktype, frame, wire_length)
+            count += 1
             if found:
                 for sighting in found:
-                    sink(sighting)
-            count += 1
+                    sink(sighting, count)
             if progress is not None and not count & (PROGRESS_EVERY - 1):
                 progress(reader.bytes_read)
     except CaptureDamagedError as exc:
@@ -82,6 +106,94 @@ def fingerprint_stream(
     engine.finish()
     totals.packets += reader.packets_read
     totals.bytes += reader.bytes_read
-    totals.hellos += engine.stats["hellos.client"] + engine.stats["hellos.server"]
     totals.add_engine(engine)
+    totals.seconds += time.perf_counter() - started
+
+
+# --- the Rust engine -----------------------------------------------------------------------
+
+# "python" runs the pure-Python reference engine, "native" requires the Rust one; unset, the
+# Rust engine is used when it was built and covers everything (QUIC and DTLS included).
+ENGINE_ENV = "JA3SVC_ENGINE"
+ENGINES = ("native", "python")
+
+
+def native_module() -> ModuleType | None:
+    """The extension ``ja3svc._native``, or None when this install has no Rust engine."""
+    try:
+        from ja3svc import _native
+    except ImportError:
+        return None
+    return _native
+
+
+def default_engine() -> str:
+    """The engine ``ja3svc pcap`` uses unless told otherwise (``JA3SVC_ENGINE``)."""
+    chosen = os.environ.get(ENGINE_ENV, "").strip().lower()
+    if chosen in ENGINES:
+        return chosen
+    native = native_module()
+    return "native" if native is not None and native.COMPLETE else "python"
+
+
+def fingerprint_stream_native(
+    stream: BinaryIO,
+    name: str,
+    totals: RunTotals,
+    dovecot_profile: str,
+    *,
+    write_json: Callable[[str], None] | None = None,
+    sink: Callable[[dict[str, Any]], None] | None = None,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """``fingerprint_stream`` on the Rust engine, with the same errors and totals.
+
+    The capture goes to Rust in chunks (the GIL released while it works). With ``write_json``
+    each chunk's hellos come back as finished JSON lines, so no Python object is built per
+    hello; otherwise ``sink`` gets one dict per hello, equal to ``HelloSighting.as_dict``.
+    """
+    native = native_module()
+    if native is None:
+        raise RuntimeError("the Rust engine (ja3svc._native) is not built in this install")
+    started = time.perf_counter()
+    stream, magic = read_magic(stream, name)  # gzip is read through in Python
+    run = native.PcapRun(name, dovecot_profile, write_json is not None)
+    read1 = getattr(stream, "read1", None)
+    read: Callable[[int], bytes | None] = read1 if read1 is not None else stream.read
+    chunk: bytes | None = magic
+    bytes_read = None
+    while True:
+        found = run.feed(chunk) if chunk else run.finish()
+        if found:
+            if write_json is not None:
+                write_json(found)
+            elif sink is not None:
+                for record in found:
+                    sink(record)
+        error = run.error
+        if error is not None:
+            if error[0] == "not_a_capture":
+                raise NotACaptureError(f"{name}: {error[1]}")
+            totals.damaged.append(str(CaptureDamagedError(name, error[1], error[2])))
+            if not run.format:  # the file header itself is cut short: nothing was read
+                totals.seconds += time.perf_counter() - started
+                return
+            break
+        if not chunk:
+            break
+        if progress is not None:
+            progress(run.bytes_read)
+        try:
+            chunk = read(CHUNK_SIZE)
+        except CaptureDamagedError as exc:  # compressed input that breaks off
+            totals.damaged.append(str(exc))
+            if not run.format:
+                totals.seconds += time.perf_counter() - started
+                return
+            run.abandon()
+            bytes_read = exc.offset
+            break
+    totals.packets += run.packets_read
+    totals.bytes += run.bytes_read if bytes_read is None else bytes_read
+    totals.add_counts(run.counters(), run.flow_stats())
     totals.seconds += time.perf_counter() - started

@@ -24,9 +24,8 @@ from ja3svc.capture.privileges import PrivilegeError, ProcessIdentity, drop_priv
 if TYPE_CHECKING:
     from ja3svc.capture.live_source import LiveSource
     from ja3svc.capture.worker import CaptureWorker
+    from ja3svc.config.settings import Settings
     from ja3svc.store.database import Database
-
-    from ja3svc.settings import Settings
 
 __all__ = [
     "PreparedCapture",
@@ -105,6 +104,7 @@ def hand_over_files(settings: Settings, database: Database, user: str) -> None:
     Only the spool directory and the SQLite file with its directory are changed; PostgreSQL
     needs nothing here.
     """
+    from ja3svc.store.database import sqlite_file
     try:
         entry = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
     except KeyError:
@@ -114,9 +114,8 @@ def hand_over_files(settings: Settings, database: Database, user: str) -> None:
     spool.mkdir(parents=True, exist_ok=True)
     paths.append(spool)
     paths.extend(spool.iterdir())
-    db_file = database.engine.url.database if database.dialect == "sqlite" else None
-    if db_file and db_file != ":memory:":
-        path = Path(db_file)
+    path = sqlite_file(database.engine.url)
+    if path is not None:
         paths.append(path.parent)
         for suffix in ("", "-wal", "-shm", ".migrate-lock"):
             candidate = path.with_name(path.name + suffix)

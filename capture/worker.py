@@ -35,10 +35,9 @@ from ja3svc.engine import FingerprintEngine
 from ja3svc.flow_table import FlowTable
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy; the worker also runs without a database
+    from ja3svc.config.settings import CaptureSettings, Settings
     from ja3svc.store.database import Database
     from ja3svc.store.sighting_writer import SightingWriter
-
-    from ja3svc.settings import CaptureSettings, Settings
 
 __all__ = ["CaptureWorker", "open_source"]
 

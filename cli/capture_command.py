@@ -67,9 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from ja3svc.capture.privileges import PrivilegeError
     from ja3svc.capture.service_setup import SetupError, prepare_capture
     from ja3svc.capture.worker import open_source
+    from ja3svc.config.settings import load_settings
     from pydantic import ValidationError
-
-    from ja3svc.settings import load_settings
 
     configure(args.log_level)
     overrides = {"database_url": args.database_url} if args.database_url else {}

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 @friendly_errors("db upgrade")
 def _upgrade(args: argparse.Namespace) -> int:
-    _settings, db = open_database(args, upgrade=False)
+    _settings, db = open_database(args, upgrade=False, check_schema=False)
     before = db.current_revision()
     db.upgrade(args.revision)
     print(f"{db.url}: {before or 'empty'} -> {db.current_revision()}")
@@ -61,7 +61,7 @@ def _upgrade(args: argparse.Namespace) -> int:
 def _current(args: argparse.Namespace) -> int:
     from ja3svc.store import migrate
 
-    _settings, db = open_database(args, upgrade=False)
+    _settings, db = open_database(args, upgrade=False, check_schema=False)
     current, head = db.current_revision(), migrate.head_revision()
     state = "up to date" if current == head else "needs `ja3svc db upgrade`"
     print(f"{db.url}: revision {current or 'none (empty)'}, head {head} ({state})")
@@ -70,7 +70,7 @@ def _current(args: argparse.Namespace) -> int:
 
 @friendly_errors("db downgrade")
 def _downgrade(args: argparse.Namespace) -> int:
-    _settings, db = open_database(args, upgrade=False)
+    _settings, db = open_database(args, upgrade=False, check_schema=False)
     before = db.current_revision()
     db.downgrade(args.revision)
     print(f"{db.url}: {before or 'empty'} -> {db.current_revision() or 'base (empty)'}")

@@ -16,8 +16,11 @@ from ja3svc.label_formats import (
     IMPORT_FORMATS,
     RENDERERS,
     LabelRow,
+    UnsupportedExport,
     normalize_value,
-    suricata_rule_hint,
+    render_suricata_dataset,
+    suricata_rule,
+    suricata_target,
 )
 from ja3svc.vocabulary import FINGERPRINT_KINDS, LABEL_ACTIONS
 
@@ -47,10 +50,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--note")
     add.set_defaults(func=_add)
 
-    rm = lsub.add_parser("remove", help="remove labels of a fingerprint")
-    rm.add_argument("value", metavar="HASH")
+    rm = lsub.add_parser(
+        "remove",
+        help="remove labels of a fingerprint, or every label of a source",
+        description="With HASH: that fingerprint's labels (of --source only, if given). "
+        "Without: every label of --source, which undoes `labels import --source NAME`.",
+    )
+    rm.add_argument("value", metavar="HASH", nargs="?")
     rm.add_argument("--kind", choices=FINGERPRINT_KINDS, help="default: ja4 for a JA4, else ja3")
-    rm.add_argument("--source", help="only this source's label (default: all sources)")
+    rm.add_argument("--source", help="only this source's labels (default: all sources)")
     rm.set_defaults(func=_remove)
 
     ls = lsub.add_parser("list", help="list labels")
@@ -73,6 +81,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     imp.add_argument("--action", choices=LABEL_ACTIONS, help="action for rows without one")
     imp.add_argument("--tarpit-seconds", type=int, help="delay for --action tarpit")
     imp.add_argument("--confidence", type=int, help="confidence for rows without one")
+    imp.add_argument(
+        "--dry-run", action="store_true", help="show what would be added or changed; write nothing"
+    )
     imp.set_defaults(func=_import)
 
     exp = lsub.add_parser(
@@ -83,6 +94,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     exp.add_argument("file", metavar="FILE", nargs="?", help="output file (default: stdout)")
     _add_filters(exp)
     exp.add_argument("--name", help="Suricata dataset name (default: the file's stem)")
+    exp.add_argument("--rules", metavar="FILE", help="suricata: also write the rule to FILE")
+    exp.add_argument("--sid", type=int, default=9000001, help="suricata: rule id (9000001)")
     exp.set_defaults(func=_export)
 
     for action in (add, rm, ls, imp, exp):
@@ -150,6 +163,17 @@ def _check_numbers(args: argparse.Namespace) -> str | None:
 def _remove(args: argparse.Namespace) -> int:
     from ja3svc.store.labels import remove_labels
 
+    if args.value is None:
+        if not args.source:
+            print("ja3svc labels remove: give a HASH, --source NAME, or both", file=sys.stderr)
+            return EXIT_USAGE
+        _settings, db = open_database(args)
+        n = remove_labels(db, args.kind, None, args.source)
+        if not n:
+            print(f"ja3svc labels remove: no label of source {args.source}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"removed {n} label{'s' if n != 1 else ''} of source {args.source}")
+        return EXIT_OK
     parsed = _kind_and_value("remove", args.kind, args.value)
     if parsed is None:
         return EXIT_USAGE
@@ -203,9 +227,13 @@ def _import(args: argparse.Namespace) -> int:
 
     fmt = IMPORT_FORMATS[args.format]
     problem = _check_numbers(args) if args.action or args.confidence is not None else None
+    if not problem and args.source == "manual":
+        problem = "source 'manual' is for `labels add`; an import names its own source"
     if problem:
         print(f"ja3svc labels import: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    # The database first: a schema it cannot use is the one line to see, not the list's.
+    _settings, db = open_database(args)
     if args.file == "-":
         result = fmt.parse(sys.stdin)
     else:
@@ -217,8 +245,17 @@ def _import(args: argparse.Namespace) -> int:
         # not the whole import.
         with open(path, encoding="utf-8", errors="replace", newline="") as fh:
             result = fmt.parse(fh)
+    if result.refused is not None:
+        print(
+            f"ja3svc labels import: {args.file} is not a {args.format} list: {result.refused}; "
+            "nothing imported",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     for p in result.problems:
         print(f"{args.file}: {p}", file=sys.stderr)
+    for note in result.notes:
+        print(f"{args.file}: {note}", file=sys.stderr)
     if not result.rows:
         print(f"ja3svc labels import: no valid {args.format} rows in {args.file}", file=sys.stderr)
         return EXIT_USAGE
@@ -231,11 +268,15 @@ def _import(args: argparse.Namespace) -> int:
     rows = result.rows
     if args.source:
         rows = [replace(r, source=args.source) for r in rows]
-    _settings, db = open_database(args)
-    outcome = upsert_labels(db, rows, defaults)
+    outcome = upsert_labels(db, rows, defaults, dry_run=args.dry_run)
+    if args.dry_run:
+        for change in outcome.changes:
+            print(change.describe())
     print(
-        f"imported {args.file} ({args.format}): {outcome.inserted} new, {outcome.updated} "
-        f"updated, {len(result.problems)} problem line(s)"
+        f"{'would import' if args.dry_run else 'imported'} {args.file} ({args.format}): "
+        f"{outcome.inserted} new, {outcome.updated} updated ({outcome.changed} with new "
+        f"values), {len(result.problems)} problem line(s)"
+        + ("; nothing written (--dry-run)" if args.dry_run else "")
     )
     return EXIT_OK
 
@@ -243,8 +284,26 @@ def _import(args: argparse.Namespace) -> int:
 @friendly_errors("labels export")
 def _export(args: argparse.Namespace) -> int:
     kinds = args.kind or _EXPORT_DEFAULT_KINDS.get(args.format)
+    try:
+        if args.format == "suricata":
+            # One dataset holds one kind: each kind needs its own rule buffer and dataset type.
+            if len(kinds or []) != 1:
+                raise UnsupportedExport("a Suricata dataset holds one kind: give one --kind")
+            suricata_target(kinds[0])
+        elif args.format == "zeek" and set(kinds or []) - {"ja3"}:
+            raise UnsupportedExport(
+                "Zeek's intel type Intel::JA3 (salesforce/ja3 package) matches standard JA3 "
+                "only: export with --kind ja3"
+            )
+    except UnsupportedExport as exc:
+        print(f"ja3svc labels export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     rows = _query(args, kinds, None)
-    lines = RENDERERS[args.format](rows)
+    if args.format == "suricata":
+        kind = kinds[0]
+        lines = render_suricata_dataset(rows, kind)
+    else:
+        lines = RENDERERS[args.format](rows)
     if args.file:
         path = Path(args.file)
         with open(path, "w", encoding="utf-8", newline="") as out:
@@ -256,6 +315,9 @@ def _export(args: argparse.Namespace) -> int:
     if args.format == "suricata":
         target = args.file or "FILE"
         name = args.name or (Path(args.file).stem if args.file else "ja3svc")
-        kind = (kinds or ["ja3"])[0]
-        print(f"Suricata rule: {suricata_rule_hint(name, target, kind)}", file=sys.stderr)
+        rule = suricata_rule(name, target, kind, args.sid)
+        if args.rules:
+            Path(args.rules).write_text(rule + "\n", encoding="utf-8")
+            print(f"wrote the rule to {args.rules}", file=sys.stderr)
+        print(f"Suricata rule: {rule}", file=sys.stderr)
     return EXIT_OK

@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from ja3svc._version import __version__
+
 # Modules providing sub-commands, in the order they appear in ``--help``.
 COMMAND_MODULES = (
     "ja3svc.cli.pcap_command",
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="TLS client fingerprints from captures, a fingerprint database and a "
         "Dovecot authentication-policy service.",
     )
+    parser.add_argument("--version", action="version", version=f"ja3svc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -43,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits 2 on usage errors; ours is 1
+    except SystemExit as exc:  # argparse exits 2 on usage errors (ours is 1), 0 after --version
         code = exc.code if isinstance(exc.code, int) else EXIT_USAGE
         return EXIT_USAGE if code == 2 else code
     try:

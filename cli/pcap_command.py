@@ -20,19 +20,27 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from ja3svc.capture.capture_file import NotACaptureError
-from ja3svc.capture.pcap_run import RunTotals, fingerprint_stream
+from ja3svc.capture.pcap_run import (
+    ENGINE_ENV,
+    ENGINES,
+    RunTotals,
+    default_engine,
+    fingerprint_stream,
+    fingerprint_stream_native,
+    native_module,
+)
 from ja3svc.cli.main import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE
+from ja3svc.config.settings import Settings, load_settings
 
-from ja3svc.dovecot import DEFAULT_PROFILE, OPENSSL_PROFILES
-from ja3svc.settings import Settings, load_settings
+from ja3svc.dovecot import DEFAULT_PROFILE, PROFILE_CHOICES
 from ja3svc.sighting import HelloSighting
 
 Record = dict[str, Any]
 Emit = Callable[[Record], None]
 
 CSV_COLUMNS = (
-    "ts", "src", "sport", "dst", "dport", "transport", "hello", "index", "sni", "alpn",
-    "tls_version", "ja3", "ja3_hash", "ja3n", "ja3n_hash", "ja4", "ja4_r", "ja3_dovecot",
+    "file", "frame", "ts", "src", "sport", "dst", "dport", "transport", "hello", "index", "sni",
+    "alpn", "tls_version", "ja3", "ja3_hash", "ja3n", "ja3n_hash", "ja4", "ja4_r", "ja3_dovecot",
     "ja3_dovecot_hash", "ja3s", "ja3s_hash",
 )  # fmt: skip
 
@@ -57,9 +65,16 @@ def register(sub: Any) -> None:
         help="print the distinct fingerprints with their counts instead of every hello",
     )  # fmt: skip
     p.add_argument(
-        "--dovecot-profile", choices=sorted(OPENSSL_PROFILES), default=None,
-        help=f"OpenSSL known-extension set for Dovecot's JA3 (default {DEFAULT_PROFILE}, "
-        "or the configured one)",
+        "--dovecot-profile", choices=PROFILE_CHOICES, default=None,
+        help="OpenSSL known-extension set for the ja3_dovecot column: the OpenSSL the Dovecot "
+        f"links (default {DEFAULT_PROFILE}, i.e. 3.2-3.5 as distribution packages of Dovecot "
+        "2.4; openssl-3.0 for builds on Debian 12 or Ubuntu 22.04/24.04; or the configured "
+        "one). JSON output always carries every profile's hash in ja3_dovecot_hashes",
+    )  # fmt: skip
+    p.add_argument(
+        "--engine", choices=ENGINES, default=None,
+        help="native: the Rust engine (default when built); python: the pure-Python reference "
+        f"engine, for comparison (also ${ENGINE_ENV})",
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     p.add_argument("-q", "--quiet", action="store_true", help="no counters on stderr")
@@ -86,9 +101,43 @@ def run(args: argparse.Namespace) -> int:
     profile = args.dovecot_profile or (
         settings.dovecot_openssl_profile if settings else DEFAULT_PROFILE
     )
+    engine = args.engine or default_engine()
+    if engine == "native" and native_module() is None:
+        if args.engine or os.environ.get(ENGINE_ENV):
+            print(
+                "ja3svc pcap: the Rust engine is not built in this install (it needs a Rust "
+                "toolchain at install time); use --engine python",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        engine = "python"
+    if engine == "python" and args.engine is None and native_module() is None:
+        # The extension is missing: say once why this run is slower.
+        print(
+            "ja3svc pcap: the Rust engine is not built in this install (no Rust toolchain at "
+            "install time); using the slower pure-Python engine",
+            file=sys.stderr,
+        )
     out = sys.stdout
+    store = None
+    if args.store and settings:
+        try:
+            store = _Store(args, settings)
+        except _StoreRefused as exc:
+            print(f"ja3svc pcap: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     emit, finish = _output(args.format, args.summary, out)
-    store = _Store(args, settings) if args.store and settings else None
+    # The default output on the Rust engine: Rust writes the JSON lines itself.
+    native_json = (
+        engine == "native" and args.format == "json" and not args.summary and not args.store
+    )
+    line_buffered = out.isatty()
+
+    def write_json(text: str) -> None:
+        out.write(text)
+        if line_buffered:
+            out.flush()
+
     totals = RunTotals()
     status = EXIT_OK
     stdin_used = False
@@ -107,17 +156,28 @@ def run(args: argparse.Namespace) -> int:
         label = "<stdin>" if name == "-" else name
         record = emit if store is None else store.wrap(emit, label)
 
-        def sink(s: HelloSighting, record: Callable[[Record], None] = record) -> None:
-            record(s.as_dict(profile))
+        def sink(s: HelloSighting, frame: int, record: Emit = record, label: str = label) -> None:
+            record({"file": label, "frame": frame, **s.as_dict(profile)})
 
         progress = _progress_bar(stream, label) if not args.no_progress else None
         damaged_before = len(totals.damaged)
         try:
-            fingerprint_stream(stream, label, sink, totals, progress)
+            if engine == "python":
+                fingerprint_stream(stream, label, sink, totals, progress)
+            else:
+                fingerprint_stream_native(
+                    stream, label, totals, profile,
+                    write_json=write_json if native_json else None,
+                    sink=None if native_json else record,
+                    progress=progress,
+                )  # fmt: skip
         except NotACaptureError as exc:
             print(f"ja3svc pcap: {exc}", file=sys.stderr)  # the message names the file
             status = EXIT_USAGE
             continue
+        except BrokenPipeError:
+            # The reader of our output has gone (`ja3svc pcap big.pcap | head`): not damage.
+            return _output_closed(store)
         except OSError as exc:
             print(f"ja3svc pcap: error reading {label}: {exc}", file=sys.stderr)
             status = max(status, EXIT_DAMAGED) if status != EXIT_USAGE else status
@@ -132,8 +192,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"ja3svc pcap: {message}", file=sys.stderr)
             if status == EXIT_OK:
                 status = EXIT_DAMAGED
-    finish()
-    out.flush()
+    try:
+        finish()
+        out.flush()
+    except BrokenPipeError:
+        return _output_closed(store)
     if store is not None:
         store.close()
     if not args.quiet:
@@ -144,9 +207,20 @@ def run(args: argparse.Namespace) -> int:
 # --- output formats ----------------------------------------------------------------------
 
 
+def _output_closed(store: _Store | None) -> int:
+    """Stdout's reader has exited: keep what was stored, and say nothing more."""
+    if store is not None:
+        store.close()
+    # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_OK
+
+
 def _output(fmt: str, summary: bool, out: TextIO) -> tuple[Emit, Callable[[], None]]:
     if summary:
-        return _summary_output(out)
+        return _summary_output(fmt, out)
     if fmt == "csv":
         writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
@@ -159,6 +233,10 @@ def _output(fmt: str, summary: bool, out: TextIO) -> tuple[Emit, Callable[[], No
         return emit_csv, lambda: None
     if fmt == "table":
         return _table_output(out)
+    return _json_lines(out), lambda: None
+
+
+def _json_lines(out: TextIO) -> Emit:
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
     line_buffered = out.isatty()
 
@@ -167,19 +245,28 @@ def _output(fmt: str, summary: bool, out: TextIO) -> tuple[Emit, Callable[[], No
         if line_buffered:
             out.flush()
 
-    return emit_json, lambda: None
+    return emit_json
+
+
+def utc_time(ts: float) -> str:
+    """ISO 8601 with microseconds and the zone: what a person can compare across machines."""
+    # Rounded, not truncated: 0.968745 is 0.96874499... as a float.
+    seconds, micros = divmod(round(ts * 1_000_000), 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
 
 
 def _table_output(out: TextIO) -> tuple[Emit, Callable[[], None]]:
-    row = "{:<15} {:<6} {:<4} {:<46} {:<32} {:<36} {}\n"
-    out.write(row.format("time", "hello", "#", "connection", "ja3/ja3s hash", "ja4", "sni"))
+    row = "{:<27} {:<5} {:<6} {:<4} {:<46} {:<32} {:<36} {}\n"
+    out.write(
+        row.format("time (UTC)", "proto", "hello", "#", "connection", "ja3/ja3s hash", "ja4", "sni")
+    )
 
     def emit(d: Record) -> None:
         conn = f"{_hostport(d['src'], d['sport'])} > {_hostport(d['dst'], d['dport'])}"
-        ts = d["ts"]
         out.write(
             row.format(
-                time.strftime("%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}",
+                utc_time(d["ts"]),
+                d["transport"],
                 d["hello"],
                 d["index"],
                 conn,
@@ -192,7 +279,10 @@ def _table_output(out: TextIO) -> tuple[Emit, Callable[[], None]]:
     return emit, lambda: None
 
 
-def _summary_output(out: TextIO) -> tuple[Emit, Callable[[], None]]:
+SUMMARY_COLUMNS = ("count", "hello", "hash", "ja4", "example")
+
+
+def _summary_output(fmt: str, out: TextIO) -> tuple[Emit, Callable[[], None]]:
     counts: Counter[tuple[str, str, str]] = Counter()
     examples: dict[tuple[str, str, str], dict[str, Any]] = {}
 
@@ -201,15 +291,34 @@ def _summary_output(out: TextIO) -> tuple[Emit, Callable[[], None]]:
         counts[key] += 1
         examples.setdefault(key, d)
 
-    def finish() -> None:
+    def rows() -> list[Record]:
+        out_rows = []
+        for key, n in counts.most_common():
+            d = examples[key]
+            example = d.get("sni") or d.get("ja3") or d.get("ja3s") or ""
+            out_rows.append(dict(zip(SUMMARY_COLUMNS, (n, *key, example), strict=True)))
+        return out_rows
+
+    def finish_table() -> None:
         out.write(
             f"{'count':>7}  {'hello':<6} {'ja3/ja3s hash':<32} {'ja4':<36} example sni / string\n"
         )
-        for key, n in counts.most_common():
-            d = examples[key]
-            detail = d.get("sni") or d.get("ja3") or d.get("ja3s") or ""
-            out.write(f"{n:>7}  {key[0]:<6} {key[1]:<32} {key[2]:<36} {detail}\n")
+        for r in rows():
+            out.write(
+                f"{r['count']:>7}  {r['hello']:<6} {r['hash']:<32} {r['ja4']:<36} {r['example']}\n"
+            )
 
+    def finish_csv() -> None:
+        writer = csv.DictWriter(out, SUMMARY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows())
+
+    def finish_json() -> None:
+        emit_json = _json_lines(out)
+        for r in rows():
+            emit_json(r)
+
+    finish = {"table": finish_table, "csv": finish_csv}.get(fmt, finish_json)
     return emit, finish
 
 
@@ -272,14 +381,38 @@ def _print_totals(t: RunTotals, err: TextIO) -> None:
 # --- optional database sink -------------------------------------------------------------
 
 
+class _StoreRefused(Exception):
+    """``--store`` cannot work: the message is the one line the user sees."""
+
+
 class _Store:
     """Records each hello as a sighting through the store's batched, spooling writer."""
 
     def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
-        from ja3svc.store.database import Database
+        from ja3svc.store.database import Database, DatabaseUnavailable, SchemaOutOfDate
+        from sqlalchemy.exc import ArgumentError, DBAPIError
 
         self.settings = settings
-        self.db = Database.from_settings(self.settings)
+        try:
+            self.db = Database.from_settings(self.settings)
+        except ArgumentError as exc:
+            raise _StoreRefused(str(exc)) from None
+        except DBAPIError as exc:
+            raise _StoreRefused(f"database error: {_first_line(exc)}") from None
+        except OSError as exc:
+            raise _StoreRefused(f"{exc.filename or ''}: {exc.strerror or exc}") from None
+        try:
+            self.db.check()
+        except DatabaseUnavailable as exc:
+            # Outages lose nothing: the writer spools until the database is back.
+            print(f"ja3svc pcap: {_first_line(exc)}; sightings are spooled", file=sys.stderr)
+        else:
+            try:
+                self.db.require_head()
+            except SchemaOutOfDate as exc:
+                raise _StoreRefused(str(exc)) from None
+            except DBAPIError as exc:
+                raise _StoreRefused(f"database error: {_first_line(exc)}") from None
         self.sensor = args.sensor
         self.writers: list[Any] = []
 
@@ -303,3 +436,9 @@ class _Store:
     def close(self) -> None:
         for writer in self.writers:
             writer.close()
+
+
+def _first_line(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -76,9 +76,8 @@ def _fail(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from ja3svc.api.logs import configure
+    from ja3svc.config.settings import load_settings
     from pydantic import ValidationError
-
-    from ja3svc.settings import load_settings
 
     configure(args.log_level)
     try:

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING
 from ja3svc.cli.main import EXIT_USAGE
 
 if TYPE_CHECKING:  # imported lazily at run time: `ja3svc pcap` should not load SQLAlchemy
+    from ja3svc.config.settings import Settings
     from ja3svc.store.database import Database
-
-    from ja3svc.settings import Settings
 
 
 def add_database_options(p: argparse.ArgumentParser) -> None:
@@ -33,16 +32,23 @@ def add_database_options(p: argparse.ArgumentParser) -> None:
 
 
 def open_database(
-    args: argparse.Namespace, *, upgrade: bool | None = None
+    args: argparse.Namespace, *, upgrade: bool | None = None, check_schema: bool = True
 ) -> tuple[Settings, Database]:
-    """Settings from ``--config``/environment with ``--database-url`` on top, then the database."""
-    from ja3svc.store.database import Database
+    """Settings from ``--config``/environment with ``--database-url`` on top, then the database.
 
-    from ja3svc.settings import load_settings
+    Unless ``check_schema`` is off (the ``db`` commands that inspect or change the revision),
+    a schema that is not at the code's head raises ``SchemaOutOfDate``: no command reads or
+    writes tables whose shape it does not know.
+    """
+    from ja3svc.config.settings import load_settings
+    from ja3svc.store.database import Database
 
     overrides = {"database_url": args.database_url} if args.database_url else {}
     settings = load_settings(args.config, **overrides)
-    return settings, Database.from_settings(settings, upgrade=upgrade)
+    db = Database.from_settings(settings, upgrade=upgrade)
+    if check_schema:
+        db.require_head()
+    return settings, db
 
 
 def friendly_errors(command: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable]:

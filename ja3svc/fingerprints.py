@@ -9,7 +9,7 @@ is cheap and keeps memory flat.
 
 from __future__ import annotations
 
-from ja3svc.dovecot import DEFAULT_PROFILE, ja3_dovecot_string
+from ja3svc.dovecot import DEFAULT_PROFILE, OPENSSL_PROFILES, canonical_profile, ja3_dovecot_string
 from ja3svc.grease import without_grease
 from ja3svc.hello import ClientHello, ServerHello
 from ja3svc.ja3 import ja3_string, ja3n_string, ja3s_string, md5_hex
@@ -49,7 +49,9 @@ def tls_version_name(version: int) -> str:
 def client_fingerprints(
     hello: ClientHello, transport: str = "tcp", dovecot_profile: str = DEFAULT_PROFILE
 ) -> dict[str, str]:
-    """ja3, ja3_hash, ja3n, ja3n_hash, ja4, ja4_r, ja3_dovecot(_hash) and tls_version.
+    """ja3, ja3_hash, ja3n, ja3n_hash, ja4, ja4_r, ja3_dovecot(_hash) (under
+    ``dovecot_profile``), ja3_dovecot_hashes (``{profile: hash}`` for every known OpenSSL
+    profile) and tls_version.
 
     The returned dict is shared with the memo: copy it before changing it.
     """
@@ -84,7 +86,9 @@ def client_fingerprints(
         }
         _remember(_unordered_memo, unordered_key, unordered)
     j3 = ja3_string(hello)
-    jd = ja3_dovecot_string(hello, dovecot_profile)
+    profile = canonical_profile(dovecot_profile)
+    by_profile = {p: ja3_dovecot_string(hello, p) for p in OPENSSL_PROFILES}
+    jd = by_profile[profile]
     result = {
         "tls_version": unordered["tls_version"],
         "ja3": j3,
@@ -95,6 +99,7 @@ def client_fingerprints(
         "ja4_r": unordered["ja4_r"],
         "ja3_dovecot": jd,
         "ja3_dovecot_hash": md5_hex(jd),
+        "ja3_dovecot_hashes": {p: md5_hex(text) for p, text in by_profile.items()},
     }
     return _remember(_client_memo, key, result)
 

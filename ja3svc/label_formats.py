@@ -16,6 +16,7 @@ its line number and skipped. Formats (see ../shared/spec/fingerprints.md):
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -33,6 +34,8 @@ JA4_RE = re.compile(
     r"[tqd](?:1[0-3]|s[23]|d[1-3]|00)[di]\d{4}[0-9A-Za-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}"
 )
 JA3_STRING_RE = re.compile(r"\d+,[\d-]*,[\d-]*,[\d-]*,[\d-]*")
+# SSLBL's first/last-seen columns; no other list has a timestamp in its second column.
+_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?")
 # What list publishers wrap values in by accident: spaces, quotes, a stray separator.
 _JUNK = " \t\r\n\"',;"
 
@@ -71,6 +74,15 @@ class Problem:
 class ParseResult:
     rows: list[LabelRow] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    # Set when the input is not this format at all: nothing of it may be imported.
+    refused: Problem | None = None
+    # What the file holds that is not imported (e.g. FoxIO's JA4S column), for the user.
+    notes: list[str] = field(default_factory=list)
+
+    def refuse(self, line: int, message: str) -> ParseResult:
+        self.refused = Problem(line, message)
+        self.rows.clear()
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +170,17 @@ def _csv_records(lines: Iterable[str], out: ParseResult) -> Iterator[tuple[int, 
 
 def parse_sslbl(lines: Iterable[str]) -> ParseResult:
     out = ParseResult()
+    checked = False
     for n, cells in _csv_records(lines, out):
         if cells[0].lower().strip(_JUNK) == "ja3_md5":  # an uncommented header
             continue
+        if not checked:
+            # The first row decides whether this is SSLBL's list at all: hash, two timestamps.
+            checked = True
+            if len(cells) < 3 or not _TIMESTAMP_RE.fullmatch(cells[1]):
+                return out.refuse(
+                    n, "not an SSLBL row (ja3_md5,Firstseen,Lastseen,Listingreason expected)"
+                )
         value = normalize_value("ja3", cells[0])
         if value is None:
             out.problems.append(Problem(n, _invalid("ja3", cells[0])))
@@ -195,7 +215,15 @@ def parse_salesforce(lines: Iterable[str]) -> ParseResult:
             # The file opens with one quoted multi-line copyright record: not a data row.
             if was_first and (len(cells) == 1 or "copyright" in raw.lower()):
                 continue
+            if not out.rows and not out.problems:
+                return out.refuse(n, 'not a salesforce row (md5,"name1,name2" expected)')
             out.problems.append(Problem(n, _invalid("ja3", raw)))
+            continue
+        if len(cells) >= 3 and _TIMESTAMP_RE.fullmatch(cells[1]):
+            # An SSLBL row (hash, first seen, last seen, reason) would import dates as names.
+            if not out.rows:
+                return out.refuse(n, "an SSLBL row (dates after the hash), not salesforce's")
+            out.problems.append(Problem(n, "dates after the hash (an SSLBL row?), skipped"))
             continue
         # The names column is itself comma-joined; unquoted it spills into more cells.
         names = [_text(x) for cell in cells[1:] for x in cell.split(",")]
@@ -205,12 +233,19 @@ def parse_salesforce(lines: Iterable[str]) -> ParseResult:
     return out
 
 
-_TRISUL_FIELD_RE = re.compile(r'"(desc|ja3_hash|ja3_str)"\s*:\s*"([^"]*)')
+# A value may open with a stray `", ` left over from the list's generator; it is skipped.
+_TRISUL_FIELD_RE = re.compile(r'"(desc|ja3_hash|ja3_str)"\s*:\s*"(?:"\s*,\s*)?([^"]*)')
 
 
 def parse_trisul(lines: Iterable[str]) -> ParseResult:
     out = ParseResult()
     for n, line in _content_lines(lines):
+        if not line.startswith("{"):
+            # One JSON object per line: anything else is another list, or damage.
+            if not out.rows and not out.problems:
+                return out.refuse(n, "not a Trisul line (one JSON object per line expected)")
+            out.problems.append(Problem(n, "not a JSON object, skipped"))
+            continue
         try:
             obj = json.loads(line)
             if not isinstance(obj, dict):
@@ -228,8 +263,9 @@ def parse_trisul(lines: Iterable[str]) -> ParseResult:
             out.problems.append(Problem(n, _invalid("ja3", raw_hash)))
             continue
         note = None
-        # Not _text(): a JA3 string legitimately ends in commas (empty fields).
-        ja3_str = str(obj.get("ja3_str") or "").strip(" \t\r\n\"'")
+        # Not _text(): a JA3 string legitimately ends in commas (empty fields). Some strings
+        # open with a stray `", ` and are whole after it.
+        ja3_str = str(obj.get("ja3_str") or "").strip(" \t\r\n\"'").lstrip('", ')
         if ja3_str:
             if not JA3_STRING_RE.fullmatch(ja3_str):
                 out.problems.append(Problem(n, f"malformed ja3_str {ja3_str!r} ignored"))
@@ -245,15 +281,31 @@ def parse_trisul(lines: Iterable[str]) -> ParseResult:
 
 def parse_foxio(lines: Iterable[str]) -> ParseResult:
     out = ParseResult()
+    unsupported: dict[str, int] = {}
+    _read_foxio(lines, out, unsupported)
+    if unsupported and out.refused is None:
+        out.notes.append(
+            "not imported (ja3svc keeps the TLS client's ja4 only): "
+            + ", ".join(f"{n} value(s) in column {c}" for c, n in unsupported.items())
+        )
+    return out
+
+
+def _read_foxio(lines: Iterable[str], out: ParseResult, unsupported: dict[str, int]) -> None:
     header: list[str] | None = None
     for n, cells in _csv_records(lines, out):
         if header is None:
             header = [c.strip(_JUNK).lower() for c in cells]
-            if "ja4" not in header:
-                out.problems.append(Problem(n, "header has no 'ja4' column; nothing imported"))
-                return out
+            if "ja4" not in header or "application" not in header:
+                out.refuse(
+                    n, "not FoxIO's header (Application,Library,Device,OS,...,ja4,... expected)"
+                )
+                return
             continue
         row = {name: _text(cell) for name, cell in zip(header, cells, strict=False)}
+        for name, cell in row.items():
+            if cell and name.startswith("ja4") and name != "ja4":
+                unsupported[name] = unsupported.get(name, 0) + 1
         raw = row.get("ja4")
         if raw is None:  # a row for another JA4+ method (ja4s, ja4h, ja4x, ...)
             continue
@@ -270,7 +322,6 @@ def parse_foxio(lines: Iterable[str]) -> ParseResult:
                 note=row.get("notes"),
             )
         )
-    return out
 
 
 def _project_row(obj: dict[str, Any]) -> LabelRow:
@@ -322,8 +373,7 @@ def parse_project_csv(lines: Iterable[str]) -> ParseResult:
         if header is None:
             header = [c.strip(_JUNK).lower() for c in cells]
             if "kind" not in header or "value" not in header:
-                out.problems.append(Problem(n, "header must name at least 'kind' and 'value'"))
-                return out
+                return out.refuse(n, "not a ja3svc-csv header (at least 'kind' and 'value')")
             continue
         try:
             out.rows.append(_project_row(dict(zip(header, cells, strict=False))))
@@ -342,18 +392,25 @@ def parse_project_json(lines: Iterable[str]) -> ParseResult:
     if doc is not None:
         entries = doc.get("labels") if isinstance(doc, dict) else doc
         if not isinstance(entries, list):
-            out.problems.append(
-                Problem(1, "expected a JSON array of labels (or {'labels': [...]})")
-            )
-            return out
+            return out.refuse(1, "not a JSON array of labels (or {'labels': [...]})")
         numbered: Iterable[tuple[int, Any]] = enumerate(entries, 1)
         where = "entry"
     else:
         # Not one JSON document: read it as JSON lines (our export puts one label per line),
-        # so a damaged line costs that label only.
+        # so a damaged line costs that label only. It must still start like JSON.
+        for n, line in _content_lines(text.splitlines()):
+            if not line.startswith(("[", "{")):
+                return out.refuse(n, "not JSON (a ja3svc-json export is a JSON array)")
+            break
         numbered = _json_lines(text.splitlines(), out)
         where = "line"
     for n, obj in numbered:
+        if (
+            not out.rows
+            and not out.problems
+            and not (isinstance(obj, dict) and "kind" in obj and "value" in obj)
+        ):
+            return out.refuse(n, "not a ja3svc label (an object with 'kind' and 'value')")
         try:
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
@@ -446,20 +503,61 @@ def render_project_json(rows: Iterable[LabelRow]) -> Iterator[str]:
     yield "\n]\n"
 
 
-def render_suricata_dataset(rows: Iterable[LabelRow]) -> Iterator[str]:
-    """Suricata ``type md5`` dataset: one hash per line, each once (MD5 kinds only)."""
+@dataclass(frozen=True, slots=True)
+class SuricataTarget:
+    """How a Suricata 7 rule reaches one fingerprint kind.
+
+    ``ja3.hash`` holds the 32 hex characters, while a ``type md5`` dataset compares 16 raw
+    bytes, so ``ja3.hash; dataset:isset,...,type md5`` is accepted and never fires. The rule
+    therefore hashes the JA3 string itself (``to_md5`` yields the raw digest), and JA4, which is
+    no hash, goes into a ``type string`` dataset, whose file holds each value base64-encoded.
+    """
+
+    buffer: str
+    dataset_type: str
+
+
+SURICATA_TARGETS: dict[str, SuricataTarget] = {
+    "ja3": SuricataTarget("ja3.string; to_md5", "md5"),
+    "ja3s": SuricataTarget("ja3s.string; to_md5", "md5"),
+    "ja4": SuricataTarget("ja4.hash", "string"),
+}
+
+
+class UnsupportedExport(ValueError):
+    """The target tool computes no fingerprint of this kind: a list of it could never match."""
+
+
+def suricata_target(kind: str) -> SuricataTarget:
+    target = SURICATA_TARGETS.get(kind)
+    if target is None:
+        raise UnsupportedExport(
+            f"Suricata computes no {kind} fingerprint, so a dataset of them would never match; "
+            f"export one of: {', '.join(SURICATA_TARGETS)}"
+        )
+    return target
+
+
+def render_suricata_dataset(rows: Iterable[LabelRow], kind: str = "ja3") -> Iterator[str]:
+    """A Suricata dataset file of ``kind``'s values, each once, in the dataset type's encoding."""
+    target = suricata_target(kind)
     seen: set[str] = set()
     for row in rows:
-        if row.kind != "ja4" and row.value not in seen:
-            seen.add(row.value)
+        if row.kind != kind or row.value in seen:
+            continue
+        seen.add(row.value)
+        if target.dataset_type == "string":
+            yield base64.b64encode(row.value.encode("ascii")).decode("ascii") + "\n"
+        else:
             yield row.value + "\n"
 
 
-def suricata_rule_hint(dataset: str, path: str, kind: str = "ja3") -> str:
-    buffer = "ja3s.hash" if kind == "ja3s" else "ja3.hash"
+def suricata_rule(dataset: str, path: str, kind: str = "ja3", sid: int = 9000001) -> str:
+    """The rule that alerts when a TLS hello's ``kind`` fingerprint is in the dataset."""
+    target = suricata_target(kind)
     return (
-        f'alert tls any any -> any any (msg:"ja3svc {dataset}"; {buffer}; '
-        f"dataset:isset,{dataset},type md5,load {path}; sid:9000001; rev:1;)"
+        f'alert tls any any -> any any (msg:"ja3svc {dataset}"; {target.buffer}; '
+        f"dataset:isset,{dataset},type {target.dataset_type},load {path}; sid:{sid}; rev:1;)"
     )
 
 
@@ -487,9 +585,9 @@ def render_zeek_intel(rows: Iterable[LabelRow]) -> Iterator[str]:
         )
 
 
+# Suricata's dataset depends on the kind: see render_suricata_dataset.
 RENDERERS: dict[str, Callable[[Iterable[LabelRow]], Iterator[str]]] = {
     "ja3svc-json": render_project_json,
     "ja3svc-csv": render_project_csv,
-    "suricata": render_suricata_dataset,
     "zeek": render_zeek_intel,
 }

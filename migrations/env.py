@@ -8,10 +8,9 @@ The URL never comes from alembic.ini. Callers either pass an open connection in
 from __future__ import annotations
 
 from alembic import context
+from ja3svc.store.models import Base
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
-
-from ja3svc.models import Base
 
 target_metadata = Base.metadata
 

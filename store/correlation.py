@@ -25,12 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ja3svc.store.database import Database
+from ja3svc.store.models import Fingerprint, Sighting
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ja3svc.connections import RecentConnections, normalize_ip
-from ja3svc.models import Fingerprint, Sighting
-from ja3svc.policy.facts import ConnectionPeer, FingerprintRef
+from ja3svc.policy.facts import ConnectionPeer, CorrelatedFingerprints, FingerprintRef
 from ja3svc.vocabulary import FINGERPRINT_FIELDS
 
 __all__ = ["ConnectionFingerprints", "find_client_hello", "fingerprint_refs"]
@@ -98,6 +98,7 @@ def _query_once(session: Session, ips: list[str], port: int, since_ts: float) ->
         "ja3n_hash": row.ja3n_hash,
         "ja4": row.ja4,
         "ja3_dovecot_hash": row.ja3_dovecot_hash,
+        "ja3_dovecot_hashes": _json_dict(row.ja3_dovecot_hashes),
         "source": "database",
     }
     # The sightings table keeps hashes only; the full strings live once per fingerprint.
@@ -120,6 +121,16 @@ def _query_once(session: Session, ips: list[str], port: int, since_ts: float) ->
         if kind != "ja3s":
             record[string_key] = strings.get((kind, record.get(value_key) or ""))
     return record
+
+
+def _json_dict(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
 def find_client_hello(
@@ -158,16 +169,23 @@ def find_client_hello(
     return None
 
 
-def fingerprint_refs(record: Record | None) -> tuple[FingerprintRef, ...]:
-    """The label-table keys of a client hello record, in lookup order (see CLIENT_KINDS)."""
+def fingerprint_refs(record: Record | None) -> CorrelatedFingerprints:
+    """The label-table keys of a client hello record, in lookup order (see CLIENT_KINDS), with
+    Dovecot's hash under every OpenSSL profile (so either kind of Dovecot's labels and learned
+    fingerprints match), and those hashes by profile for the profile detection."""
     if not record:
-        return ()
-    refs = []
+        return CorrelatedFingerprints(())
+    refs: list[FingerprintRef] = []
     for kind in CLIENT_KINDS:
         value = record.get(FINGERPRINT_FIELDS[kind][0])
         if value:
             refs.append(FingerprintRef(kind, str(value)))
-    return tuple(refs)
+    by_profile = record.get("ja3_dovecot_hashes") or {}
+    for value in by_profile.values():
+        ref = FingerprintRef("ja3_dovecot", str(value))
+        if value and ref not in refs:
+            refs.append(ref)
+    return CorrelatedFingerprints(refs, by_profile)
 
 
 class ConnectionFingerprints:

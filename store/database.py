@@ -16,14 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ja3svc.config.settings import Settings
 from ja3svc.store import migrate
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
-
-from ja3svc.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,11 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def _sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file of a SQLite URL; None for an in-memory SQLite database or another backend.
+
+    The one test of "a local SQLite file" (the store's driver path, the service's inline
+    queries and writes, the migration lock, the files handed to a capture's user)."""
     u = make_url(url)
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
         return None
@@ -62,7 +65,7 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
     url = normalize_url(url)
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
-        path = _sqlite_file(url)
+        path = sqlite_file(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         else:
@@ -193,7 +196,7 @@ class Database:
         """Migrate to head unless already there; safe when several processes start at once."""
         if self.is_at_head():
             return
-        path = _sqlite_file(str(self.engine.url))
+        path = sqlite_file(self.engine.url)
         if path is None:
             self.upgrade()
             return

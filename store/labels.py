@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ja3svc.store.database import Database
-from sqlalchemy import delete, select, tuple_
+from ja3svc.store.models import Label
+from ja3svc.store.queries import Page, id_window_page
+from sqlalchemy import delete, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ja3svc.label_formats import LabelRow, merge_duplicates
-from ja3svc.models import Label
 
 _LABELS = Label.__table__
 # Rows per statement: stays under SQLite's bound-parameter limit (32766) with 11 columns.
@@ -33,10 +35,42 @@ class LabelDefaults:
     tarpit_seconds: int | None = None
 
 
+# What an import may change in an existing label (the key and timestamps aside).
+_COMPARED = ("client_name", "category", "action", "tarpit_seconds", "confidence", "note")
+
+
+@dataclass
+class LabelChange:
+    """One label an upsert adds or alters: ``before`` is None for a new one."""
+
+    kind: str
+    value: str
+    source: str
+    before: dict[str, object] | None
+    after: dict[str, object]
+
+    def describe(self) -> str:
+        key = f"{self.kind} {self.value} [{self.source}]"
+        if self.before is None:
+            what = ", ".join(f"{f} {self.after[f]!r}" for f in _COMPARED if self.after[f])
+            return f"new {key}: {what}"
+        diff = ", ".join(
+            f"{f} {self.before[f]!r} -> {self.after[f]!r}"
+            for f in _COMPARED
+            if self.before[f] != self.after[f]
+        )
+        return f"change {key}: {diff}"
+
+
 @dataclass
 class UpsertResult:
     inserted: int = 0
-    updated: int = 0
+    updated: int = 0  # existing labels written again (their updated_at moves)
+    changes: list[LabelChange] = field(default_factory=list)  # new and altered labels
+
+    @property
+    def changed(self) -> int:
+        return len(self.changes) - self.inserted
 
 
 def _clip(value: str | None, limit: int) -> str | None:
@@ -67,8 +101,13 @@ def upsert_labels(
     defaults: LabelDefaults | None = None,
     *,
     now: float | None = None,
+    dry_run: bool = False,
 ) -> UpsertResult:
-    """Insert or update labels by (kind, value, source), all in one transaction."""
+    """Insert or update labels by (kind, value, source), all in one transaction.
+
+    The result lists every label that is new or whose content changes; with ``dry_run`` that
+    is all that happens (the transaction writes nothing).
+    """
     defaults = defaults or LabelDefaults()
     now = time.time() if now is None else now
     # Default the source before merging, so "no source" and the default one are the same label.
@@ -78,22 +117,36 @@ def upsert_labels(
     with db.session(write=True) as session:
         for start in range(0, len(values), _CHUNK):
             chunk = values[start : start + _CHUNK]
-            result.inserted += _upsert_chunk(session, chunk)
+            changes = _changes(session, chunk)
+            result.changes.extend(changes)
+            result.inserted += sum(1 for c in changes if c.before is None)
+            if not dry_run:
+                _upsert_chunk(session, chunk)
     result.updated = len(values) - result.inserted
     return result
 
 
-def _upsert_chunk(session: Session, chunk: list[dict[str, object]]) -> int:
-    """Upsert one chunk; return how many rows were new."""
+def _changes(session: Session, chunk: list[dict[str, object]]) -> list[LabelChange]:
     keys = [(v["kind"], v["value"], v["source"]) for v in chunk]
+    cols = [getattr(Label, c) for c in _COMPARED]
     existing = {
-        tuple(row)
+        tuple(row[:3]): dict(zip(_COMPARED, row[3:], strict=True))
         for row in session.execute(
-            select(Label.kind, Label.value, Label.source).where(
+            select(Label.kind, Label.value, Label.source, *cols).where(
                 tuple_(Label.kind, Label.value, Label.source).in_(keys)
             )
         )
     }
+    out = []
+    for key, v in zip(keys, chunk, strict=True):
+        after = {c: v[c] for c in _COMPARED}
+        before = existing.get(key)
+        if before != after:
+            out.append(LabelChange(str(key[0]), str(key[1]), str(key[2]), before, after))
+    return out
+
+
+def _upsert_chunk(session: Session, chunk: list[dict[str, object]]) -> None:
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     ins = dialect.insert(_LABELS)
     updated = {
@@ -110,11 +163,19 @@ def _upsert_chunk(session: Session, chunk: list[dict[str, object]]) -> int:
     }
     stmt = ins.on_conflict_do_update(index_elements=["kind", "value", "source"], set_=updated)
     session.execute(stmt, chunk)
-    return sum(1 for k in keys if k not in existing)
 
 
-def remove_labels(db: Database, kind: str, value: str, source: str | None = None) -> int:
-    stmt = delete(Label).where(Label.kind == kind, Label.value == value)
+def remove_labels(
+    db: Database, kind: str | None, value: str | None, source: str | None = None
+) -> int:
+    """Delete the labels matching every criterion given (``source`` alone undoes an import)."""
+    if value is None and source is None:
+        raise ValueError("remove_labels needs a value or a source")
+    stmt = delete(Label)
+    if kind is not None:
+        stmt = stmt.where(Label.kind == kind)
+    if value is not None:
+        stmt = stmt.where(Label.value == value)
     if source is not None:
         stmt = stmt.where(Label.source == source)
     with db.session(write=True) as session:
@@ -158,3 +219,47 @@ def as_row(label: Label) -> LabelRow:
         created_at=label.created_at,
         updated_at=label.updated_at,
     )
+
+
+# Label ids one page of the label list reads at most (see queries.id_window_page).
+LABEL_SCAN = 200_000
+
+
+@dataclass(frozen=True)
+class LabelFilter:
+    """What a label listing is narrowed to (None: any). ``q`` matches a value prefix (any
+    kind) or a client name containing it, case-insensitively."""
+
+    kind: str | None = None
+    value: str | None = None
+    source: str | None = None
+    action: str | None = None
+    q: str | None = None
+
+    def conditions(self) -> list[Any]:
+        out: list[Any] = []
+        if self.kind:
+            out.append(Label.kind == self.kind)
+        if self.value:
+            out.append(Label.value == self.value)
+        if self.source:
+            out.append(Label.source == self.source)
+        if self.action:
+            out.append(Label.action == self.action)
+        if self.q:
+            q = self.q.strip()
+            out.append(
+                or_(
+                    Label.value.startswith(q.lower(), autoescape=True),
+                    Label.value.startswith(q, autoescape=True),
+                    Label.client_name.icontains(q, autoescape=True),
+                )
+            )
+        return out
+
+
+def label_page(
+    session: Session, filters: LabelFilter, limit: int = 50, before: int | None = None
+) -> Page:
+    """Labels matching ``filters``, newest first, ids below ``before`` (bounded per call)."""
+    return id_window_page(session, Label, filters.conditions(), limit, before, LABEL_SCAN)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
+from ja3svc.store.models import FINGERPRINT_FIELDS, Fingerprint, Label, Sighting, UserFingerprint
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from ja3svc.label_formats import MD5_RE
-from ja3svc.models import FINGERPRINT_FIELDS, Fingerprint, Label, Sighting, UserFingerprint
+
+Ref = tuple[str, str]  # (kind, value)
 
 # The sightings column holding each fingerprint kind's value.
 SIGHTING_COLUMN = {kind: getattr(Sighting, key) for kind, (key, _) in FINGERPRINT_FIELDS.items()}
@@ -24,6 +27,95 @@ class FingerprintDetails:
     recent_sightings: list[Sighting] = field(default_factory=list)
     retained_sightings: int = 0
     users: int = 0
+
+
+# Client-hello kinds a sighting row carries, in the order pages list them.
+HELLO_KINDS = ("ja3", "ja3n", "ja4", "ja3_dovecot")
+# Sightings searched for the other fingerprints of one hello when the kind's column has no
+# index (only ja3_hash has one: captures write sightings fast, and each index slows them).
+FAMILY_SCAN = 200_000
+
+
+def hello_family(session: Session, kind: str, value: str, sightings: int = 50) -> list[Ref]:
+    """Every fingerprint of the hellos that produced (``kind``, ``value``): their JA3, JA3N,
+    JA4 and Dovecot JA3, from the newest ``sightings`` sightings of it, ``(kind, value)`` first.
+
+    One client gives one JA3N and JA4 but, if it sends GREASE, a new JA3 and Dovecot JA3 per
+    connection; all of them are listed. Dovecot's JA3 equals standard JA3 for plain OpenSSL
+    clients, so a Dovecot value is also listed as JA3 and the other way round (callers drop
+    the refs nothing is known of).
+    """
+    found: dict[Ref, None] = {(kind, value): None}
+    mirror = {"ja3": "ja3_dovecot", "ja3_dovecot": "ja3"}.get(kind)
+    if mirror:
+        found[(mirror, value)] = None
+    column = SIGHTING_COLUMN.get(kind)
+    if column is None or kind == "ja3s":
+        return list(found)
+    stmt = select(*(SIGHTING_COLUMN[k] for k in HELLO_KINDS)).where(
+        column == value, Sighting.hello == "client"
+    )
+    if kind != "ja3":
+        top = session.scalar(select(func.max(Sighting.id))) or 0
+        stmt = stmt.where(Sighting.id > top - FAMILY_SCAN)
+    for row in session.execute(stmt.order_by(Sighting.id.desc()).limit(sightings)):
+        for k, v in zip(HELLO_KINDS, row, strict=True):
+            if v:
+                found.setdefault((k, v), None)
+    return list(found)
+
+
+class Page(NamedTuple):
+    """One page of rows, newest (highest id) first."""
+
+    rows: list[Any]
+    # Pass as ``before`` for the next (older) page; None: nothing older matches.
+    next_before: int | None
+    # Set when the scan window ended before the page was full: ids from here down were not
+    # searched yet (the next page goes on from there).
+    scanned_to: int | None
+
+
+def id_window_page(
+    session: Session,
+    model: Any,
+    conditions: Sequence[Any],
+    limit: int,
+    before: int | None = None,
+    scan: int = 100_000,
+    floor: int = 0,
+    ceiling: int | None = None,
+) -> Page:
+    """Rows of ``model`` matching ``conditions``, by id descending, below ``before``.
+
+    Bounded whatever the conditions: one call reads at most ``scan`` consecutive ids (through
+    an index where a condition has one). When fewer than ``limit`` rows match in that window,
+    the page says how far it searched and where the next one starts, so a rare match over a
+    million rows is several quick pages instead of one slow one. ``floor`` and ``ceiling``
+    narrow the ids further (exclusive floor, inclusive ceiling).
+    """
+    top = session.scalar(select(func.max(model.id)))
+    if top is None:
+        return Page([], None, None)
+    hi = top if before is None else min(top, before - 1)
+    if ceiling is not None:
+        hi = min(hi, ceiling)
+    lo = max(floor, hi - scan)
+    if hi <= lo:
+        return Page([], None, None)
+    stmt = (
+        select(model)
+        .where(model.id <= hi, model.id > lo, *conditions)
+        .order_by(model.id.desc())
+        .limit(limit + 1)
+    )
+    rows = list(session.scalars(stmt))
+    if len(rows) > limit:
+        rows = rows[:limit]
+        return Page(rows, rows[-1].id, None)
+    if lo > floor:  # window exhausted, older ids remain
+        return Page(rows, lo + 1, lo + 1)
+    return Page(rows, None, None)
 
 
 def guess_kinds(value: str) -> tuple[str, ...]:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 
 from ja3svc.store.database import Database
+from ja3svc.store.models import AuthFailure, Decision, DovecotHash, Sighting
 from sqlalchemy import delete
-
-from ja3svc.models import AuthFailure, Decision, Sighting
 
 PRUNED_TABLES = (Sighting, AuthFailure, Decision)
 
@@ -27,4 +26,9 @@ def prune(db: Database, retention_days: float, *, now: float | None = None) -> d
         with db.session(write=True) as session:
             result = session.execute(delete(model).where(model.ts < cutoff))
             deleted[model.__tablename__] = result.rowcount or 0
+    # The Dovecot-hash index is knowledge, but clients that randomise (GREASE, permuted
+    # extensions) add a row per connection: keep what was seen within the period.
+    with db.session(write=True) as session:
+        result = session.execute(delete(DovecotHash).where(DovecotHash.last_seen < cutoff))
+        deleted[DovecotHash.__tablename__] = result.rowcount or 0
     return deleted

@@ -32,18 +32,25 @@ from pathlib import Path
 from typing import Any
 
 from ja3svc.store.database import Database
+from ja3svc.store.models import (
+    DOVECOT_PROFILE_COLUMNS,
+    FINGERPRINT_FIELDS,
+    Base,
+    DovecotHash,
+    Fingerprint,
+    Sighting,
+)
 from ja3svc.store.spool import Spool, SpoolItem, replay_file
 from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from ja3svc.models import FINGERPRINT_FIELDS, Base, Fingerprint, Sighting
-
 log = logging.getLogger(__name__)
 
 _SIGHTINGS = Sighting.__table__
 _FINGERPRINTS = Fingerprint.__table__
+_DOVECOT_HASHES = DovecotHash.__table__
 KEY_COLUMNS = ("sensor", "ts", "src", "sport", "dst", "dport", "hello", "hello_index")
 _KEY = [_SIGHTINGS.c[name] for name in KEY_COLUMNS]
 # PostgreSQL error codes worth an immediate retry: the transaction lost a race, nothing is down.
@@ -101,7 +108,29 @@ def sighting_row(sensor: str, r: dict[str, Any]) -> dict[str, Any]:
         "ja4": _clip(r.get("ja4"), 64),
         "ja3_dovecot_hash": _clip(r.get("ja3_dovecot_hash"), 32),
         "ja3s_hash": _clip(r.get("ja3s_hash"), 32),
+        "ja3_dovecot_hashes": _dovecot_hashes_json(r.get("ja3_dovecot_hashes")),
     }
+
+
+def _dovecot_hashes_json(by_profile: Any) -> str | None:
+    if not isinstance(by_profile, dict) or not by_profile:
+        return None
+    return json.dumps(
+        {str(p): _clip(h, 32) for p, h in by_profile.items()}, separators=(",", ":"), sort_keys=True
+    )
+
+
+def _dovecot_key(record: dict[str, Any]) -> tuple[str, str, str, str] | None:
+    """``(openssl30, openssl32, ja3_hash, ja4)`` of a client hello record; None when the record
+    lacks any of them (server hellos, records from before profiles were kept)."""
+    by_profile = record.get("ja3_dovecot_hashes")
+    if not isinstance(by_profile, dict):
+        return None
+    hashes = [by_profile.get(p) for p in DOVECOT_PROFILE_COLUMNS]
+    ja3, ja4 = record.get("ja3_hash"), record.get("ja4")
+    if not (all(hashes) and ja3 and ja4 and record.get("ja3n_hash")):
+        return None
+    return (str(hashes[0])[:32], str(hashes[1])[:32], str(ja3)[:32], str(ja4)[:64])
 
 
 def _insert(conn: Connection, table: Any) -> Any:
@@ -160,10 +189,18 @@ def write_batch(conn: Connection, items: Iterable[SpoolItem]) -> tuple[int, int]
     new_keys = _insert_sightings(conn, [row for row, _ in ordered])
 
     aggregates: dict[tuple[str, str], list[Any]] = {}
+    dovecot: dict[tuple[str, str, str, str], list[Any]] = {}
     for row, record in ordered:
         if tuple(row[c] for c in KEY_COLUMNS) not in new_keys:
             continue
         ts = row["ts"]
+        dkey = _dovecot_key(record)
+        if dkey is not None:
+            dagg = dovecot.get(dkey)
+            if dagg is None:
+                dovecot[dkey] = [str(record["ja3n_hash"])[:32], ts, ts, 1]
+            else:
+                dagg[1], dagg[2], dagg[3] = min(dagg[1], ts), max(dagg[2], ts), dagg[3] + 1
         for kind, (value_key, string_key) in FINGERPRINT_FIELDS.items():
             value = record.get(value_key)
             if not value:
@@ -175,7 +212,41 @@ def write_batch(conn: Connection, items: Iterable[SpoolItem]) -> tuple[int, int]
                 agg[1], agg[2], agg[3] = min(agg[1], ts), max(agg[2], ts), agg[3] + 1
     if aggregates:
         _upsert_fingerprints(conn, aggregates)
+    if dovecot:
+        _upsert_dovecot_hashes(conn, dovecot)
     return len(new_keys), total - len(new_keys)
+
+
+def _upsert_dovecot_hashes(
+    conn: Connection, rows: dict[tuple[str, str, str, str], list[Any]]
+) -> None:
+    """Add the batch's hellos to the Dovecot-hash index (same arithmetic as the aggregates)."""
+    params = [
+        {
+            "openssl30": h30,
+            "openssl32": h32,
+            "ja3_hash": ja3,
+            "ja4": ja4,
+            "ja3n_hash": ja3n,
+            "first_seen": first,
+            "last_seen": last,
+            "times_seen": count,
+        }
+        # Sorted: a consistent row-lock order across concurrent writers.
+        for (h30, h32, ja3, ja4), (ja3n, first, last, count) in sorted(rows.items())
+    ]
+    ins = _insert(conn, _DOVECOT_HASHES)
+    d = _DOVECOT_HASHES.c
+    pg = conn.dialect.name == "postgresql"
+    stmt = ins.on_conflict_do_update(
+        index_elements=["openssl30", "openssl32", "ja3_hash", "ja4"],
+        set_={
+            "times_seen": d.times_seen + ins.excluded.times_seen,
+            "first_seen": (func.least if pg else func.min)(d.first_seen, ins.excluded.first_seen),
+            "last_seen": (func.greatest if pg else func.max)(d.last_seen, ins.excluded.last_seen),
+        },
+    )
+    conn.execute(stmt, params)
 
 
 def _upsert_fingerprints(conn: Connection, aggregates: dict[tuple[str, str], list[Any]]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ja3svc.api.app import create_app
 
-from tests.api_helpers import ADMIN, API_KEY, AppClient, H, allow_24, make_settings, report_24
+from tests.support.api import ADMIN, API_KEY, AppClient, H, allow_24, make_settings, report_24
 
 ADMIN_H = {"X-Admin-Token": ADMIN}
 AUTH = {"X-API-Key": API_KEY}
@@ -82,3 +82,67 @@ def test_search_top_stats(client):
 
 def test_bad_kind_in_path(client):
     assert client.get(f"/api/v1/fingerprints/md5/{H}", headers=ADMIN_H).status_code == 422
+
+
+def test_label_list_filters_and_pages(client):
+    values = [f"{i:032x}" for i in range(5)]
+    for i, v in enumerate(values):
+        action = "deny" if i % 2 else "none"
+        r = client.post(
+            "/api/v1/labels", json={"kind": "ja3", "value": v, "action": action}, headers=ADMIN_H
+        )
+        assert r.status_code == 201
+    page = client.get("/api/v1/labels?limit=2", headers=ADMIN_H).json()
+    assert [i["value"] for i in page["items"]] == values[:-3:-1]  # newest first
+    rest = client.get(f"/api/v1/labels?before={page['next_before']}", headers=ADMIN_H).json()
+    assert [i["value"] for i in rest["items"]] == values[2::-1] and rest["next_before"] is None
+    denied = client.get("/api/v1/labels?action=deny", headers=ADMIN_H).json()["items"]
+    assert {i["value"] for i in denied} == {values[1], values[3]}
+    assert denied[0]["created_at"].endswith("Z")  # ISO-8601 UTC
+    assert client.get("/api/v1/labels?action=block", headers=ADMIN_H).status_code == 422
+
+
+def test_unknown_filters_are_refused_not_ignored(client):
+    r = client.get("/api/v1/decisions?verdict=reject", headers=ADMIN_H)
+    assert r.status_code == 422 and "verdict" in r.json()["reason"]
+    assert client.get("/api/v1/labels?kinds=ja3", headers=ADMIN_H).status_code == 422
+
+
+def test_decisions_filters_and_iso_times(client):
+    client.post(
+        "/api/v1/labels", json={"kind": "ja3", "value": H, "action": "deny"}, headers=ADMIN_H
+    )
+    client.post("/?command=allow", content=allow_24("mallory", "m1"), headers=AUTH)
+    rows = client.get("/api/v1/decisions?action=reject", headers=ADMIN_H).json()
+    assert [r["username"] for r in rows] == ["mallory"] and rows[0]["rule"] == "label_deny"
+    assert rows[0]["ts"].endswith("Z")
+    assert client.get("/api/v1/decisions?action=allow", headers=ADMIN_H).json() == []
+    for since in ("2000-01-01T00:00:00Z", "946684800", "2000-01-01"):
+        assert len(client.get(f"/api/v1/decisions?since={since}", headers=ADMIN_H).json()) == 1
+    assert client.get("/api/v1/decisions?until=2000-01-01", headers=ADMIN_H).json() == []
+    r = client.get("/api/v1/decisions?since=yesterday", headers=ADMIN_H)
+    assert r.status_code == 422 and "ISO-8601" in r.json()["reason"]
+    assert client.get(f"/api/v1/decisions?fingerprint={H}", headers=ADMIN_H).json()
+    assert client.get("/api/v1/decisions?rule=default", headers=ADMIN_H).json() == []
+
+
+def test_label_value_must_be_a_fingerprint(client):
+    r = client.post("/api/v1/labels", json={"kind": "ja3", "value": "xyz"}, headers=ADMIN_H)
+    assert r.status_code == 422 and "MD5" in r.json()["reason"]
+    r = client.post("/api/v1/labels", json={"kind": "ja4", "value": H}, headers=ADMIN_H)
+    assert r.status_code == 422
+
+
+def test_ja3_lookup_shows_the_accounts_of_the_dovecot_hash(client):
+    # Dovecot 2.4 sends its own hash; for plain OpenSSL clients it equals standard JA3, so the
+    # ja3 page must show the accounts learned under ja3_dovecot.
+    for i in range(3):
+        client.post("/?command=allow", content=allow_24("erin", f"e{i}"), headers=AUTH)
+        client.post("/?command=report", content=report_24("erin", f"e{i}", True), headers=AUTH)
+    client.post("/?command=report", content=report_24("frank", "f1", False), headers=AUTH)
+    client.app.state.service.writer.flush()
+    look = client.get(f"/api/v1/fingerprints/ja3/{H}", headers=ADMIN_H).json()
+    users = {u["username"]: u for u in look["users"]}
+    assert users["erin"]["successes"] == 3 and users["frank"]["failures"] == 1
+    assert (look["known"] and look["users"][0]["last_seen"] is None) or users["erin"]["last_seen"]
+    assert client.get("/api/v1/fingerprints/ja3/xyz", headers=ADMIN_H).status_code == 422

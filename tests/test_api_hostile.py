@@ -12,8 +12,8 @@ from urllib.parse import quote
 import pytest
 from ja3svc.api.app import create_app
 
-from tests.api_helpers import ADMIN, API_KEY, DOVECOT_HEADERS, AppClient, H, allow_24, make_settings
 from tests.conftest import BACKENDS
+from tests.support.api import ADMIN, API_KEY, DOVECOT_HEADERS, AppClient, H, allow_24, make_settings
 
 ADMIN_H = {"X-Admin-Token": ADMIN, "Content-Type": "application/json"}
 AUTH = {**DOVECOT_HEADERS, "X-API-Key": API_KEY}

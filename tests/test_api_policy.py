@@ -10,7 +10,7 @@ import pytest
 from ja3svc.api.app import create_app
 from sqlalchemy.exc import OperationalError
 
-from tests.api_helpers import (
+from tests.support.api import (
     ADMIN,
     API_KEY,
     DOVECOT_HEADERS,

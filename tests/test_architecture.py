@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO
+
+ROOT = REPO
 
 # repository folder -> the installed package it becomes
 PACKAGES = {
@@ -21,16 +23,19 @@ PACKAGES = {
     "store": "ja3svc.store",
     "cli": "ja3svc.cli",
     "migrations": "ja3svc.migrations",
+    "config": "ja3svc.config",
 }
 # folder -> folders (as installed packages) whose modules it must never import
 FORBIDDEN = {
-    "ja3svc": {"capture", "api", "store", "cli", "migrations"},
+    "ja3svc": {"capture", "api", "store", "cli", "migrations", "config"},
     "capture": {"api", "cli"},
     "api": {"capture", "cli"},
     "store": {"capture", "api", "cli"},
+    # settings describe the edges; they import none of them
+    "config": {"capture", "api", "store", "cli", "migrations"},
 }
 # The old top-level spellings: importing them means the build mapping was bypassed.
-OLD_TOP_LEVEL = {"capture", "api", "store", "cli", "migrations"}
+OLD_TOP_LEVEL = {"capture", "api", "store", "cli", "migrations", "config"}
 # The core opens no file or socket of its own accord: no modules that exist to do IO.
 CORE_FORBIDDEN_MODULES = {"subprocess", "urllib", "http", "requests", "httpx", "sqlite3", "psycopg"}
 
@@ -72,5 +77,29 @@ def test_no_old_top_level_imports(folder: str) -> None:
         for path in sorted((ROOT / folder).rglob("*.py"))
         for name in _imports(path)
         if name.split(".")[0] in OLD_TOP_LEVEL
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_benchmarks_import_nothing_from_tests() -> None:
+    bad = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted((ROOT / "benchmarks").rglob("*.py"))
+        for name in _imports(path)
+        if _is_within(name, "tests")
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_unit_tests_need_no_database() -> None:
+    """tests/unit imports neither the store nor a database driver (no database there)."""
+    bad = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted((ROOT / "tests" / "unit").rglob("*.py"))
+        for name in _imports(path)
+        if name.split(".")[0] in {"sqlalchemy", "alembic", "psycopg", "sqlite3"}
+        or _is_within(name, "ja3svc.store")
+        or _is_within(name, "ja3svc.api")
+        or _is_within(name, "tests.support.database")
     ]
     assert not bad, "\n".join(bad)

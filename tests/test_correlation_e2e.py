@@ -37,10 +37,7 @@ from typing import Any
 
 import pytest
 
-from tests.api_helpers import ADMIN, API_KEY
-from tests.conftest import fresh_pg_database
-from tests.dovecot_support import dovecot_conf, prepare_dovecot_files
-from tests.support.netns import (
+from testbed.netns import (
     VethPair,
     netns_available,
     spawn,
@@ -48,6 +45,9 @@ from tests.support.netns import (
     veth_pair,
     wait_for_listen,
 )
+from tests.support.api import ADMIN, API_KEY
+from tests.support.database import fresh_pg_database
+from tests.support.dovecot import dovecot_conf, prepare_dovecot_files
 from tests.support.tshark import tcp_client_hellos
 
 _NETNS_OK, _NETNS_WHY = netns_available()

@@ -26,9 +26,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_helpers import ADMIN, API_KEY, H, allow_24, report_24
-from tests.dovecot_support import dovecot_conf, prepare_dovecot_files
-from tests.support.processes import free_port, stop, wait_port
+from testbed.processes import free_port, stop, wait_port
+from tests.support.api import ADMIN, API_KEY, H, allow_24, report_24
+from tests.support.dovecot import dovecot_conf, prepare_dovecot_files
 
 pytestmark = [
     pytest.mark.dovecot,

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from ja3svc.store.models import Label
 from sqlalchemy import func, select
 
-from ja3svc.models import Label
-from tests.conftest import url_of
-from tests.helpers import run_cli
+from tests.support.cli import run_cli
+from tests.support.database import url_of
 
 FIXTURES = Path(__file__).parent / "fixtures" / "labels"
 ADA = "ada70206e40642a3e4461f35503241d5"
@@ -42,7 +43,7 @@ def test_import_reports_bad_lines_and_reimport_updates(database, fmt, name, new,
     status, out, err = labels_cli(database, "import", fmt, path)
     assert status == 0, err
     assert f": {new} new, 0 updated" in out
-    reported = [int(line.split(": ")[1].split()[1]) for line in err.splitlines() if line]
+    reported = [int(n) for n in re.findall(r": (?:line|entry) (\d+):", err)]
     assert reported == problem_lines
     rows = label_rows(database)
     assert len(rows) == new
@@ -141,7 +142,7 @@ def test_import_of_a_file_with_no_valid_row_fails(database, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("# only comments\nnot,a,hash\n")
     status, _, err = labels_cli(database, "import", "sslbl", str(bad))
-    assert status == 1 and "line 2" in err and "no valid sslbl rows" in err
+    assert status == 1 and "line 2" in err and "is not a sslbl list" in err
 
 
 def test_exports(database, tmp_path):
@@ -156,7 +157,7 @@ def test_exports(database, tmp_path):
         "8991a387e4cc841740f25d6f5139f92d",
         "b386946a5a44d1ddcc843bc75336dfce",
     ]
-    assert f"dataset:isset,deny-ja3,type md5,load {out_file}" in err
+    assert f"to_md5; dataset:isset,deny-ja3,type md5,load {out_file}" in err
 
     status, out, _ = labels_cli(database, "export", "zeek", "--action", "tarpit")
     assert out.splitlines() == [

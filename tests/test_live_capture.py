@@ -39,7 +39,7 @@ from ja3svc.store.correlation import ConnectionFingerprints, find_client_hello
 from ja3svc.store.sighting_writer import WriterStats
 
 from ja3svc.connections import RecentConnections
-from tests.support.netns import (
+from testbed.netns import (
     VethPair,
     netns_available,
     spawn,

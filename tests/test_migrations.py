@@ -6,15 +6,18 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from ja3svc.config.settings import load_settings
 from ja3svc.store import migrate
 from ja3svc.store.database import Database, SchemaOutOfDate
+from ja3svc.store.models import Base
 from sqlalchemy import inspect
 
-from ja3svc.models import Base
-from ja3svc.settings import load_settings
-from tests.helpers import run_cli
+from tests.support.cli import run_cli
 
-TABLES = {"fingerprints", "sightings", "labels", "user_fingerprints", "auth_failures", "decisions"}
+TABLES = {
+    "fingerprints", "sightings", "labels", "user_fingerprints", "auth_failures", "decisions",
+    "dovecot_hashes", "console_sessions",
+}  # fmt: skip
 
 
 def _tables(db: Database) -> set[str]:
@@ -57,7 +60,7 @@ def test_default_sqlite_is_created_and_migrated_on_first_use(tmp_path, monkeypat
 
 @pytest.mark.postgres
 def test_postgresql_is_not_migrated_implicitly(pg_admin_url):
-    from tests.conftest import fresh_pg_database
+    from tests.support.database import fresh_pg_database
 
     with fresh_pg_database(pg_admin_url) as url:
         db = Database.from_url(url)
@@ -90,16 +93,12 @@ def test_script_directory_is_inside_the_package():
 def test_decisions_of_one_account_use_the_index(tmp_path):
     """The admin API's "decisions of alice" query walks the (username, id) index instead of
     scanning the audit log (SQLite's own plan says so)."""
+    from ja3svc.store.models import Decision
     from sqlalchemy import select
-
-    from ja3svc.models import Decision
 
     db = Database.from_url(f"sqlite:///{tmp_path / 'plan.sqlite3'}")
     stmt = (
-        select(Decision)
-        .where(Decision.username == "alice")
-        .order_by(Decision.id.desc())
-        .limit(100)
+        select(Decision).where(Decision.username == "alice").order_by(Decision.id.desc()).limit(100)
     )
     sql = str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))
     with db.engine.connect() as conn:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from ja3svc.store.models import Fingerprint, Label, UserFingerprint
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-
-from ja3svc.models import Fingerprint, Label, UserFingerprint
 
 V = "ada70206e40642a3e4461f35503241d5"
 

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp / "dist"), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp / "dist"),
+         str(ROOT)],
         check=True,
         timeout=900,
     )
@@ -78,3 +79,20 @@ def test_every_subpackage_and_data_file_is_in_the_wheel(installed_wheel: Path) -
             assert (site / sub / src.name).is_file(), f"{folder}/{src.name} missing from the wheel"
     assert (site / "migrations" / "script.py.mako").is_file()
     assert (site / "py.typed").is_file()
+
+
+def test_version_has_one_source() -> None:
+    from importlib.metadata import metadata, version
+
+    from ja3svc._version import __version__
+
+    assert version("ja3svc") == __version__
+    out = subprocess.run(
+        [sys.executable, "-m", "ja3svc.cli.main", "--version"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert (out.returncode, out.stdout.strip()) == (0, f"ja3svc {__version__}")
+    meta = metadata("ja3svc")
+    assert meta["License"] == "BSD-3-Clause"
+    assert (ROOT / "LICENSE").read_text().startswith("BSD 3-Clause License")
+    assert f"## [{__version__}]" in (ROOT / "CHANGELOG.md").read_text()

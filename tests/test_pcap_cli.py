@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import fingerprint_file, run_cli
+from tests.support.cli import fingerprint_file, run_cli
 
 PCAPS = Path(__file__).parent / "pcaps"
 CURL = PCAPS / "curl-https.pcap"  # 2 client + 2 server hellos, ALPN, TLS 1.3 and 1.2
@@ -111,7 +111,9 @@ def test_table_format() -> None:
 
 
 def test_summary_counts_distinct_fingerprints() -> None:
-    status, out, _err = run_cli("pcap", "--no-progress", "-q", "--summary", str(HRR))
+    status, out, _err = run_cli(
+        "pcap", "--no-progress", "-q", "--summary", "--format", "table", str(HRR)
+    )
     assert status == 0
     rows = out.splitlines()[1:]
     counts: Counter[str] = Counter()

@@ -22,7 +22,7 @@ from ja3svc.store.sighting_writer import SightingWriter
 
 from ja3svc.connections import RecentConnections
 from ja3svc.policy import ConnectionPeer
-from tests.api_helpers import AppClient, make_settings
+from tests.support.api import AppClient, make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -237,7 +237,7 @@ def test_worker_listening_sockets_have_tcp_nodelay_and_reuse_port():
 
     from ja3svc.cli.worker_sockets import WorkerListener, listen_socket
 
-    from tests.support.processes import free_port
+    from testbed.processes import free_port
 
     port = free_port()
     shared = listen_socket("127.0.0.1", 0, reuse_port=False)
@@ -259,7 +259,7 @@ def _start_serve(tmp_path: Path, port: int, *args: str) -> subprocess.Popen[byte
     """A real `ja3svc serve` on ``port`` with a fresh SQLite file and the test API key."""
     import os
 
-    from tests.api_helpers import API_KEY
+    from tests.support.api import API_KEY
 
     conf = tmp_path / "serve.toml"
     conf.write_text(
@@ -312,8 +312,8 @@ def test_serve_workers_share_the_connections(tmp_path):
     import http.client
     import json
 
-    from tests.api_helpers import API_KEY, allow_24
-    from tests.support.processes import free_port, stop, wait_port
+    from testbed.processes import free_port, stop, wait_port
+    from tests.support.api import API_KEY, allow_24
 
     port = free_port()
     proc = _start_serve(tmp_path, port, "--workers", "2")
@@ -356,8 +356,8 @@ def test_serve_answers_dovecot_with_either_http_implementation(tmp_path, impl):
     import http.client
     import json
 
-    from tests.api_helpers import API_KEY, allow_24
-    from tests.support.processes import free_port, stop, wait_port
+    from testbed.processes import free_port, stop, wait_port
+    from tests.support.api import API_KEY, allow_24
 
     port = free_port()
     proc = _start_serve(tmp_path, port, "--http", impl)

@@ -6,8 +6,8 @@ import json
 
 from ja3svc.store.sighting_writer import SightingWriter
 
-from tests.conftest import synthetic_record, url_of
-from tests.helpers import run_cli
+from tests.support.cli import run_cli
+from tests.support.database import synthetic_record, url_of
 
 
 def _store(database, n: int = 30) -> list[dict]:

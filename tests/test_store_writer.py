@@ -9,13 +9,13 @@ import time
 
 import pytest
 from ja3svc.store.database import Database
+from ja3svc.store.models import AuthFailure, Decision, Fingerprint, Sighting
 from ja3svc.store.retention import prune
 from ja3svc.store.sighting_writer import SightingWriter
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from ja3svc.models import AuthFailure, Decision, Fingerprint, Sighting
-from tests.conftest import postgres_stopped, synthetic_record
+from tests.support.database import postgres_stopped, synthetic_record
 
 # Nothing listens on port 1: a real connection failure, no mock.
 UNREACHABLE_PG = "postgresql+psycopg://postgres@127.0.0.1:1/none"
@@ -267,6 +267,7 @@ def test_retention_prunes_events_but_keeps_aggregates(database, make_record):
     with SightingWriter(database, sensor="s") as w:
         w.add(make_record(0, ts0=now - 95 * 86400))  # old
         w.add(make_record(1, ts0=now - 10 * 86400))  # recent
+        w.add(make_record(2, client=7, ts0=now - 95 * 86400))  # old, and its client not seen since
     with database.session() as s:
         s.add_all(
             [
@@ -276,7 +277,8 @@ def test_retention_prunes_events_but_keeps_aggregates(database, make_record):
             ]
         )
     deleted = prune(database, 90, now=now)
-    assert deleted == {"sightings": 1, "auth_failures": 1, "decisions": 1}
+    # The Dovecot-hash index keeps what was seen within the period.
+    assert deleted == {"sightings": 2, "auth_failures": 1, "decisions": 1, "dovecot_hashes": 1}
     assert _count(database, Sighting) == 1
     record = make_record(0)
     assert _fingerprint(database, "ja3", record["ja3_hash"]).times_seen == 2

@@ -1,12 +1,20 @@
-"""Lookup and admin API under /api/v1 (admin token required on every route)."""
+"""Lookup and admin API under /api/v1 (admin token required on every route).
+
+Times are accepted as ISO-8601 (UTC unless an offset is given) or epoch seconds and returned
+as ISO-8601 UTC strings. A query parameter the route does not know is refused with 422 (a
+misspelt filter must not silently list everything).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from ja3svc.api.deps import get_service, get_store, require_admin
+from ja3svc.store.labels import LabelFilter, label_page
+from ja3svc.store.models import FINGERPRINT_KINDS
+from ja3svc.store.policy_store import DecisionFilter, label_dict
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -16,7 +24,50 @@ from pydantic import (
     StringConstraints,
 )
 
-from ja3svc.models import FINGERPRINT_KINDS
+from ja3svc.label_formats import JA4_RE, normalize_value
+from ja3svc.timefmt import iso, parse_time
+
+# Keys holding epoch seconds in what the store returns; the API answers them in ISO-8601.
+TIME_KEYS = frozenset({"ts", "first_seen", "last_seen", "last_failure", "created_at", "updated_at"})
+
+
+def reject_unknown_parameters(request: Request) -> None:
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {p.alias for p in dependant.query_params}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise HTTPException(
+            422,
+            detail={
+                "error": "invalid",
+                "reason": f"unknown query parameter(s): {', '.join(unknown)}; "
+                f"this endpoint takes: {', '.join(sorted(known)) or 'none'}",
+            },
+        )
+
+
+def isotimes(obj: Any) -> Any:
+    """``obj`` with every epoch field (``TIME_KEYS``) as an ISO-8601 string, recursively."""
+    if isinstance(obj, dict):
+        return {
+            k: iso(v) if k in TIME_KEYS and isinstance(v, int | float) else isotimes(v)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [isotimes(v) for v in obj]
+    return obj
+
+
+def _time(name: str, raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        return parse_time(raw)
+    except ValueError as exc:
+        raise HTTPException(422, detail={"error": "invalid", "reason": f"{name}: {exc}"}) from None
 
 
 class ErrorOut(BaseModel):
@@ -32,7 +83,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 router = APIRouter(
     prefix="/api/v1",
-    dependencies=[Depends(require_admin)],
+    dependencies=[Depends(require_admin), Depends(reject_unknown_parameters)],
     tags=["admin"],
     # 400: a body that is not JSON (or nested too deeply), found by FastAPI before validation.
     responses=_errors(400, 401, 422),
@@ -67,18 +118,30 @@ Int = Annotated[int, BeforeValidator(_no_bool)]
 # Constraints inside the Annotated and before the validator: otherwise pydantic writes them into
 # the JSON schema as "ge"/"le", which no client understands, instead of minimum/maximum.
 TarpitSeconds = Annotated[int, Field(ge=0, le=3600), BeforeValidator(_no_bool)]
-Action = Literal["allow", "deny", "tarpit", "none"]
+LabelAction = Literal["allow", "deny", "tarpit", "none"]
+# What normalize_value accepts, for the OpenAPI document: an MD5 hash (any case) for every kind
+# but ja4, a JA4 for ja4. Surrounding junk that it also strips is left undocumented.
+MD5_PATTERN = r"^[0-9a-fA-F]{32}$"
+JA4_PATTERN = f"^{JA4_RE.pattern}$"
+FINGERPRINT_PATTERN = f"^(?:[0-9a-fA-F]{{32}}|{JA4_RE.pattern})$"
 # Row ids are 64-bit signed integers in both databases; anything beyond cannot exist and would
 # overflow the driver's parameter.
 LabelId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class LabelIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"kind": {"const": "ja4"}}},
+            "then": {"properties": {"value": {"pattern": JA4_PATTERN}}},
+            "else": {"properties": {"value": {"pattern": MD5_PATTERN}}},
+        },
+    )
 
     kind: Kind
     value: Text = Field(min_length=1, max_length=64)
-    action: Action = "none"
+    action: LabelAction = "none"
     source: Text = Field(default="manual", min_length=1, max_length=32)
     client_name: Text | None = Field(default=None, max_length=200)
     category: Text | None = Field(default=None, max_length=32)
@@ -94,7 +157,7 @@ class LabelPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Not Optional: absent means unchanged (exclude_unset), null is refused with a 422.
-    action: Action = Field(default=None, json_schema_extra={"default": None})  # type: ignore[assignment]
+    action: LabelAction = Field(default=None)  # type: ignore[assignment]
     client_name: Text | None = Field(default=None, max_length=200)
     category: Text | None = Field(default=None, max_length=32)
     tarpit_seconds: TarpitSeconds | None = None
@@ -113,8 +176,8 @@ class LabelOut(BaseModel):
     source: str
     confidence: int
     note: str | None
-    created_at: float
-    updated_at: float
+    created_at: str  # ISO-8601
+    updated_at: str
 
 
 def _not_found(what: str) -> HTTPException:
@@ -129,7 +192,7 @@ async def top(
     limit: int = Query(20, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
     """Most seen fingerprints (captures) or most failing ones (distinct accounts)."""
-    return await asyncio.to_thread(get_store(request).top, kind, limit, by)
+    return isotimes(await asyncio.to_thread(get_store(request).top, kind, limit, by))
 
 
 @router.get("/fingerprints")
@@ -140,17 +203,28 @@ async def search(
     limit: int = Query(50, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
     """Fingerprints by value prefix and labels by value prefix or client name."""
-    return await asyncio.to_thread(get_store(request).search, q, kind, limit)
+    return isotimes(await asyncio.to_thread(get_store(request).search, q, kind, limit))
 
 
-@router.get("/fingerprints/{kind}/{value}")
+@router.get("/fingerprints/{kind}/{value}", responses=_errors(404))
 async def lookup(
-    request: Request, kind: Kind, value: Annotated[Text, Path(max_length=200)]
+    request: Request,
+    kind: Kind,
+    value: Annotated[str, Path(max_length=200, pattern=FINGERPRINT_PATTERN)],
 ) -> dict[str, Any]:
-    """Labels, counts, first/last seen, accounts seen with it, recent failures."""
+    """Labels, counts, first/last seen, the other fingerprints of the same hellos
+    (``family``), the accounts that logged in or failed with any of them, recent sightings and
+    failures in the reputation window."""
     service = get_service(request)
-    return await asyncio.to_thread(
-        service.store.lookup, kind, value.lower(), None, service.settings.reputation_window_seconds
+    normal = normalize_value(kind, value)
+    if normal is None:  # a JA4 asked for as ja3, or the other way round: no such fingerprint
+        raise HTTPException(
+            404, detail={"error": "not_found", "reason": f"value is not a {kind} fingerprint"}
+        )
+    return isotimes(
+        await asyncio.to_thread(
+            service.store.lookup, kind, normal, None, service.settings.reputation_window_seconds
+        )
     )
 
 
@@ -159,10 +233,59 @@ async def create_label(request: Request, label: LabelIn) -> dict[str, Any]:
     """Create, or replace, the label of (kind, value, source)."""
     service = get_service(request)
     fields = label.model_dump()
-    fields["value"] = fields["value"].lower()
-    row = await asyncio.to_thread(service.store.upsert_label, fields)
+    normal = normalize_value(label.kind, label.value)
+    if normal is None:
+        what = "a JA4 fingerprint" if label.kind == "ja4" else "an MD5 hash (32 hex digits)"
+        raise HTTPException(
+            422, detail={"error": "invalid", "reason": f"value: {label.value!r} is not {what}"}
+        )
+    fields["value"] = normal
+    try:
+        row = await asyncio.to_thread(service.store.upsert_label, fields)
+    except ValueError as exc:
+        raise HTTPException(422, detail={"error": "invalid", "reason": str(exc)}) from None
     service.labels.invalidate((row["kind"], row["value"]))
-    return row
+    return isotimes(row)
+
+
+@router.get("/labels")
+async def list_labels(
+    request: Request,
+    response: Response,
+    kind: Kind | None = None,
+    value: Annotated[str | None, Query(max_length=64, pattern=FINGERPRINT_PATTERN)] = None,
+    source: Annotated[Text | None, Query(max_length=32)] = None,
+    action: LabelAction | None = None,
+    q: Annotated[
+        Text | None, Query(max_length=200, description="value prefix or client name")
+    ] = None,
+    limit: int = Query(100, ge=1, le=1000),
+    before: int | None = Query(
+        None, ge=1, le=2**63 - 1, description="next_before of the previous page"
+    ),
+) -> dict[str, Any]:
+    """Labels, newest first, one page at a time: pass ``next_before`` back as ``before``.
+    ``scanned_to`` set with a short page means the search window ended there (filters without
+    an index look at 200,000 labels per page) and older labels follow on the next page."""
+    if value is not None and kind is not None:
+        normal = normalize_value(kind, value)
+        if normal is None:  # well-formed, but of another kind: no label can match
+            return {"items": [], "next_before": None, "scanned_to": None}
+        value = normal
+    filt = LabelFilter(kind=kind, value=value, source=source, action=action, q=q)
+    store = get_store(request)
+
+    def read() -> Any:
+        with store.session() as s:
+            page = label_page(s, filt, limit, before)
+            return page._replace(rows=[label_dict(r) for r in page.rows])
+
+    page = await asyncio.to_thread(read)
+    return {
+        "items": isotimes(page.rows),
+        "next_before": page.next_before,
+        "scanned_to": page.scanned_to,
+    }
 
 
 @router.get("/labels/{label_id}", response_model=LabelOut, responses=_errors(404))
@@ -170,7 +293,7 @@ async def get_label(request: Request, label_id: LabelId) -> dict[str, Any]:
     row = await asyncio.to_thread(get_store(request).get_label, label_id)
     if row is None:
         raise _not_found("label")
-    return row
+    return isotimes(row)
 
 
 @router.patch("/labels/{label_id}", response_model=LabelOut, responses=_errors(404))
@@ -184,7 +307,7 @@ async def update_label(request: Request, label_id: LabelId, patch: LabelPatch) -
     if row is None:
         raise _not_found("label")
     service.labels.invalidate((row["kind"], row["value"]))
-    return row
+    return isotimes(row)
 
 
 @router.delete("/labels/{label_id}", response_model=LabelOut, responses=_errors(404))
@@ -194,21 +317,75 @@ async def delete_label(request: Request, label_id: LabelId) -> dict[str, Any]:
     if row is None:
         raise _not_found("label")
     service.labels.invalidate((row["kind"], row["value"]))
-    return row
+    return isotimes(row)
 
 
 @router.get("/decisions")
 async def decisions(
     request: Request,
+    response: Response,
     limit: int = Query(100, ge=1, le=5000),
-    username: Annotated[Text | None, Query(max_length=200)] = None,
-    since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    username: Annotated[Text | None, Query(max_length=320)] = None,
+    since: str | None = Query(
+        None,
+        description="ISO-8601 or epoch seconds",
+        json_schema_extra={"format": "date-time"},
+    ),
+    until: str | None = Query(
+        None,
+        description="ISO-8601 or epoch seconds",
+        json_schema_extra={"format": "date-time"},
+    ),
+    action: Literal[
+        "allow",
+        "tarpit",
+        "reject",
+        "log:allow",
+        "log:tarpit",
+        "log:reject",
+        "success",
+        "failure",
+        "policy_reject",
+    ]
+    | None = Query(None, description="verdict, or a report's outcome"),
+    rule: Annotated[Text | None, Query(max_length=64)] = None,
+    fingerprint: Annotated[
+        str | None,
+        Query(pattern=MD5_PATTERN, description="the hash Dovecot sent (ja3_hash)"),
+    ] = None,
+    command: Literal["allow", "allow/before", "allow/after", "report"] | None = None,
+    before: int | None = Query(
+        None, ge=1, le=2**63 - 1, description="X-Next-Before of the previous page"
+    ),
 ) -> list[dict[str, Any]]:
-    """Recent verdicts and reports, newest first (the audit log)."""
+    """Verdicts and reports, newest first (the audit log). Every filter is applied; the next
+    (older) page is ``before=`` the ``X-Next-Before`` response header. Each call searches at
+    most 100,000 decisions (``X-Scanned-To`` then says where it stopped)."""
+    if fingerprint is not None:
+        normal = normalize_value("ja3", fingerprint)
+        if normal is None:
+            raise HTTPException(
+                422, detail={"error": "invalid", "reason": "fingerprint: not an MD5 hash"}
+            )
+        fingerprint = normal
+    filt = DecisionFilter(
+        since=_time("since", since),
+        until=_time("until", until),
+        username=username,
+        fingerprint=fingerprint,
+        action=action,
+        rule=rule,
+        command=command,
+    )
     service = get_service(request)
     # Make the caller's own recent traffic visible: queued audit rows are written in batches.
     await asyncio.to_thread(service.writer.flush, 2.0)
-    return await asyncio.to_thread(service.store.decisions, limit, username, since)
+    page = await asyncio.to_thread(service.store.decision_page, filt, limit, before)
+    if page.next_before is not None:
+        response.headers["X-Next-Before"] = str(page.next_before)
+    if page.scanned_to is not None:
+        response.headers["X-Scanned-To"] = str(page.scanned_to)
+    return isotimes(page.rows)  # type: ignore[no-any-return]
 
 
 @router.get("/stats")
@@ -220,4 +397,5 @@ async def stats(request: Request) -> dict[str, Any]:
         "label_cache_entries": len(service.labels),
         "degraded": service.degraded,
         "log_only": service.settings.log_only,
+        "dovecot_openssl_profile": service.profiles.summary(),
     }

@@ -35,7 +35,11 @@ async def readyz(request: Request, strict: bool = False) -> Response:
     if status == "ready" and service.degraded:
         status, detail = "degraded", f"recent database error: {service.last_db_error}"
     code = 503 if strict and status != "ready" else 200
-    body: dict[str, object] = {"status": status, "label_cache": len(service.labels)}
+    body: dict[str, object] = {
+        "status": status,
+        "label_cache": len(service.labels),
+        "dovecot_openssl_profile": service.profiles.summary(),
+    }
     if detail:
         body["reason"] = detail
     return Response(json.dumps(body), status_code=code, media_type="application/json")

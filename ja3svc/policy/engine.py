@@ -28,6 +28,7 @@ class PolicyConfig:
     no_fingerprint_action: Action = Action.ALLOW
     new_fingerprint_action: Action = Action.ALLOW
     user_min_successes: int = 3
+    randomising_min_hashes: int = 3  # 0 disables rule_randomising_client
     tarpit_seconds: int = 5
     max_tarpit_seconds: int = 60
     deny_min_confidence: int = 80
@@ -174,6 +175,38 @@ def rule_reputation_tarpit(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
     return None
 
 
+def rule_randomising_client(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    """Dovecot's hash alone, new to an account whose client brings a new hash to every login.
+
+    GnuTLS 3.8 permutes its extensions and GREASE stacks send a random cipher, and Dovecot's
+    hash keeps both, so such an account's logins each look like "a new fingerprint". The
+    account's own record shows it: of its most recently first-seen Dovecot hashes, at least
+    ``randomising_min_hashes`` and at least half were used for one successful login only. Then
+    a new hash is what this account always brings, and the two new-fingerprint rules do not
+    apply. Bounded: only without a capture (with one, the stable JA4/JA3N decide), only for a
+    hash no label speaks about (labels, per-account rules and reputation come first), and only
+    for accounts whose own successful logins showed the pattern.
+    """
+    hist = inp.history
+    single, recent = hist.single_use_hashes, hist.recent_hashes
+    need = cfg.randomising_min_hashes
+    if not need or inp.request.correlated or single < need or single * 2 < recent:
+        return None
+    fps = inp.request.fingerprints
+    if not fps or _fingerprint_labels(inp):
+        return None
+    known = hist.known
+    for f in fps:
+        if f in known:
+            return None  # not new: the usual rules allow it anyway
+    return Hit(
+        Action.ALLOW,
+        f"randomising client: {single} of the account's {recent} most recent Dovecot hashes "
+        "came with one login each, so a new hash is expected; new-fingerprint rules not applied "
+        "(a capture would give its stable JA4/JA3N)",
+    )
+
+
 def rule_new_fingerprint_for_user(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
     fps = inp.request.fingerprints
     hist = inp.history
@@ -223,6 +256,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("label_tarpit", rule_label_tarpit),
     ("reputation_reject", rule_reputation_reject),
     ("reputation_tarpit", rule_reputation_tarpit),
+    ("randomising_client", rule_randomising_client),
     ("new_fingerprint_for_user", rule_new_fingerprint_for_user),
     ("unknown_fingerprint", rule_unknown_fingerprint),
     ("no_fingerprint", rule_no_fingerprint),

@@ -13,6 +13,7 @@ caches key by, so no conversion is needed between them.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple, Protocol
 
 
@@ -40,6 +41,22 @@ class FingerprintRef(NamedTuple):
     value: str
 
 
+class CorrelatedFingerprints(tuple[FingerprintRef, ...]):
+    """What a ``ConnectionLookup`` found for a connection: its fingerprint refs (it is that
+    tuple, and equals it) plus ``dovecot_hashes``, the hello's Dovecot hash under each OpenSSL
+    profile (``{profile: hash}``), from which the service tells which profile the Dovecot of the
+    connection uses."""
+
+    dovecot_hashes: Mapping[str, str]
+
+    def __new__(
+        cls, refs: Iterable[FingerprintRef], dovecot_hashes: Mapping[str, str] | None = None
+    ) -> CorrelatedFingerprints:
+        obj = super().__new__(cls, refs)
+        obj.dovecot_hashes = dict(dovecot_hashes or {})
+        return obj
+
+
 class ConnectionPeer(NamedTuple):
     """The TCP peer Dovecot saw (``real_rip``/``real_rport``): what a passive capture sees."""
 
@@ -61,6 +78,9 @@ class RequestFacts(NamedTuple):
     session_id: str = ""
     tls: bool = False
     peer: ConnectionPeer | None = None
+    # True when a capture gave the connection's hello (its JA4/JA3N are in ``fingerprints``);
+    # False when Dovecot's hash is all there is.
+    correlated: bool = False
 
 
 class LabelFact(NamedTuple):
@@ -82,6 +102,26 @@ class UserHistory(NamedTuple):
     # (kind, value) pairs; a FingerprintRef finds its plain-tuple twin here.
     known: frozenset[tuple[str, str]] = frozenset()
     successes: int = 0
+    # Of the account's Dovecot hashes first seen most recently (at most RECENT_DOVECOT_HASHES),
+    # how many came with one successful login only, and how many were looked at: a client that
+    # brings a new hash to every login (GnuTLS 3.8's permuted extensions, GREASE ciphers) shows
+    # up as "all of them single-use".
+    single_use_hashes: int = 0
+    recent_hashes: int = 0
+
+
+# How many of an account's most recently first-seen Dovecot hashes tell whether its client
+# randomises (see UserHistory.single_use_hashes).
+RECENT_DOVECOT_HASHES = 10
+
+
+def dovecot_hash_history(rows: Iterable[tuple[str, str, int, float]]) -> tuple[int, int]:
+    """``(single_use_hashes, recent_hashes)`` from an account's learned rows
+    ``(kind, value, successes, first_seen)`` (see ``UserHistory``)."""
+    recent = sorted(
+        ((first, n) for kind, _, n, first in rows if kind == "ja3_dovecot"), reverse=True
+    )[:RECENT_DOVECOT_HASHES]
+    return sum(1 for _, n in recent if n == 1), len(recent)
 
 
 class Reputation(NamedTuple):

@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-25
 
-Written out in full (not importing ja3svc.models) so that this revision keeps describing the
+Written out in full (not importing ja3svc.store.models) so that this revision keeps describing the
 schema as it was when later model changes arrive with their own revisions.
 """
 

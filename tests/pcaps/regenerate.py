@@ -8,7 +8,7 @@ Run as root from the repository root (or anywhere):
     python tests/pcaps/regenerate.py --expect-only   # re-run tshark on the existing files
 
 Every capture is made by real TLS client stacks talking to real local servers across a veth
-pair between two fresh network namespaces (tests/support/netns.py); nothing leaves the machine.
+pair between two fresh network namespaces (testbed/netns.py); nothing leaves the machine.
 The expected values in `<capture>.expected.json` come from tshark only (an oracle independent of
 ja3svc), never from our own engine. README.md here is rewritten from those files at the end.
 
@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.netns import (  # noqa: E402  (path set up just above)
+from testbed.netns import (  # noqa: E402  (path set up just above)
     DEFAULT_IPV4,
     DEFAULT_IPV6,
     ROUTED_IPV4,

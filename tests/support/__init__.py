@@ -1,1 +1,2 @@
-"""Helpers shared by the test suite and the capture-regeneration script."""
+"""Helpers of the test suite: the CLI in process, packet and capture builders, the API client,
+Dovecot configuration, the databases, tshark as an oracle."""

@@ -1,0 +1,1 @@
+"""The operator console: web pages under /console (see ``web``)."""

@@ -1,0 +1,39 @@
+"""Type stubs of the extension module built from native/python (the Rust engine's binding)."""
+
+from typing import Any
+
+# True once every part of the hot path (QUIC and DTLS included) is in Rust.
+COMPLETE: bool
+
+class PcapRun:
+    """One capture through one Rust engine: feed the capture's bytes in chunks, then finish.
+
+    With ``json=True`` every call returns the JSON lines (each ending in a newline) of the
+    hellos the bytes completed, exactly as ``ja3svc pcap`` prints them; with ``json=False`` a
+    list of dicts ``{"file": label, "frame": n, **HelloSighting.as_dict(dovecot_profile)}``.
+    The GIL is released while the engine works.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        dovecot_profile: str,
+        json: bool,
+        max_flows: int = 200_000,
+        idle_timeout: float = 300.0,
+    ) -> None: ...
+    def feed(self, chunk: bytes) -> Any: ...
+    def finish(self) -> Any: ...
+    def abandon(self) -> None:
+        """The input broke off: end the engine without the format's end-of-input checks."""
+    @property
+    def error(self) -> tuple[str, str] | tuple[str, int, str] | None:
+        """None, ("not_a_capture", message) or ("damaged", offset, reason)."""
+    @property
+    def format(self) -> str: ...
+    @property
+    def packets_read(self) -> int: ...
+    @property
+    def bytes_read(self) -> int: ...
+    def counters(self) -> dict[str, int]: ...
+    def flow_stats(self) -> dict[str, int]: ...

@@ -1,0 +1,347 @@
+//! One direction of a TCP stream seen as TLS records: in-order bytes in, hello messages out
+//! (port of `ja3svc/tls_stream.py`, whose docstring describes the states DETECT, HEADER, BODY
+//! and DONE, STARTTLS detection and the post-CCS hello after a HelloRetryRequest).
+//!
+//! Hand-written: tls-parser parses whole records from a buffer and has no notion of a stream
+//! that starts in plaintext (STARTTLS), of the reference's give-up rules, or of its counters.
+
+pub const CONTENT_CCS: u8 = 20;
+pub const CONTENT_ALERT: u8 = 21;
+pub const CONTENT_HANDSHAKE: u8 = 22;
+pub const CONTENT_APPLICATION_DATA: u8 = 23;
+pub const CONTENT_HEARTBEAT: u8 = 24;
+pub const HANDSHAKE_CLIENT_HELLO: u8 = 1;
+pub const HANDSHAKE_SERVER_HELLO: u8 = 2;
+
+pub const MAX_RECORD_LENGTH: usize = 16384 + 2048;
+pub const MAX_HELLO_LENGTH: usize = 65536;
+pub const MAX_PLAINTEXT: usize = 32768;
+pub const MAX_HELLOS: u32 = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Detect,
+    Header,
+    Body,
+    Done,
+}
+
+/// What a feed found: a hello body (handshake type 1 or 2) or a problem to count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamItem {
+    Hello(u8, Vec<u8>),
+    Problem(&'static str),
+}
+
+fn is_handshake_header(data: &[u8], i: usize) -> bool {
+    if data.len() < i + 5 || data[i] != CONTENT_HANDSHAKE || data[i + 1] != 3 || data[i + 2] > 4 {
+        return false;
+    }
+    let length = ((data[i + 3] as usize) << 8) | data[i + 4] as usize;
+    if !(0 < length && length <= MAX_RECORD_LENGTH) {
+        return false;
+    }
+    data.len() <= i + 5
+        || data[i + 5] == HANDSHAKE_CLIENT_HELLO
+        || data[i + 5] == HANDSHAKE_SERVER_HELLO
+}
+
+fn is_sslv2_client_hello(data: &[u8]) -> bool {
+    data.len() >= 5
+        && data[0] & 0x80 != 0
+        && data[2] == 1
+        && (data[3] == 3 || (data[3] == 0 && data[4] == 2))
+}
+
+fn find(data: &[u8], needle: &[u8; 2], from: usize) -> Option<usize> {
+    if from >= data.len() {
+        return None;
+    }
+    data[from..].windows(2).position(|w| w == needle).map(|p| p + from)
+}
+
+#[derive(Debug)]
+pub struct TlsStreamParser {
+    state: State,
+    started: bool,
+    hellos: u32,
+    pending: Vec<u8>,
+    record_type: u8,
+    record_length: usize,
+    record_left: usize,
+    hs_buf: Vec<u8>,
+    hs_skip: usize,
+    after_ccs: bool,
+    msg_starts_record: bool,
+    plaintext_seen: usize,
+}
+
+impl Default for TlsStreamParser {
+    fn default() -> Self {
+        Self {
+            state: State::Detect,
+            started: false,
+            hellos: 0,
+            pending: Vec::new(),
+            record_type: 0,
+            record_length: 0,
+            record_left: 0,
+            hs_buf: Vec::new(),
+            hs_skip: 0,
+            after_ccs: false,
+            msg_starts_record: false,
+            plaintext_seen: 0,
+        }
+    }
+}
+
+impl TlsStreamParser {
+    pub fn done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Consume the next in-order bytes of the stream; push completed hellos and problems.
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<StreamItem>) {
+        if self.state == State::Done || data.is_empty() {
+            return;
+        }
+        let joined;
+        let data: &[u8] = if self.pending.is_empty() {
+            data
+        } else {
+            let mut j = std::mem::take(&mut self.pending);
+            j.extend_from_slice(data);
+            joined = j;
+            &joined
+        };
+        let mut pos = 0;
+        let end = data.len();
+        while pos < end {
+            match self.state {
+                State::Body => {
+                    let take = self.record_left.min(end - pos);
+                    if self.record_type == CONTENT_HANDSHAKE {
+                        self.handshake(&data[pos..pos + take], out);
+                    }
+                    pos += take;
+                    self.record_left -= take;
+                    if self.record_left == 0 && self.state == State::Body {
+                        self.state = State::Header;
+                    }
+                }
+                State::Header => {
+                    if end - pos < 5 {
+                        self.pending = data[pos..].to_vec();
+                        break;
+                    }
+                    pos = self.header(data, pos, out);
+                }
+                State::Detect => match self.detect(data, pos) {
+                    Some(p) => pos = p,
+                    None => break,
+                },
+                State::Done => break,
+            }
+        }
+    }
+
+    /// Where TLS starts in this chunk (None: wait for more bytes).
+    fn detect(&mut self, data: &[u8], pos: usize) -> Option<usize> {
+        let end = data.len();
+        let at_stream_start = !self.started;
+        self.started = true;
+        if end - pos < 6 && data[pos] == CONTENT_HANDSHAKE && self.plaintext_seen < MAX_PLAINTEXT {
+            // A record header split before its sixth byte: decide once it is here; the pending
+            // bytes count as plaintext so tiny 0x16 chunks cannot keep this forever.
+            self.pending = data[pos..].to_vec();
+            self.plaintext_seen += end - pos;
+            return None;
+        }
+        if is_handshake_header(data, pos) {
+            self.state = State::Header;
+            return Some(pos);
+        }
+        if at_stream_start && pos == 0 {
+            if end > 1
+                && matches!(
+                    data[0],
+                    CONTENT_CCS | CONTENT_ALERT | CONTENT_APPLICATION_DATA | CONTENT_HEARTBEAT
+                )
+                && data[1] == 3
+            {
+                self.state = State::Done; // joined an established TLS connection
+                return Some(end);
+            }
+            if is_sslv2_client_hello(data) {
+                self.state = State::Done;
+                return Some(end);
+            }
+        }
+        // Plaintext: a STARTTLS hello starts right after the server's line that ended in "\n".
+        let mut found = find(data, b"\x16\x03", pos + 1);
+        while let Some(i) = found {
+            if data[i - 1] == 0x0A && end - i >= 5 && is_handshake_header(data, i) {
+                self.state = State::Header;
+                return Some(i);
+            }
+            found = find(data, b"\x16\x03", i + 1);
+        }
+        // The chunk may end inside a record header that follows a newline: keep it.
+        for t in (pos + 1).max(end.saturating_sub(4))..end {
+            if data[t - 1] == 0x0A
+                && data[t] == CONTENT_HANDSHAKE
+                && (t + 1 == end || data[t + 1] == 3)
+                && self.plaintext_seen < MAX_PLAINTEXT
+            {
+                self.pending = data[t..].to_vec();
+                self.plaintext_seen += t - pos;
+                return None;
+            }
+        }
+        self.plaintext_seen += end - pos;
+        if self.plaintext_seen > MAX_PLAINTEXT {
+            self.state = State::Done;
+        }
+        Some(end)
+    }
+
+    fn header(&mut self, data: &[u8], pos: usize, out: &mut Vec<StreamItem>) -> usize {
+        let ctype = data[pos];
+        let length = ((data[pos + 3] as usize) << 8) | data[pos + 4] as usize;
+        if !((CONTENT_CCS..=CONTENT_HEARTBEAT).contains(&ctype) && data[pos + 1] == 3)
+            || length > MAX_RECORD_LENGTH
+        {
+            out.push(StreamItem::Problem("bad_record_header"));
+            self.state = State::Done;
+            return data.len();
+        }
+        if ctype == CONTENT_APPLICATION_DATA {
+            self.state = State::Done;
+            return data.len();
+        }
+        if ctype == CONTENT_CCS {
+            self.after_ccs = true;
+        }
+        if !self.hs_buf.is_empty() {
+            self.msg_starts_record = false; // the buffered message continues in a new record
+        }
+        self.record_type = ctype;
+        self.record_length = length;
+        self.record_left = length;
+        self.state = if length > 0 { State::Body } else { State::Header };
+        pos + 5
+    }
+
+    fn handshake(&mut self, chunk: &[u8], out: &mut Vec<StreamItem>) {
+        let mut chunk = chunk;
+        if self.hs_skip > 0 {
+            if chunk.len() <= self.hs_skip {
+                self.hs_skip -= chunk.len();
+                return;
+            }
+            chunk = &chunk[self.hs_skip..];
+            self.hs_skip = 0;
+        }
+        if self.hs_buf.is_empty() {
+            self.msg_starts_record = self.record_left == self.record_length;
+        }
+        let mut message_starts_record = self.msg_starts_record;
+        self.hs_buf.extend_from_slice(chunk);
+        // Consumed prefix of hs_buf, dropped once at the end instead of per message.
+        let mut at = 0;
+        let result = loop {
+            let buf = &self.hs_buf[at..];
+            if buf.len() < 4 {
+                break false;
+            }
+            if self.after_ccs && buf.len() < 5 {
+                break false; // decide on a post-CCS message once its version's first byte is here
+            }
+            let msg_type = buf[0];
+            let length = ((buf[1] as usize) << 16) | ((buf[2] as usize) << 8) | buf[3] as usize;
+            let is_hello = msg_type == HANDSHAKE_CLIENT_HELLO || msg_type == HANDSHAKE_SERVER_HELLO;
+            if self.after_ccs
+                && !(is_hello
+                    && message_starts_record
+                    && length + 4 == self.record_length
+                    && buf[4] == 3)
+            {
+                // Encrypted Finished after CCS: nothing readable follows.
+                self.state = State::Done;
+                break true;
+            }
+            self.after_ccs = false;
+            if !is_hello {
+                // Certificates and friends: skipped without buffering them.
+                if buf.len() >= 4 + length {
+                    at += 4 + length;
+                    message_starts_record = false;
+                    self.msg_starts_record = false;
+                    continue;
+                }
+                self.hs_skip = 4 + length - buf.len();
+                break true;
+            }
+            if length > MAX_HELLO_LENGTH {
+                out.push(StreamItem::Problem("oversized_hello"));
+                self.state = State::Done;
+                break true;
+            }
+            if buf.len() < 4 + length {
+                break false;
+            }
+            out.push(StreamItem::Hello(msg_type, buf[4..4 + length].to_vec()));
+            at += 4 + length;
+            message_starts_record = false;
+            self.msg_starts_record = false;
+            self.hellos += 1;
+            if self.hellos >= MAX_HELLOS {
+                self.state = State::Done;
+                break true;
+            }
+        };
+        if result {
+            self.hs_buf.clear();
+        } else {
+            self.hs_buf.drain(..at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(ctype: u8, payload: &[u8]) -> Vec<u8> {
+        let mut r = vec![ctype, 3, 1];
+        r.extend((payload.len() as u16).to_be_bytes());
+        r.extend(payload);
+        r
+    }
+
+    fn hello_msg(t: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![t, 0, 0, body.len() as u8];
+        m.extend(body);
+        m
+    }
+
+    #[test]
+    fn starttls_hello_split_byte_by_byte() {
+        let mut stream = b"a001 STARTTLS\r\na001 OK Begin TLS\r\n".to_vec();
+        stream.extend(record(22, &hello_msg(1, b"BODY")));
+        let mut p = TlsStreamParser::default();
+        let mut out = Vec::new();
+        for b in &stream {
+            p.feed(std::slice::from_ref(b), &mut out);
+        }
+        assert_eq!(out, vec![StreamItem::Hello(1, b"BODY".to_vec())]);
+    }
+
+    #[test]
+    fn application_data_at_start_is_done() {
+        let mut p = TlsStreamParser::default();
+        let mut out = Vec::new();
+        p.feed(&record(23, b"xx"), &mut out);
+        assert!(p.done() && out.is_empty());
+    }
+}

@@ -1,0 +1,255 @@
+//! `ja3svc._native`: the PyO3 binding of `ja3svc-engine`. Thin on purpose: Python hands in
+//! capture bytes a chunk at a time and gets back, per chunk, either the finished JSON lines
+//! (the default output, formatted in Rust: no Python object per field) or one dict per hello
+//! for the other outputs, plus the counters at the end. The GIL is released while Rust works.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use ja3svc_engine::capture::{CaptureError, CaptureStream};
+use ja3svc_engine::fingerprints::{client_fingerprints, server_fingerprints, DovecotProfile};
+use ja3svc_engine::hello::{ascii_backslashreplace, Hello};
+use ja3svc_engine::json::{write_addr, write_record};
+use ja3svc_engine::{Engine, Sighting};
+
+/// One capture through one engine.
+#[pyclass(module = "ja3svc._native")]
+struct PcapRun {
+    /// The input's name, the "file" of every record.
+    label: String,
+    stream: CaptureStream,
+    engine: Engine,
+    profile: DovecotProfile,
+    json: bool,
+    error: Option<CaptureError>,
+    finished: bool,
+}
+
+impl PcapRun {
+    /// Push bytes (or the end of input) through reader and engine; no Python involved.
+    fn work(&mut self, chunk: Option<&[u8]>) -> Option<CaptureError> {
+        if self.error.is_some() || self.finished {
+            return None;
+        }
+        let engine = &mut self.engine;
+        let mut sink = |ts: f64, linktype: u32, frame: &[u8], _wire: u64| {
+            engine.feed_frame(ts, linktype, frame);
+        };
+        let result = match chunk {
+            Some(c) => self.stream.feed(c, &mut sink),
+            None => self.stream.finish(&mut sink),
+        };
+        let error = result.err();
+        if chunk.is_none() || error.is_some() {
+            // End of input or damage: what was read is all there will be.
+            self.finished = true;
+            if self.stream.format() != "" {
+                self.engine.finish();
+            }
+        }
+        error
+    }
+
+    fn json_lines(&mut self) -> String {
+        let mut out = String::with_capacity(self.engine.found.len() * 700);
+        for s in self.engine.found.drain(..) {
+            write_record(&s, &self.label, self.profile, &mut out);
+        }
+        out
+    }
+
+    fn step<'py>(&mut self, py: Python<'py>, chunk: Option<&[u8]>) -> PyResult<Bound<'py, PyAny>> {
+        let json = self.json;
+        let (error, text) = py.detach(|| {
+            let e = self.work(chunk);
+            let text = if json { self.json_lines() } else { String::new() };
+            (e, text)
+        });
+        if error.is_some() {
+            self.error = error;
+        }
+        if json {
+            return Ok(text.into_pyobject(py)?.into_any());
+        }
+        let list = PyList::empty(py);
+        let found: Vec<Sighting> = self.engine.found.drain(..).collect();
+        for s in &found {
+            list.append(record_dict(py, s, &self.label, self.profile)?)?;
+        }
+        Ok(list.into_any())
+    }
+}
+
+fn addr_str(a: &ja3svc_engine::engine::Addr) -> String {
+    let mut s = String::new();
+    write_addr(a, &mut s);
+    s
+}
+
+/// `{"file": ..., "frame": ..., **HelloSighting.as_dict(profile)}`, key for key.
+fn record_dict<'py>(
+    py: Python<'py>,
+    s: &Sighting,
+    label: &str,
+    profile: DovecotProfile,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("file", label)?;
+    d.set_item("frame", s.frame)?;
+    d.set_item("ts", s.ts)?;
+    d.set_item("src", addr_str(&s.src))?;
+    d.set_item("sport", s.sport)?;
+    d.set_item("dst", addr_str(&s.dst))?;
+    d.set_item("dport", s.dport)?;
+    d.set_item("transport", s.transport.as_str())?;
+    match &s.hello {
+        Hello::Client(h) => {
+            d.set_item("hello", "client")?;
+            d.set_item("index", s.index)?;
+            d.set_item("sni", h.sni.as_deref())?;
+            let alpn: Vec<String> = h.alpn.iter().map(|a| ascii_backslashreplace(a)).collect();
+            d.set_item("alpn", alpn)?;
+            let f = client_fingerprints(h, s.transport, profile);
+            d.set_item("tls_version", f.tls_version)?;
+            d.set_item("ja3", f.ja3)?;
+            d.set_item("ja3_hash", f.ja3_hash)?;
+            d.set_item("ja3n", f.ja3n)?;
+            d.set_item("ja3n_hash", f.ja3n_hash)?;
+            d.set_item("ja4", f.ja4)?;
+            d.set_item("ja4_r", f.ja4_r)?;
+            d.set_item("ja3_dovecot", f.ja3_dovecot)?;
+            d.set_item("ja3_dovecot_hash", f.ja3_dovecot_hash)?;
+            let hashes = PyDict::new(py);
+            for (p, h) in DovecotProfile::ALL.iter().zip(f.ja3_dovecot_hashes) {
+                hashes.set_item(p.name(), h)?;
+            }
+            d.set_item("ja3_dovecot_hashes", hashes)?;
+        }
+        Hello::Server(h) => {
+            d.set_item("hello", "server")?;
+            d.set_item("index", s.index)?;
+            d.set_item("sni", py.None())?;
+            let alpn: Vec<String> =
+                h.alpn.iter().filter(|a| !a.is_empty()).map(|a| ascii_backslashreplace(a)).collect();
+            d.set_item("alpn", alpn)?;
+            d.set_item("hello_retry_request", h.is_hello_retry_request)?;
+            let f = server_fingerprints(h);
+            d.set_item("tls_version", f.tls_version)?;
+            d.set_item("ja3s", f.ja3s)?;
+            d.set_item("ja3s_hash", f.ja3s_hash)?;
+        }
+    }
+    Ok(d)
+}
+
+#[pymethods]
+impl PcapRun {
+    #[new]
+    #[pyo3(signature = (label, dovecot_profile, json, max_flows = 200_000, idle_timeout = 300.0))]
+    fn new(
+        label: String,
+        dovecot_profile: &str,
+        json: bool,
+        max_flows: usize,
+        idle_timeout: f64,
+    ) -> PyResult<Self> {
+        let profile = DovecotProfile::from_name(dovecot_profile).ok_or_else(|| {
+            PyValueError::new_err(format!("unknown OpenSSL profile {dovecot_profile:?}"))
+        })?;
+        Ok(PcapRun {
+            label,
+            stream: CaptureStream::new(),
+            engine: Engine::new(max_flows, idle_timeout, profile),
+            profile,
+            json,
+            error: None,
+            finished: false,
+        })
+    }
+
+    /// The next chunk of the capture; the hellos it completed (JSON text, or a list of dicts).
+    fn feed<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        self.step(py, Some(chunk))
+    }
+
+    /// End of input: the last hellos, and the end-of-input counters.
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.step(py, None)
+    }
+
+    /// The input broke off (a read error): end the engine without the end-of-input checks
+    /// of the capture format; nothing more is read.
+    fn abandon(&mut self, py: Python<'_>) {
+        py.detach(|| {
+            if !self.finished {
+                self.finished = true;
+                if self.stream.format() != "" {
+                    self.engine.finish();
+                }
+            }
+        });
+    }
+
+    /// None, ("not_a_capture", message) or ("damaged", offset, reason).
+    #[getter]
+    fn error<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        Ok(match &self.error {
+            None => None,
+            Some(CaptureError::NotACapture(m)) => {
+                Some(("not_a_capture", m.as_str()).into_pyobject(py)?.into_any())
+            }
+            Some(CaptureError::Damaged { offset, reason }) => {
+                Some(("damaged", *offset, reason.as_str()).into_pyobject(py)?.into_any())
+            }
+        })
+    }
+
+    /// "pcap" or "pcapng" once the file header was read, else "".
+    #[getter]
+    fn format(&self) -> &'static str {
+        self.stream.format()
+    }
+
+    #[getter]
+    fn packets_read(&self) -> u64 {
+        self.stream.packets_read
+    }
+
+    #[getter]
+    fn bytes_read(&self) -> u64 {
+        self.stream.bytes_read()
+    }
+
+    /// The engine's counters (the reference's `engine.stats`), zero counts left out.
+    fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in &self.engine.stats.map {
+            d.set_item(k.as_ref(), *v)?;
+        }
+        Ok(d)
+    }
+
+    /// The flow table's counters: flows, evicted_full, expired_idle, closed.
+    fn flow_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.engine.flows.stats;
+        let d = PyDict::new(py);
+        d.set_item("flows", s.flows)?;
+        d.set_item("evicted_full", s.evicted_full)?;
+        d.set_item("expired_idle", s.expired_idle)?;
+        d.set_item("closed", s.closed)?;
+        Ok(d)
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PcapRun>()?;
+    // Whether every part of the hot path is in Rust (QUIC and DTLS included); until it is,
+    // `ja3svc pcap` keeps the Python engine as its default.
+    m.add(
+        "COMPLETE",
+        ja3svc_engine::quic::IMPLEMENTED && ja3svc_engine::dtls::IMPLEMENTED,
+    )?;
+    Ok(())
+}

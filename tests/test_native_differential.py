@@ -1,0 +1,412 @@
+"""The Rust engine against the pure-Python reference: identical records, counters and errors.
+
+Both engines run over every capture in tests/pcaps and the FoxIO conformance captures, and over
+captures Hypothesis generates (synthetic TLS flows over several link types, cut into segments,
+reordered, duplicated) and mutates (bytes flipped, inserted, removed; files truncated). For
+each, the JSON lines ``ja3svc pcap`` prints, the per-hello dicts of the other outputs, the
+counters, flow-table figures, packets and bytes read, and damage / not-a-capture messages must
+be equal. The Rust engine is also fed in chunks of random sizes, so every record and block
+boundary falls across chunk ends somewhere.
+
+The extension must be built (``pip install -e '.[dev]'`` with a Rust toolchain): a missing one
+fails here rather than skipping.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import random
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ja3svc.capture.capture_file import NotACaptureError
+from ja3svc.capture.pcap_run import RunTotals, fingerprint_stream, fingerprint_stream_native
+
+from ja3svc import _native
+from ja3svc.dovecot import OPENSSL_PROFILES
+from ja3svc.sighting import HelloSighting
+from tests.support import pcap_builder as pb
+from tests.support.paths import FOXIO, PCAPS
+
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+@dataclass
+class Outcome:
+    lines: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    not_a_capture: str | None = None
+    totals: RunTotals = field(default_factory=RunTotals)
+
+    def comparable(self) -> dict[str, Any]:
+        t = self.totals
+        return {
+            "not_a_capture": self.not_a_capture,
+            "packets": t.packets,
+            "bytes": t.bytes,
+            "flows": t.flows,
+            "hellos": t.hellos,
+            "counters": {k: v for k, v in t.counters.items() if v},
+            "damaged": t.damaged,
+        }
+
+
+class _Pieces(io.RawIOBase):
+    """A stream whose reads return pieces of random sizes (a pipe, say)."""
+
+    def __init__(self, data: bytes, seed: int) -> None:
+        self._data = data
+        self._pos = 0
+        self._rng = random.Random(seed)
+
+    def readable(self) -> bool:
+        return True
+
+    def read1(self, size: int = -1) -> bytes:
+        n = min(size if size >= 0 else len(self._data), self._rng.choice((1, 7, 64, 1500, 1 << 16)))
+        piece = self._data[self._pos : self._pos + n]
+        self._pos += len(piece)
+        return piece
+
+    def readinto(self, b: Any) -> int:
+        piece = self.read1(len(b))
+        b[: len(piece)] = piece
+        return len(piece)
+
+
+def run_python(data: bytes, profile: str = "openssl-3.0") -> Outcome:
+    out = Outcome()
+
+    def sink(s: HelloSighting, frame: int) -> None:
+        d = {"file": "cap", "frame": frame, **s.as_dict(profile)}
+        out.records.append(d)
+        out.lines.append(_ENCODE(d) + "\n")
+
+    try:
+        fingerprint_stream(io.BytesIO(data), "cap", sink, out.totals)
+    except NotACaptureError as exc:
+        out.not_a_capture = str(exc)
+    return out
+
+
+def run_native(data: bytes, profile: str = "openssl-3.0", seed: int | None = None) -> Outcome:
+    """Twice: JSON lines (fed whole), then dicts (fed in random pieces when ``seed`` is set)."""
+    out = Outcome()
+    text: list[str] = []
+    try:
+        fingerprint_stream_native(
+            io.BytesIO(data), "cap", out.totals, profile, write_json=text.append
+        )
+    except NotACaptureError as exc:
+        out.not_a_capture = str(exc)
+    out.lines = "".join(text).splitlines(keepends=True)
+    again = RunTotals()
+    stream = io.BytesIO(data) if seed is None else _Pieces(data, seed)
+    try:
+        fingerprint_stream_native(stream, "cap", again, profile, sink=out.records.append)
+    except NotACaptureError as exc:
+        assert str(exc) == out.not_a_capture
+    else:
+        assert out.not_a_capture is None
+    again.seconds = out.totals.seconds
+    assert again == out.totals, "the same capture gave other totals when fed in pieces"
+    return out
+
+
+def assert_same(data: bytes, profile: str = "openssl-3.0", seed: int | None = None) -> Outcome:
+    ref = run_python(data, profile)
+    if not _native.COMPLETE and (
+        any(r["transport"] != "tcp" for r in ref.records)
+        or any(k.startswith(("malformed.quic", "malformed.dtls")) for k in ref.totals.counters)
+    ):
+        pytest.skip("QUIC/DTLS are not in this build of the Rust engine yet")
+    got = run_native(data, profile, seed)
+    assert got.comparable() == ref.comparable()
+    assert got.lines == ref.lines
+    assert got.records == ref.records
+    return ref
+
+
+# --- real captures ---------------------------------------------------------------------------
+
+_REAL = sorted(p for p in PCAPS.rglob("*") if p.suffix in (".pcap", ".pcapng"))
+# QUIC and DTLS join the comparison when their port is in the crate (see ja3svc._native).
+_UDP = {"quic", "dtls"}
+if not _native.COMPLETE:
+    _REAL = [p for p in _REAL if not _UDP & set(p.relative_to(PCAPS).parts)]
+_FOXIO = sorted((FOXIO / "pcap").glob("*")) if (FOXIO / "pcap").is_dir() else []
+
+
+def test_the_capture_sets_are_there() -> None:
+    assert len(_REAL) >= (39 if _native.COMPLETE else 30)
+    assert _FOXIO, f"FoxIO conformance captures missing: {FOXIO / 'pcap'}"
+
+
+@pytest.mark.parametrize("path", _REAL, ids=lambda p: str(p.relative_to(PCAPS)))
+def test_golden_capture(path: Path) -> None:
+    ref = assert_same(path.read_bytes(), seed=len(path.name))
+    assert ref.lines or "quic" in path.parts or ref.totals.counters, "a capture with no outcome"
+
+
+@pytest.mark.parametrize("path", _FOXIO, ids=lambda p: p.name)
+def test_foxio_capture(path: Path) -> None:
+    assert_same(path.read_bytes(), seed=7)
+
+
+@pytest.mark.parametrize("profile", sorted(OPENSSL_PROFILES))
+def test_dovecot_profiles(profile: str) -> None:
+    for path in _REAL[:10]:
+        assert_same(path.read_bytes(), profile)
+
+
+# --- generated captures ----------------------------------------------------------------------
+
+_SMALL = [p.read_bytes() for p in _REAL if p.stat().st_size < 40_000]
+
+
+def _hello(draw: st.DrawFn) -> bytes:
+    grease = st.sampled_from([0x0A0A, 0x1A1A, 0xFAFA])
+    code = st.integers(0, 0xFFFF) | grease
+    ciphers = draw(st.lists(code, max_size=6))
+    exts = [
+        pb.sni_ext(draw(st.text(st.characters(min_codepoint=1, max_codepoint=300), max_size=8))),
+        pb.groups_ext(*draw(st.lists(code, max_size=4))),
+        pb.point_formats_ext(*draw(st.lists(st.integers(0, 255), max_size=3))),
+        pb.sig_algs_ext(*draw(st.lists(code, max_size=4))),
+        pb.alpn_ext(*draw(st.lists(st.binary(max_size=4), max_size=3))),
+        pb.versions_ext(*draw(st.lists(code, max_size=3))),
+        pb.ext(draw(code), draw(st.binary(max_size=6))),
+    ]
+    chosen = draw(st.lists(st.sampled_from(exts), max_size=8))
+    if draw(st.booleans()):
+        body = pb.client_hello_body(ciphers, chosen)
+        return pb.handshake(1, body)
+    random_bytes = draw(
+        st.sampled_from(
+            [
+                bytes(32),
+                bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c"),
+            ]
+        )
+    )
+    body = pb.server_hello_body(draw(code), chosen, random=random_bytes)
+    return pb.handshake(2, body)
+
+
+@st.composite
+def generated_capture(draw: st.DrawFn) -> tuple[bytes, int]:
+    """A few TCP flows carrying TLS hellos (maybe after STARTTLS plaintext, maybe split into
+    several records), cut into segments, some of them reordered, duplicated or lost."""
+    frames: list[tuple[float, bytes]] = []
+    link = draw(st.sampled_from(["eth", "vlan", "sll", "sll2", "raw", "null"]))
+    linktype = {"eth": 1, "vlan": 1, "sll": 113, "sll2": 276, "raw": 101, "null": 0}[link]
+    ts = 1_700_000_000.0
+    for flow in range(draw(st.integers(1, 3))):
+        v6 = draw(st.booleans())
+        client = f"fd00::{flow + 1}" if v6 else f"10.0.0.{flow + 1}"
+        server = "fd00::ff" if v6 else "10.0.1.1"
+        sport, dport = 40000 + flow, draw(st.sampled_from([443, 143, 993]))
+        for direction in range(draw(st.integers(1, 2))):
+            payload = draw(st.sampled_from([b"", b"* OK ready\r\n", b"garbage"]))
+            for _ in range(draw(st.integers(1, 2))):
+                msg = _hello(draw)
+                if draw(st.booleans()):
+                    cut = draw(st.integers(1, len(msg)))
+                    payload += (
+                        pb.record(22, msg[:cut]) + pb.record(22, msg[cut:])
+                        if cut < len(msg)
+                        else pb.record(22, msg)
+                    )
+                else:
+                    payload += pb.record(22, msg)
+            if draw(st.booleans()):
+                payload += pb.record(23, b"secret")
+            src, dst, sp, dp = (
+                (client, server, sport, dport) if direction == 0 else (server, client, dport, sport)
+            )
+            isn = draw(st.integers(0, 0xFFFFFFFF))
+            segments: list[tuple[int, int, bytes]] = []
+            if draw(st.booleans()):
+                segments.append((isn, pb.TCP_SYN, b""))
+            pos = 0
+            while pos < len(payload):
+                size = draw(st.integers(1, 600))
+                segments.append((isn + 1 + pos, pb.TCP_ACK | pb.TCP_PSH, payload[pos : pos + size]))
+                pos += size
+            if draw(st.booleans()):
+                segments.append((isn + 1 + pos, pb.TCP_FIN | pb.TCP_ACK, b""))
+            segments = draw(st.permutations(segments)) if draw(st.booleans()) else segments
+            if segments and draw(st.booleans()):
+                segments.append(draw(st.sampled_from(segments)))
+            for seq, flags, data in segments:
+                l4 = pb.tcp(sp, dp, seq, 1, flags, data)
+                ip = pb.ipv6(src, dst, l4) if v6 else pb.ipv4(src, dst, l4)
+                frame = {
+                    "eth": lambda ip=ip: pb.ethernet(ip),
+                    "vlan": lambda ip=ip: pb.ethernet(ip, vlans=(5, 6), qinq=True),
+                    "sll": lambda ip=ip: pb.sll(ip),
+                    "sll2": lambda ip=ip: pb.sll2(ip),
+                    "raw": lambda ip=ip: ip,
+                    "null": lambda ip=ip: pb.null_loop(ip, "little"),
+                }[link]()
+                ts += draw(st.sampled_from([0.000001, 0.5, 11.0, 400.0]))
+                frames.append((ts, frame))
+    return pb.pcap_bytes(frames, linktype), draw(st.integers(0, 1000))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(generated_capture())
+def test_generated_captures(case: tuple[bytes, int]) -> None:
+    data, seed = case
+    assert_same(data, seed=seed)
+
+
+@st.composite
+def mutated_capture(draw: st.DrawFn) -> tuple[bytes, int]:
+    data = bytearray(draw(st.sampled_from(_SMALL)))
+    for _ in range(draw(st.integers(1, 12))):
+        kind = draw(st.sampled_from(["flip", "flip", "flip", "insert", "delete", "truncate"]))
+        at = draw(st.integers(0, max(len(data) - 1, 0)))
+        if kind == "flip" and data:
+            data[at] = draw(st.integers(0, 255))
+        elif kind == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete":
+            del data[at : at + draw(st.integers(1, 8))]
+        elif kind == "truncate":
+            del data[at:]
+    return bytes(data), draw(st.integers(0, 1000))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_capture())
+def test_mutated_captures(case: tuple[bytes, int]) -> None:
+    data, seed = case
+    assert_same(data, seed=seed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64))
+def test_junk_and_short_inputs(data: bytes) -> None:
+    for head in (b"", b"\xd4\xc3\xb2\xa1", b"\x0a\x0d\x0d\x0a", b"\x1f\x8b"):
+        assert_same(head + data)
+
+
+def test_gzip_compressed_captures() -> None:
+    """Read through in Python for both engines; a cut-off gzip stream is damage after the
+    packets before it, counted in decompressed bytes."""
+    data = gzip.compress((PCAPS / "curl-https.pcap").read_bytes())
+    ref = assert_same(data)
+    assert len(ref.lines) == 4
+    for cut in (10, 200, len(data) // 2, len(data) - 9):
+        assert_same(data[:cut])
+    assert_same(gzip.compress(b"not a capture"))
+    assert_same(gzip.compress(b""))
+
+
+def test_header_fields_mutated_one_at_a_time() -> None:
+    """Every byte of a pcapng's first blocks and of a pcap's headers, set to a few values."""
+    for path in (PCAPS / "dumpcap.pcapng", PCAPS / "openssl-tls12-bigendian.pcap"):
+        data = path.read_bytes()
+        for at in range(0, 140):
+            for value in (0x00, 0x01, 0x7F, 0x80, 0xFF):
+                mutated = data[:at] + bytes([value]) + data[at + 1 :]
+                assert_same(mutated)
+
+
+def test_pcapng_nanosecond_and_offset_timestamps() -> None:
+    """if_tsresol 10^-9 and 2^-20 with an if_tsoffset: the timestamps, rounded once, agree."""
+
+    def block(btype: int, body: bytes) -> bytes:
+        n = 12 + len(body)
+        return struct.pack("<II", btype, n) + body + struct.pack("<I", n)
+
+    frame = pb.ethernet(
+        pb.ipv4(
+            "10.0.0.1",
+            "10.0.0.2",
+            pb.tcp(
+                1000,
+                443,
+                5,
+                1,
+                pb.TCP_ACK,
+                pb.client_hello_record(pb.client_hello_body([0x1301], [pb.sni_ext("x")])),
+            ),
+        )
+    )
+    out = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    for resol in (9, 0x80 | 20, 0, 19):
+        options = struct.pack("<HHB3x", 9, 1, resol) + struct.pack("<HHq", 14, 8, 1234)
+        out += block(1, struct.pack("<HHI", 1, 0, 0) + options + struct.pack("<HH", 0, 0))
+    for iface in range(4):
+        count = 1_700_000_000_123_456_789 + iface
+        body = struct.pack("<IIIII", iface, count >> 32, count & 0xFFFFFFFF, len(frame), len(frame))
+        out += block(6, body + frame + b"\x00" * (-len(frame) % 4))
+    ref = assert_same(out)
+    assert len(ref.lines) == 1  # one flow: the same hello four times is one hello
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, pre: str = "") -> tuple[int, str, str]:
+    code = f"import sys; {pre}from ja3svc.cli.main import main; sys.exit(main({list(args)!r}))"
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    return res.returncode, res.stdout, res.stderr
+
+
+def _totals_line(stderr: str) -> str:
+    return re.sub(r"[0-9.]+s  [0-9,]+ packets/s", "", stderr)
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "table"])
+def test_cli_engines_print_the_same(fmt: str) -> None:
+    files = [str(PCAPS / "openssl-hrr.pcap"), str(PCAPS / "dumpcap.pcapng"),
+             str(PCAPS / "dovecot-starttls-imap.pcap")]  # fmt: skip
+    py = _cli("pcap", "--format", fmt, "--engine", "python", *files)
+    rs = _cli("pcap", "--format", fmt, "--engine", "native", *files)
+    assert py[0] == rs[0] == 0
+    assert py[1] == rs[1] and py[1].count("\n") >= 6
+    assert _totals_line(py[2]) == _totals_line(rs[2])
+
+
+def test_cli_engine_from_the_environment_and_damage() -> None:
+    cut = PCAPS / "openssl-tls13.pcap"
+    with tempfile.TemporaryDirectory() as tmp:
+        damaged = Path(tmp) / "cut.pcap"
+        damaged.write_bytes(cut.read_bytes()[:-30])
+        py = _cli("pcap", str(damaged), env={"JA3SVC_ENGINE": "python"})
+        rs = _cli("pcap", str(damaged), env={"JA3SVC_ENGINE": "native"})
+    assert py[0] == rs[0] == 2
+    assert py[1] == rs[1]
+    assert "capture damaged at byte offset" in rs[2]
+    assert _totals_line(py[2]) == _totals_line(rs[2])
+
+
+def test_cli_without_the_extension_says_so_once() -> None:
+    pre = "sys.modules['ja3svc._native'] = None; "  # makes `from ja3svc import _native` fail
+    code, out, err = _cli("pcap", str(PCAPS / "openssl-tls13.pcap"), pre=pre)
+    assert code == 0 and out.count("\n") == 2
+    notes = [line for line in err.splitlines() if "Rust engine" in line]
+    assert notes == [
+        "ja3svc pcap: the Rust engine is not built in this install (no Rust toolchain at "
+        "install time); using the slower pure-Python engine"
+    ]
+    code, out, err = _cli("pcap", "--engine", "native", str(PCAPS / "openssl-tls13.pcap"), pre=pre)
+    assert code == 1 and out == "" and "the Rust engine is not built" in err

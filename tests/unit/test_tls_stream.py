@@ -1,0 +1,326 @@
+"""TlsStreamParser driven with byte strings, h11 style: feed chunks, look at what comes out.
+
+Every stream here is built from RFC 5246/8446 record and handshake framing with
+tests.support.pcap_builder; the expected output is the handshake body that was put in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+
+from ja3svc.tls_stream import MAX_PLAINTEXT, TlsStreamParser
+from tests.support.pcap_builder import (
+    client_hello_body,
+    ext,
+    groups_ext,
+    handshake,
+    record,
+    server_hello_body,
+    sni_ext,
+    versions_ext,
+)
+
+HANDSHAKE, CCS, ALERT, APPDATA = 22, 20, 21, 23
+CH, SH, CERT, SHD, FINISHED = 1, 2, 11, 14, 20
+
+HELLO = client_hello_body(
+    [0x1301, 0x1302, 0xC02F], [sni_ext("imap.example.net"), groups_ext(29, 23), ext(0xFF01, b"\0")]
+)
+HELLO_RECORD = record(HANDSHAKE, handshake(CH, HELLO))
+SERVER_HELLO = server_hello_body(0xC02F, [ext(0xFF01, b"\0")])
+
+
+def feed_all(chunks: Iterable[bytes], parser: TlsStreamParser | None = None) -> list:
+    p = parser or TlsStreamParser()
+    out = []
+    for chunk in chunks:
+        out += p.feed(chunk)
+    return out
+
+
+def hellos(items: list) -> list:
+    return [item for item in items if item[0] in (CH, SH)]
+
+
+def problems(items: list) -> list:
+    return [item[1] for item in items if item[0] == 0]
+
+
+def test_whole_hello_in_one_feed() -> None:
+    p = TlsStreamParser()
+    assert p.feed(HELLO_RECORD) == [(CH, HELLO)]
+    assert not p.done  # the rest of the handshake may still come
+
+
+def test_one_byte_at_a_time() -> None:
+    chunks = [HELLO_RECORD[i : i + 1] for i in range(len(HELLO_RECORD))]
+    assert feed_all(chunks) == [(CH, HELLO)]
+
+
+def test_every_split_point_gives_the_same_single_hello() -> None:
+    for i in range(len(HELLO_RECORD) + 1):
+        assert feed_all([HELLO_RECORD[:i], HELLO_RECORD[i:]]) == [(CH, HELLO)], i
+
+
+def test_every_pair_of_split_points() -> None:
+    n = len(HELLO_RECORD)
+    for i in range(0, n, 3):
+        for j in range(i, n, 5):
+            got = feed_all([HELLO_RECORD[:i], HELLO_RECORD[i:j], HELLO_RECORD[j:]])
+            assert got == [(CH, HELLO)], (i, j)
+
+
+def test_record_header_alone_then_body() -> None:
+    p = TlsStreamParser()
+    assert p.feed(HELLO_RECORD[:5]) == []
+    assert p.feed(HELLO_RECORD[5:]) == [(CH, HELLO)]
+
+
+def test_empty_feed_is_harmless() -> None:
+    assert feed_all([b"", HELLO_RECORD, b""]) == [(CH, HELLO)]
+
+
+@pytest.mark.parametrize("pieces", [2, 3])
+def test_handshake_message_spanning_records(pieces: int) -> None:
+    msg = handshake(CH, HELLO)
+    size = -(-len(msg) // pieces)
+    stream = b"".join(record(HANDSHAKE, msg[k : k + size]) for k in range(0, len(msg), size))
+    assert stream.count(b"\x16\x03\x01") >= pieces
+    assert feed_all([stream]) == [(CH, HELLO)]
+    assert feed_all([stream[i : i + 7] for i in range(0, len(stream), 7)]) == [(CH, HELLO)]
+
+
+def test_handshake_header_split_across_records() -> None:
+    # The 4-byte handshake header itself is cut 2/2 between two records.
+    msg = handshake(CH, HELLO)
+    stream = record(HANDSHAKE, msg[:2]) + record(HANDSHAKE, msg[2:])
+    assert feed_all([stream]) == [(CH, HELLO)]
+
+
+def test_several_messages_in_one_record() -> None:
+    certificate = handshake(CERT, b"\x00\x00\x05" + b"\x00\x00\x02" + b"\x30\x00")
+    flight = handshake(SH, SERVER_HELLO) + certificate + handshake(SHD, b"")
+    stream = record(HANDSHAKE, flight, 0x0303)
+    assert feed_all([stream]) == [(SH, SERVER_HELLO)]
+    assert feed_all([stream[i : i + 1] for i in range(len(stream))]) == [(SH, SERVER_HELLO)]
+
+
+def test_certificate_spanning_records_is_skipped_and_parsing_goes_on() -> None:
+    # ServerHello, then a 40 KB Certificate over three records; nothing after it is a hello.
+    cert = handshake(CERT, bytes(40_000))
+    stream = record(HANDSHAKE, handshake(SH, SERVER_HELLO), 0x0303)
+    for k in range(0, len(cert), 16_000):
+        stream += record(HANDSHAKE, cert[k : k + 16_000], 0x0303)
+    stream += record(HANDSHAKE, handshake(SHD, b""), 0x0303)
+    p = TlsStreamParser()
+    assert feed_all([stream[i : i + 1000] for i in range(0, len(stream), 1000)], p) == [
+        (SH, SERVER_HELLO)
+    ]
+    assert not p.done
+
+
+# --- HelloRetryRequest: CCS, then the second ClientHello -----------------------------------
+
+HELLO2 = client_hello_body([0x1301], [versions_ext(0x0304), ext(51, b"\x00\x00")])
+HRR_CLIENT_STREAM = (
+    record(HANDSHAKE, handshake(CH, HELLO))
+    + record(CCS, b"\x01", 0x0303)  # middlebox-compatibility ChangeCipherSpec
+    + record(HANDSHAKE, handshake(CH, HELLO2), 0x0303)
+    + record(APPDATA, bytes(50), 0x0303)  # encrypted Finished disguised as application data
+)
+
+
+def test_ccs_then_second_client_hello() -> None:
+    p = TlsStreamParser()
+    assert p.feed(HRR_CLIENT_STREAM) == [(CH, HELLO), (CH, HELLO2)]
+    assert p.done  # application data ends the direction
+
+
+def test_ccs_then_second_client_hello_every_split_point() -> None:
+    for i in range(len(HRR_CLIENT_STREAM) + 1):
+        got = feed_all([HRR_CLIENT_STREAM[:i], HRR_CLIENT_STREAM[i:]])
+        assert got == [(CH, HELLO), (CH, HELLO2)], i
+
+
+def test_ccs_then_second_client_hello_one_byte_at_a_time() -> None:
+    chunks = [HRR_CLIENT_STREAM[i : i + 1] for i in range(len(HRR_CLIENT_STREAM))]
+    assert feed_all(chunks) == [(CH, HELLO), (CH, HELLO2)]
+
+
+@pytest.mark.parametrize(
+    "ciphertext",
+    [
+        # Starts 01 000024: a "ClientHello" of 36 bytes exactly filling the 40-byte record, but
+        # its "version" byte is 0x00, not 0x03.
+        bytes.fromhex("01000024") + bytes(36),
+        # Starts 01 000020: a "ClientHello" of 32 bytes that does not fill the 40-byte record.
+        bytes.fromhex("01000020") + b"\x03" * 36,
+        bytes(range(200, 240)),  # type 200: not a hello at all
+    ],
+)
+def test_tls12_encrypted_finished_after_ccs_is_not_a_problem(ciphertext: bytes) -> None:
+    # Client's second flight in TLS 1.2: ClientKeyExchange, CCS, encrypted Finished (40 bytes
+    # of ciphertext in a handshake record), then application data.
+    stream = (
+        record(HANDSHAKE, handshake(CH, HELLO))
+        + record(HANDSHAKE, handshake(16, b"\x20" + bytes(32)), 0x0303)
+        + record(CCS, b"\x01", 0x0303)
+        + record(HANDSHAKE, ciphertext, 0x0303)  # encrypted Finished
+        + record(APPDATA, bytes(64), 0x0303)
+    )
+    for chunks in ([stream], [stream[i : i + 1] for i in range(len(stream))]):
+        p = TlsStreamParser()
+        assert feed_all(chunks, p) == [(CH, HELLO)]
+        assert p.done
+
+
+def test_application_data_ends_the_direction() -> None:
+    p = TlsStreamParser()
+    p.feed(record(HANDSHAKE, handshake(CH, HELLO)) + record(APPDATA, b"x" * 10, 0x0303))
+    assert p.done
+    # A perfectly good hello afterwards is not looked at (it would be ciphertext).
+    assert p.feed(HELLO_RECORD) == []
+
+
+def test_stream_starting_with_application_data_is_done_quietly() -> None:
+    p = TlsStreamParser()
+    assert p.feed(record(APPDATA, bytes(100), 0x0303)) == []
+    assert p.done
+
+
+def test_alert_record_is_skipped() -> None:
+    stream = record(ALERT, b"\x01\x00", 0x0303) + HELLO_RECORD
+    # An alert at stream start means a capture joined mid-connection.
+    p = TlsStreamParser()
+    assert p.feed(stream) == []
+    assert p.done
+    # After a hello, an alert record is skipped without a problem.
+    assert feed_all([HELLO_RECORD + record(ALERT, b"\x02\x28", 0x0303)]) == [(CH, HELLO)]
+
+
+# --- STARTTLS -------------------------------------------------------------------------------
+
+IMAP_CLIENT = b"a001 CAPABILITY\r\na002 STARTTLS\r\n"
+SMTP_CLIENT = b"EHLO client.example\r\nSTARTTLS\r\n"
+POP3_CLIENT = b"CAPA\r\nSTLS\r\n"
+
+
+@pytest.mark.parametrize("plaintext", [IMAP_CLIENT, SMTP_CLIENT, POP3_CLIENT])
+def test_starttls_hello_after_plaintext_in_separate_chunks(plaintext: bytes) -> None:
+    lines = plaintext.split(b"\r\n")[:-1]
+    chunks = [line + b"\r\n" for line in lines] + [HELLO_RECORD]
+    assert feed_all(chunks) == [(CH, HELLO)]
+
+
+@pytest.mark.parametrize("plaintext", [IMAP_CLIENT, SMTP_CLIENT])
+def test_starttls_plaintext_and_hello_in_one_chunk(plaintext: bytes) -> None:
+    assert feed_all([plaintext + HELLO_RECORD]) == [(CH, HELLO)]
+
+
+@pytest.mark.parametrize("plaintext", [IMAP_CLIENT, SMTP_CLIENT])
+def test_starttls_every_split_point(plaintext: bytes) -> None:
+    # Reassembled TCP can hand over the plaintext and the start of the hello in one chunk,
+    # cut anywhere -- including inside the 5-byte record header.
+    stream = plaintext + HELLO_RECORD
+    failures = [
+        i for i in range(len(stream) + 1) if feed_all([stream[:i], stream[i:]]) != [(CH, HELLO)]
+    ]
+    assert failures == []
+
+
+def test_starttls_one_byte_at_a_time() -> None:
+    stream = IMAP_CLIENT + HELLO_RECORD
+    assert feed_all([stream[i : i + 1] for i in range(len(stream))]) == [(CH, HELLO)]
+
+
+def test_plaintext_that_never_becomes_tls_stops_after_budget() -> None:
+    p = TlsStreamParser()
+    line = b'a LIST "" *\r\n'
+    fed = 0
+    while fed <= MAX_PLAINTEXT:
+        assert p.feed(line) == []
+        fed += len(line)
+    assert p.done
+    assert p.feed(HELLO_RECORD) == []  # too late: the direction was given up
+
+
+def test_plaintext_with_0x16_bytes_is_not_mistaken_for_tls() -> None:
+    # 0x16 0x03 inside a line (not after a newline) and a record-looking header not followed by
+    # a hello type must not start TLS parsing or report a problem.
+    noise = b"x\x16\x03\x01\x00\x10\x01abc\r\n" + b"\x16\x03\x01\x00\x10\x0bnot a hello\r\n"
+    p = TlsStreamParser()
+    assert feed_all([noise, b"more plaintext\r\n"], p) == []
+    assert not p.done
+    assert p.feed(HELLO_RECORD) == [(CH, HELLO)]
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def test_bad_record_header_after_a_hello() -> None:
+    stream = HELLO_RECORD + b"\x63\x03\x03\x00\x05hello"  # content type 99
+    p = TlsStreamParser()
+    assert p.feed(stream) == [(CH, HELLO), (0, "bad_record_header")]
+    assert p.done
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"\x16\x02\x00\x00\x05",  # major version 2
+        b"\x16\x03\x03\x48\x01",  # length 18433 > 2^14 + 2048
+    ],
+)
+def test_bad_record_header_variants(header: bytes) -> None:
+    assert problems(feed_all([HELLO_RECORD, header, bytes(10)])) == ["bad_record_header"]
+
+
+def test_oversized_hello() -> None:
+    # A ClientHello header announcing 70000 bytes (> 64 KiB) spread over records.
+    msg = b"\x01" + (70_000).to_bytes(3, "big") + bytes(10_000)
+    stream = record(HANDSHAKE, msg)
+    p = TlsStreamParser()
+    assert problems(p.feed(stream)) == ["oversized_hello"]
+    assert p.done
+
+
+def test_sslv2_compatible_hello_gives_nothing_and_no_crash() -> None:
+    # SSLv2 record: 2-byte length with the high bit set, msg type 1 (CLIENT-HELLO), version 3.1,
+    # cipher spec length 3, session id length 0, challenge length 16.
+    v2 = bytes.fromhex("801f 01 0301 0003 0000 0010 000004") + bytes(16)
+    for chunks in ([v2], [v2[:1], v2[1:]], [v2[i : i + 1] for i in range(len(v2))]):
+        p = TlsStreamParser()
+        assert feed_all(chunks, p) == []
+
+
+def test_hellos_per_direction_are_bounded() -> None:
+    p = TlsStreamParser()
+    got = p.feed(HELLO_RECORD * 10)
+    assert 2 <= len(got) < 10
+    assert p.done
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"\x16\x03\x01\x00\x00",  # zero-length handshake record at stream start
+        b"\x16\x03\x01\x00\x04\x01\x00\x00\x00",  # ClientHello of length 0
+        b"\x16" * 100,
+        bytes(range(256)) * 4,
+    ],
+)
+def test_junk_never_raises(junk: bytes) -> None:
+    p = TlsStreamParser()
+    for i in range(0, len(junk), 3):
+        p.feed(junk[i : i + 3])
+    TlsStreamParser().feed(junk)
+
+
+@pytest.mark.parametrize("first", [b"\x14", b"\x15", b"\x16", b"\x17", b"\x80", b"\x16\x03"])
+def test_one_or_two_bytes_at_stream_start_are_no_error(first: bytes) -> None:
+    # Found by Hypothesis: a 1-byte first chunk made the mid-stream check read past its end.
+    p = TlsStreamParser()
+    assert p.feed(first) == []
+    assert not any(kind == 0 for kind, _ in p.feed(b"x" * 10))
