@@ -25,6 +25,7 @@ from ja3svc.api.routes import admin, docs, ops, policy
 from ja3svc.api.service import PolicyService
 from ja3svc.config.settings import Settings, load_settings
 from ja3svc.store.policy_store import PolicyStore
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from ja3svc.policy import ConnectionLookup
@@ -195,6 +196,16 @@ def create_app(
             # by several routes (GET, PATCH, DELETE of a label) allows all of theirs.
             headers = {"Allow": ", ".join(sorted(_allowed_methods(app, request.scope)))}
         return JSONResponse(detail, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # The admin API during a database outage: a short answer, one log line, no traceback.
+        log.warning(
+            "admin request failed: database error",
+            extra={"fields": {"path": request.url.path, "error": type(exc).__name__}},
+        )
+        body = {"error": "unavailable", "reason": f"database error: {type(exc).__name__}"}
+        return JSONResponse(body, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -52,13 +52,13 @@ def _serve(tmp_path: Path, database_url: str) -> tuple[subprocess.Popen[bytes], 
     return proc, port, log
 
 
-def _schemathesis(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+def _schemathesis(port: int, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run",
          f"http://127.0.0.1:{port}/openapi.json", "--checks", "all",
          "--seed", "20261203", "--generation-codec", "utf-8", "--no-color",
          "--request-timeout", "10", *args],
-        capture_output=True, text=True, timeout=400, cwd=ROOT,
+        capture_output=True, text=True, timeout=400, cwd=cwd,
     )  # fmt: skip
 
 
@@ -74,12 +74,20 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(backend, tmp_path, re
     proc, port, log = _serve(tmp_path, url)
     try:
         # --max-time bounds the run on a busy machine; what ran until then must all pass.
+        # Run in tmp_path: schemathesis keeps a cache of failures in its working directory.
         with_token = _schemathesis(
-            port, "--header", f"X-Admin-Token: {ADMIN}", "--max-examples", "15", "--max-time", "90"
+            port,
+            tmp_path,
+            "--header",
+            f"X-Admin-Token: {ADMIN}",
+            "--max-examples",
+            "15",
+            "--max-time",
+            "90",
         )
         # And as a stranger: every admin operation must answer its documented 401.
         without = _schemathesis(
-            port, "--max-examples", "3", "--max-time", "40", "--warnings", "off"
+            port, tmp_path, "--max-examples", "3", "--max-time", "40", "--warnings", "off"
         )
     finally:
         stop(proc)

@@ -86,7 +86,8 @@ router = APIRouter(
     dependencies=[Depends(require_admin), Depends(reject_unknown_parameters)],
     tags=["admin"],
     # 400: a body that is not JSON (or nested too deeply), found by FastAPI before validation.
-    responses=_errors(400, 401, 422),
+    # 503: the database failed (an outage); the reason names the error class.
+    responses=_errors(400, 401, 422, 503),
 )
 
 Kind = Literal["ja3", "ja3n", "ja4", "ja3s", "ja3_dovecot"]

@@ -16,7 +16,10 @@ async def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "not ready (only with strict=true)"}},
+)
 async def readyz(request: Request, strict: bool = False) -> Response:
     """``ready`` when the database answers and is at the migrations' head.
 
