@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from ja3svc.api.console import web as console
-from ja3svc.api.metrics import CallbackGauges
+from ja3svc.api.metrics import CallbackMetrics, mark_worker_gone
 from ja3svc.api.routes import admin, docs, ops, policy
 from ja3svc.api.service import PolicyService
 from ja3svc.config.settings import Settings, load_settings
@@ -63,23 +63,25 @@ class PolicyFirstApp(FastAPI):
     """FastAPI, with Dovecot's endpoint dispatched before the middleware stack and router.
 
     Dovecot calls two or three times per login; everything else (admin API, probes, docs) is
-    rare. The policy endpoint already answers every outcome itself (it never raises for a
-    request), so the error middleware, the exception handlers and the router's path matching
-    are pure overhead for it. The same routes stay registered for the OpenAPI text and as the
-    path for any request this shortcut does not take.
+    rare. The policy endpoint answers every outcome itself (it never raises for a request), so
+    the error middleware, the exception handlers and the router's path matching are pure
+    overhead for it: its paths (``routes.policy.endpoint_command``, the endpoint's one router)
+    never reach them. Other methods than POST there get 405, except on ``/``, whose GET is
+    the console's.
     """
 
     policy_service: PolicyService  # set by create_app
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path = scope["path"]
-            if path == "/policy" or path == "/":
-                await policy.handle(scope, receive, send, self.policy_service, "")
-                return
-            if path.startswith("/command/") and "/" not in path[9:] and path[9:]:
-                await policy.handle(scope, receive, send, self.policy_service, path[9:])
-                return
+        if scope["type"] == "http":
+            command = policy.endpoint_command(scope["path"])
+            if command is not None:
+                if scope["method"] == "POST":
+                    await policy.handle(scope, receive, send, self.policy_service, command)
+                    return
+                if scope["path"] != "/":
+                    await policy.method_not_allowed(send)
+                    return
         await super().__call__(scope, receive, send)
 
 
@@ -114,13 +116,13 @@ def create_app(
         settings.policy, PolicyStore.from_database(database), connection_lookup, clock
     )
     metrics = dict(extra_metrics or {})
+    for prefix, callback in metrics.items():
+        service.metrics.registry.add(CallbackMetrics(prefix, "Reported by ja3svc.", callback))
     stats = getattr(connection_lookup, "stats", None)
     if "ja3svc_correlation" not in metrics and isinstance(stats, dict):
-        # ConnectionFingerprints counts memory/database hits and misses: the first thing to
-        # look at when JA3 verdicts do not happen for Dovecot 2.3 logins.
+        # The console shows this worker's correlation counts; /metrics has every worker's
+        # (ja3svc_correlation_lookups_total, counted by the service).
         metrics["ja3svc_correlation"] = lambda: dict(stats)
-    for prefix, callback in metrics.items():
-        service.metrics.registry.add(CallbackGauges(prefix, "Reported by ja3svc.", callback))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -154,6 +156,7 @@ def create_app(
                 close()
             service.writer.flush(5.0)
             service.stop()
+            mark_worker_gone()
 
     app = PolicyFirstApp(
         title="ja3svc policy service",
@@ -173,7 +176,6 @@ def create_app(
     # only reached after a failed lookup (an AttributeError built and discarded per request).
     app.policy_service = service
     app.state.database = database
-    app.router.routes.extend(policy.routes)
     app.include_router(ops.router)
     app.include_router(admin.router)
     app.include_router(docs.router)

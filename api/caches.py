@@ -25,10 +25,10 @@ from ja3svc.policy.facts import (
     Reputation,
     UserHistory,
 )
+from ja3svc.vocabulary import FingerprintKey as Ref
 
 K = TypeVar("K")
 V = TypeVar("V")
-Ref = tuple[str, str]
 
 
 class TtlMap(Generic[K, V]):

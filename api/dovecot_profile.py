@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ja3svc.api.metrics import Counter
+from ja3svc.api.metrics import Counter, PolicyMetrics
 
 from ja3svc.dovecot import OPENSSL_PROFILES, PROFILE_DESCRIPTIONS, profiles_matching
 
@@ -97,8 +97,8 @@ class ProfileDetector:
         return out
 
 
-def profile_counter() -> Counter:
-    return Counter(
+def profile_counter(metrics: PolicyMetrics) -> Counter:
+    return metrics.counter(
         "ja3svc_dovecot_profile_connections_total",
         "Connections seen both by the capture and in a Dovecot hash, by the OpenSSL profile "
         "that explains the hash (ambiguous: the hello does not tell; none: no known profile).",

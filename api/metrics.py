@@ -1,144 +1,171 @@
-"""A tiny Prometheus text-format registry (no dependency, bounded label cardinality).
+"""The service's Prometheus metrics, through prometheus-client.
 
 Label values are restricted to fixed sets given at creation; anything else is folded into
-``other``, so a client sending random commands cannot grow the registry.
+``other``, so a client sending random commands cannot grow the registry. Every allowed label
+combination is created up front, so a counter that has not moved is still exported as 0 (a
+rate over a series that appears only with its first event starts from nothing).
+
+Several workers (``serve --workers N``): ``ja3svc serve`` points ``PROMETHEUS_MULTIPROC_DIR``
+at a directory of its own run before the workers start; prometheus-client then keeps every
+value in a memory-mapped file per process there, and a scrape of any worker adds up all of
+them (counters and histograms summed, gauges as documented per gauge). Process metrics
+(``process_*``) are then reported per worker, with a ``pid`` label.
 """
 
 from __future__ import annotations
 
-import bisect
+import glob
+import itertools
+import os
 import re
+import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest, multiprocess
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ja3svc._version import __version__
 
 OTHER = "other"
+# `_created` series double the output and no dashboard uses them.
+prometheus_client.disable_created_metrics()
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The classic text format generate_latest writes (what every Prometheus version reads).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _fmt(value: float) -> str:
-    if value == float("inf"):
-        return "+Inf"
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
-
-
-def _labels(names: Sequence[str], values: Sequence[str]) -> str:
-    if not names:
-        return ""
-    inner = ",".join(f'{n}="{v}"' for n, v in zip(names, values, strict=True))
-    return "{" + inner + "}"
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
 
 
 class _LabelKeys:
     """Folds label values into the allowed sets (anything else becomes ``other``).
 
-    Every policy request increments two or three series; folding each value anew cost more than
-    the increment itself. Folded keys are memoised, and the memo is bounded by the number of
-    distinct raw inputs it accepts: beyond that, values are folded without it.
+    Every policy request increments two or three series; folding each value anew, and asking
+    prometheus-client for the child, cost more than the increment itself. Children are
+    memoised by the raw values, and the memo is bounded by the number of distinct raw inputs
+    it accepts: beyond that, values are folded without it.
     """
 
     _MEMO_MAX = 4096
 
-    def __init__(self, labels: dict[str, Sequence[str]]) -> None:
+    def __init__(self, labels: Mapping[str, Sequence[str]]) -> None:
         self.label_names = tuple(labels)
         self.allowed = tuple(frozenset(v) | {OTHER} for v in labels.values())
-        self._memo: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.combinations = list(itertools.product(*(tuple(v) for v in labels.values())))
 
-    def key(self, values: tuple[str, ...]) -> tuple[str, ...]:
-        key = self._memo.get(values)
-        if key is None:
-            key = tuple(v if v in ok else OTHER for v, ok in zip(values, self.allowed, strict=True))
-            if len(self._memo) < self._MEMO_MAX:
-                self._memo[values] = key
-        return key
+    def fold(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v if v in ok else OTHER for v, ok in zip(values, self.allowed, strict=True))
 
 
-class Counter:
-    def __init__(self, name: str, help_text: str, labels: dict[str, Sequence[str]]) -> None:
-        self.name, self.help = name, help_text
+class _Metric:
+    _memo: dict[tuple[str, ...], Any]
+
+    def _setup(self, metric: Any, labels: Mapping[str, Sequence[str]]) -> None:
+        self._metric = metric
         self._keys = _LabelKeys(labels)
         self.label_names = self._keys.label_names
-        self._values: dict[tuple[str, ...], float] = {}
-        self._lock = threading.Lock()
+        self._memo = {}
+        if self.label_names:
+            for combo in self._keys.combinations:
+                self._memo[combo] = metric.labels(*combo)
+        else:
+            self._memo[()] = metric
+
+    def _child(self, values: tuple[str, ...]) -> Any:
+        child = self._memo.get(values)
+        if child is None:
+            child = self._metric.labels(*self._keys.fold(values))
+            if len(self._memo) < _LabelKeys._MEMO_MAX:
+                self._memo[values] = child
+        return child
+
+
+class Counter(_Metric):
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        labels: Mapping[str, Sequence[str]],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.name = name if name.endswith("_total") else name + "_total"
+        self._setup(
+            prometheus_client.Counter(
+                self.name.removesuffix("_total"), help_text, tuple(labels), registry=registry
+            ),
+            labels,
+        )
 
     def inc(self, *values: str, amount: float = 1.0) -> None:
-        key = self._keys.key(values)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        for key, val in sorted(self._values.items()):
-            out.append(f"{self.name}{_labels(self.label_names, key)} {_fmt(val)}")
-        return out
+        self._child(values).inc(amount)
 
 
-class Gauge(Counter):
+class Gauge(_Metric):
+    """``mode``: how values of several worker processes combine (prometheus-client's
+    multiprocess_mode: ``max``, ``min``, ``sum``, ``mostrecent``, or ``live...``)."""
+
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        labels: Mapping[str, Sequence[str]],
+        registry: CollectorRegistry | None = None,
+        mode: str = "max",
+    ) -> None:
+        self.name = name
+        self._setup(
+            prometheus_client.Gauge(
+                name, help_text, tuple(labels), registry=registry, multiprocess_mode=mode
+            ),
+            labels,
+        )
+
     def set(self, value: float, *values: str) -> None:
-        key = self._keys.key(values)
-        with self._lock:
-            self._values[key] = value
-
-    def render(self) -> list[str]:
-        out = super().render()
-        out[1] = f"# TYPE {self.name} gauge"
-        return out
+        self._child(values).set(value)
 
 
-class Histogram:
+class Histogram(_Metric):
     def __init__(
         self,
         name: str,
         help_text: str,
         buckets: Sequence[float],
-        labels: dict[str, Sequence[str]],
+        labels: Mapping[str, Sequence[str]],
+        registry: CollectorRegistry | None = None,
     ) -> None:
-        self.name, self.help = name, help_text
-        self.buckets = tuple(sorted(buckets))
-        self._keys = _LabelKeys(labels)
-        self.label_names = self._keys.label_names
-        # per label key: bucket counts (non-cumulative, last is +Inf), sum, count
-        self._series: dict[tuple[str, ...], list[float]] = {}
-        self._lock = threading.Lock()
+        self.name = name
+        self._setup(
+            prometheus_client.Histogram(
+                name, help_text, tuple(labels), registry=registry, buckets=tuple(buckets)
+            ),
+            labels,
+        )
 
     def observe(self, value: float, *values: str) -> None:
-        key = self._keys.key(values)
-        idx = bisect.bisect_left(self.buckets, value)
-        with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = [0.0] * (len(self.buckets) + 3)
-            series[idx] += 1
-            series[-2] += value
-            series[-1] += 1
-
-    def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for key, series in sorted(self._series.items()):
-            running = 0.0
-            for i, bound in enumerate((*self.buckets, float("inf"))):
-                running += series[i]
-                names = (*self.label_names, "le")
-                vals = (*key, _fmt(bound))
-                out.append(f"{self.name}_bucket{_labels(names, vals)} {_fmt(running)}")
-            out.append(f"{self.name}_sum{_labels(self.label_names, key)} {series[-2]!r}")
-            out.append(f"{self.name}_count{_labels(self.label_names, key)} {_fmt(series[-1])}")
-        return out
-
-
-class Renderable(Protocol):
-    def render(self) -> list[str]: ...
+        self._child(values).observe(value)
 
 
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
+# Numbers that go up and down; every other number a component reports is a running count.
+CALLBACK_GAUGES = frozenset(
+    {"uptime_seconds", "flows_active", "write_queue", "recent_connections", "ring_interfaces"}
+)
 
 
-class CallbackGauges:
+class CallbackMetrics(Collector):
     """Numbers read from a callback at every scrape, each exported as ``<prefix>_<name>``.
 
-    For components that keep their own counters (the capture worker's ``metrics()``, the
-    correlation's hit counts): nothing is copied between scrapes. Cardinality stays bounded:
-    names must be plain identifiers, and only the first ``max_names`` distinct names are ever
-    exported. A failing callback renders nothing rather than breaking /metrics.
+    For components that keep their own counters (the capture worker's ``metrics()``): nothing
+    is copied between scrapes. Names in ``CALLBACK_GAUGES`` are gauges, the rest counters
+    (``<prefix>_<name>_total``). Cardinality stays bounded: names must be plain identifiers,
+    and only the first ``max_names`` distinct names are ever exported. A failing callback
+    exports nothing rather than breaking /metrics. These run in the scraping process only:
+    components that report this way run with one worker (``serve --capture``).
     """
 
     def __init__(
@@ -154,12 +181,11 @@ class CallbackGauges:
         self._names: set[str] = set()
         self._lock = threading.Lock()
 
-    def render(self) -> list[str]:
+    def collect(self) -> Iterator[Metric]:
         try:
             values = dict(self.callback())
         except Exception:
-            return []
-        out: list[str] = []
+            return
         for name, value in sorted(values.items()):
             if not isinstance(value, int | float) or not _NAME_RE.fullmatch(name):
                 continue
@@ -169,24 +195,91 @@ class CallbackGauges:
                         continue
                     self._names.add(name)
             full = f"{self.prefix}_{name}"
-            out.append(f"# HELP {full} {self.help} ({name})")
-            out.append(f"# TYPE {full} gauge")
-            out.append(f"{full} {_fmt(value)}")
-        return out
+            if name in CALLBACK_GAUGES:
+                yield GaugeMetricFamily(full, f"{self.help} ({name})", value=value)
+            else:
+                yield CounterMetricFamily(full, f"{self.help} ({name})", value=value)
+
+    def render(self) -> list[str]:
+        """Text exposition of this collector alone."""
+        registry = CollectorRegistry()
+        registry.register(self)
+        return [x for x in generate_latest(registry).decode().splitlines() if x]
+
+
+# Kept for callers that knew the old name.
+CallbackGauges = CallbackMetrics
+
+
+class _WorkerProcesses(Collector):
+    """``process_*`` of every live worker of a multiprocess run, labelled by ``pid``.
+
+    The workers are the processes that have a value file in the run's directory.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def collect(self) -> Iterator[Metric]:
+        pids = sorted(
+            {
+                int(m.group(1))
+                for f in glob.glob(os.path.join(self.path, "*.db"))
+                if (m := re.search(r"_(\d+)\.db$", f))
+            }
+        )
+        families: dict[str, Metric] = {}
+        for pid in pids:
+            if not os.path.exists(f"/proc/{pid}"):
+                continue
+            for metric in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+                family = families.get(metric.name)
+                if family is None:
+                    family = families[metric.name] = Metric(
+                        metric.name, metric.documentation, metric.type
+                    )
+                for s in metric.samples:
+                    family.add_sample(s.name, {**s.labels, "pid": str(pid)}, s.value)
+        yield from families.values()
 
 
 class Registry:
-    def __init__(self) -> None:
-        self._metrics: list[Renderable] = []
+    """The metrics of one service: its own registry (several apps may live in one process)."""
 
-    def add(self, metric: Renderable) -> None:
-        self._metrics.append(metric)
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._extra: list[Collector] = []
+        self._multiprocess = multiprocess_dir()
+        if self._multiprocess is None:
+            ProcessCollector(registry=self.registry)
+            prometheus_client.PlatformCollector(registry=self.registry)
+
+    def add(self, metric: Any) -> None:
+        """Extra collectors (callbacks) reported by whichever process is scraped."""
+        if callable(getattr(metric, "collect", None)):
+            self._extra.append(metric)
 
     def render(self) -> str:
-        lines: list[str] = []
-        for metric in self._metrics:
-            lines.extend(metric.render())
-        return "\n".join(lines) + "\n"
+        if self._multiprocess is None:
+            registry = self.registry
+        else:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self._multiprocess)
+            registry.register(_WorkerProcesses(self._multiprocess))
+        for extra in self._extra:
+            if extra not in getattr(registry, "_collector_to_names", {}):
+                try:
+                    registry.register(extra)
+                except ValueError:  # registered before (single-process registry)
+                    pass
+        return generate_latest(registry).decode()
+
+
+def mark_worker_gone(pid: int | None = None) -> None:
+    """A worker is stopping: its ``live`` gauges must no longer count."""
+    path = multiprocess_dir()
+    if path is not None:
+        multiprocess.mark_process_dead(pid or os.getpid(), path)
 
 
 class PolicyMetrics:
@@ -195,10 +288,23 @@ class PolicyMetrics:
     def __init__(self, rule_names: Sequence[str]) -> None:
         commands = ("allow", "report")
         self.registry = Registry()
+        r = self.registry.registry
+        self.build_info = Gauge(
+            "ja3svc_build_info",
+            "Always 1; the labels say which ja3svc and Python answer.",
+            {
+                "version": (__version__,),
+                "python": (".".join(map(str, sys.version_info[:3])),),
+            },
+            r,
+            mode="max",
+        )
+        self.build_info.set(1, *self.build_info._keys.combinations[0])
         self.requests = Counter(
             "ja3svc_policy_requests_total",
             "Policy requests by command and HTTP status.",
             {"command": commands, "code": ("200", "400", "401", "404", "405")},
+            r,
         )
         self.verdicts = Counter(
             "ja3svc_policy_verdicts_total",
@@ -208,36 +314,51 @@ class PolicyMetrics:
                 "rule": tuple(rule_names),
                 "enforced": ("true", "false"),
             },
+            r,
         )
         self.reports = Counter(
             "ja3svc_policy_reports_total",
             "Reports by outcome.",
             {"outcome": ("success", "failure", "policy_reject")},
+            r,
         )
         self.latency = Histogram(
             "ja3svc_policy_request_seconds",
             "Time to answer a policy request.",
             (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0),
             {"command": commands},
+            r,
         )
         self.degraded = Counter(
             "ja3svc_policy_degraded_total",
             "Verdicts made without the database (cache only).",
             {"reason": ("error", "timeout", "circuit_open")},
+            r,
         )
         self.writer_dropped = Counter(
             "ja3svc_policy_writes_dropped_total",
             "Report/audit writes dropped because the queue was full or the database failed.",
             {},
+            r,
         )
-        self.cache_size = Gauge("ja3svc_label_cache_entries", "Entries in the label cache.", {})
-        for m in (
-            self.requests,
-            self.verdicts,
-            self.reports,
-            self.latency,
-            self.degraded,
-            self.writer_dropped,
-            self.cache_size,
-        ):
-            self.registry.add(m)
+        self.correlation = Counter(
+            "ja3svc_correlation_lookups_total",
+            "Connection lookups for a policy request, by where the hello was found.",
+            {"result": ("memory_hits", "database_hits", "misses", "database_errors")},
+            r,
+        )
+        # Every worker holds its own cache of the same labels: the largest is the one to see.
+        self.cache_size = Gauge(
+            "ja3svc_label_cache_entries", "Entries in the label cache.", {}, r, mode="livemax"
+        )
+
+    def counter(self, name: str, help_text: str, labels: Mapping[str, Sequence[str]]) -> Counter:
+        """Another counter in this service's registry (e.g. the Dovecot profile detector's)."""
+        return Counter(name, help_text, labels, self.registry.registry)
+
+
+def series_names(text: str) -> Iterable[str]:
+    """The sample names of an exposition (for checks: which series a scrape holds)."""
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            yield re.split(r"[{ ]", line, maxsplit=1)[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -111,8 +112,10 @@ class PolicyService:
         self.lookup = connection_lookup or NoConnectionLookup()
         self.clock = clock
         self.metrics = PolicyMetrics([name for name, _ in RULES])
-        self.profiles = ProfileDetector(profile_counter(), clock)
-        self.metrics.registry.add(self.profiles._counter)
+        self.profiles = ProfileDetector(profile_counter(self.metrics), clock)
+        # Correlation outcomes counted where every worker's count adds up (multiprocess).
+        if hasattr(self.lookup, "on_count"):
+            self.lookup.on_count = self.metrics.correlation.inc
         self.credentials = DovecotCredentials(settings.api_header, settings.api_keys)
         self.labels = LabelCache(ttl=settings.label_cache_seconds)
         self.sessions = SessionTracker(settings.session_window_seconds)
@@ -200,15 +203,15 @@ class PolicyService:
             if eq not in refs:
                 refs.append(eq)
         facts = RequestFacts(
-            attributes.get(s.login_attribute, ""),
-            stage,
-            tuple(refs),
-            attributes.get(s.remote_attribute, ""),
-            attributes.get("protocol", ""),
-            attributes.get(s.session_attribute, ""),
-            bool(req.tls),
-            peer,
-            bool(correlated),
+            login=attributes.get(s.login_attribute, ""),
+            stage=stage,
+            fingerprints=tuple(refs),
+            remote_ip=attributes.get(s.remote_attribute, ""),
+            protocol=attributes.get("protocol", ""),
+            session_id=attributes.get(s.session_attribute, ""),
+            tls=bool(req.tls),
+            peer=peer,
+            correlated=bool(correlated),
         )
         return ParsedFacts(facts, ja3, tuple(identity))
 
@@ -313,10 +316,11 @@ class PolicyService:
                     history = found.history
                     self._history.put(facts.login, history)
                 return PolicyInputs(
-                    facts,
-                    tuple(labels),
-                    history or _NO_HISTORY,
-                    rep or Reputation(window_seconds=self.settings.reputation_window_seconds),
+                    request=facts,
+                    labels=tuple(labels),
+                    history=history or _NO_HISTORY,
+                    reputation=rep
+                    or Reputation(window_seconds=self.settings.reputation_window_seconds),
                 )
         else:
             self.metrics.degraded.inc("circuit_open")
@@ -347,10 +351,7 @@ class PolicyService:
                 # capture really gave them is what the first allow knew.
                 request = parsed.request._replace(correlated=earlier.request.correlated)
                 parsed = parsed._replace(request=request)
-            inputs = PolicyInputs(
-                parsed.request, earlier.labels, earlier.history, earlier.reputation,
-                earlier.degraded,
-            )  # fmt: skip
+            inputs = earlier._replace(request=parsed.request)
         else:
             peer = self.peer_of(req)
             parsed = (
@@ -368,7 +369,10 @@ class PolicyService:
                     inputs = await self._gather(parsed, cached)
                 else:  # everything fresh in memory: no query, and no coroutine to make one
                     inputs = PolicyInputs(
-                        parsed.request, tuple(cached.labels), cached.history, cached.reputation
+                        request=parsed.request,
+                        labels=tuple(cached.labels),
+                        history=cached.history,
+                        reputation=cached.reputation,
                     )
             self.sessions.remember(session_id, inputs)
         verdict = evaluate(inputs, self.config)
@@ -419,6 +423,10 @@ class PolicyService:
                 )
             )
 
+    def _sample_allow(self) -> bool:
+        sample = self.settings.decision_log_sample
+        return sample >= 1.0 or (sample > 0.0 and random.random() < sample)
+
     def _record(self, parsed: ParsedFacts, verdict: Verdict) -> None:
         facts = parsed.request
         action = verdict.action
@@ -426,10 +434,8 @@ class PolicyService:
             _ACTION_NAME[action], verdict.rule, "true" if verdict.enforced else "false"
         )
         reason = "; ".join(verdict.reasons)
-        if action is not Action.ALLOW or log.isEnabledFor(logging.DEBUG):
-            level = logging.INFO if action is not Action.ALLOW else logging.DEBUG
-            log.log(
-                level,
+        if action is not Action.ALLOW or self._sample_allow():
+            log.info(
                 "verdict",
                 extra={
                     "fields": {
@@ -449,16 +455,16 @@ class PolicyService:
         if self.settings.audit_log:
             self.writer.decision(
                 DecisionRecord(
-                    self.clock(),
-                    _ALLOW_COMMAND[facts.stage],
-                    facts.login,
-                    facts.remote_ip,
-                    facts.peer.port if facts.peer else None,
-                    parsed.ja3_hash,
-                    verdict.status,
-                    (_ACTION_NAME if verdict.enforced else _LOG_ONLY_NAME)[action],
-                    verdict.rule,
-                    reason,
-                    verdict.labels,
+                    ts=self.clock(),
+                    command=_ALLOW_COMMAND[facts.stage],
+                    username=facts.login,
+                    remote_ip=facts.remote_ip,
+                    remote_port=facts.peer.port if facts.peer else None,
+                    ja3_hash=parsed.ja3_hash,
+                    status=verdict.status,
+                    action=(_ACTION_NAME if verdict.enforced else _LOG_ONLY_NAME)[action],
+                    rule=verdict.rule,
+                    reason=reason,
+                    labels=verdict.labels,
                 )
             )

@@ -45,6 +45,8 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from ja3svc.capture.capture_file import PacketTuple
+
 __all__ = [
     "DEFAULT_SNAPLEN",
     "CaptureOpenError",
@@ -53,7 +55,6 @@ __all__ = [
     "default_filter",
 ]
 
-PacketTuple = tuple[float, int, bytes, int]
 
 log = logging.getLogger("ja3svc.capture")
 

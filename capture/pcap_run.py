@@ -22,11 +22,13 @@ from ja3svc.capture.capture_file import (
     read_magic,
 )
 
+from ja3svc.dovecot import DEFAULT_PROFILE
+
 if TYPE_CHECKING:
     # Imported where used: a run on the Rust engine never loads the Python one (and with it
     # the QUIC key schedule's cryptography), which is a third of the start-up time.
     from ja3svc.engine import FingerprintEngine
-    from ja3svc.sighting import HelloSighting
+    from ja3svc.record import HelloRecord
 
 ProgressCallback = Callable[[int], None]
 
@@ -66,10 +68,12 @@ class RunTotals:
 def fingerprint_stream(
     stream: BinaryIO,
     name: str,
-    sink: Callable[[HelloSighting, int], None],
+    sink: Callable[[HelloRecord, int], None],
     totals: RunTotals,
     progress: ProgressCallback | None = None,
     engine: FingerprintEngine | None = None,
+    *,
+    dovecot_profile: str = DEFAULT_PROFILE,
 ) -> None:
     """Feed one capture through a fresh engine, calling ``sink(hello, frame)`` for every hello.
 
@@ -78,7 +82,8 @@ def fingerprint_stream(
 
     Raises ``NotACaptureError`` before anything is read if the stream is not a capture. A
     damaged capture is recorded in ``totals.damaged`` after everything before the damage has
-    been processed; it does not raise.
+    been processed; it does not raise. ``dovecot_profile`` is for the fresh engine (a given
+    ``engine`` has its own).
     """
     started = time.perf_counter()
     try:
@@ -89,7 +94,7 @@ def fingerprint_stream(
         return
     from ja3svc.engine import FingerprintEngine
 
-    engine = engine or FingerprintEngine()
+    engine = engine or FingerprintEngine(dovecot_profile=dovecot_profile)
     feed = engine.feed_frame
     count = 0
     try:
@@ -97,8 +102,8 @@ def fingerprint_stream(
             found = feed(ts, linktype, frame, wire_length)
             count += 1
             if found:
-                for sighting in found:
-                    sink(sighting, count)
+                for record in found:
+                    sink(record, count)
             if progress is not None and not count & (PROGRESS_EVERY - 1):
                 progress(reader.bytes_read)
     except CaptureDamagedError as exc:
@@ -145,19 +150,37 @@ def fingerprint_stream_native(
     write_json: Callable[[str], None] | None = None,
     sink: Callable[[dict[str, Any]], None] | None = None,
     progress: ProgressCallback | None = None,
+    path: str | None = None,
 ) -> None:
     """``fingerprint_stream`` on the Rust engine, with the same errors and totals.
 
     The capture goes to Rust in chunks (the GIL released while it works). With ``write_json``
     each chunk's hellos come back as finished JSON lines, so no Python object is built per
-    hello; otherwise ``sink`` gets one dict per hello, equal to ``HelloSighting.as_dict``.
+    hello; otherwise ``sink`` gets one dict per hello, equal to ``HelloRecord.as_dict``.
+    When ``path`` names the regular file ``stream`` reads (not compressed), Rust reads it
+    itself, sparing a copy of every byte through Python.
     """
     native = native_module()
     if native is None:
         raise RuntimeError("the Rust engine (ja3svc._native) is not built in this install")
     started = time.perf_counter()
+    opened = stream
     stream, magic = read_magic(stream, name)  # gzip is read through in Python
     run = native.PcapRun(name, dovecot_profile, write_json is not None)
+    if path is not None and stream is opened and os.path.isfile(path):
+        run.open_file(path)
+        while (found := run.feed_file()) is not None:
+            if found:
+                if write_json is not None:
+                    write_json(found)
+                elif sink is not None:
+                    for record in found:
+                        sink(record)
+            if run.error is not None:
+                break
+            if progress is not None:
+                progress(run.bytes_read)
+        magic = b""  # the loop below only finishes the run (or reports its damage)
     read1 = getattr(stream, "read1", None)
     read: Callable[[int], bytes | None] = read1 if read1 is not None else stream.read
     chunk: bytes | None = magic

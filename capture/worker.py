@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ja3svc.capture.live_source import InterfaceStats, LiveSource, default_filter
+from ja3svc.capture.shared_connections import SharedConnections
 
 from ja3svc.connections import RecentConnections
 from ja3svc.dovecot import DEFAULT_PROFILE
@@ -43,7 +44,6 @@ __all__ = ["CaptureWorker", "open_source"]
 
 log = logging.getLogger("ja3svc.capture")
 
-Record = dict[str, Any]
 _STOP = object()
 # Records moved from the queue into the writer per wake-up, so a flush is never postponed by
 # a long backlog.
@@ -90,9 +90,9 @@ class CaptureWorker:
     ) -> None:
         self.source = source
         self.writer = writer
-        self.recent = recent if recent is not None else RecentConnections()
-        self.engine = engine or FingerprintEngine()
-        self.dovecot_profile = dovecot_profile
+        self.recent = SharedConnections(recent if recent is not None else RecentConnections())
+        self.engine = engine or FingerprintEngine(dovecot_profile=dovecot_profile)
+        self.dovecot_profile = self.engine.dovecot_profile
         self.flush_interval = flush_interval
         self.metrics_log_interval = metrics_log_interval
         self.started_at = time.time()
@@ -133,8 +133,10 @@ class CaptureWorker:
             source,
             writer=writer,
             recent=RecentConnections(c.recent_connections_max, c.correlation_window_seconds),
-            engine=FingerprintEngine(FlowTable(c.max_flows, c.flow_idle_seconds)),
-            dovecot_profile=settings.dovecot_openssl_profile,
+            engine=FingerprintEngine(
+                FlowTable(c.max_flows, c.flow_idle_seconds),
+                dovecot_profile=settings.dovecot_openssl_profile,
+            ),
             flush_interval=c.flush_interval_seconds,
             metrics_log_interval=c.metrics_log_seconds,
             queue_max=c.write_queue_max,
@@ -207,17 +209,14 @@ class CaptureWorker:
         feed = self.engine.feed_frame
         put_recent = self.recent.put
         enqueue = self._queue.put_nowait
-        profile = self.dovecot_profile
         for ts, linktype, frame, wire_length in self.source.packets():
             try:
                 found = feed(ts, linktype, frame, wire_length)
                 if not found:
                     continue
-                for sighting in found:
-                    record = sighting.as_dict(profile)
+                for record in found:
                     self.records += 1
-                    if record["hello"] == "client":
-                        put_recent(record)
+                    put_recent(record)  # client hellos only: the table ignores the others
                     try:
                         enqueue(record)
                     except queue.Full:
@@ -260,7 +259,7 @@ class CaptureWorker:
                 if writer is not None:
                     self._write(writer.flush)
                 next_flush = now + interval
-                self.recent.expire()
+                self.recent.expire(time.time())
                 drops = self.kernel_drops()
                 if drops > last_drops:
                     log.warning(

@@ -121,8 +121,12 @@ def _show(args: argparse.Namespace) -> int:
             f"  seen:       {d['times_seen']} times, first {_when(d['first_seen'])}, "
             f"last {_when(d['last_seen'])} (UTC); {d['retained_sightings']} sightings retained"
         )
+        for kind, value in d["same_hello"]:
+            print(f"  same hello: {kind} {value}")
         if d["users"]:
             print(f"  accounts:   {d['users']} logged in successfully with it")
+        if d["failures"]:
+            print(f"  failures:   {d['failures']} failed logins recorded with it (retained)")
         for lb in d["labels"]:
             tarpit = f" {lb['tarpit_seconds']}s" if lb["action"] == "tarpit" else ""
             print(
@@ -149,6 +153,8 @@ def _details_dict(d: Any) -> dict[str, Any]:
         "last_seen": fp.last_seen if fp else None,
         "retained_sightings": d.retained_sightings,
         "users": d.users,
+        "failures": d.failures,
+        "same_hello": [list(r) for r in d.family],
         "labels": [
             {
                 c: getattr(lb, c)

@@ -17,12 +17,21 @@ from ja3svc.label_formats import (
     RENDERERS,
     LabelRow,
     UnsupportedExport,
+    check_row,
     normalize_value,
     render_suricata_dataset,
     suricata_rule,
     suricata_target,
 )
-from ja3svc.vocabulary import FINGERPRINT_KINDS, LABEL_ACTIONS
+from ja3svc.vocabulary import (
+    FINGERPRINT_KINDS,
+    LABEL_ACTIONS,
+    InvalidLabel,
+    check_label,
+    check_label_fields,
+    fingerprint_value,
+    guess_kind,
+)
 
 # Exports for other tools carry only the kind those tools compute themselves.
 _EXPORT_DEFAULT_KINDS = {"suricata": ["ja3"], "zeek": ["ja3"]}
@@ -110,30 +119,41 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
 
 
 def _kind_and_value(command: str, kind: str | None, raw: str) -> tuple[str, str] | None:
-    if kind is None:
-        kind = "ja4" if normalize_value("ja4", raw) else "ja3"
-    value = normalize_value(kind, raw)
-    if value is None:
-        what = "a JA4 fingerprint" if kind == "ja4" else "an MD5 hash (32 hex digits)"
-        print(f"ja3svc labels {command}: {raw!r} is not {what}", file=sys.stderr)
+    kind = kind or guess_kind(raw)
+    try:
+        return kind, fingerprint_value(kind, raw)
+    except InvalidLabel as exc:
+        print(f"ja3svc labels {command}: {exc}", file=sys.stderr)
         return None
-    return kind, value
 
 
 @friendly_errors("labels add")
 def _add(args: argparse.Namespace) -> int:
     from ja3svc.store.labels import upsert_labels
 
-    parsed = _kind_and_value("add", args.kind, args.value)
-    if parsed is None:
+    if args.action == "tarpit" and args.tarpit_seconds is None:
+        # A usage rule of this command, not of labels (a tarpit label without seconds is
+        # valid and gets the service's delay): typed by hand, the delay is asked for.
+        print("ja3svc labels add: --action tarpit needs --tarpit-seconds N", file=sys.stderr)
         return EXIT_USAGE
-    problem = _check_numbers(args)
-    if problem:
-        print(f"ja3svc labels add: {problem}", file=sys.stderr)
+    kind = args.kind or guess_kind(args.value)
+    try:
+        value = check_label(
+            kind,
+            args.value,
+            action=args.action,
+            client_name=args.client_name,
+            category=args.category,
+            source=args.source,
+            confidence=args.confidence,
+            tarpit_seconds=args.tarpit_seconds,
+        )
+    except InvalidLabel as exc:
+        print(f"ja3svc labels add: {exc}", file=sys.stderr)
         return EXIT_USAGE
     row = LabelRow(
-        kind=parsed[0],
-        value=parsed[1],
+        kind=kind,
+        value=value,
         client_name=args.client_name,
         category=args.category,
         action=args.action,
@@ -147,16 +167,6 @@ def _add(args: argparse.Namespace) -> int:
     verb = "added" if result.inserted else "updated"
     print(f"{verb} {row.kind} {row.value} [{row.source}]: action {row.action}")
     return EXIT_OK
-
-
-def _check_numbers(args: argparse.Namespace) -> str | None:
-    if args.confidence is not None and not 0 <= args.confidence <= 100:
-        return "--confidence must be between 0 and 100"
-    if args.tarpit_seconds is not None and args.tarpit_seconds < 0:
-        return "--tarpit-seconds must not be negative"
-    if args.action == "tarpit" and not args.tarpit_seconds:
-        return "--action tarpit needs --tarpit-seconds N"
-    return None
 
 
 @friendly_errors("labels remove")
@@ -226,7 +236,16 @@ def _import(args: argparse.Namespace) -> int:
     from ja3svc.store.labels import LabelDefaults, upsert_labels
 
     fmt = IMPORT_FORMATS[args.format]
-    problem = _check_numbers(args) if args.action or args.confidence is not None else None
+    problem = None
+    try:
+        check_label_fields(
+            action=args.action,
+            source=args.source,
+            confidence=args.confidence,
+            tarpit_seconds=args.tarpit_seconds,
+        )
+    except InvalidLabel as exc:
+        problem = str(exc)
     if not problem and args.source == "manual":
         problem = "source 'manual' is for `labels add`; an import names its own source"
     if problem:
@@ -268,6 +287,7 @@ def _import(args: argparse.Namespace) -> int:
     rows = result.rows
     if args.source:
         rows = [replace(r, source=args.source) for r in rows]
+    rows = _valid_rows(args.file, rows)
     outcome = upsert_labels(db, rows, defaults, dry_run=args.dry_run)
     if args.dry_run:
         for change in outcome.changes:
@@ -279,6 +299,18 @@ def _import(args: argparse.Namespace) -> int:
         + ("; nothing written (--dry-run)" if args.dry_run else "")
     )
     return EXIT_OK
+
+
+def _valid_rows(file: str, rows: list[LabelRow]) -> list[LabelRow]:
+    """The rows the label validator accepts; each refused one is reported with the reason.
+    (The readers have checked the values already, with line numbers; this is the rest.)"""
+    valid = []
+    for r in rows:
+        try:
+            valid.append(check_row(r))
+        except InvalidLabel as exc:
+            print(f"{file}: {r.kind} {r.value}: {exc}, skipped", file=sys.stderr)
+    return valid
 
 
 @friendly_errors("labels export")

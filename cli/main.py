@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "ja3svc.cli.db_command",
     "ja3svc.cli.fingerprints_command",
     "ja3svc.cli.labels_command",
+    "ja3svc.cli.decisions_command",
     "ja3svc.cli.capture_command",
 )
 
@@ -29,7 +30,8 @@ EXIT_USAGE = 1
 EXIT_DAMAGED = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every sub-command, or of the module ``only`` alone."""
     parser = argparse.ArgumentParser(
         prog="ja3svc",
         description="TLS client fingerprints from captures, a fingerprint database and a "
@@ -38,14 +40,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ja3svc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        if only is None or name == only:
+            importlib.import_module(name).register(sub)
     return parser
 
 
+def _command_module(argv: Sequence[str]) -> str | None:
+    """The module of the sub-command ``argv`` names first, if any: only that one is imported,
+    since the others pull in the web and database stacks (seconds of start-up for a one-packet
+    `ja3svc pcap`)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is None or argv[0].startswith("-"):
+        return None  # --help, --version: every command
+    module = f"ja3svc.cli.{first}_command"
+    return module if module in COMMAND_MODULES else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_module(args_list))
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(args_list)
     except SystemExit as exc:  # argparse exits 2 on usage errors (ours is 1), 0 after --version
         code = exc.code if isinstance(exc.code, int) else EXIT_USAGE
         return EXIT_USAGE if code == 2 else code

@@ -17,7 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ja3svc.capture.capture_file import NotACaptureError
 from ja3svc.capture.pcap_run import (
@@ -30,11 +30,14 @@ from ja3svc.capture.pcap_run import (
     native_module,
 )
 from ja3svc.cli.main import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE
-from ja3svc.config.settings import Settings, load_settings
 
 from ja3svc.dovecot import DEFAULT_PROFILE, PROFILE_CHOICES
-from ja3svc.sighting import HelloSighting
+from ja3svc.record import HelloRecord
 
+if TYPE_CHECKING:
+    from ja3svc.config.settings import Settings
+
+# The output object of one hello: HelloRecord.as_dict() with the file and frame it came from.
 Record = dict[str, Any]
 Emit = Callable[[Record], None]
 
@@ -87,17 +90,30 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _configured() -> bool:
+    """Whether any setting is given (a config file or a JA3SVC_ variable other than the
+    engine's): without one the settings are the defaults, and loading them (pydantic, a third
+    of a second) is skipped, which keeps `ja3svc pcap` on a small capture fast."""
+    if os.environ.get("JA3SVC_CONFIG"):
+        return True
+    return any(k.startswith("JA3SVC_") and k != ENGINE_ENV for k in os.environ)
+
+
 def run(args: argparse.Namespace) -> int:
-    overrides = {"database_url": args.database_url} if args.database_url else {}
-    try:
-        settings = load_settings(**overrides)
-    except (OSError, ValueError) as exc:  # TOML and validation errors are ValueErrors
-        if args.store:
-            print(f"ja3svc pcap: bad settings: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        # Offline analysis needs no settings: say so, and go on with the defaults.
-        print(f"ja3svc pcap: ignoring bad settings ({exc})", file=sys.stderr)
-        settings = None
+    settings: Settings | None = None
+    if args.store or args.database_url or _configured():
+        from ja3svc.config.settings import load_settings
+
+        overrides = {"database_url": args.database_url} if args.database_url else {}
+        try:
+            settings = load_settings(**overrides)
+        except (OSError, ValueError) as exc:  # TOML and validation errors are ValueErrors
+            if args.store:
+                print(f"ja3svc pcap: bad settings: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            # Offline analysis needs no settings: say so, and go on with the defaults.
+            print(f"ja3svc pcap: ignoring bad settings ({exc})", file=sys.stderr)
+            settings = None
     profile = args.dovecot_profile or (
         settings.dovecot_openssl_profile if settings else DEFAULT_PROFILE
     )
@@ -154,22 +170,39 @@ def run(args: argparse.Namespace) -> int:
             status = EXIT_USAGE
             continue
         label = "<stdin>" if name == "-" else name
-        record = emit if store is None else store.wrap(emit, label)
+        store_add = None if store is None else store.writer_for(label)
 
-        def sink(s: HelloSighting, frame: int, record: Emit = record, label: str = label) -> None:
-            record({"file": label, "frame": frame, **s.as_dict(profile)})
+        def sink(
+            s: HelloRecord,
+            frame: int,
+            label: str = label,
+            store_add: Callable[[HelloRecord], None] | None = store_add,
+        ) -> None:
+            emit({"file": label, "frame": frame, **s.as_dict()})
+            if store_add is not None:
+                store_add(s)
+
+        def native_sink(
+            d: Record, store_add: Callable[[HelloRecord], None] | None = store_add
+        ) -> None:
+            # The Rust engine hands over the output object; the store takes the typed record.
+            emit(d)
+            if store_add is not None:
+                store_add(HelloRecord.from_dict(d))
 
         progress = _progress_bar(stream, label) if not args.no_progress else None
         damaged_before = len(totals.damaged)
         try:
             if engine == "python":
-                fingerprint_stream(stream, label, sink, totals, progress)
+                fingerprint_stream(
+                    stream, label, sink, totals, progress, dovecot_profile=profile
+                )
             else:
                 fingerprint_stream_native(
                     stream, label, totals, profile,
                     write_json=write_json if native_json else None,
-                    sink=None if native_json else record,
-                    progress=progress,
+                    sink=None if native_json else native_sink,
+                    progress=progress, path=None if name == "-" else name,
                 )  # fmt: skip
         except NotACaptureError as exc:
             print(f"ja3svc pcap: {exc}", file=sys.stderr)  # the message names the file
@@ -416,7 +449,8 @@ class _Store:
         self.sensor = args.sensor
         self.writers: list[Any] = []
 
-    def wrap(self, emit: Emit, label: str) -> Emit:
+    def writer_for(self, label: str) -> Callable[[HelloRecord], None]:
+        """What stores the hellos of one input (its own writer: the sensor names the file)."""
         from ja3svc.store.sighting_writer import SightingWriter
 
         writer = SightingWriter(
@@ -426,12 +460,7 @@ class _Store:
             spool_dir=self.settings.resolved_spool_dir(),
         )
         self.writers.append(writer)
-
-        def sink(d: Record) -> None:
-            emit(d)
-            writer.add(d)
-
-        return sink
+        return writer.add
 
     def close(self) -> None:
         for writer in self.writers:

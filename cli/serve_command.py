@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 from ja3svc.cli.main import EXIT_OK, EXIT_USAGE
@@ -42,7 +44,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=8642, help="TCP port (default 8642)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--config", help="TOML settings file (else $JA3SVC_CONFIG)")
+    p.add_argument(
+        "--database-url", metavar="URL",
+        help="database URL (default: settings, else the SQLite file in the data directory)",
+    )  # fmt: skip
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--access-log", action="store_true",
+        help="log every HTTP request (uvicorn's access log, as JSON lines like the rest)",
+    )  # fmt: skip
     p.add_argument(
         "--http", default="auto", choices=("auto", "httptools", "h11"),
         help="uvicorn's HTTP implementation (default auto: httptools, installed with ja3svc)",
@@ -81,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
     configure(args.log_level)
     try:
-        settings = load_settings(args.config)
+        overrides = {"database_url": args.database_url} if args.database_url else {}
+        settings = load_settings(args.config, **overrides)
         if args.correlate_db:
             settings = settings.model_copy(
                 update={"serve": settings.serve.model_copy(update={"correlate_database": True})}
@@ -102,14 +113,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
-    # Keep uvicorn's own logs but not its per-request access log: Dovecot sends two or three
-    # requests per login and our verdict log already says what matters.
+    from ja3svc.api.logs import uvicorn_log_config
+
+    # uvicorn's own logs in ja3svc's JSON format, in the server and in every worker. No
+    # per-request access log unless asked: Dovecot sends two or three requests per login and
+    # the verdict log already says what matters.
     return {
         "host": args.host,
         "port": args.port,
         "log_level": args.log_level,
+        "log_config": uvicorn_log_config(args.log_level),
         "http": args.http,
-        "access_log": False,
+        "access_log": args.access_log,
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
         # Nothing here reads the client address (Dovecot names the user's in the body), so
         # uvicorn's X-Forwarded-For rewriting would only be one more layer per request.
@@ -129,9 +144,20 @@ def _run_workers(args: argparse.Namespace, settings: Any) -> int:
     os.environ[LOG_LEVEL_ENV] = args.log_level
     options = _uvicorn_options(args)
     if args.workers > 1:
+        from ja3svc.api.metrics import MULTIPROC_ENV
         from ja3svc.cli.worker_sockets import run_workers
 
-        run_workers(uvicorn.Config(APP_FACTORY, factory=True, workers=args.workers, **options))
+        # Each worker counts in its own memory: a scrape reaches one of them. prometheus-client's
+        # multiprocess mode keeps every worker's values in files of one directory and sums them
+        # at every scrape; a directory of this run's own, so no earlier run's counts leak in.
+        own_dir = MULTIPROC_ENV not in os.environ
+        if own_dir:
+            os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="ja3svc-metrics-")
+        try:
+            run_workers(uvicorn.Config(APP_FACTORY, factory=True, workers=args.workers, **options))
+        finally:
+            if own_dir:
+                shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
     else:
         uvicorn.run(APP_FACTORY, factory=True, **options)
     return EXIT_OK

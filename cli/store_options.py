@@ -61,9 +61,11 @@ def friendly_errors(command: str) -> Callable[[Callable[[argparse.Namespace], in
             from pydantic import ValidationError
             from sqlalchemy.exc import ArgumentError, DBAPIError
 
+            from ja3svc.vocabulary import InvalidLabel
+
             try:
                 return func(args)
-            except (DatabaseUnavailable, SchemaOutOfDate, ArgumentError) as exc:
+            except (DatabaseUnavailable, SchemaOutOfDate, ArgumentError, InvalidLabel) as exc:
                 message = str(exc)
             except DBAPIError as exc:
                 first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)

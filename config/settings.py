@@ -105,6 +105,9 @@ class PolicySettings(BaseModel):
     reputation_cache_seconds: float = Field(default=2.0, ge=0.0)
     db_timeout_seconds: float = Field(default=0.5, gt=0.0)
     audit_log: bool = True
+    # Share of allow verdicts that get a "verdict" log line (tarpit and reject always do):
+    # 1.0 logs every verdict; lower it where a busy server's log volume matters.
+    decision_log_sample: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
 # Client->server ports of the TLS and STARTTLS services a mail host runs: HTTPS, SMTPS,

@@ -8,15 +8,22 @@ engine gives up on is counted in ``stats`` under a reason; nothing raises.
 
 from __future__ import annotations
 
-import socket
 from collections import Counter
 from collections.abc import Sequence
 
+from ja3svc.addresses import format_address
+from ja3svc.dovecot import DEFAULT_PROFILE, canonical_profile
 from ja3svc.dtls import looks_like_dtls_client_hello
 from ja3svc.flow_table import FlowDirection, FlowTable
-from ja3svc.hello import HelloError, parse_client_hello, parse_server_hello
+from ja3svc.hello import (
+    ClientHello,
+    HelloError,
+    ServerHello,
+    parse_client_hello,
+    parse_server_hello,
+)
 from ja3svc.quic import looks_like_quic_initial
-from ja3svc.sighting import HelloSighting
+from ja3svc.record import HelloRecord, record_of
 from ja3svc.tls_stream import HANDSHAKE_CLIENT_HELLO
 
 # Link types (https://www.tcpdump.org/linktypes.html).
@@ -59,13 +66,20 @@ MAX_UDP_HANDSHAKE_DATAGRAMS = 64
 # NULL/LOOP address family values meaning IPv6 on the various BSDs and macOS.
 _BSD_AF_INET6 = (10, 24, 28, 30)
 
-_NOTHING: tuple[HelloSighting, ...] = ()
+_NOTHING: tuple[HelloRecord, ...] = ()
 
 
 class FingerprintEngine:
-    """Stateful: feed every frame of a capture in order; collect ``HelloSighting`` objects."""
+    """Stateful: feed every frame of a capture in order; collect ``HelloRecord`` objects.
 
-    def __init__(self, flow_table: FlowTable | None = None) -> None:
+    ``dovecot_profile`` picks the OpenSSL extension set of the Dovecot JA3 in client records
+    (see ``ja3svc.dovecot.OPENSSL_PROFILES``).
+    """
+
+    def __init__(
+        self, flow_table: FlowTable | None = None, *, dovecot_profile: str = DEFAULT_PROFILE
+    ) -> None:
+        self.dovecot_profile = canonical_profile(dovecot_profile)  # ValueError if unknown
         self.flows = flow_table if flow_table is not None else FlowTable()
         self.stats: Counter[str] = Counter()
         self._directions_get = self.flows.directions.get
@@ -74,7 +88,7 @@ class FingerprintEngine:
 
     def feed_frame(
         self, ts: float, linktype: int, frame: bytes, wire_length: int = 0
-    ) -> Sequence[HelloSighting]:
+    ) -> Sequence[HelloRecord]:
         try:
             if linktype == LINKTYPE_ETHERNET:
                 # Fast path for the bulk of any capture: a packet of a finished flow, or a bare
@@ -124,13 +138,13 @@ class FingerprintEngine:
         self.stats[f"skipped.linktype_{linktype}"] += 1
         return _NOTHING
 
-    def _ethernet(self, ts: float, frame: bytes, off: int, depth: int) -> Sequence[HelloSighting]:
+    def _ethernet(self, ts: float, frame: bytes, off: int, depth: int) -> Sequence[HelloRecord]:
         ethertype = (frame[off + 12] << 8) | frame[off + 13]
         return self._ethertype(ts, frame, ethertype, off + 14, depth)
 
     def _ethertype(
         self, ts: float, frame: bytes, ethertype: int, off: int, depth: int
-    ) -> Sequence[HelloSighting]:
+    ) -> Sequence[HelloRecord]:
         while ethertype in ETH_VLAN:
             ethertype = (frame[off + 2] << 8) | frame[off + 3]
             off += 4
@@ -155,7 +169,7 @@ class FingerprintEngine:
 
     def _ip_by_version(
         self, ts: float, frame: bytes, off: int, depth: int
-    ) -> Sequence[HelloSighting]:
+    ) -> Sequence[HelloRecord]:
         version = frame[off] >> 4
         if version == 4:
             return self._ipv4(ts, frame, off, depth)
@@ -164,7 +178,7 @@ class FingerprintEngine:
         self.stats["malformed.ip_version"] += 1
         return _NOTHING
 
-    def _ipv4(self, ts: float, frame: bytes, off: int, depth: int) -> Sequence[HelloSighting]:
+    def _ipv4(self, ts: float, frame: bytes, off: int, depth: int) -> Sequence[HelloRecord]:
         vihl = frame[off]
         ihl = (vihl & 0x0F) * 4
         total = (frame[off + 2] << 8) | frame[off + 3]
@@ -185,7 +199,7 @@ class FingerprintEngine:
             return self._tcp(ts, frame, l4, end, frame[off + 12 : off + 20], 4)
         return self._other_l4(ts, frame, proto, l4, end, depth, frame[off + 12 : off + 20], 4)
 
-    def _ipv6(self, ts: float, frame: bytes, off: int, depth: int) -> Sequence[HelloSighting]:
+    def _ipv6(self, ts: float, frame: bytes, off: int, depth: int) -> Sequence[HelloRecord]:
         if frame[off] >> 4 != 6:
             self.stats["malformed.ipv6_header"] += 1
             return _NOTHING
@@ -224,7 +238,7 @@ class FingerprintEngine:
         depth: int,
         addrs: bytes,
         alen: int,
-    ) -> Sequence[HelloSighting]:
+    ) -> Sequence[HelloRecord]:
         if proto == PROTO_UDP and end - l4 >= 8:
             dport = (frame[l4 + 2] << 8) | frame[l4 + 3]
             if depth < MAX_TUNNEL_DEPTH:
@@ -242,7 +256,7 @@ class FingerprintEngine:
 
     def _udp(
         self, ts: float, frame: bytes, l4: int, end: int, addrs: bytes, alen: int
-    ) -> Sequence[HelloSighting]:
+    ) -> Sequence[HelloRecord]:
         """QUIC Initials and DTLS handshakes: one assembler per UDP 4-tuple that starts like one."""
         key = addrs + frame[l4 : l4 + 4]
         payload = frame[l4 + 8 : end]
@@ -272,7 +286,7 @@ class FingerprintEngine:
         sport = (frame[l4] << 8) | frame[l4 + 1]
         dport = (frame[l4 + 2] << 8) | frame[l4 + 3]
         count = asm.client_hellos if from_client else asm.server_hellos
-        out: list[HelloSighting] = []
+        out: list[HelloRecord] = []
         for i, body in enumerate(bodies):
             try:
                 hello = parse_client_hello(body) if from_client else parse_server_hello(body)
@@ -281,15 +295,16 @@ class FingerprintEngine:
                 self.stats[f"malformed.{session.transport}_{side}_hello_{exc.reason}"] += 1
                 continue
             out.append(
-                HelloSighting(
+                record_of(
+                    hello,
                     ts=ts,
-                    src=_address(sender),
+                    src=format_address(sender),
                     sport=sport,
-                    dst=_address(receiver),
+                    dst=format_address(receiver),
                     dport=dport,
                     transport=session.transport,
                     index=count - len(bodies) + i + 1,
-                    hello=hello,
+                    dovecot_profile=self.dovecot_profile,
                 )
             )
         self.stats["hellos.client" if from_client else "hellos.server"] += len(out)
@@ -297,7 +312,7 @@ class FingerprintEngine:
 
     def _gre(
         self, ts: float, frame: bytes, off: int, end: int, depth: int
-    ) -> Sequence[HelloSighting]:
+    ) -> Sequence[HelloRecord]:
         flags = frame[off]
         if frame[off + 1] & 0x07:
             self.stats["skipped.gre_version"] += 1  # GRE v1 is PPTP's enhanced GRE
@@ -314,7 +329,7 @@ class FingerprintEngine:
 
     def _tunnelled(
         self, ts: float, frame: bytes, inner: int, off: int, depth: int
-    ) -> Sequence[HelloSighting]:
+    ) -> Sequence[HelloRecord]:
         if inner == ETH_TRANSPARENT_BRIDGING:
             return self._ethernet(ts, frame, off, depth)
         return self._ethertype(ts, frame, inner, off, depth)
@@ -323,7 +338,7 @@ class FingerprintEngine:
 
     def _tcp(
         self, ts: float, frame: bytes, l4: int, end: int, addrs: bytes, alen: int
-    ) -> Sequence[HelloSighting]:
+    ) -> Sequence[HelloRecord]:
         key = addrs + frame[l4 : l4 + 4]
         flags = frame[l4 + 13]
         payload_at = l4 + ((frame[l4 + 12] >> 4) * 4)
@@ -353,7 +368,7 @@ class FingerprintEngine:
         if flags & TCP_SYN:
             d.tcp.syn(seq)
             seq = (seq + 1) & 0xFFFFFFFF
-        found: Sequence[HelloSighting] = _NOTHING
+        found: Sequence[HelloRecord] = _NOTHING
         if payload_at < end:
             data = d.tcp.push(seq, frame[payload_at:end])
             if d.tcp.gap:
@@ -372,19 +387,20 @@ class FingerprintEngine:
         else:
             flow.closing = True  # wait for the other side's FIN before forgetting the flow
 
-    def _stream(self, ts: float, d: FlowDirection, data: bytes) -> Sequence[HelloSighting]:
+    def _stream(self, ts: float, d: FlowDirection, data: bytes) -> Sequence[HelloRecord]:
         items = d.tls.feed(data)
         if d.tls.done:
             d.done = True
         if not items:
             return _NOTHING
-        out: list[HelloSighting] = []
+        out: list[HelloRecord] = []
         stats = self.stats
         for kind, value in items:
             if kind == 0:
-                stats[f"malformed.{value}"] += 1
+                stats[f"malformed.{value!s}"] += 1  # a reason (str) in place of a message
                 continue
             assert isinstance(value, bytes)
+            hello: ClientHello | ServerHello
             try:
                 if kind == HANDSHAKE_CLIENT_HELLO:
                     hello = parse_client_hello(value)
@@ -410,15 +426,16 @@ class FingerprintEngine:
                 self.stats[f"malformed.{side}_hello_{exc.reason}"] += 1
                 continue
             out.append(
-                HelloSighting(
+                record_of(
+                    hello,
                     ts=ts,
-                    src=_address(d.src),
+                    src=format_address(d.src),
                     sport=d.sport,
-                    dst=_address(d.dst),
+                    dst=format_address(d.dst),
                     dport=d.dport,
                     transport="tcp",
                     index=index,
-                    hello=hello,
+                    dovecot_profile=self.dovecot_profile,
                 )
             )
             stats["hellos.client" if kind == HANDSHAKE_CLIENT_HELLO else "hellos.server"] += 1
@@ -435,6 +452,3 @@ def _reverse_key(key: bytes, alen: int) -> bytes:
     a = 2 * alen
     return key[alen:a] + key[:alen] + key[a + 2 : a + 4] + key[a : a + 2]
 
-
-def _address(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)

@@ -4,16 +4,57 @@ Real traffic repeats the same few client stacks; a hello's random, session id, k
 SNI change per connection but its fingerprints do not. Keying the memo on the lists the
 algorithms read (not the hello itself) turns the MD5/SHA-256/string work for a repeat into one
 dict lookup. The memo is bounded: it is emptied when full rather than tracking recency, which
-is cheap and keeps memory flat.
+is cheap and keeps memory flat. The results are frozen, so a memoised one can be handed to any
+number of callers.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TypeVar
 
 from ja3svc.dovecot import DEFAULT_PROFILE, OPENSSL_PROFILES, canonical_profile, ja3_dovecot_string
 from ja3svc.grease import without_grease
 from ja3svc.hello import ClientHello, ServerHello
 from ja3svc.ja3 import ja3_string, ja3n_string, ja3s_string, md5_hex
 from ja3svc.ja4 import ja4, ja4_r
+
+__all__ = [
+    "ClientFingerprints",
+    "ServerFingerprints",
+    "client_fingerprints",
+    "server_fingerprints",
+    "tls_version_name",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientFingerprints:
+    """The fingerprints of one ClientHello (field names are the JSON output's keys)."""
+
+    tls_version: str  # highest version offered, e.g. "TLS 1.3"
+    ja3: str
+    ja3_hash: str
+    ja3n: str
+    ja3n_hash: str
+    ja4: str
+    ja4_r: str
+    ja3_dovecot: str  # what Dovecot 2.4 computes for this hello (for the chosen profile)
+    ja3_dovecot_hash: str
+    # Dovecot's hash under every OpenSSL profile: {profile: MD5} (read-only).
+    ja3_dovecot_hashes: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerFingerprints:
+    """The fingerprints of one ServerHello (field names are the JSON output's keys)."""
+
+    tls_version: str  # the negotiated version
+    ja3s: str
+    ja3s_hash: str
+
 
 MEMO_LIMIT = 16384
 
@@ -28,14 +69,14 @@ _TLS_VERSION_NAMES = {
     0xFEFC: "DTLS 1.3",
 }
 
-_client_memo: dict[tuple[object, ...], dict[str, str]] = {}
+_client_memo: dict[tuple[object, ...], ClientFingerprints] = {}
 _unordered_memo: dict[tuple[object, ...], dict[str, str]] = {}
-_server_memo: dict[tuple[object, ...], dict[str, str]] = {}
+_server_memo: dict[tuple[object, ...], ServerFingerprints] = {}
+
+_T = TypeVar("_T")
 
 
-def _remember(
-    memo: dict[tuple[object, ...], dict[str, str]], key: tuple[object, ...], value: dict[str, str]
-) -> dict[str, str]:
+def _remember(memo: dict[tuple[object, ...], _T], key: tuple[object, ...], value: _T) -> _T:
     if len(memo) >= MEMO_LIMIT:
         memo.clear()
     memo[key] = value
@@ -43,17 +84,18 @@ def _remember(
 
 
 def tls_version_name(version: int) -> str:
+    """``TLS 1.2`` for 0x0303 and so on; unknown values as hex (``0x7f1c``)."""
     return _TLS_VERSION_NAMES.get(version, f"0x{version:04x}")
 
 
 def client_fingerprints(
     hello: ClientHello, transport: str = "tcp", dovecot_profile: str = DEFAULT_PROFILE
-) -> dict[str, str]:
-    """ja3, ja3_hash, ja3n, ja3n_hash, ja4, ja4_r, ja3_dovecot(_hash) (under
-    ``dovecot_profile``), ja3_dovecot_hashes (``{profile: hash}`` for every known OpenSSL
-    profile) and tls_version.
+) -> ClientFingerprints:
+    """JA3, JA3N, JA4 (and its raw form) and Dovecot's JA3 of a ClientHello.
 
-    The returned dict is shared with the memo: copy it before changing it.
+    ``transport`` ("tcp", "quic" or "dtls") is JA4's first letter; ``dovecot_profile`` the
+    OpenSSL version whose known extensions ``ja3_dovecot`` keeps (see ``OPENSSL_PROFILES``);
+    ``ja3_dovecot_hashes`` has the hash under every profile.
     """
     key = (
         hello.legacy_version,
@@ -89,31 +131,31 @@ def client_fingerprints(
     profile = canonical_profile(dovecot_profile)
     by_profile = {p: ja3_dovecot_string(hello, p) for p in OPENSSL_PROFILES}
     jd = by_profile[profile]
-    result = {
-        "tls_version": unordered["tls_version"],
-        "ja3": j3,
-        "ja3_hash": md5_hex(j3),
-        "ja3n": unordered["ja3n"],
-        "ja3n_hash": unordered["ja3n_hash"],
-        "ja4": unordered["ja4"],
-        "ja4_r": unordered["ja4_r"],
-        "ja3_dovecot": jd,
-        "ja3_dovecot_hash": md5_hex(jd),
-        "ja3_dovecot_hashes": {p: md5_hex(text) for p, text in by_profile.items()},
-    }
+    result = ClientFingerprints(
+        tls_version=unordered["tls_version"],
+        ja3=j3,
+        ja3_hash=md5_hex(j3),
+        ja3n=unordered["ja3n"],
+        ja3n_hash=unordered["ja3n_hash"],
+        ja4=unordered["ja4"],
+        ja4_r=unordered["ja4_r"],
+        ja3_dovecot=jd,
+        ja3_dovecot_hash=md5_hex(jd),
+        ja3_dovecot_hashes=MappingProxyType({p: md5_hex(t) for p, t in by_profile.items()}),
+    )
     return _remember(_client_memo, key, result)
 
 
-def server_fingerprints(hello: ServerHello) -> dict[str, str]:
-    """ja3s, ja3s_hash and tls_version (the negotiated one when supported_versions says so)."""
+def server_fingerprints(hello: ServerHello) -> ServerFingerprints:
+    """JA3S of a ServerHello, and the negotiated version (from supported_versions if sent)."""
     key = (hello.legacy_version, hello.cipher, hello.extensions, hello.selected_version)
     found = _server_memo.get(key)
     if found is not None:
         return found
     j3s = ja3s_string(hello)
-    result = {
-        "tls_version": tls_version_name(hello.selected_version or hello.legacy_version),
-        "ja3s": j3s,
-        "ja3s_hash": md5_hex(j3s),
-    }
+    result = ServerFingerprints(
+        tls_version=tls_version_name(hello.selected_version or hello.legacy_version),
+        ja3s=j3s,
+        ja3s_hash=md5_hex(j3s),
+    )
     return _remember(_server_memo, key, result)

@@ -209,3 +209,38 @@ def _protocol_names(body: bytes, pos: int, end: int) -> tuple[bytes, ...]:
         a, pos = _vector(body, pos, end, 1, "protocol name")
         out.append(bytes(body[a:pos]))
     return tuple(out)
+
+
+HANDSHAKE_RECORD = 22
+HANDSHAKE_CLIENT_HELLO = 1
+HANDSHAKE_SERVER_HELLO = 2
+
+
+def parse_hello(data: bytes) -> ClientHello | ServerHello:
+    """A ClientHello or ServerHello from bytes as they are sent: one or more TLS handshake records
+    (``16 03 0x``...), or the handshake message alone (type 1 or 2 and a 3-byte length).
+
+    The message must be complete; several records are joined (a hello may span records).
+    ``HelloError`` otherwise, with a ``reason`` such as ``not_a_hello`` or ``truncated``.
+    """
+    data = bytes(data)
+    if len(data) >= 5 and data[0] == HANDSHAKE_RECORD and data[1] == 3:
+        parts, pos = [], 0
+        while pos < len(data):
+            if len(data) - pos < 5 or data[pos] != HANDSHAKE_RECORD or data[pos + 1] != 3:
+                raise HelloError("not_a_hello", f"no TLS handshake record at byte {pos}")
+            end = pos + 5 + int.from_bytes(data[pos + 3 : pos + 5], "big")
+            if end > len(data):
+                raise HelloError("truncated", f"record at byte {pos} ends past the data")
+            parts.append(data[pos + 5 : end])
+            pos = end
+        data = b"".join(parts)
+    if len(data) < 4 or data[0] not in (HANDSHAKE_CLIENT_HELLO, HANDSHAKE_SERVER_HELLO):
+        raise HelloError("not_a_hello", "neither a ClientHello nor a ServerHello")
+    length = int.from_bytes(data[1:4], "big")
+    if len(data) < 4 + length:
+        raise HelloError("truncated", f"message of {length} bytes, {len(data) - 4} given")
+    body = data[4 : 4 + length]
+    if data[0] == HANDSHAKE_CLIENT_HELLO:
+        return parse_client_hello(body)
+    return parse_server_hello(body)

@@ -26,13 +26,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ja3svc.ja3 import md5_hex
-from ja3svc.vocabulary import FINGERPRINT_KINDS, LABEL_ACTIONS
-
-MD5_RE = re.compile(r"[0-9a-f]{32}")
-# JA4 a-part: transport, version (13 12 11 10 s3 s2 d1 d2 d3 or 00), d/i, 2+2 digits, ALPN chars.
-JA4_RE = re.compile(
-    r"[tqd](?:1[0-3]|s[23]|d[1-3]|00)[di]\d{4}[0-9A-Za-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}"
+from ja3svc.vocabulary import (
+    LABEL_TEXT_LIMITS,
+    InvalidLabel,
+    check_label,
+    fingerprint_value,
 )
+
 JA3_STRING_RE = re.compile(r"\d+,[\d-]*,[\d-]*,[\d-]*,[\d-]*")
 # SSLBL's first/last-seen columns; no other list has a timestamp in its second column.
 _TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?")
@@ -95,22 +95,45 @@ class ImportFormat:
 
 
 def normalize_value(kind: str, raw: str) -> str | None:
-    """The canonical form of a fingerprint value, or None if it is not one of ``kind``."""
-    value = raw.strip(_JUNK)
-    if kind == "ja4":
-        return value if JA4_RE.fullmatch(value) else None
-    value = value.lower()
-    return value if MD5_RE.fullmatch(value) else None
+    """The canonical form of a fingerprint value in a list (wrapping junk dropped), or None if
+    it is not one of ``kind`` (``_invalid`` says why)."""
+    try:
+        return fingerprint_value(kind, raw.strip(_JUNK))
+    except InvalidLabel:
+        return None
+
+
+def check_row(row: LabelRow) -> LabelRow:
+    """``row`` with its value in canonical form, or InvalidLabel with the reason where the
+    label validator (``ja3svc.vocabulary.check_label``) refuses it."""
+    value = check_label(
+        row.kind,
+        row.value,
+        action=row.action,
+        client_name=row.client_name,
+        category=row.category,
+        source=row.source,
+        confidence=row.confidence,
+        tarpit_seconds=row.tarpit_seconds,
+    )
+    return row if value == row.value else replace(row, value=value)
 
 
 def _invalid(kind: str, raw: str) -> str:
-    what = "JA4 fingerprint" if kind == "ja4" else "MD5 hash"
-    return f"invalid {what} {raw.strip()!r}, skipped"
+    """The validator's reason for refusing ``raw`` as a value of ``kind``, as a problem line."""
+    try:
+        fingerprint_value(kind, raw.strip(_JUNK))
+    except InvalidLabel as exc:
+        return f"{exc}, skipped"
+    raise AssertionError(f"{raw!r} is a valid {kind} value")
 
 
 def _skipped(exc: Exception) -> str:
     msg = str(exc)
-    return msg if msg.endswith("skipped") else f"{msg}; skipped"
+    if msg.endswith("skipped"):
+        return msg
+    # The validator's reasons read like the readers' own ("invalid MD5 hash 'x', skipped").
+    return f"{msg}, skipped" if isinstance(exc, InvalidLabel) else f"{msg}; skipped"
 
 
 def _text(raw: Any) -> str | None:
@@ -325,21 +348,10 @@ def _read_foxio(lines: Iterable[str], out: ParseResult, unsupported: dict[str, i
 
 
 def _project_row(obj: dict[str, Any]) -> LabelRow:
-    """Validate one object of the project's own formats; raise ValueError with the reason."""
-    kind = (_text(obj.get("kind")) or "").lower()
-    if kind not in FINGERPRINT_KINDS:
-        raise ValueError(
-            f"unknown kind {obj.get('kind')!r} (one of {', '.join(FINGERPRINT_KINDS)})"
-        )
-    raw = str(obj.get("value") or "")
-    value = normalize_value(kind, raw)
-    if value is None:
-        raise ValueError(_invalid(kind, raw))
-    action = (_text(obj.get("action")) or "").lower() or None
-    if action is not None and action not in LABEL_ACTIONS:
-        raise ValueError(f"unknown action {action!r} (one of {', '.join(LABEL_ACTIONS)})")
+    """Validate one object of the project's own formats; raise ValueError with the reason
+    (InvalidLabel from ``check_label`` for what the store would refuse)."""
 
-    def number(name: str, lo: int, hi: int | None, cast: type = int) -> Any:
+    def number(name: str, cast: type = int) -> Any:
         raw = obj.get(name)
         if raw is None or (isinstance(raw, str) and not raw.strip(_JUNK)):
             return None
@@ -347,22 +359,40 @@ def _project_row(obj: dict[str, Any]) -> LabelRow:
             v = cast(raw.strip(_JUNK) if isinstance(raw, str) else raw)
         except (TypeError, ValueError):
             raise ValueError(f"{name} {raw!r} is not a number") from None
-        if v < lo or (hi is not None and v > hi):
+        # Ranges are check_label's; only the times are this format's own.
+        if cast is float and v < 0:
             raise ValueError(f"{name} {raw!r} out of range")
         return v
 
+    kind = (_text(obj.get("kind")) or "").lower()
+    action = (_text(obj.get("action")) or "").lower() or None
+    client_name = _text(obj.get("client_name"))
+    category = _text(obj.get("category"))
+    source = _text(obj.get("source"))
+    confidence = number("confidence")
+    tarpit_seconds = number("tarpit_seconds")
+    value = check_label(
+        kind,
+        str(obj.get("value") or "").strip(_JUNK),
+        action=action,
+        client_name=client_name,
+        category=category,
+        source=source,
+        confidence=confidence,
+        tarpit_seconds=tarpit_seconds,
+    )
     return LabelRow(
         kind=kind,
         value=value,
-        client_name=_text(obj.get("client_name")),
-        category=_text(obj.get("category")),
+        client_name=client_name,
+        category=category,
         action=action,
-        tarpit_seconds=number("tarpit_seconds", 0, None),
-        source=_text(obj.get("source")),
-        confidence=number("confidence", 0, 100),
+        tarpit_seconds=tarpit_seconds,
+        source=source,
+        confidence=confidence,
         note=_text(obj.get("note")),
-        created_at=number("created_at", 0, None, float),
-        updated_at=number("updated_at", 0, None, float),
+        created_at=number("created_at", float),
+        updated_at=number("updated_at", float),
     )
 
 
@@ -464,17 +494,24 @@ def merge_duplicates(rows: Iterable[LabelRow]) -> list[LabelRow]:
             continue
         merged[key] = replace(
             row,
-            client_name=_join(prev.client_name, row.client_name, "; "),
+            client_name=_join(
+                prev.client_name, row.client_name, "; ", LABEL_TEXT_LIMITS["client_name"]
+            ),
             note=_join(prev.note, row.note, "; "),
         )
     return list(merged.values())
 
 
-def _join(a: str | None, b: str | None, sep: str) -> str | None:
+def _join(a: str | None, b: str | None, sep: str, limit: int | None = None) -> str | None:
+    """``a`` and ``b`` joined, once each; with a ``limit``, names that would not fit are left
+    out (the label validator refuses a longer client name, and one list's many names for a
+    single fingerprint must not cost the fingerprint its label)."""
     if not a or not b:
         return a or b
     parts = a.split(sep)
-    return a if b in parts else a + sep + b
+    if b in parts or (limit is not None and len(a) + len(sep) + len(b) > limit):
+        return a
+    return a + sep + b
 
 
 # -- writers ----------------------------------------------------------------------------------

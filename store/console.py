@@ -20,7 +20,7 @@ from ja3svc.store.queries import HELLO_KINDS, SIGHTING_COLUMN
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
-Ref = tuple[str, str]
+from ja3svc.vocabulary import FingerprintKey as Ref
 
 # Decisions an overview aggregate reads at most: an hour of a busy server's logins.
 OVERVIEW_SCAN = 200_000
@@ -56,31 +56,40 @@ def overview(session: Session, now: float | None = None, minutes: int = 60) -> O
     midnight UTC, and when the newest sighting and decision arrived."""
     now = time.time() if now is None else now
     top_id = session.scalar(select(func.max(Decision.id))) or 0
-    floor = top_id - OVERVIEW_SCAN
     start = (now // 60 - minutes + 1) * 60
-    bucket = func.floor(Decision.ts / 60)
+
+    def id_floor(since: float) -> int:
+        """Ids at or above this cover ``since`` on (the ts index answers; ids follow time to
+        within the writers' batches, covered by the margin), and at most OVERVIEW_SCAN rows."""
+        first = session.scalar(
+            select(Decision.id).where(Decision.ts >= since - 300).order_by(Decision.ts).limit(1)
+        )
+        return max(first or top_id + 1, top_id - OVERVIEW_SCAN + 1)
+
+    # Each aggregate walks a range of the primary key (rows in insertion order, no lookups
+    # through a secondary index); ``ts + 0`` keeps the planner off the ts index.
+    hour_floor, day_floor = id_floor(start), id_floor(now - 86400)
+    truncated = day_floor == top_id - OVERVIEW_SCAN + 1 and top_id >= OVERVIEW_SCAN
     per_minute: dict[str, list[int]] = defaultdict(lambda: [0] * minutes)
-    truncated = False
-    rows = session.execute(
-        select(bucket, Decision.action, func.count(), func.min(Decision.id))
-        .where(Decision.ts >= start, Decision.id > floor, Decision.command == "allow/before")
+    bucket = func.floor(Decision.ts / 60)
+    for minute, action, n in session.execute(
+        select(bucket, Decision.action, func.count())
+        .where(
+            Decision.id >= hour_floor,
+            Decision.ts + 0 >= start,
+            Decision.command == "allow/before",
+        )
         .group_by(bucket, Decision.action)
-    ).all()
-    for minute, action, n, _low in rows:
+    ):
         i = int(minute * 60 - start) // 60
         if 0 <= i < minutes:
             per_minute[action.removeprefix("log:")][i] += n
-    if floor > 0:
-        # The oldest decision the aggregates read is still inside the 24 h window: some
-        # decisions of the window were left out.
-        oldest_read = session.scalar(select(Decision.ts).where(Decision.id == floor + 1))
-        truncated = oldest_read is not None and oldest_read >= now - 86400
     blocked: Counter[tuple[Ref, str]] = Counter()
     accounts: dict[tuple[Ref, str], set[str]] = defaultdict(set)
     for ja3, labels_json, action, user in session.execute(
         select(Decision.ja3_hash, Decision.labels, Decision.action, Decision.username).where(
-            Decision.ts >= now - 86400,
-            Decision.id > floor,
+            Decision.id >= day_floor,
+            Decision.ts + 0 >= now - 86400,
             Decision.command == "allow/before",
             Decision.action.in_(("reject", "tarpit", "log:reject", "log:tarpit")),
         )

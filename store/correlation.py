@@ -1,6 +1,7 @@
 """Which ClientHello came from the TCP peer a policy request names (``real_rip``/``real_rport``)?
 
-Two sources, one answer shape (a ``HelloSighting.as_dict()``-like record):
+Two sources, one answer shape (the engine's ``HelloRecord``), both asked without blocking the
+event loop:
 
 - ``find_client_hello``: the database, for capture workers on other hosts sharing a PostgreSQL
   with the service. The worker commits a batch at least every second, so the lookup polls a
@@ -21,21 +22,21 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, Protocol
 
 from ja3svc.store.database import Database
 from ja3svc.store.models import Fingerprint, Sighting
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ja3svc.connections import RecentConnections, normalize_ip
+from ja3svc.connections import normalize_ip
+from ja3svc.fingerprints import ClientFingerprints
 from ja3svc.policy.facts import ConnectionPeer, CorrelatedFingerprints, FingerprintRef
+from ja3svc.record import HelloRecord
 from ja3svc.vocabulary import FINGERPRINT_FIELDS
 
-__all__ = ["ConnectionFingerprints", "find_client_hello", "fingerprint_refs"]
-
-Record = dict[str, Any]
+__all__ = ["ConnectionFingerprints", "HelloTable", "find_client_hello", "fingerprint_refs"]
 
 # First pause between polls, doubled up to the maximum: the first retries catch a batch being
 # committed right now, later ones do not hammer the database.
@@ -47,6 +48,12 @@ POLL_MAX_ROUNDS = 64
 # capture thread usually lags by well under a millisecond; the pauses only matter in bursts).
 MEMORY_POLL_FIRST_SECONDS = 0.002
 MEMORY_POLL_MAX_SECONDS = 0.025
+# A hello younger than this at lookup time may not be the connection's last: the capture's
+# ring hands packets over in blocks retired every 50 ms (capture.live_source), so the second
+# hello after a HelloRetryRequest can still be on its way (seen with NSS against OpenSSL 3.5,
+# which asks for an X25519MLKEM768 key share NSS did not send). The lookup waits until the
+# hello is this old (within its own deadline) and reads again.
+SETTLE_SECONDS = 0.06
 # Threads for the async database polls (see ConnectionFingerprints._db_executor).
 DB_THREADS = 4
 # Kinds a client hello can be matched by, in the order the policy should look them up.
@@ -70,7 +77,9 @@ def _address_spellings(ip: str) -> list[str]:
     return sorted(forms)
 
 
-def _query_once(session: Session, ips: list[str], port: int, since_ts: float) -> Record | None:
+def _query_once(
+    session: Session, ips: list[str], port: int, since_ts: float
+) -> HelloRecord | None:
     row = session.execute(
         select(_S)
         .where(_S.src.in_(ips), _S.sport == port, _S.hello == "client", _S.ts >= since_ts)
@@ -81,7 +90,7 @@ def _query_once(session: Session, ips: list[str], port: int, since_ts: float) ->
     ).scalar_one_or_none()
     if row is None:
         return None
-    record: Record = {
+    record: dict[str, Any] = {
         "ts": row.ts,
         "sensor": row.sensor,
         "src": row.src,
@@ -99,7 +108,6 @@ def _query_once(session: Session, ips: list[str], port: int, since_ts: float) ->
         "ja4": row.ja4,
         "ja3_dovecot_hash": row.ja3_dovecot_hash,
         "ja3_dovecot_hashes": _json_dict(row.ja3_dovecot_hashes),
-        "source": "database",
     }
     # The sightings table keeps hashes only; the full strings live once per fingerprint.
     wanted = {
@@ -120,7 +128,12 @@ def _query_once(session: Session, ips: list[str], port: int, since_ts: float) ->
     for kind, (value_key, string_key) in FINGERPRINT_FIELDS.items():
         if kind != "ja3s":
             record[string_key] = strings.get((kind, record.get(value_key) or ""))
-    return record
+    return HelloRecord.from_dict(record)
+
+
+def _settle_seconds(hello_ts: float, now: float) -> float:
+    """How long to wait before a later hello of the connection can be ruled out."""
+    return max(0.0, min(SETTLE_SECONDS, SETTLE_SECONDS - (now - hello_ts)))
 
 
 def _json_dict(text: str | None) -> dict[str, str]:
@@ -133,54 +146,57 @@ def _json_dict(text: str | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
-def find_client_hello(
-    db_or_session: Database | Session,
+async def find_client_hello(
+    database: Database,
     ip: str,
     port: int,
     since_ts: float,
     wait_seconds: float = 0.0,
-) -> Record | None:
+    executor: Executor | None = None,
+) -> HelloRecord | None:
     """The client hello of the connection from ``ip:port`` seen at or after ``since_ts``.
 
     Polls until ``wait_seconds`` have passed (0: one query). Returns the latest hello of that
     peer (the highest index after a HelloRetryRequest), with its hashes and, where the database
-    has them, the full fingerprint strings; None when nothing arrived in time.
+    has them, the full fingerprint strings (else ""); None when nothing arrived in time.
 
-    Pass the ``Database``: every poll then runs in a fresh transaction, which is what makes a
-    batch committed meanwhile visible (SQLite serves a snapshot per transaction). A ``Session``
-    is accepted for callers inside a unit of work; on PostgreSQL (READ COMMITTED) each poll
-    still sees new commits, on SQLite only the first query is meaningful.
+    Every poll runs in a fresh transaction (SQLite serves a snapshot per transaction, so that
+    is what makes a batch committed meanwhile visible), in ``executor`` (default: the loop's),
+    and the pauses between polls are ``asyncio.sleep``: the event loop is never blocked.
     """
     ips = _address_spellings(ip)
     port = int(port)
+    loop = asyncio.get_running_loop()
+
+    def query() -> HelloRecord | None:
+        with database.session() as session:
+            return _query_once(session, ips, port, since_ts)
+
     deadline = time.monotonic() + max(0.0, wait_seconds)
     pause = POLL_FIRST_SECONDS
     for _ in range(POLL_MAX_ROUNDS):
-        if isinstance(db_or_session, Database):
-            with db_or_session.session() as session:
-                found = _query_once(session, ips, port, since_ts)
-        else:
-            found = _query_once(db_or_session, ips, port, since_ts)
+        found = await loop.run_in_executor(executor, query)
         remaining = deadline - time.monotonic()
         if found is not None or remaining <= 0:
             return found
-        time.sleep(min(pause, remaining))
+        await asyncio.sleep(min(pause, remaining))
         pause = min(pause * 2, POLL_MAX_SECONDS)
     return None
 
 
-def fingerprint_refs(record: Record | None) -> CorrelatedFingerprints:
+def fingerprint_refs(record: HelloRecord | None) -> CorrelatedFingerprints:
     """The label-table keys of a client hello record, in lookup order (see CLIENT_KINDS), with
     Dovecot's hash under every OpenSSL profile (so either kind of Dovecot's labels and learned
     fingerprints match), and those hashes by profile for the profile detection."""
-    if not record:
+    if record is None or not isinstance(record.fingerprints, ClientFingerprints):
         return CorrelatedFingerprints(())
+    fp = record.fingerprints
     refs: list[FingerprintRef] = []
     for kind in CLIENT_KINDS:
-        value = record.get(FINGERPRINT_FIELDS[kind][0])
+        value = getattr(fp, FINGERPRINT_FIELDS[kind][0], None)
         if value:
             refs.append(FingerprintRef(kind, str(value)))
-    by_profile = record.get("ja3_dovecot_hashes") or {}
+    by_profile = dict(fp.ja3_dovecot_hashes)
     for value in by_profile.values():
         ref = FingerprintRef("ja3_dovecot", str(value))
         if value and ref not in refs:
@@ -188,15 +204,21 @@ def fingerprint_refs(record: Record | None) -> CorrelatedFingerprints:
     return CorrelatedFingerprints(refs, by_profile)
 
 
+class HelloTable(Protocol):
+    """What the lookup reads from an in-process capture: ``RecentConnections``, or the capture
+    worker's ``SharedConnections`` (the same behind a lock)."""
+
+    def get(self, ip: str, port: int, now: float) -> HelloRecord | None: ...
+
+
 class ConnectionFingerprints:
     """Correlation for the policy service: memory first (in-process capture), then database.
 
-    - ``lookup(ip, port, now)`` -> the hello record or None (blocking, bounded by the waits);
-    - ``lookup_async(...)``: the same without blocking the event loop (memory read inline,
-      waits as ``asyncio.sleep``, database queries in a small executor);
-    - ``fingerprints_for(peer)`` / ``fingerprints_for_async(peer)``: the
-      ``ja3svc.policy.ConnectionLookup`` protocol (blocking and async), so an instance can be
-      passed to ``create_app(connection_lookup=...)`` directly.
+    - ``await lookup(ip, port, now)`` -> the hello record or None, bounded by the waits, and
+      without blocking the event loop (memory read inline, waits as ``asyncio.sleep``,
+      database queries in a small executor);
+    - ``await fingerprints_for_async(peer)``: the ``ja3svc.policy.ConnectionLookup`` protocol,
+      so an instance can be passed to ``create_app(connection_lookup=...)`` directly.
 
     Waits: with ``recent`` (capture in this process) the memory table is waited on for up to
     ``wait_seconds`` and the database asked once afterwards; without it the database is polled
@@ -206,7 +228,7 @@ class ConnectionFingerprints:
 
     def __init__(
         self,
-        recent: RecentConnections | None = None,
+        recent: HelloTable | None = None,
         database: Database | None = None,
         *,
         window_seconds: float = 300.0,
@@ -221,10 +243,12 @@ class ConnectionFingerprints:
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self.stats = {"memory_hits": 0, "database_hits": 0, "misses": 0, "database_errors": 0}
+        # The service's metrics hook (ja3svc_correlation_lookups_total), called with the key.
+        self.on_count: Callable[[str], None] | None = None
 
     @classmethod
     def from_settings(
-        cls, settings: Any, recent: RecentConnections | None, database: Database | None
+        cls, settings: Any, recent: HelloTable | None, database: Database | None
     ) -> ConnectionFingerprints:
         c = settings.capture
         return cls(
@@ -237,38 +261,18 @@ class ConnectionFingerprints:
     def _count(self, key: str) -> None:
         with self._lock:
             self.stats[key] += 1
+        if self.on_count is not None:
+            self.on_count(key)
 
-    def lookup(self, ip: str, port: int, now: float | None = None) -> Record | None:
-        """The last client hello from ``ip:port`` within the window before ``now``."""
-        now = self.clock() if now is None else now
-        if self.recent is not None:
-            found = self.recent.wait_for(ip, port, self.wait_seconds, now=now)
-            if found is not None:
-                self._count("memory_hits")
-                return found
-        if self.database is not None:
-            wait = 0.0 if self.recent is not None else self.wait_seconds
-            try:
-                found = find_client_hello(self.database, ip, port, now - self.window_seconds, wait)
-            except Exception:
-                # An unreachable database means "not seen"; the policy falls back to the hash.
-                self._count("database_errors")
-                found = None
-            if found is not None:
-                self._count("database_hits")
-                return found
-        self._count("misses")
-        return None
+    async def lookup(self, ip: str, port: int, now: float | None = None) -> HelloRecord | None:
+        """The last client hello from ``ip:port`` within the window before ``now``.
 
-    async def lookup_async(self, ip: str, port: int, now: float | None = None) -> Record | None:
-        """``lookup`` for the event loop: the same answer, and the loop is never blocked.
-
-        The memory table is read inline (a dict lookup under a short lock) and, while the hello
-        has not arrived, re-read after ``asyncio.sleep`` pauses rather than by parking a thread
-        on the table's condition: a burst of requests for unseen connections must not use up
-        the executor's threads. Database queries run in a small executor of their own (so they
-        never queue behind other ``to_thread`` work), with the pauses between polls again on
-        the loop.
+        The loop is never blocked. The memory table is read inline (a dict lookup, under a short
+        lock when shared with a capture thread) and, while the hello has not arrived, re-read
+        after ``asyncio.sleep`` pauses rather than by parking a thread: a burst of requests for
+        unseen connections must not use up the executor's threads. Database queries run in a
+        small executor of their own (so they never queue behind other ``to_thread`` work),
+        with the pauses between polls again on the loop.
         """
         now = self.clock() if now is None else now
         if self.recent is not None:
@@ -279,8 +283,16 @@ class ConnectionFingerprints:
         if self.database is not None:
             wait = 0.0 if self.recent is not None else self.wait_seconds
             try:
-                found = await self._poll_database(ip, port, now - self.window_seconds, wait)
+                found = await find_client_hello(
+                    self.database,
+                    ip,
+                    port,
+                    now - self.window_seconds,
+                    wait,
+                    self._db_executor(),
+                )
             except Exception:
+                # An unreachable database means "not seen"; the policy falls back to the hash.
                 self._count("database_errors")
                 found = None
             if found is not None:
@@ -289,44 +301,23 @@ class ConnectionFingerprints:
         self._count("misses")
         return None
 
-    async def _wait_memory(self, ip: str, port: int, now: float) -> Record | None:
+    async def _wait_memory(self, ip: str, port: int, now: float) -> HelloRecord | None:
         assert self.recent is not None
         deadline = time.monotonic() + max(0.0, self.wait_seconds)
         pause = MEMORY_POLL_FIRST_SECONDS
         while True:
             found = self.recent.get(ip, port, now)
             remaining = deadline - time.monotonic()
-            if found is not None or remaining <= 0:
+            if found is not None:
+                settle = _settle_seconds(found.ts, self.clock())
+                if settle > 0 and remaining > 0:
+                    await asyncio.sleep(min(settle, remaining))
+                    return self.recent.get(ip, port, now) or found
                 return found
+            if remaining <= 0:
+                return None
             await asyncio.sleep(min(pause, remaining))
             pause = min(pause * 2, MEMORY_POLL_MAX_SECONDS)
-
-    async def _poll_database(
-        self, ip: str, port: int, since_ts: float, wait_seconds: float
-    ) -> Record | None:
-        # The async twin of find_client_hello: one query per round in the executor, each in a
-        # fresh transaction (a batch committed meanwhile becomes visible), pauses on the loop.
-        assert self.database is not None
-        database = self.database
-        ips = _address_spellings(ip)
-        port = int(port)
-        loop = asyncio.get_running_loop()
-        executor = self._db_executor()
-
-        def query() -> Record | None:
-            with database.session() as session:
-                return _query_once(session, ips, port, since_ts)
-
-        deadline = time.monotonic() + max(0.0, wait_seconds)
-        pause = POLL_FIRST_SECONDS
-        for _ in range(POLL_MAX_ROUNDS):
-            found = await loop.run_in_executor(executor, query)
-            remaining = deadline - time.monotonic()
-            if found is not None or remaining <= 0:
-                return found
-            await asyncio.sleep(min(pause, remaining))
-            pause = min(pause * 2, POLL_MAX_SECONDS)
-        return None
 
     def _db_executor(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -344,13 +335,8 @@ class ConnectionFingerprints:
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
 
-    def fingerprints_for(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]:
-        if not peer.ip or peer.port is None:
-            return ()
-        return fingerprint_refs(self.lookup(peer.ip, peer.port))
-
     async def fingerprints_for_async(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]:
-        """``fingerprints_for`` without blocking the event loop (see ``lookup_async``)."""
+        """The label-table keys of the peer's client hello (see ``lookup``)."""
         if not peer.ip or peer.port is None:
             return ()
-        return fingerprint_refs(await self.lookup_async(peer.ip, peer.port))
+        return fingerprint_refs(await self.lookup(peer.ip, peer.port))

@@ -6,6 +6,7 @@ what different sources say about one fingerprint stays side by side.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -13,12 +14,12 @@ from typing import Any
 
 from ja3svc.store.database import Database
 from ja3svc.store.models import Label
-from ja3svc.store.queries import Page, id_window_page
+from ja3svc.store.queries import UNBOUNDED, Page, id_window_page
 from sqlalchemy import delete, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ja3svc.label_formats import LabelRow, merge_duplicates
+from ja3svc.label_formats import LabelRow, check_row, merge_duplicates
 
 _LABELS = Label.__table__
 # Rows per statement: stays under SQLite's bound-parameter limit (32766) with 11 columns.
@@ -73,22 +74,28 @@ class UpsertResult:
         return len(self.changes) - self.inserted
 
 
-def _clip(value: str | None, limit: int) -> str | None:
-    return value[:limit] if value is not None else None
-
-
 def _row_values(row: LabelRow, defaults: LabelDefaults, now: float) -> dict[str, object]:
+    """The row's columns, defaults applied; InvalidLabel (nothing clipped) for a bad label."""
     action = row.action or defaults.action
     tarpit = row.tarpit_seconds if row.tarpit_seconds is not None else defaults.tarpit_seconds
+    row = check_row(
+        replace(
+            row,
+            action=action,
+            tarpit_seconds=tarpit if action == "tarpit" else None,
+            source=row.source or defaults.source,
+            confidence=row.confidence if row.confidence is not None else defaults.confidence,
+        )
+    )
     return {
         "kind": row.kind,
         "value": row.value,
-        "client_name": _clip(row.client_name, 200),
-        "category": _clip(row.category, 32),
-        "action": action,
-        "tarpit_seconds": tarpit if action == "tarpit" else None,
-        "source": _clip(row.source or defaults.source, 32),
-        "confidence": row.confidence if row.confidence is not None else defaults.confidence,
+        "client_name": row.client_name,
+        "category": row.category,
+        "action": row.action,
+        "tarpit_seconds": row.tarpit_seconds,
+        "source": row.source,
+        "confidence": row.confidence,
         "note": row.note,
         "created_at": row.created_at or now,
         "updated_at": now,
@@ -106,7 +113,8 @@ def upsert_labels(
     """Insert or update labels by (kind, value, source), all in one transaction.
 
     The result lists every label that is new or whose content changes; with ``dry_run`` that
-    is all that happens (the transaction writes nothing).
+    is all that happens (the transaction writes nothing). A row that ``check_label`` refuses
+    raises its InvalidLabel before anything is written.
     """
     defaults = defaults or LabelDefaults()
     now = time.time() if now is None else now
@@ -222,7 +230,9 @@ def as_row(label: Label) -> LabelRow:
 
 
 # Label ids one page of the label list reads at most (see queries.id_window_page).
-LABEL_SCAN = 200_000
+LABEL_SCAN = 50_000
+# Six or more hex digits: a hash prefix, looked up through the value index, not in names.
+_HEX_PREFIX = re.compile(r"[0-9a-f]{6,32}")
 
 
 @dataclass(frozen=True)
@@ -235,6 +245,8 @@ class LabelFilter:
     source: str | None = None
     action: str | None = None
     q: str | None = None
+    # Set by label_page from the session's dialect (see conditions).
+    sqlite: bool = True
 
     def conditions(self) -> list[Any]:
         out: list[Any] = []
@@ -248,13 +260,23 @@ class LabelFilter:
             out.append(Label.action == self.action)
         if self.q:
             q = self.q.strip()
-            out.append(
-                or_(
-                    Label.value.startswith(q.lower(), autoescape=True),
-                    Label.value.startswith(q, autoescape=True),
-                    Label.client_name.icontains(q, autoescape=True),
+            if _HEX_PREFIX.fullmatch(q.lower()):
+                # A hash prefix: a range on the value index (byte order on SQLite, whose LIKE
+                # ignores case and so cannot use it; LIKE on PostgreSQL, whose collations do
+                # not sort by bytes).
+                prefix = q.lower()
+                out.append(
+                    Label.value.startswith(prefix, autoescape=True)
+                    if not self.sqlite
+                    else (Label.value >= prefix) & (Label.value < prefix + "\x7f")
                 )
-            )
+            else:
+                out.append(
+                    or_(
+                        Label.value.startswith(q, autoescape=True),
+                        Label.client_name.icontains(q, autoescape=True),
+                    )
+                )
         return out
 
 
@@ -262,4 +284,13 @@ def label_page(
     session: Session, filters: LabelFilter, limit: int = 50, before: int | None = None
 ) -> Page:
     """Labels matching ``filters``, newest first, ids below ``before`` (bounded per call)."""
-    return id_window_page(session, Label, filters.conditions(), limit, before, LABEL_SCAN)
+    filters = replace(filters, sqlite=session.get_bind().dialect.name == "sqlite")
+    # An index answers these newest first by itself ((source, id), (action, id), value):
+    # no window needed. A name search reads LABEL_SCAN labels per page.
+    q = (filters.q or "").strip().lower()
+    by_value = bool(filters.value or (q and _HEX_PREFIX.fullmatch(q)))
+    indexed = by_value or bool(filters.source or filters.action)
+    scan = UNBOUNDED if indexed else LABEL_SCAN
+    return id_window_page(
+        session, Label, filters.conditions(), limit, before, scan, sort_found=by_value
+    )

@@ -198,6 +198,8 @@ class UserFingerprint(Base):
     __table_args__ = (
         UniqueConstraint("username", "kind", "value"),
         CheckConstraint(_in("kind", FINGERPRINT_KINDS), name="kind"),
+        # The accounts of one fingerprint (the fingerprint page, the admin API's lookup).
+        Index(None, "kind", "value"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -27,16 +27,20 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from ja3svc.store.database import SQLITE_BUSY_TIMEOUT_S, sqlite_file
 from ja3svc.store.models import (
     FINGERPRINT_KINDS,
-    LABEL_ACTIONS,
     AuthFailure,
     Decision,
     DovecotHash,
     Fingerprint,
     Label,
-    Sighting,
     UserFingerprint,
 )
-from ja3svc.store.queries import SIGHTING_COLUMN, Page, hello_family, id_window_page
+from ja3svc.store.queries import (
+    UNBOUNDED,
+    Page,
+    hello_family,
+    id_window_page,
+    recent_sightings,
+)
 from sqlalchemy import (
     Connection,
     Engine,
@@ -51,10 +55,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
-from ja3svc.label_formats import normalize_value
 from ja3svc.policy.facts import LabelFact, Reputation, UserHistory, dovecot_hash_history
+from ja3svc.vocabulary import FingerprintKey as Ref
+from ja3svc.vocabulary import check_label
 
-Ref = tuple[str, str]  # (kind, value)
 T = TypeVar("T")
 
 # The sqlite3 driver binds int, float and str directly but sends None through its adaptation
@@ -352,9 +356,12 @@ class PolicyStore:
                 if low is None:
                     return Page([], None, None)
                 floor = low - 1
+            # Account and fingerprint have (column, id) indexes that answer newest first by
+            # themselves; verdict and rule filters read DECISION_SCAN ids per page.
+            indexed = bool(filters.username or filters.fingerprint)
             page = id_window_page(
-                s, Decision, filters.conditions(), limit, before, DECISION_SCAN,
-                floor or 0, ceiling,
+                s, Decision, filters.conditions(), limit, before,
+                UNBOUNDED if indexed else DECISION_SCAN, floor or 0, ceiling,
             )  # fmt: skip
             return page._replace(rows=[decision_dict(d) for d in page.rows])
 
@@ -367,7 +374,8 @@ class PolicyStore:
         the reputation the verdict engine would compute for them."""
         now = time.time() if now is None else now
         with self.session() as s:
-            refs = hello_family(s, kind, value)
+            recent = recent_sightings(s, kind, value)
+            refs = hello_family(s, kind, value, recent)
             fps = {
                 (fp.kind, fp.value): fp
                 for fp in s.scalars(select(Fingerprint).where(_refs_match(Fingerprint, refs)))
@@ -417,13 +425,6 @@ class PolicyStore:
                     .distinct()
                 )
             }
-            sighting_cols = [SIGHTING_COLUMN[k] for k, _ in refs if k in SIGHTING_COLUMN]
-            recent = s.scalars(
-                select(Sighting)
-                .where(SIGHTING_COLUMN[kind] == value)
-                .order_by(Sighting.id.desc())
-                .limit(10)
-            ).all() if kind in SIGHTING_COLUMN and sighting_cols else []
             rep = _reputation(_CoreRun(s), refs, window, now)
         family = []
         for ref in refs:
@@ -454,11 +455,16 @@ class PolicyStore:
             "users": users,
             "sightings": [
                 {
-                    "ts": sg.ts, "sensor": sg.sensor, "src": sg.src, "sport": sg.sport,
-                    "dst": sg.dst, "dport": sg.dport, "sni": sg.sni,
+                    "ts": sg.ts,
+                    "sensor": sg.sensor,
+                    "src": sg.src,
+                    "sport": sg.sport,
+                    "dst": sg.dst,
+                    "dport": sg.dport,
+                    "sni": sg.sni,
                     "tls_version": sg.tls_version,
                 }
-                for sg in recent
+                for sg in recent[:10]
             ],
             "failures": {
                 "window_seconds": window,
@@ -468,34 +474,36 @@ class PolicyStore:
         }
 
     def search(self, q: str, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """Fingerprints whose value starts with ``q`` plus labels whose client name contains it."""
+        """Fingerprints whose value starts with ``q`` plus labels whose value starts with it or
+        whose client name contains it (the newest labels first; see ``labels.label_page``)."""
+        from ja3svc.store.labels import LabelFilter, label_page
+
         q = q.strip()
         out: list[dict[str, Any]] = []
         with self.session() as s:
-            stmt = select(Fingerprint).where(
-                Fingerprint.value.startswith(q.lower(), autoescape=True)
-            )
-            if kind:
-                stmt = stmt.where(Fingerprint.kind == kind)
-            for fp in s.scalars(stmt.limit(limit)):
-                out.append(
-                    {
-                        "type": "fingerprint",
-                        "kind": fp.kind,
-                        "value": fp.value,
-                        "times_seen": fp.times_seen,
-                    }
-                )
-            lstmt = select(Label).where(
-                or_(
-                    Label.value.startswith(q.lower(), autoescape=True),
-                    Label.client_name.icontains(q, autoescape=True),
-                )
-            )
-            if kind:
-                lstmt = lstmt.where(Label.kind == kind)
-            for lb in s.scalars(lstmt.limit(limit)):
-                out.append({"type": "label", **label_dict(lb)})
+            sqlite_db = s.get_bind().dialect.name == "sqlite"
+            for k in [kind] if kind else FINGERPRINT_KINDS:
+                prefix = q if k == "ja4" else q.lower()
+                if sqlite_db:
+                    # A range on the (kind, value) index: SQLite's LIKE is case-insensitive and
+                    # so cannot use it. (Byte order; PostgreSQL's collations are not.)
+                    match = (Fingerprint.value >= prefix) & (Fingerprint.value < prefix + "\x7f")
+                else:
+                    match = Fingerprint.value.startswith(prefix, autoescape=True)
+                stmt = select(Fingerprint).where(Fingerprint.kind == k, match)
+                for fp in s.scalars(stmt.order_by(Fingerprint.value).limit(limit - len(out))):
+                    out.append(
+                        {
+                            "type": "fingerprint",
+                            "kind": fp.kind,
+                            "value": fp.value,
+                            "times_seen": fp.times_seen,
+                        }
+                    )
+                if len(out) >= limit:
+                    return out
+            page = label_page(s, LabelFilter(kind=kind, q=q), limit - len(out))
+            out.extend({"type": "label", **label_dict(lb)} for lb in page.rows)
         return out[:limit]
 
     def top(self, kind: str = "ja3", limit: int = 20, by: str = "seen") -> list[dict[str, Any]]:
@@ -555,7 +563,7 @@ class PolicyStore:
     def upsert_label(self, fields: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         """Create or replace the label of (kind, value, source)."""
         now = time.time() if now is None else now
-        _check_label(fields)
+        fields = _checked(fields)
         with self.write_session() as s, s.begin():
             row = s.scalars(
                 select(Label).where(
@@ -582,8 +590,7 @@ class PolicyStore:
             row = s.get(Label, label_id)
             if row is None:
                 return None
-            merged = {**label_dict(row), **fields}
-            _check_label(merged)
+            _checked({**label_dict(row), **fields})
             for key, val in fields.items():
                 setattr(row, key, val)
             row.updated_at = now
@@ -1043,21 +1050,17 @@ class _DriverBackend:
             raise
 
 
-def _check_label(fields: dict[str, Any]) -> None:
-    # The database has the same CHECK constraints; checking here gives the admin a 422 with a
-    # reason instead of an IntegrityError.
-    if fields.get("kind") not in FINGERPRINT_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(FINGERPRINT_KINDS)}")
-    # The same value rule as the CLI and the list importers: a label the CLI cannot remove or
-    # an export cannot carry must not get in through another door.
-    if "value" in fields and normalize_value(fields["kind"], str(fields["value"])) != fields[
-        "value"
-    ]:
-        raise ValueError(f"value {fields['value']!r} is not a canonical {fields['kind']} value")
-    if fields.get("action", "none") not in LABEL_ACTIONS:
-        raise ValueError(f"action must be one of {', '.join(LABEL_ACTIONS)}")
-    conf = fields.get("confidence", 50)
-    if not 0 <= int(conf) <= 100:
-        raise ValueError("confidence must be between 0 and 100")
-    if fields.get("tarpit_seconds") is not None and int(fields["tarpit_seconds"]) < 0:
-        raise ValueError("tarpit_seconds must be >= 0")
+def _checked(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with the value in canonical form; InvalidLabel (a ValueError: the admin API's
+    422 with the reason) for what ``check_label`` refuses, before the database sees it."""
+    value = check_label(
+        fields.get("kind"),  # type: ignore[arg-type]
+        fields.get("value") or "",
+        action=fields.get("action"),
+        client_name=fields.get("client_name"),
+        category=fields.get("category"),
+        source=fields.get("source"),
+        confidence=fields.get("confidence"),
+        tarpit_seconds=fields.get("tarpit_seconds"),
+    )
+    return {**fields, "value": value}

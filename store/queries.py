@@ -6,13 +6,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ja3svc.store.models import FINGERPRINT_FIELDS, Fingerprint, Label, Sighting, UserFingerprint
+from ja3svc.store.models import (
+    FINGERPRINT_FIELDS,
+    AuthFailure,
+    Fingerprint,
+    Label,
+    Sighting,
+    UserFingerprint,
+)
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from ja3svc.label_formats import MD5_RE
-
-Ref = tuple[str, str]  # (kind, value)
+from ja3svc.vocabulary import MD5_RE
+from ja3svc.vocabulary import FingerprintKey as Ref
 
 # The sightings column holding each fingerprint kind's value.
 SIGHTING_COLUMN = {kind: getattr(Sighting, key) for kind, (key, _) in FINGERPRINT_FIELDS.items()}
@@ -27,18 +33,47 @@ class FingerprintDetails:
     recent_sightings: list[Sighting] = field(default_factory=list)
     retained_sightings: int = 0
     users: int = 0
+    failures: int = 0  # authentication failures recorded under it (reputation)
+    # The other fingerprints of the same hellos (see hello_family).
+    family: list[Ref] = field(default_factory=list)
 
 
 # Client-hello kinds a sighting row carries, in the order pages list them.
 HELLO_KINDS = ("ja3", "ja3n", "ja4", "ja3_dovecot")
-# Sightings searched for the other fingerprints of one hello when the kind's column has no
-# index (only ja3_hash has one: captures write sightings fast, and each index slows them).
-FAMILY_SCAN = 200_000
+# Newest sightings searched for a kind whose column has no index (only ja3_hash has one:
+# captures write sightings fast, and each index slows them down).
+FAMILY_SCAN = 20_000
 
 
-def hello_family(session: Session, kind: str, value: str, sightings: int = 50) -> list[Ref]:
+def recent_sightings(session: Session, kind: str, value: str, limit: int = 50) -> list[Sighting]:
+    """The newest client-hello sightings of (``kind``, ``value``): through the ja3_hash index
+    for JA3, else among the newest ``FAMILY_SCAN`` sightings (bounded at any table size).
+    A Dovecot hash is first looked up as JA3 (the same value for plain OpenSSL clients)."""
+    column = SIGHTING_COLUMN.get(kind)
+    if column is None:
+        return []
+    base = select(Sighting).where(Sighting.hello == "client").order_by(Sighting.id.desc())
+    if kind == "ja3_dovecot":
+        found = list(
+            session.scalars(
+                base.where(Sighting.ja3_hash == value, column == value).limit(limit)
+            )
+        )
+        if found:
+            return found
+    stmt = base.where(column == value).limit(limit)
+    if kind != "ja3":
+        top = session.scalar(select(func.max(Sighting.id))) or 0
+        stmt = stmt.where(Sighting.id > top - FAMILY_SCAN)
+    return list(session.scalars(stmt))
+
+
+def hello_family(
+    session: Session, kind: str, value: str, sightings: Sequence[Sighting] | None = None
+) -> list[Ref]:
     """Every fingerprint of the hellos that produced (``kind``, ``value``): their JA3, JA3N,
-    JA4 and Dovecot JA3, from the newest ``sightings`` sightings of it, ``(kind, value)`` first.
+    JA4 and Dovecot JA3, from its recent sightings (``recent_sightings`` unless given),
+    ``(kind, value)`` first.
 
     One client gives one JA3N and JA4 but, if it sends GREASE, a new JA3 and Dovecot JA3 per
     connection; all of them are listed. Dovecot's JA3 equals standard JA3 for plain OpenSSL
@@ -49,20 +84,19 @@ def hello_family(session: Session, kind: str, value: str, sightings: int = 50) -
     mirror = {"ja3": "ja3_dovecot", "ja3_dovecot": "ja3"}.get(kind)
     if mirror:
         found[(mirror, value)] = None
-    column = SIGHTING_COLUMN.get(kind)
-    if column is None or kind == "ja3s":
+    if kind == "ja3s":
         return list(found)
-    stmt = select(*(SIGHTING_COLUMN[k] for k in HELLO_KINDS)).where(
-        column == value, Sighting.hello == "client"
-    )
-    if kind != "ja3":
-        top = session.scalar(select(func.max(Sighting.id))) or 0
-        stmt = stmt.where(Sighting.id > top - FAMILY_SCAN)
-    for row in session.execute(stmt.order_by(Sighting.id.desc()).limit(sightings)):
-        for k, v in zip(HELLO_KINDS, row, strict=True):
+    rows = recent_sightings(session, kind, value) if sightings is None else sightings
+    for row in rows:
+        for k in HELLO_KINDS:
+            v = getattr(row, FINGERPRINT_FIELDS[k][0])
             if v:
                 found.setdefault((k, v), None)
     return list(found)
+
+
+# ``scan`` for filters an index answers in id order by itself.
+UNBOUNDED = 1 << 62
 
 
 class Page(NamedTuple):
@@ -85,6 +119,7 @@ def id_window_page(
     scan: int = 100_000,
     floor: int = 0,
     ceiling: int | None = None,
+    sort_found: bool = False,
 ) -> Page:
     """Rows of ``model`` matching ``conditions``, by id descending, below ``before``.
 
@@ -103,10 +138,14 @@ def id_window_page(
     lo = max(floor, hi - scan)
     if hi <= lo:
         return Page([], None, None)
+    # ``sort_found``: the conditions select few rows through an index of their own (a value
+    # prefix); ``id + 0`` keeps the planner from walking the primary key instead (SQLite did,
+    # reading a million rows) and sorts the few found.
+    key = model.id + 0 if sort_found else model.id
     stmt = (
         select(model)
-        .where(model.id <= hi, model.id > lo, *conditions)
-        .order_by(model.id.desc())
+        .where(key <= hi, key > lo, *conditions)
+        .order_by(key.desc())
         .limit(limit + 1)
     )
     rows = list(session.scalars(stmt))
@@ -153,7 +192,23 @@ def fingerprint_details(
                 .order_by(Label.confidence.desc(), Label.source)
             )
         )
-        if fp is None and not labels:
+        users = (
+            session.scalar(
+                select(func.count()).where(
+                    UserFingerprint.kind == kind, UserFingerprint.value == value
+                )
+            )
+            or 0
+        )
+        failures = (
+            session.scalar(
+                select(func.count()).where(AuthFailure.kind == kind, AuthFailure.value == value)
+            )
+            or 0
+        )
+        # Known to the policy service alone (a Dovecot hash rejected on reputation, an
+        # account's learned fingerprint) is known too.
+        if fp is None and not labels and not users and not failures:
             continue
         column = SIGHTING_COLUMN[kind]
         recent = list(
@@ -165,15 +220,12 @@ def fingerprint_details(
             )
         )
         retained = session.scalar(select(func.count()).where(column == value)) or 0
-        users = (
-            session.scalar(
-                select(func.count()).where(
-                    UserFingerprint.kind == kind, UserFingerprint.value == value
-                )
+        family = [r for r in hello_family(session, kind, value) if r != (kind, value)]
+        out.append(
+            FingerprintDetails(
+                kind, value, fp, labels, recent, retained, users, failures, family
             )
-            or 0
         )
-        out.append(FingerprintDetails(kind, value, fp, labels, recent, retained, users))
     return out
 
 

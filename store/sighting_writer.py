@@ -3,8 +3,8 @@
 Used by ``ja3svc pcap --store`` and the capture worker::
 
     w = SightingWriter(db, sensor="file:capture.pcap", spool_dir=settings.resolved_spool_dir())
-    for s in sightings:
-        w.add(s.as_dict())
+    for record in engine.feed_frame(...):   # HelloRecord objects
+        w.add(record)
     stats = w.close()
 
 One transaction per batch: the sightings go in with ``INSERT ... ON CONFLICT DO NOTHING
@@ -45,6 +45,8 @@ from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from ja3svc.record import HelloRecord
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ def _clip(value: Any, limit: int) -> str | None:
 
 
 def sighting_row(sensor: str, r: dict[str, Any]) -> dict[str, Any]:
-    """Map a ``HelloSighting.as_dict()`` record to a row of the sightings table."""
+    """Map a ``HelloRecord.as_dict()`` record to a row of the sightings table."""
     alpn = r.get("alpn")
     return {
         "sensor": _clip(sensor, 200),
@@ -348,11 +350,12 @@ class SightingWriter:
     def replayed(self) -> int:
         return self.stats.replayed
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: HelloRecord) -> None:
         if self._closed:
             raise RuntimeError("SightingWriter is closed")
         self._raise_error()
-        self._pending.append((self.sensor, record))
+        # Serialised here, at the edge: the spool and the batch writer take the JSON shape.
+        self._pending.append((self.sensor, record.as_dict()))
         if len(self._pending) >= self.batch_size:
             self._submit(final=False)
 

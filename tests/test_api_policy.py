@@ -81,6 +81,21 @@ def test_allow_routes(client, url):
     assert allow(client, allow_24(), url) == {"status": 0}
 
 
+def test_one_router_for_the_endpoint(client):
+    """Dovecot's paths are dispatched by api.app alone (FastAPI's router has none of them);
+    what is not the endpoint is left to FastAPI."""
+    paths = {getattr(r, "path", None) for r in client.app.routes}
+    assert not paths & {"/policy", "/command/{command}"}
+    assert "/" in paths  # the console's GET only
+    for url in ("/policy", "/command/allow"):
+        r = client.get(url, headers=AUTH)
+        assert (r.status_code, r.headers["allow"]) == (405, "POST")
+        assert r.json()["error"] == "method_not_allowed"
+    assert client.get("/", headers=AUTH).status_code == 303  # the console
+    for url in ("/command/allow/x", "/command/", "/policyx?command=allow", "/api/policy"):
+        assert client.post(url, content=allow_24(), headers=AUTH).status_code == 404, url
+
+
 @pytest.mark.parametrize("url", ["/policy?command=report", "/?command=report", "/command/report"])
 @pytest.mark.parametrize("body", [REPORT_23, REPORT_24_FAIL])
 def test_report_answers_ok(client, url, body):
@@ -139,6 +154,7 @@ def test_basic_auth_password_and_custom_header(make_client):
     r = client.post("/?command=allow", content="{}", headers={"Authorization": f"Basic {bad}"})
     assert r.status_code == 401
 
+
 def test_credential_rules_on_raw_headers():
     """The endpoint checks the raw ASGI headers: the first of a repeated header counts, an
     empty Authorization is no credential, and a non-ASCII key matches its UTF-8 bytes."""
@@ -153,7 +169,6 @@ def test_credential_rules_on_raw_headers():
     basic = base64.b64encode("dovecot:clé".encode())
     assert creds.check([(b"authorization", b"Basic " + basic)]) is None
     assert DovecotCredentials("X-API-Key", []).check([]) is None  # no keys: open endpoint
-
 
 
 def test_admin_api_needs_token(client):
@@ -279,7 +294,7 @@ def test_database_outage_uses_cache_and_readyz_degraded(make_client, monkeypatch
     r = client.get("/readyz")
     assert r.status_code == 200 and r.json()["status"] == "degraded"
     assert client.get("/readyz?strict=true").status_code == 503
-    assert 'ja3svc_policy_degraded_total{reason="error"} 1' in client.get("/metrics").text
+    assert 'ja3svc_policy_degraded_total{reason="error"} 1.0' in client.get("/metrics").text
 
 
 def test_database_outage_fail_closed(make_client, monkeypatch):
@@ -306,9 +321,9 @@ def test_livez_readyz_metrics_docs(client):
     for cmd in ("x1", "x2", "x3"):
         client.post(f"/policy?command={cmd}", content="{}", headers=AUTH)
     text = client.get("/metrics").text
-    assert 'ja3svc_policy_requests_total{command="allow",code="200"} 1' in text
+    assert 'ja3svc_policy_requests_total{code="200",command="allow"} 1.0' in text
     # Unknown commands fold into one series: bounded cardinality.
-    assert 'ja3svc_policy_requests_total{command="other",code="400"} 3' in text
+    assert 'ja3svc_policy_requests_total{code="400",command="other"} 3.0' in text
     assert "ja3svc_policy_request_seconds_bucket" in text
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
@@ -430,15 +445,18 @@ def test_metric_labels_stay_bounded_past_the_memo():
     """Label values outside the allowed set are folded into "other" however many distinct ones
     arrive, also after the memo of folded keys is full."""
     from ja3svc.api.metrics import Counter
+    from prometheus_client import CollectorRegistry, generate_latest
 
-    counter = Counter("t_total", "test", {"command": ("allow", "report")})
+    registry = CollectorRegistry()
+    counter = Counter("t_total", "test", {"command": ("allow", "report")}, registry)
     for i in range(10_000):
         counter.inc(f"junk{i}")
     counter.inc("allow")
-    text = "\n".join(counter.render())
-    assert 't_total{command="other"} 10000' in text
-    assert 't_total{command="allow"} 1' in text
-    assert text.count("t_total{") == 2
+    text = generate_latest(registry).decode()
+    assert 't_total{command="other"} 10000.0' in text
+    assert 't_total{command="allow"} 1.0' in text
+    assert 't_total{command="report"} 0.0' in text  # never incremented, still exported
+    assert text.count("t_total{") == 3
 
 
 def test_long_lived_caches_hold_nothing_the_collector_must_walk():
@@ -496,7 +514,7 @@ def test_sqlite_writes_wait_for_another_process_without_blocking_answers(client,
         f"busy{i}" for i in range(20)
     )
     metrics = client.get("/metrics").text.splitlines()
-    assert not any(line.startswith("ja3svc_policy_writes_dropped_total ") for line in metrics)
+    assert "ja3svc_policy_writes_dropped_total 0.0" in metrics
 
 
 def test_inline_writer_checkpoints_off_the_loop(client, monkeypatch):

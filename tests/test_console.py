@@ -161,7 +161,7 @@ def test_label_form_rejects_bad_values(client, session):
         data={"action": "deny", "csrf": session["csrf"]},
         headers=session["cookies"],
     )
-    assert r.status_code == 422 and "not an MD5" in r.text
+    assert r.status_code == 422 and "invalid MD5" in r.text
     r = client.post(
         f"/console/fingerprints/ja3/{H}/label",
         data={"action": "tarpit", "tarpit_seconds": "-3", "csrf": session["csrf"]},
@@ -250,3 +250,47 @@ def test_root_and_docs_work_offline(client):
     js = client.get("/docs/assets/swagger-ui-bundle.js")
     assert js.status_code == 200 and len(js.content) > 100_000
     assert client.get("/docs/assets/../app.py").status_code == 404
+
+
+def test_overview_shows_the_detected_dovecot_profile(client, session):
+    page = client.get("/console/", headers=session["cookies"]).text
+    assert "Detected OpenSSL profile" in page and "not yet" in page
+    detector = client.app.state.service.profiles
+    for _ in range(3):  # three captured connections whose Dovecot hash only 3.2 explains
+        detector.observe(H, {"openssl-3.0": OTHER, "openssl-3.2": H})
+    page = client.get("/console/", headers=session["cookies"]).text
+    assert "<code>openssl-3.2</code>" in page and "openssl-3.2 3" in page
+
+
+def test_search_goes_straight_to_a_whole_hash(client, session):
+    r = client.get(f"/console/fingerprints?q={H.upper()}", headers=session["cookies"])
+    assert r.status_code == 303 and r.headers["location"] == f"/console/fingerprints/ja3/{H}"
+
+
+def test_rare_matches_are_found_page_by_page_within_the_scan_bound(client, session, monkeypatch):
+    import ja3svc.store.policy_store as policy_store
+
+    # Ten allows, one reject in the middle; each page may read only three decisions.
+    monkeypatch.setattr(policy_store, "DECISION_SCAN", 3)
+    client.post(
+        "/api/v1/labels",
+        json={"kind": "ja3", "value": OTHER, "action": "deny"},
+        headers={"X-Admin-Token": ADMIN},
+    )
+    for i in range(10):
+        ja3 = OTHER if i == 4 else H
+        client.post("/?command=allow", content=allow_24(f"p{i}", f"p{i}", ja3=ja3), headers=AUTH)
+    api = {"X-Admin-Token": ADMIN}
+    found, before, pages = [], None, 0
+    while pages < 10:
+        url = "/api/v1/decisions?action=reject" + (f"&before={before}" if before else "")
+        r = client.get(url, headers=api)
+        pages += 1
+        found += [d["username"] for d in r.json()]
+        before = r.headers.get("x-next-before")
+        if before is None:
+            break
+        assert r.headers.get("x-scanned-to") == before  # a short page says where it stopped
+    assert found == ["p4"] and pages == 4  # ids 10..1 in windows of three
+    page = client.get("/console/decisions?verdict=reject", headers=session["cookies"]).text
+    assert "Searched down to decision #8" in page and "before=8" in page

@@ -1,26 +1,30 @@
-"""Connection correlation without any network: the in-memory table, the database lookup and the
-object the policy service plugs in. The database tests run on SQLite and on the real PostgreSQL
+"""Connection correlation without any network: the table shared with a capture thread, the
+database lookup and the object the policy service plugs in (the table itself:
+tests/unit/test_connections.py). The database tests run on SQLite and on the real PostgreSQL
 (``database`` fixture in conftest.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
 import pytest
 from ja3svc.capture.live_source import _compile_filter, default_filter
+from ja3svc.capture.shared_connections import SharedConnections
 from ja3svc.store.correlation import ConnectionFingerprints, find_client_hello
 from ja3svc.store.sighting_writer import SightingWriter
 
-from ja3svc.connections import RecentConnections, normalize_ip
+from ja3svc.connections import RecentConnections
 from ja3svc.policy import ConnectionPeer, FingerprintRef
+from ja3svc.record import HelloRecord
 
 T0 = 1_700_000_000.0
 
 
-def _hello(src: str, sport: int, ts: float, index: int = 1, ja3_hash: str = "a" * 32) -> dict:
-    return {
+def _hello(src: str, sport: int, ts: float, index: int = 1, ja3_hash: str = "a" * 32):
+    return HelloRecord.from_dict({
         "ts": ts,
         "src": src,
         "sport": sport,
@@ -29,96 +33,30 @@ def _hello(src: str, sport: int, ts: float, index: int = 1, ja3_hash: str = "a" 
         "hello": "client",
         "index": index,
         "ja3_hash": ja3_hash,
-    }
+    })
 
 
-# --- RecentConnections ------------------------------------------------------------------------
+# --- the table shared with a capture thread, and waited on by the async lookup ------------------
 
 
-def test_highest_index_wins_after_hello_retry_request():
-    table = RecentConnections(window_seconds=60)
-    table.put(_hello("198.51.100.7", 50000, T0, 1, "1" * 32))
-    table.put(_hello("198.51.100.7", 50000, T0 + 0.01, 2, "2" * 32))
-    assert table.get("198.51.100.7", 50000, now=T0 + 1)["ja3_hash"] == "2" * 32
-    assert table.get("198.51.100.7", 50001, now=T0 + 1) is None
-
-
-def test_port_reuse_starts_a_new_connection():
-    table = RecentConnections(window_seconds=600)
-    table.put(_hello("198.51.100.7", 50000, T0, 1, "1" * 32))
-    table.put(_hello("198.51.100.7", 50000, T0, 2, "2" * 32))
-    # A later connection from the same port: its first hello replaces the old connection's.
-    table.put(_hello("198.51.100.7", 50000, T0 + 100, 1, "3" * 32))
-    assert table.get("198.51.100.7", 50000, now=T0 + 101)["ja3_hash"] == "3" * 32
-
-
-def test_server_hellos_are_ignored():
-    table = RecentConnections()
-    table.put({**_hello("198.51.100.7", 50000, T0), "hello": "server"})
-    assert len(table) == 0
-
-
-def test_capacity_evicts_oldest_and_counts():
-    table = RecentConnections(max_entries=100, window_seconds=10**9)
-    for i in range(1000):
-        table.put(_hello("198.51.100.7", 1024 + i, T0 + i))
-    snap = table.snapshot()
-    assert snap["entries"] == 100
-    assert snap["evicted_full"] == 900
-    assert table.get("198.51.100.7", 1024, now=T0 + 1000) is None  # evicted
-    assert table.get("198.51.100.7", 1024 + 999, now=T0 + 1000) is not None
-
-
-def test_window_expires_and_counts():
-    table = RecentConnections(window_seconds=30)
-    for i in range(10):
-        table.put(_hello("198.51.100.7", 1024 + i, T0 + i))
-    assert table.get("198.51.100.7", 1024, now=T0 + 29) is not None
-    assert table.get("198.51.100.7", 1024, now=T0 + 31) is None  # outside the window
-    assert table.expire(now=T0 + 35) == 5  # ts T0..T0+4 are older than T0+35-30
-    assert table.snapshot()["expired"] == 5
-    assert len(table) == 5
-    # Putting newer hellos also sweeps: memory stays bounded without anyone calling expire().
-    table.put(_hello("198.51.100.7", 9999, T0 + 1000))
-    assert len(table) == 1
-
-
-@pytest.mark.parametrize(
-    ("spelling", "normal"),
-    [
-        ("::ffff:198.51.100.7", "198.51.100.7"),
-        ("[2001:DB8::0001]", "2001:db8::1"),
-        (" 198.51.100.7 ", "198.51.100.7"),
-        ("fe80::1%eth0", "fe80::1"),
-        ("not-an-ip", "not-an-ip"),
-    ],
-)
-def test_address_spellings(spelling, normal):
-    assert normalize_ip(spelling) == normal
-
-
-def test_dovecot_ipv4_mapped_peer_finds_the_ipv4_capture():
-    table = RecentConnections()
-    table.put(_hello("198.51.100.7", 50000, T0))
-    assert table.get("::ffff:198.51.100.7", 50000, now=T0) is not None
-
-
-def test_wait_for_returns_as_soon_as_the_hello_arrives():
-    table = RecentConnections()
+def test_lookup_returns_as_soon_as_the_hello_arrives():
+    table = SharedConnections(RecentConnections())
     timer = threading.Timer(0.2, table.put, args=(_hello("198.51.100.7", 50000, T0),))
     timer.start()
     try:
         started = time.monotonic()
-        found = table.wait_for("198.51.100.7", 50000, timeout=5.0, now=T0)
+        waiting = ConnectionFingerprints(table, None, wait_seconds=5.0)
+        found = asyncio.run(waiting.lookup("198.51.100.7", 50000, now=T0))
         assert found is not None
-        assert time.monotonic() - started < 4.0  # woken by the put, not by the timeout
-        assert table.wait_for("198.51.100.7", 1, timeout=0.05, now=T0) is None
+        assert time.monotonic() - started < 4.0  # found by a poll, not at the timeout
+        brief = ConnectionFingerprints(table, None, wait_seconds=0.05)
+        assert asyncio.run(brief.lookup("198.51.100.7", 1, now=T0)) is None
     finally:
         timer.cancel()
 
 
 def test_concurrent_puts_and_lookups():
-    table = RecentConnections(max_entries=500, window_seconds=10**9)
+    table = SharedConnections(RecentConnections(max_entries=500, window_seconds=10**9))
     errors: list[BaseException] = []
 
     def writer(base: int) -> None:
@@ -174,7 +112,11 @@ def test_compiled_filter_keeps_snaplen_bytes():
 def _store(db, records, tmp_path) -> None:
     with SightingWriter(db, sensor="test", spool_dir=tmp_path / "spool") as writer:
         for r in records:
-            writer.add(r)
+            writer.add(HelloRecord.from_dict(r))
+
+
+def _find(database, ip, port, since_ts, wait_seconds):
+    return asyncio.run(find_client_hello(database, ip, port, since_ts, wait_seconds))
 
 
 def test_find_client_hello_returns_last_hello_of_the_peer(database, make_record, tmp_path):
@@ -184,20 +126,20 @@ def test_find_client_hello_returns_last_hello_of_the_peer(database, make_record,
     other = make_record(2, client=3)  # another connection
     _store(database, [first, second, other], tmp_path)
 
-    found = find_client_hello(database, src, sport, first["ts"] - 10, 0)
+    found = _find(database, src, sport, first["ts"] - 10, 0)
     assert found is not None
-    assert found["index"] == 2
-    assert found["ja3_hash"] == second["ja3_hash"]
+    assert found.index == 2
+    assert found.fingerprints.ja3_hash == second["ja3_hash"]
     # Full strings come back from the fingerprints table.
-    assert found["ja3"] == second["ja3"]
-    assert found["ja3_dovecot"] == second["ja3_dovecot"]
-    assert found["ja4_r"] == second["ja4_r"]
-    assert found["alpn"] == ["imap"]
+    assert found.fingerprints.ja3 == second["ja3"]
+    assert found.fingerprints.ja3_dovecot == second["ja3_dovecot"]
+    assert found.fingerprints.ja4_r == second["ja4_r"]
+    assert list(found.alpn) == ["imap"]
     # Too old for the window, or another port: nothing.
-    assert find_client_hello(database, src, sport, second["ts"] + 1, 0) is None
-    assert find_client_hello(database, src, sport + 1, 0, 0) is None
+    assert _find(database, src, sport, second["ts"] + 1, 0) is None
+    assert _find(database, src, sport + 1, 0, 0) is None
     # Dovecot on a dual-stack socket reports IPv4 peers IPv4-mapped.
-    assert find_client_hello(database, f"::ffff:{src}", sport, 0, 0) is not None
+    assert _find(database, f"::ffff:{src}", sport, 0, 0) is not None
 
 
 def test_find_client_hello_waits_for_a_late_batch(database, make_record, tmp_path):
@@ -206,17 +148,17 @@ def test_find_client_hello_waits_for_a_late_batch(database, make_record, tmp_pat
     timer.start()
     try:
         started = time.monotonic()
-        found = find_client_hello(database, record["src"], record["sport"], 0, wait_seconds=5)
+        found = _find(database, record["src"], record["sport"], 0, wait_seconds=5)
         waited = time.monotonic() - started
     finally:
         timer.join(10)
-    assert found is not None and found["ja3_hash"] == record["ja3_hash"]
+    assert found is not None and found.fingerprints.ja3_hash == record["ja3_hash"]
     assert waited < 4.5  # found by a poll, not at the deadline
 
 
 def test_find_client_hello_gives_up_after_the_wait(database):
     started = time.monotonic()
-    assert find_client_hello(database, "198.51.100.9", 4242, 0, wait_seconds=0.3) is None
+    assert _find(database, "198.51.100.9", 4242, 0, wait_seconds=0.3) is None
     waited = time.monotonic() - started
     assert 0.25 <= waited < 3.0  # bounded: the policy must answer Dovecot within 2 s
 
@@ -226,14 +168,17 @@ def test_connection_fingerprints_memory_then_database(database, make_record, tmp
     _store(database, [in_db], tmp_path)
     recent = RecentConnections(window_seconds=300)
     in_memory = {**make_record(8, client=8)}
-    recent.put(in_memory)
+    recent.put(HelloRecord.from_dict(in_memory))
     now = in_memory["ts"] + 1
     lookup = ConnectionFingerprints(recent, database, window_seconds=300, wait_seconds=0.05)
 
-    assert lookup.lookup(in_memory["src"], in_memory["sport"], now)["ja3"] == in_memory["ja3"]
-    from_db = lookup.lookup(in_db["src"], in_db["sport"], now)
-    assert from_db is not None and from_db["ja3_hash"] == in_db["ja3_hash"]
-    assert lookup.lookup("198.51.100.250", 9, now) is None
+    def look(ip, port):
+        return asyncio.run(lookup.lookup(ip, port, now))
+
+    assert look(in_memory["src"], in_memory["sport"]).fingerprints.ja3 == in_memory["ja3"]
+    from_db = look(in_db["src"], in_db["sport"])
+    assert from_db is not None and from_db.fingerprints.ja3_hash == in_db["ja3_hash"]
+    assert look("198.51.100.250", 9) is None
     assert lookup.stats == {
         "memory_hits": 1,
         "database_hits": 1,
@@ -245,17 +190,21 @@ def test_connection_fingerprints_memory_then_database(database, make_record, tmp
 def test_fingerprints_for_speaks_the_policy_protocol(make_record):
     record = make_record(3, client=3)
     recent = RecentConnections(window_seconds=10**10)
-    recent.put(record)
+    recent.put(HelloRecord.from_dict(record))
     lookup = ConnectionFingerprints(recent, None, window_seconds=10**10, wait_seconds=0)
-    refs = lookup.fingerprints_for(ConnectionPeer(record["src"], record["sport"]))
+
+    def fingerprints_for(peer):
+        return asyncio.run(lookup.fingerprints_for_async(peer))
+
+    refs = fingerprints_for(ConnectionPeer(record["src"], record["sport"]))
     assert refs == (
         FingerprintRef("ja3", record["ja3_hash"]),
         FingerprintRef("ja3_dovecot", record["ja3_dovecot_hash"]),
         FingerprintRef("ja3n", record["ja3n_hash"]),
         FingerprintRef("ja4", record["ja4"]),
     )
-    assert lookup.fingerprints_for(ConnectionPeer(record["src"], None)) == ()
-    assert lookup.fingerprints_for(ConnectionPeer("198.51.100.250", 1)) == ()
+    assert fingerprints_for(ConnectionPeer(record["src"], None)) == ()
+    assert fingerprints_for(ConnectionPeer("198.51.100.250", 1)) == ()
 
 
 def test_unreachable_database_is_a_miss_not_an_error():
@@ -264,7 +213,7 @@ def test_unreachable_database_is_a_miss_not_an_error():
     db = Database.from_url("postgresql+psycopg://postgres@127.0.0.1:1/none", upgrade=False)
     try:
         lookup = ConnectionFingerprints(None, db, wait_seconds=0)
-        assert lookup.lookup("198.51.100.7", 50000) is None
+        assert asyncio.run(lookup.lookup("198.51.100.7", 50000)) is None
         assert lookup.stats["database_errors"] == 1
     finally:
         db.dispose()

@@ -197,8 +197,8 @@ class Stack:
         assert status == 200, text
         values = {}
         for line in str(text).splitlines():
-            if line and not line.startswith("#") and "{" not in line:
-                name, _, value = line.partition(" ")
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
                 values[name] = float(value)
         return values
 
@@ -415,15 +415,18 @@ def test_other_client_stack_logs_in(stack: Stack, gnutls_denied: set[str], mode:
     assert mine and mine[0]["status"] == 0 and mine[0]["rule"] != "no_fingerprint", rows
 
 
+LOOKUPS = "ja3svc_correlation_lookups_total"
+
+
 def test_verdicts_came_from_the_expected_correlation_path(stack: Stack, gnutls_denied: set[str]):
     metrics = stack.metrics()
     if stack.deployment == "in_process":
-        assert metrics.get("ja3svc_correlation_memory_hits", 0) >= 4, metrics
-        assert metrics.get("ja3svc_capture_hellos", 0) >= 8, metrics
-        assert metrics.get("ja3svc_capture_kernel_drops", -1) == 0, metrics
+        assert metrics.get(f"{LOOKUPS}{{result=\"memory_hits\"}}", 0) >= 4, metrics
+        assert metrics.get("ja3svc_capture_hellos_total", 0) >= 8, metrics
+        assert metrics.get("ja3svc_capture_kernel_drops_total", -1) == 0, metrics
     else:
-        assert metrics.get("ja3svc_correlation_database_hits", 0) >= 4, metrics
-    assert metrics.get("ja3svc_correlation_database_errors", -1) == 0, metrics
+        assert metrics.get(f"{LOOKUPS}{{result=\"database_hits\"}}", 0) >= 4, metrics
+    assert metrics.get(f"{LOOKUPS}{{result=\"database_errors\"}}", -1) == 0, metrics
 
 
 def test_the_fingerprint_store_matches_the_oracle(

@@ -15,6 +15,7 @@ Needs root and `ip netns`; skipped otherwise, with the reason.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 import os
@@ -39,6 +40,7 @@ from ja3svc.store.correlation import ConnectionFingerprints, find_client_hello
 from ja3svc.store.sighting_writer import WriterStats
 
 from ja3svc.connections import RecentConnections
+from ja3svc.record import HelloRecord
 from testbed.netns import (
     VethPair,
     netns_available,
@@ -139,9 +141,9 @@ class ListWriter:
         self.stats = WriterStats()
         self.lock = threading.Lock()
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: HelloRecord) -> None:
         with self.lock:
-            self.records.append(record)
+            self.records.append(record.as_dict())  # serialised as the real writer does
 
     def flush(self) -> None:
         self.flushes += 1
@@ -297,15 +299,16 @@ def test_correlation_by_peer_returns_the_last_hello(session: Session):
     client_ip = session.net.client.ipv4
     for server_port, client_port in session.python_ports.items():
         expected = [r["ja3_full"] for r in session.oracle if r["sport"] == client_port]
-        found = lookup.lookup(client_ip, client_port, time.time())
-        assert found is not None, f"no hello for {client_ip}:{client_port}"
+        record = asyncio.run(lookup.lookup(client_ip, client_port, time.time()))
+        assert record is not None, f"no hello for {client_ip}:{client_port}"
+        found = record.as_dict()
         # After a HelloRetryRequest Dovecot keeps the LAST hello: so must we.
         assert found["index"] == len(expected)
         assert found["ja3"] == expected[-1]
         assert found["dport"] == server_port
         for key in ("ja3_hash", "ja3n", "ja4", "ja3_dovecot_hash"):
             assert found[key]
-    assert lookup.lookup(client_ip, 1, time.time()) is None
+    assert asyncio.run(lookup.lookup(client_ip, 1, time.time())) is None
 
 
 def test_metrics_and_kernel_counters(session: Session):
@@ -470,8 +473,9 @@ def test_capture_command_as_nobody_stores_into_postgresql(
         since = time.time() - 1
         port = python_client(lab, HTTPS)
         # The worker flushes every second: the policy's bounded wait finds it.
-        found = find_client_hello(db, lab.client.ipv4, port, since, wait_seconds=5)
-        assert found is not None, (port, lines)
+        record = asyncio.run(find_client_hello(db, lab.client.ipv4, port, since, wait_seconds=5))
+        assert record is not None, (port, lines)
+        found = record.as_dict()
         assert (found["sport"], found["dport"], found["sensor"]) == (port, HTTPS, "netns-test")
         assert found["ja3"] and found["ja3_hash"]
     finally:

@@ -36,7 +36,7 @@ from ja3svc.capture.pcap_run import RunTotals, fingerprint_stream, fingerprint_s
 
 from ja3svc import _native
 from ja3svc.dovecot import OPENSSL_PROFILES
-from ja3svc.sighting import HelloSighting
+from ja3svc.record import HelloRecord
 from tests.support import pcap_builder as pb
 from tests.support.paths import FOXIO, PCAPS
 
@@ -89,28 +89,33 @@ class _Pieces(io.RawIOBase):
 def run_python(data: bytes, profile: str = "openssl-3.0") -> Outcome:
     out = Outcome()
 
-    def sink(s: HelloSighting, frame: int) -> None:
-        d = {"file": "cap", "frame": frame, **s.as_dict(profile)}
+    def sink(s: HelloRecord, frame: int) -> None:
+        d = {"file": "cap", "frame": frame, **s.as_dict()}
         out.records.append(d)
         out.lines.append(_ENCODE(d) + "\n")
 
     try:
-        fingerprint_stream(io.BytesIO(data), "cap", sink, out.totals)
+        fingerprint_stream(io.BytesIO(data), "cap", sink, out.totals, dovecot_profile=profile)
     except NotACaptureError as exc:
         out.not_a_capture = str(exc)
     return out
 
 
 def run_native(data: bytes, profile: str = "openssl-3.0", seed: int | None = None) -> Outcome:
-    """Twice: JSON lines (fed whole), then dicts (fed in random pieces when ``seed`` is set)."""
+    """Twice: JSON lines (Rust reading the file), then dicts (fed by Python, in random pieces
+    when ``seed`` is set)."""
     out = Outcome()
     text: list[str] = []
-    try:
-        fingerprint_stream_native(
-            io.BytesIO(data), "cap", out.totals, profile, write_json=text.append
-        )
-    except NotACaptureError as exc:
-        out.not_a_capture = str(exc)
+    with tempfile.NamedTemporaryFile() as tmp:
+        tmp.write(data)
+        tmp.flush()
+        with open(tmp.name, "rb") as fh:  # Rust reads the file itself
+            try:
+                fingerprint_stream_native(
+                    fh, "cap", out.totals, profile, write_json=text.append, path=tmp.name
+                )
+            except NotACaptureError as exc:
+                out.not_a_capture = str(exc)
     out.lines = "".join(text).splitlines(keepends=True)
     again = RunTotals()
     stream = io.BytesIO(data) if seed is None else _Pieces(data, seed)

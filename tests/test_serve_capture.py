@@ -22,6 +22,7 @@ from ja3svc.store.sighting_writer import SightingWriter
 
 from ja3svc.connections import RecentConnections
 from ja3svc.policy import ConnectionPeer
+from ja3svc.record import HelloRecord
 from tests.support.api import AppClient, make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _store(db: Any, records: list[dict[str, Any]], tmp_path: Path) -> None:
     with SightingWriter(db, sensor="test", spool_dir=tmp_path / "spool") as writer:
         for r in records:
-            writer.add(r)
+            writer.add(HelloRecord.from_dict(r))
 
 
 class Ticker:
@@ -61,14 +62,14 @@ async def _with_ticker(coro: Any) -> tuple[Any, int, float]:
 # --- fingerprints_for_async ---------------------------------------------------------------------
 
 
-def test_async_memory_lookup_gives_the_same_refs_as_the_blocking_one(make_record):
+def test_async_memory_lookup_gives_the_same_refs_every_time(make_record):
     record = make_record(3, client=3)
     recent = RecentConnections(window_seconds=10**10)
-    recent.put(record)
+    recent.put(HelloRecord.from_dict(record))
     lookup = ConnectionFingerprints(recent, None, window_seconds=10**10, wait_seconds=0)
     peer = ConnectionPeer(record["src"], record["sport"])
-    blocking = lookup.fingerprints_for(peer)
-    assert blocking and asyncio.run(lookup.fingerprints_for_async(peer)) == blocking
+    first = asyncio.run(lookup.fingerprints_for_async(peer))
+    assert first and asyncio.run(lookup.fingerprints_for_async(peer)) == first
     assert asyncio.run(lookup.fingerprints_for_async(ConnectionPeer(record["src"], None))) == ()
     assert lookup.stats["memory_hits"] == 2
 
@@ -77,8 +78,8 @@ def test_async_lookup_keeps_the_last_hello_after_hello_retry_request(make_record
     first = make_record(4, client=1)
     second = {**make_record(4, client=2), "ts": first["ts"] + 0.01, "index": 2}
     recent = RecentConnections(window_seconds=10**10)
-    recent.put(first)
-    recent.put(second)
+    recent.put(HelloRecord.from_dict(first))
+    recent.put(HelloRecord.from_dict(second))
     lookup = ConnectionFingerprints(recent, None, window_seconds=10**10, wait_seconds=0)
     refs = asyncio.run(lookup.fingerprints_for_async(ConnectionPeer(first["src"], first["sport"])))
     assert refs[0].value == second["ja3_hash"] != first["ja3_hash"]
@@ -88,22 +89,22 @@ def test_async_memory_wait_sees_a_late_hello_without_blocking_the_loop(make_reco
     record = make_record(5, client=5)
     recent = RecentConnections(window_seconds=10**10)
     lookup = ConnectionFingerprints(recent, None, window_seconds=10**10, wait_seconds=2.0)
-    timer = threading.Timer(0.2, recent.put, args=(record,))
+    timer = threading.Timer(0.2, recent.put, args=(HelloRecord.from_dict(record),))
     timer.start()
     try:
         found, ticks, took = asyncio.run(
-            _with_ticker(lookup.lookup_async(record["src"], record["sport"], record["ts"] + 1))
+            _with_ticker(lookup.lookup(record["src"], record["sport"], record["ts"] + 1))
         )
     finally:
         timer.join(5)
-    assert found is not None and found["ja3_hash"] == record["ja3_hash"]
+    assert found is not None and found.fingerprints.ja3_hash == record["ja3_hash"]
     assert 0.15 <= took < 1.5  # found by a poll, not at the deadline
     assert ticks >= 10  # the loop kept running while the request waited
 
 
 def test_async_miss_is_bounded_and_counted():
     lookup = ConnectionFingerprints(RecentConnections(), None, wait_seconds=0.2)
-    found, ticks, took = asyncio.run(_with_ticker(lookup.lookup_async("198.51.100.9", 4242)))
+    found, ticks, took = asyncio.run(_with_ticker(lookup.lookup("198.51.100.9", 4242)))
     assert found is None and 0.15 <= took < 1.5 and ticks >= 10
     assert lookup.stats["misses"] == 1
 
@@ -119,7 +120,8 @@ def test_async_database_lookup_waits_for_a_late_batch(database, make_record, tmp
     finally:
         timer.join(10)
         lookup.close()
-    assert refs == lookup.fingerprints_for(ConnectionPeer(record["src"], record["sport"]))
+    again = lookup.fingerprints_for_async(ConnectionPeer(record["src"], record["sport"]))
+    assert refs == asyncio.run(again)
     assert refs[0].value == record["ja3_hash"]
     assert took < 2.5 and ticks >= 10
     assert lookup.stats["database_hits"] == 2
@@ -131,7 +133,7 @@ def test_async_unreachable_database_is_a_miss():
     db = Database.from_url("postgresql+psycopg://postgres@127.0.0.1:1/none", upgrade=False)
     lookup = ConnectionFingerprints(None, db, wait_seconds=0)
     try:
-        assert asyncio.run(lookup.lookup_async("198.51.100.7", 50000)) is None
+        assert asyncio.run(lookup.lookup("198.51.100.7", 50000)) is None
         assert lookup.stats["database_errors"] == 1
     finally:
         lookup.close()
@@ -169,17 +171,20 @@ def test_background_runs_for_the_app_lifetime_and_metrics_are_exported(tmp_path)
         assert worker.events == ["start"]
         text = client.get("/metrics").text
     assert worker.events == ["start", "stop"]
-    assert "ja3svc_capture_packets 12" in text
+    # Running counts are counters (`_total`), the rest gauges.
+    assert "# TYPE ja3svc_capture_packets_total counter" in text
+    assert "ja3svc_capture_packets_total 12.0" in text
+    assert "# TYPE ja3svc_capture_uptime_seconds gauge" in text
     assert "ja3svc_capture_uptime_seconds 1.5" in text
     assert "Bad-Name" not in text  # not a metric name: skipped, never rendered
-    assert "ja3svc_correlation_misses 0" in text
+    assert 'ja3svc_correlation_lookups_total{result="misses"} 0.0' in text
 
 
 def test_callback_gauges_are_bounded_and_survive_a_failing_callback():
     values = {f"n{i}": i for i in range(10)}
     gauges = CallbackGauges("x", "help", lambda: values, max_names=3)
     rendered = [line for line in gauges.render() if not line.startswith("#")]
-    assert rendered == ["x_n0 0", "x_n1 1", "x_n2 2"]
+    assert rendered == ["x_n0_total 0.0", "x_n1_total 1.0", "x_n2_total 2.0"]
     values["a_new_one"] = 5  # past the cap: never exported
     assert not any("a_new_one" in line for line in gauges.render())
 

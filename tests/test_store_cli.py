@@ -6,6 +6,7 @@ import json
 
 from ja3svc.store.sighting_writer import SightingWriter
 
+from ja3svc.record import HelloRecord
 from tests.support.cli import run_cli
 from tests.support.database import synthetic_record, url_of
 
@@ -14,7 +15,7 @@ def _store(database, n: int = 30) -> list[dict]:
     records = [synthetic_record(i, client=i % 3) for i in range(n)]
     with SightingWriter(database, sensor="file:t.pcap") as w:
         for r in records:
-            w.add(r)
+            w.add(HelloRecord.from_dict(r))
     return records
 
 
@@ -87,7 +88,7 @@ def test_db_prune_and_replay_spool(database, tmp_path, monkeypatch):
     spool = tmp_path / "data" / "spool"
     down = Database.from_url("postgresql+psycopg://postgres@127.0.0.1:1/none")
     w = SightingWriter(down, sensor="mx1", spool_dir=spool)
-    w.add(synthetic_record(5000))
+    w.add(HelloRecord.from_dict(synthetic_record(5000)))
     assert w.close().spooled == 1
     down.dispose()
     monkeypatch.setenv("JA3SVC_DATA_DIR", str(tmp_path / "data"))

@@ -15,6 +15,7 @@ from ja3svc.store.sighting_writer import SightingWriter
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from ja3svc.record import HelloRecord
 from tests.support.database import postgres_stopped, synthetic_record
 
 # Nothing listens on port 1: a real connection failure, no mock.
@@ -37,7 +38,7 @@ def test_sightings_and_aggregates(database, make_record):
     records = [make_record(n, client=n % 3) for n in range(30)]
     with SightingWriter(database, sensor="file:a.pcap", batch_size=7) as w:
         for r in records:
-            w.add(r)
+            w.add(HelloRecord.from_dict(r))
     assert (w.stored, w.duplicates, w.spooled) == (30, 0, 0)
     assert _count(database, Sighting) == 30
 
@@ -69,12 +70,12 @@ def test_storing_the_same_capture_twice_changes_nothing(database, make_record):
     records = [make_record(n, client=n % 4) for n in range(50)]
     with SightingWriter(database, sensor="file:x.pcap", batch_size=16) as w:
         for r in records:
-            w.add(r)
+            w.add(HelloRecord.from_dict(r))
     before = _fingerprint(database, "ja3", records[0]["ja3_hash"])
     # Different batch boundaries, and a duplicate inside one batch.
     with SightingWriter(database, sensor="file:x.pcap", batch_size=100) as w2:
         for r in [*records, records[3]]:
-            w2.add(r)
+            w2.add(HelloRecord.from_dict(r))
     assert (w2.stored, w2.duplicates) == (0, 51)
     assert _count(database, Sighting) == 50
     after = _fingerprint(database, "ja3", records[0]["ja3_hash"])
@@ -86,7 +87,7 @@ def test_storing_the_same_capture_twice_changes_nothing(database, make_record):
     # The same hellos from another sensor are other sightings and do count.
     with SightingWriter(database, sensor="mx2:eth0") as w3:
         for r in records:
-            w3.add(r)
+            w3.add(HelloRecord.from_dict(r))
     assert w3.stored == 50
     assert _fingerprint(database, "ja3", records[0]["ja3_hash"]).times_seen == 2 * before.times_seen
 
@@ -125,8 +126,8 @@ def test_server_hello_and_odd_wire_values(database):
         "ja3_hash": "1bd5d6d0e2e3c4f5a6b7c8d9e0f1a2b3",
     }
     with SightingWriter(database, sensor="s") as w:
-        w.add(server)
-        w.add(odd_client)
+        w.add(HelloRecord.from_dict(server))
+        w.add(HelloRecord.from_dict(odd_client))
     assert w.stored == 2
     assert _fingerprint(database, "ja3s", server["ja3s_hash"]).full_string == server["ja3s"]
     with database.session() as s:
@@ -140,7 +141,7 @@ def test_unreachable_database_spools_then_replays_in_order(database, make_record
     records = [make_record(n) for n in range(25)]
     w = SightingWriter(down, sensor="mx1:eth0", batch_size=10, spool_dir=spool, retry_interval=60)
     for r in records:
-        w.add(r)
+        w.add(HelloRecord.from_dict(r))
     stats = w.close()
     assert (stats.stored, stats.spooled) == (0, 25)
     (spool_file,) = spool.glob("*.jsonl")
@@ -161,7 +162,7 @@ def test_unreachable_database_spools_then_replays_in_order(database, make_record
 def test_without_a_spool_directory_errors_propagate(make_record):
     down = Database.from_url(UNREACHABLE_PG)
     w = SightingWriter(down, sensor="s", batch_size=1)
-    w.add(make_record(1))
+    w.add(HelloRecord.from_dict(make_record(1)))
     # Written in the background: the error surfaces at the next call.
     with pytest.raises(OperationalError):
         w.flush()
@@ -180,22 +181,22 @@ def test_outage_of_the_real_postgresql_loses_nothing(pg_migrated_url, make_recor
     # retry_interval=0: try the database on every flush, so replay starts as soon as it is back.
     w = SightingWriter(db, sensor="outage", batch_size=50, spool_dir=spool, retry_interval=0)
     for r in records[:100]:
-        w.add(r)
+        w.add(HelloRecord.from_dict(r))
     w.flush()
     assert w.stored == 100
     with postgres_stopped():
         for r in records[100:200]:
-            w.add(r)
+            w.add(HelloRecord.from_dict(r))
         w.flush()
         assert w.spooled == 100 and w.stored == 100
         assert len(list(spool.glob("*.jsonl"))) == 1
         # A writer that ends during the outage leaves its spool for the next one.
         w_other = SightingWriter(db, sensor="outage-2", batch_size=20, spool_dir=spool)
         for r in records[:30]:
-            w_other.add(r)
+            w_other.add(HelloRecord.from_dict(r))
         assert w_other.close().spooled == 30
     for r in records[200:]:
-        w.add(r)
+        w.add(HelloRecord.from_dict(r))
     stats = w.close()
     assert stats.replayed == 100 and stats.stored == 300
     late = SightingWriter(db, sensor="outage-3", spool_dir=spool)
@@ -212,7 +213,7 @@ def _write_in_process(url: str, sensor: str, n: int, start, counts, slot: int) -
     start.wait(30)
     with SightingWriter(db, sensor=sensor, batch_size=100) as w:
         for i in range(n):
-            w.add(synthetic_record(i, client=i % 5))
+            w.add(HelloRecord.from_dict(synthetic_record(i, client=i % 5)))
     counts[slot] = w.stored
     db.dispose()
 
@@ -265,9 +266,10 @@ def test_two_writer_processes_lose_no_count(pg_migrated_url, same_sensor):
 def test_retention_prunes_events_but_keeps_aggregates(database, make_record):
     now = 1_700_000_000.0 + 100 * 86400
     with SightingWriter(database, sensor="s") as w:
-        w.add(make_record(0, ts0=now - 95 * 86400))  # old
-        w.add(make_record(1, ts0=now - 10 * 86400))  # recent
-        w.add(make_record(2, client=7, ts0=now - 95 * 86400))  # old, and its client not seen since
+        w.add(HelloRecord.from_dict(make_record(0, ts0=now - 95 * 86400)))  # old
+        w.add(HelloRecord.from_dict(make_record(1, ts0=now - 10 * 86400)))  # recent
+        # old, and its client not seen since
+        w.add(HelloRecord.from_dict(make_record(2, client=7, ts0=now - 95 * 86400)))
     with database.session() as s:
         s.add_all(
             [
@@ -284,15 +286,25 @@ def test_retention_prunes_events_but_keeps_aggregates(database, make_record):
     assert _fingerprint(database, "ja3", record["ja3_hash"]).times_seen == 2
 
 
+class _Serialised:
+    """Stands in for a HelloRecord whose ``as_dict()`` is given (for rows the database refuses)."""
+
+    def __init__(self, d):
+        self.d = d
+
+    def as_dict(self):
+        return self.d
+
+
 def test_a_refused_batch_is_reported_and_the_writer_goes_on(database, make_record, tmp_path):
     from sqlalchemy.exc import IntegrityError
 
     bad = {**make_record(1), "hello": "bogus"}  # violates the hello CHECK constraint
     w = SightingWriter(database, sensor="s", batch_size=1, spool_dir=tmp_path / "spool")
-    w.add(bad)
+    w.add(_Serialised(bad))  # a HelloRecord cannot be bogus: hand the writer its JSON shape
     with pytest.raises(IntegrityError):
         w.flush()
-    w.add(make_record(2))
+    w.add(HelloRecord.from_dict(make_record(2)))
     assert w.close().stored == 1
     # Not an outage: nothing spooled that would be refused again on every replay.
     assert not list((tmp_path / "spool").glob("*.jsonl"))

@@ -25,7 +25,6 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from ja3svc.api.console import security
-from ja3svc.api.console.explain import RULE_TEXT, explain
 from ja3svc.api.service import PolicyService
 from ja3svc.store import console as reads
 from ja3svc.store.labels import (
@@ -42,11 +41,17 @@ from ja3svc.label_formats import (
     EXPORT_FORMATS,
     IMPORT_FORMATS,
     RENDERERS,
-    normalize_value,
     render_suricata_dataset,
 )
+from ja3svc.policy.explain import RULE_TEXT, explain_rule
 from ja3svc.timefmt import age, iso, parse_time, short
-from ja3svc.vocabulary import FINGERPRINT_KINDS, LABEL_ACTIONS
+from ja3svc.vocabulary import (
+    FINGERPRINT_KINDS,
+    LABEL_ACTIONS,
+    InvalidLabel,
+    fingerprint_value,
+    guess_kind,
+)
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -207,15 +212,41 @@ def _int(form: Any, name: str, lo: int, hi: int, default: int | None = None) -> 
 def _kind_value(kind: str, value: str) -> tuple[str, str]:
     if kind not in FINGERPRINT_KINDS:
         raise _Refused(404, f"Unknown fingerprint kind {kind!r}.")
-    normal = normalize_value(kind, value)
-    if normal is None:
-        what = "a JA4 fingerprint" if kind == "ja4" else "an MD5 hash (32 hex digits)"
-        raise _Refused(422, f"{value!r} is not {what}.")
-    return kind, normal
+    try:
+        return kind, fingerprint_value(kind, value)
+    except InvalidLabel as exc:
+        raise _Refused(422, f"{exc}.") from None
 
 
 def _done(path: str, message: str) -> _Redirect:
     return _Redirect(f"{path}?{urlencode({'done': message})}")
+
+
+def verdict_class(action: str) -> str:
+    """CSS class of a verdict or report outcome."""
+    base = action.removeprefix("log:")
+    return {
+        "allow": "ok", "success": "ok", "tarpit": "warn", "reject": "bad", "failure": "bad",
+        "policy_reject": "bad",
+    }.get(base, "plain")  # fmt: skip
+
+
+def explain(d: dict[str, Any], connection: list[tuple[str, str]]) -> dict[str, Any]:
+    """A decision row with what the pages show: the rule's explanation, the labels that
+    produced it, and the fingerprints to link to (Dovecot's hash, else the connection's)."""
+    refs: list[tuple[str, str]] = []
+    if d.get("ja3_hash"):
+        refs.append(("ja3_dovecot", d["ja3_hash"]))
+    for ref in connection:
+        if ref not in refs:
+            refs.append(ref)
+    return {
+        **d,
+        "explanation": explain_rule(d.get("rule")),
+        "css": verdict_class(d.get("action") or ""),
+        "log_only": (d.get("action") or "").startswith("log:"),
+        "refs": refs,
+    }
 
 
 # --- sign-in --------------------------------------------------------------------------------
@@ -309,12 +340,26 @@ async def static(name: str) -> Response:
 # --- overview -------------------------------------------------------------------------------
 
 
+_HEAD_CHECKED: dict[int, tuple[float, bool]] = {}
+HEAD_CHECK_SECONDS = 30.0
+
+
+def _at_head(db: Any) -> bool:
+    """``db.is_at_head()``, asked at most every HEAD_CHECK_SECONDS (Alembic's check costs
+    ~20 ms; a schema changes only through `ja3svc db upgrade`). Errors are not cached."""
+    now = time.monotonic()
+    checked = _HEAD_CHECKED.get(id(db))
+    if checked is None or now - checked[0] > HEAD_CHECK_SECONDS:
+        checked = (now, bool(db.is_at_head()))
+        _HEAD_CHECKED[id(db)] = checked
+    return checked[1]
+
+
 def _health(request: Request) -> dict[str, Any]:
     service = _service(request)
     db = request.app.state.database
     try:
-        at_head = bool(db.is_at_head())
-        database = "ok" if at_head else "schema not at head: run `ja3svc db upgrade`"
+        database = "ok" if _at_head(db) else "schema not at head: run `ja3svc db upgrade`"
     except Exception as exc:
         database = f"unreachable ({type(exc).__name__})"
     if service.degraded:
@@ -334,20 +379,27 @@ def _health(request: Request) -> dict[str, Any]:
     }
 
 
-def _dovecot_profile(request: Request) -> dict[str, str]:
-    settings = _settings(request)
-    detected = getattr(request.app.state, "dovecot_profile", None)
+def _dovecot_profile(request: Request) -> dict[str, Any]:
+    """The OpenSSL profile ja3svc computes Dovecot's hash with, and the one the service
+    detected from Dovecot's own hashes of captured connections (api.dovecot_profile)."""
+    summary = _service(request).profiles.summary()
     return {
-        "configured": settings.dovecot_openssl_profile,
-        "detected": str(detected) if detected else "",
+        "configured": _settings(request).dovecot_openssl_profile,
+        "detected": summary.get("profile") or "",
+        "description": summary.get("description") or "",
+        "connections": {k: v for k, v in summary.get("connections", {}).items() if v},
+        "warning": summary.get("warning", ""),
     }
 
 
 @router.get("/", response_class=HTMLResponse)
 async def overview(request: Request) -> Response:
     await _session_token(request)
-    data: reads.Overview = await _db(request, reads.overview)
-    health = await asyncio.to_thread(_health, request)
+
+    def read(s: Any) -> tuple[reads.Overview, dict[str, Any]]:
+        return reads.overview(s), _health(request)
+
+    data, health = await _db(request, read)
     return _page(
         request,
         "overview.html",
@@ -364,7 +416,7 @@ _CHART_COLOURS = {"allow": "#2f7d4f", "tarpit": "#c27c0e", "reject": "#b3261e"}
 
 def _chart(ov: reads.Overview) -> dict[str, Any]:
     """Geometry of the stacked per-minute bar chart, drawn as SVG by the template."""
-    width, height, left, bottom = 720, 200, 44, 24
+    width, height, left, bottom = 1200, 240, 44, 24
     n = len(ov.minutes)
     totals = [sum(series[i] for series in ov.per_minute.values()) for i in range(n)]
     peak = max([*totals, 1])
@@ -493,12 +545,13 @@ async def fingerprint_search(request: Request) -> Response:
     q = _text(request.query_params, "q", 200)
     hits: list[dict[str, Any]] = []
     if q:
-        for kind in FINGERPRINT_KINDS:
-            if normalize_value(kind, q):
-                # An exact value: straight to its page.
-                if kind == "ja4" or len(q.strip()) == 32:
-                    raise _Redirect(f"/console/fingerprints/{'ja4' if kind == 'ja4' else 'ja3'}/"
-                                    f"{normalize_value(kind, q)}")  # fmt: skip
+        kind = guess_kind(q)
+        try:
+            exact = fingerprint_value(kind, q)
+        except InvalidLabel:
+            exact = ""
+        if exact:  # a whole hash or JA4: straight to its page
+            raise _Redirect(f"/console/fingerprints/{kind}/{exact}")
         hits = await asyncio.to_thread(_service(request).store.search, q, None, 50)
     return _page(request, "search.html", q=q, hits=hits, title="Find a fingerprint")
 

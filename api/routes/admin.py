@@ -15,17 +15,17 @@ from ja3svc.api.deps import get_service, get_store, require_admin
 from ja3svc.store.labels import LabelFilter, label_page
 from ja3svc.store.models import FINGERPRINT_KINDS
 from ja3svc.store.policy_store import DecisionFilter, label_dict
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StringConstraints,
-)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
-from ja3svc.label_formats import JA4_RE, normalize_value
+from ja3svc.label_formats import JA4_RE
 from ja3svc.timefmt import iso, parse_time
+from ja3svc.vocabulary import (
+    LABEL_ACTIONS,
+    LABEL_TEXT_LIMITS,
+    MAX_TARPIT_SECONDS,
+    InvalidLabel,
+    fingerprint_value,
+)
 
 # Keys holding epoch seconds in what the store returns; the API answers them in ISO-8601.
 TIME_KEYS = frozenset({"ts", "first_seen", "last_seen", "last_failure", "created_at", "updated_at"})
@@ -85,8 +85,8 @@ router = APIRouter(
     prefix="/api/v1",
     dependencies=[Depends(require_admin), Depends(reject_unknown_parameters)],
     tags=["admin"],
-    # 400: a body that is not JSON (or nested too deeply), found by FastAPI before validation.
-    # 503: the database failed (an outage); the reason names the error class.
+    # 400: a body that is not JSON (or nested too deeply), found by FastAPI before validation;
+    # 503: the database failed (an outage), the reason names the error class.
     responses=_errors(400, 401, 422, 503),
 )
 
@@ -95,9 +95,19 @@ Kind = Literal["ja3", "ja3n", "ja4", "ja3s", "ja3_dovecot"]
 assert set(get_args(Kind)) == set(FINGERPRINT_KINDS)
 
 
+def _doc(default: Any = ..., **schema: Any) -> Any:
+    """A field whose bounds are for the OpenAPI text only: the label validator
+    (ja3svc.vocabulary.check_label, which the store calls) decides, so the API refuses what
+    the CLI and the importers refuse, with the same reason."""
+    return Field(default, json_schema_extra=schema)
+
+
 def _storable(text: str) -> str:
-    # A lone surrogate (valid in JSON's \u escapes) has no UTF-8 form for any database: refused
-    # here with a reason, not as a driver error later.
+    # Not a label rule but any database's: PostgreSQL refuses NUL in text, and a lone surrogate
+    # (valid in JSON's \u escapes) has no UTF-8 form. Refused here with a reason, not as a
+    # driver error later.
+    if "\x00" in text:
+        raise ValueError("must not contain NUL")
     try:
         text.encode()
     except UnicodeEncodeError:
@@ -112,58 +122,54 @@ def _no_bool(value: object) -> object:
     return value
 
 
-# Text that any database can store: no NUL (PostgreSQL refuses it in text; the pattern also
-# tells the OpenAPI document) and no lone surrogate.
-Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$"), AfterValidator(_storable)]
+# Text any database can store, and an integer that is not a boolean.
+Text = Annotated[str, AfterValidator(_storable)]
 Int = Annotated[int, BeforeValidator(_no_bool)]
-# Constraints inside the Annotated and before the validator: otherwise pydantic writes them into
-# the JSON schema as "ge"/"le", which no client understands, instead of minimum/maximum.
-TarpitSeconds = Annotated[int, Field(ge=0, le=3600), BeforeValidator(_no_bool)]
-LabelAction = Literal["allow", "deny", "tarpit", "none"]
-# What normalize_value accepts, for the OpenAPI document: an MD5 hash (any case) for every kind
-# but ja4, a JA4 for ja4. Surrounding junk that it also strips is left undocumented.
-MD5_PATTERN = r"^[0-9a-fA-F]{32}$"
-JA4_PATTERN = f"^{JA4_RE.pattern}$"
-FINGERPRINT_PATTERN = f"^(?:[0-9a-fA-F]{{32}}|{JA4_RE.pattern})$"
 # Row ids are 64-bit signed integers in both databases; anything beyond cannot exist and would
 # overflow the driver's parameter.
 LabelId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
+_TEXT = LABEL_TEXT_LIMITS
+_TARPIT = {"minimum": 0, "maximum": MAX_TARPIT_SECONDS}
+_PERCENT = {"minimum": 0, "maximum": 100}
+_NO_NUL = r"^[^\x00]*$"
+# What fingerprint_value accepts (surrounding white space aside): an MD5 hash in any case for
+# every kind but ja4, a JA4 for ja4.
+MD5_PATTERN = r"^\s*[0-9a-fA-F]{32}\s*$"
+JA4_PATTERN = rf"^\s*{JA4_RE.pattern}\s*$"
+FINGERPRINT_PATTERN = rf"^\s*(?:[0-9a-fA-F]{{32}}|{JA4_RE.pattern})\s*$"
+
 
 class LabelIn(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
+    model_config = {
+        "json_schema_extra": {
             "if": {"properties": {"kind": {"const": "ja4"}}},
             "then": {"properties": {"value": {"pattern": JA4_PATTERN}}},
             "else": {"properties": {"value": {"pattern": MD5_PATTERN}}},
-        },
-    )
+        }
+    }
 
-    kind: Kind
-    value: Text = Field(min_length=1, max_length=64)
-    action: LabelAction = "none"
-    source: Text = Field(default="manual", min_length=1, max_length=32)
-    client_name: Text | None = Field(default=None, max_length=200)
-    category: Text | None = Field(default=None, max_length=32)
-    tarpit_seconds: TarpitSeconds | None = None
-    confidence: Int = Field(default=100, ge=0, le=100)
-    note: Text | None = Field(default=None, max_length=2000)
+    kind: str = _doc(enum=list(FINGERPRINT_KINDS))
+    value: Text = _doc(description="an MD5 hash (JA3 kinds) or a JA4 fingerprint (ja4)")
+    action: str = _doc("none", enum=list(LABEL_ACTIONS))
+    source: Text = _doc("manual", minLength=1, maxLength=_TEXT["source"], pattern=r"\S")
+    client_name: Text | None = _doc(None, maxLength=_TEXT["client_name"], pattern=_NO_NUL)
+    category: Text | None = _doc(None, maxLength=_TEXT["category"], pattern=_NO_NUL)
+    tarpit_seconds: Int | None = _doc(None, **_TARPIT)
+    confidence: Int = _doc(100, **_PERCENT)
+    note: Text | None = _doc(None, pattern=_NO_NUL)
 
 
 class LabelPatch(BaseModel):
-    """Only the fields sent change; ``action`` and ``confidence`` cannot be null (the row
-    always has one), the others are cleared by null."""
+    """Only the fields sent change. ``action`` and ``confidence`` cannot be null (a label
+    always has both): absent means unchanged, null is a 422. The others are cleared by null."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    # Not Optional: absent means unchanged (exclude_unset), null is refused with a 422.
-    action: LabelAction = Field(default=None)  # type: ignore[assignment]
-    client_name: Text | None = Field(default=None, max_length=200)
-    category: Text | None = Field(default=None, max_length=32)
-    tarpit_seconds: TarpitSeconds | None = None
-    confidence: Int = Field(default=None, ge=0, le=100)  # type: ignore[assignment]
-    note: Text | None = Field(default=None, max_length=2000)
+    action: str = _doc(None, enum=list(LABEL_ACTIONS))
+    client_name: Text | None = _doc(None, maxLength=_TEXT["client_name"], pattern=_NO_NUL)
+    category: Text | None = _doc(None, maxLength=_TEXT["category"], pattern=_NO_NUL)
+    tarpit_seconds: Int | None = _doc(None, **_TARPIT)
+    confidence: Int = _doc(None, **_PERCENT)
+    note: Text | None = _doc(None, pattern=_NO_NUL)
 
 
 class LabelOut(BaseModel):
@@ -179,6 +185,19 @@ class LabelOut(BaseModel):
     note: str | None
     created_at: str  # ISO-8601
     updated_at: str
+
+
+def _invalid(exc: InvalidLabel) -> HTTPException:
+    return HTTPException(422, detail={"error": "invalid", "reason": str(exc)})
+
+
+def _fingerprint(kind: str, raw: str) -> str:
+    """``raw`` in canonical form as a value of ``kind`` (the label validator's rule), or the
+    validator's reason as a 422."""
+    try:
+        return fingerprint_value(kind, raw)
+    except InvalidLabel as exc:
+        raise _invalid(exc) from None
 
 
 def _not_found(what: str) -> HTTPException:
@@ -199,7 +218,7 @@ async def top(
 @router.get("/fingerprints")
 async def search(
     request: Request,
-    q: Annotated[Text, Query(min_length=1, max_length=200)],
+    q: Annotated[Text, Query(min_length=1, max_length=200, pattern=_NO_NUL)],
     kind: Kind | None = None,
     limit: int = Query(50, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
@@ -217,11 +236,10 @@ async def lookup(
     (``family``), the accounts that logged in or failed with any of them, recent sightings and
     failures in the reputation window."""
     service = get_service(request)
-    normal = normalize_value(kind, value)
-    if normal is None:  # a JA4 asked for as ja3, or the other way round: no such fingerprint
-        raise HTTPException(
-            404, detail={"error": "not_found", "reason": f"value is not a {kind} fingerprint"}
-        )
+    try:
+        normal = fingerprint_value(kind, value)
+    except InvalidLabel as exc:  # a JA4 asked for as ja3, or the other way round
+        raise HTTPException(404, detail={"error": "not_found", "reason": str(exc)}) from None
     return isotimes(
         await asyncio.to_thread(
             service.store.lookup, kind, normal, None, service.settings.reputation_window_seconds
@@ -233,18 +251,10 @@ async def lookup(
 async def create_label(request: Request, label: LabelIn) -> dict[str, Any]:
     """Create, or replace, the label of (kind, value, source)."""
     service = get_service(request)
-    fields = label.model_dump()
-    normal = normalize_value(label.kind, label.value)
-    if normal is None:
-        what = "a JA4 fingerprint" if label.kind == "ja4" else "an MD5 hash (32 hex digits)"
-        raise HTTPException(
-            422, detail={"error": "invalid", "reason": f"value: {label.value!r} is not {what}"}
-        )
-    fields["value"] = normal
     try:
-        row = await asyncio.to_thread(service.store.upsert_label, fields)
-    except ValueError as exc:
-        raise HTTPException(422, detail={"error": "invalid", "reason": str(exc)}) from None
+        row = await asyncio.to_thread(service.store.upsert_label, label.model_dump())
+    except InvalidLabel as exc:
+        raise _invalid(exc) from None
     service.labels.invalidate((row["kind"], row["value"]))
     return isotimes(row)
 
@@ -255,10 +265,11 @@ async def list_labels(
     response: Response,
     kind: Kind | None = None,
     value: Annotated[str | None, Query(max_length=64, pattern=FINGERPRINT_PATTERN)] = None,
-    source: Annotated[Text | None, Query(max_length=32)] = None,
-    action: LabelAction | None = None,
+    source: Annotated[Text | None, Query(max_length=32, pattern=_NO_NUL)] = None,
+    action: Literal["allow", "deny", "tarpit", "none"] | None = None,
     q: Annotated[
-        Text | None, Query(max_length=200, description="value prefix or client name")
+        Text | None,
+        Query(max_length=200, pattern=_NO_NUL, description="value prefix or client name"),
     ] = None,
     limit: int = Query(100, ge=1, le=1000),
     before: int | None = Query(
@@ -267,12 +278,12 @@ async def list_labels(
 ) -> dict[str, Any]:
     """Labels, newest first, one page at a time: pass ``next_before`` back as ``before``.
     ``scanned_to`` set with a short page means the search window ended there (filters without
-    an index look at 200,000 labels per page) and older labels follow on the next page."""
+    an index look at 50,000 labels per page) and older labels follow on the next page."""
     if value is not None and kind is not None:
-        normal = normalize_value(kind, value)
-        if normal is None:  # well-formed, but of another kind: no label can match
+        try:
+            value = fingerprint_value(kind, value)
+        except InvalidLabel:  # well-formed, but of another kind: no label can match
             return {"items": [], "next_before": None, "scanned_to": None}
-        value = normal
     filt = LabelFilter(kind=kind, value=value, source=source, action=action, q=q)
     store = get_store(request)
 
@@ -303,8 +314,8 @@ async def update_label(request: Request, label_id: LabelId, patch: LabelPatch) -
     fields = patch.model_dump(exclude_unset=True)
     try:
         row = await asyncio.to_thread(service.store.update_label, label_id, fields)
-    except ValueError as exc:
-        raise HTTPException(422, detail={"error": "invalid", "reason": str(exc)}) from None
+    except InvalidLabel as exc:
+        raise _invalid(exc) from None
     if row is None:
         raise _not_found("label")
     service.labels.invalidate((row["kind"], row["value"]))
@@ -326,7 +337,7 @@ async def decisions(
     request: Request,
     response: Response,
     limit: int = Query(100, ge=1, le=5000),
-    username: Annotated[Text | None, Query(max_length=320)] = None,
+    username: Annotated[Text | None, Query(max_length=320, pattern=_NO_NUL)] = None,
     since: str | None = Query(
         None,
         description="ISO-8601 or epoch seconds",
@@ -349,7 +360,7 @@ async def decisions(
         "policy_reject",
     ]
     | None = Query(None, description="verdict, or a report's outcome"),
-    rule: Annotated[Text | None, Query(max_length=64)] = None,
+    rule: Annotated[Text | None, Query(max_length=64, pattern=_NO_NUL)] = None,
     fingerprint: Annotated[
         str | None,
         Query(pattern=MD5_PATTERN, description="the hash Dovecot sent (ja3_hash)"),
@@ -363,12 +374,7 @@ async def decisions(
     (older) page is ``before=`` the ``X-Next-Before`` response header. Each call searches at
     most 100,000 decisions (``X-Scanned-To`` then says where it stopped)."""
     if fingerprint is not None:
-        normal = normalize_value("ja3", fingerprint)
-        if normal is None:
-            raise HTTPException(
-                422, detail={"error": "invalid", "reason": "fingerprint: not an MD5 hash"}
-            )
-        fingerprint = normal
+        fingerprint = _fingerprint("ja3", fingerprint)
     filt = DecisionFilter(
         since=_time("since", since),
         until=_time("until", until),

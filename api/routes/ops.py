@@ -7,6 +7,7 @@ import json
 
 from fastapi import APIRouter, Request, Response
 from ja3svc.api.deps import get_service
+from ja3svc.api.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
 
@@ -56,6 +57,4 @@ async def readyz(request: Request, strict: bool = False) -> Response:
 async def metrics(request: Request) -> Response:
     service = get_service(request)
     service.metrics.cache_size.set(len(service.labels))
-    return Response(
-        service.metrics.registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-    )
+    return Response(service.metrics.registry.render(), media_type=CONTENT_TYPE)

@@ -5,7 +5,9 @@ Dovecot's 2 s. Dovecot counts any non-2xx, invalid JSON or non-integer status as
 failure, so a well-formed request always gets 200 with an integer status; only malformed input
 (400) and bad credentials (401) get anything else.
 
-The endpoint is a bare ASGI app, not a Starlette request/response function: the Request object,
+api.app dispatches the endpoint's paths (``endpoint_command``) before FastAPI's router, which
+has no route for them. The endpoint is a bare ASGI handler, not a Starlette request/response
+function: the Request object,
 the per-request exception-handling wrapper and the Response object cost more than the verdict
 itself once the facts come from memory (profiled at ~1,700 req/s: 21% of samples were in
 Starlette's response path). Headers and body are read straight from the ASGI messages and the
@@ -23,7 +25,6 @@ from typing import Any
 
 from ja3svc.api.dovecot_request import BadRequest, parse_request
 from ja3svc.api.service import PolicyService
-from starlette.routing import Route
 
 from ja3svc.policy import Verdict
 
@@ -166,21 +167,29 @@ async def handle(
     await _send(send, 200, body)
 
 
-class Endpoint:
-    """ASGI app for all three spellings (``/command/{command}`` in the path, else in the
-    query). An object, not a function: Starlette's Route wraps functions in its
-    request/response machinery but mounts any other callable as the ASGI app it is."""
+# The endpoint's paths; a command in the path (weakforced's ``/command/allow``) wins over one
+# in the query string (Dovecot's ``?command=``, ``&command=``, ``??command=``).
+_QUERY_PATHS = frozenset({"/policy", "/"})
+_COMMAND_PREFIX = "/command/"
+_NOT_POST = json.dumps(
+    {"error": "method_not_allowed", "reason": "Dovecot's policy endpoint takes POST"}
+).encode()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        command = scope.get("path_params", {}).get("command", "")
-        await handle(scope, receive, send, scope["app"].policy_service, command)
+
+def endpoint_command(path: str) -> str | None:
+    """The one router of Dovecot's endpoint (api.app dispatches by it before anything else):
+    for a path of the endpoint, the command it names (``""``: the query string names it);
+    None for any other path."""
+    if path in _QUERY_PATHS:
+        return ""
+    if path.startswith(_COMMAND_PREFIX):
+        command = path[len(_COMMAND_PREFIX) :]
+        if command and "/" not in command:
+            return command
+    return None
 
 
-_APP = Endpoint()
-
-# Mounted by api.app before every other route; described in the OpenAPI text of the app.
-routes = [
-    Route("/policy", _APP, methods=["POST"]),
-    Route("/", _APP, methods=["POST"]),
-    Route("/command/{command}", _APP, methods=["POST"]),
-]
+async def method_not_allowed(send: Send) -> None:
+    headers = [*_headers(len(_NOT_POST)), (b"allow", b"POST")]
+    await send({"type": "http.response.start", "status": 405, "headers": headers})
+    await send({"type": "http.response.body", "body": _NOT_POST})

@@ -151,17 +151,12 @@ class ConnectionLookup(Protocol):
 
     The service awaits ``fingerprints_for_async`` (only for requests that carry a peer): a
     lookup may wait for a capture or a database, and doing that on the event loop would stall
-    every other request. ``fingerprints_for`` is the blocking form for callers off the loop.
+    every other request. There is no blocking form: one implementation, awaited.
     """
-
-    def fingerprints_for(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]: ...
 
     async def fingerprints_for_async(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]: ...
 
 
 class NoConnectionLookup:
-    def fingerprints_for(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]:
-        return ()
-
     async def fingerprints_for_async(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]:
         return ()

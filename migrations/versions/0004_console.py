@@ -7,7 +7,8 @@ Create Date: 2026-12-03
 console_sessions holds one row per signed-in browser (the SHA-256 of the cookie's token), so
 logging out ends a session on every worker. The indexes keep each console page a bounded read
 at a million decisions and a million labels: decisions by fingerprint, fingerprints by first
-sighting, labels by source, by action (both newest first) and by value prefix.
+sighting, labels by source, by action (both newest first) and by value prefix, and the
+accounts of one fingerprint.
 """
 
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ INDEXES = (
     ("ix_labels_source_id", "labels", ["source", "id"]),
     ("ix_labels_action_id", "labels", ["action", "id"]),
     ("ix_labels_value", "labels", ["value"]),
+    ("ix_user_fingerprints_kind_value", "user_fingerprints", ["kind", "value"]),
 )
 
 

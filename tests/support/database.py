@@ -80,7 +80,7 @@ def empty_tables(db: Database) -> None:
 
 
 def synthetic_record(n: int, client: int = 0, *, ts0: float = 1_700_000_000.0) -> dict[str, Any]:
-    """A client-hello record shaped like ``HelloSighting.as_dict()``.
+    """A client-hello record shaped like ``HelloRecord.as_dict()``.
 
     ``n`` varies the connection (time, source port); ``client`` picks one of a few fingerprints.
     The hashes are MD5s of made-up strings: the store treats them as opaque values.

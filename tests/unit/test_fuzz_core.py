@@ -18,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ja3svc.dovecot import DEFAULT_PROFILE
 from ja3svc.engine import FingerprintEngine
 from ja3svc.hello import HelloError, parse_client_hello, parse_server_hello
-from ja3svc.sighting import HelloSighting
+from ja3svc.record import record_of
 from ja3svc.tls_stream import TlsStreamParser
 from tests.support.cli import run_cli
 from tests.support.paths import PCAPS
@@ -110,8 +111,11 @@ def test_parsers_raise_only_helloerror_on_mutated_hellos(body: bytes) -> None:
     except HelloError:
         return
     # Whatever parsed must also fingerprint without raising.
-    sighting = HelloSighting(0.0, "10.0.0.1", 1, "10.0.0.2", 2, "tcp", 1, hello)
-    json.dumps(sighting.as_dict())
+    record = record_of(
+        hello, ts=0.0, src="10.0.0.1", sport=1, dst="10.0.0.2", dport=2, transport="tcp",
+        index=1, dovecot_profile=DEFAULT_PROFILE,
+    )  # fmt: skip
+    json.dumps(record.as_dict())
 
 
 @FUZZ

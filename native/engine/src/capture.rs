@@ -98,6 +98,40 @@ impl CaptureStream {
         self.run(false, sink)
     }
 
+    /// Read the next chunk (at most `max` bytes) straight from `reader` into the buffer and
+    /// process it: no intermediate copy, and the buffer's pages are reused from chunk to chunk.
+    /// Ok(0) at the end of the input (then call `finish`).
+    pub fn feed_from(
+        &mut self,
+        reader: &mut dyn std::io::Read,
+        max: usize,
+        sink: &mut PacketSink<'_>,
+    ) -> std::io::Result<Result<usize, CaptureError>> {
+        if self.pos > 0 && self.pos * 2 >= self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.base += self.pos as u64;
+            self.pos = 0;
+        }
+        let have = self.buf.len();
+        self.buf.resize(have + max, 0);
+        let n = loop {
+            match reader.read(&mut self.buf[have..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf.truncate(have);
+                    return Err(e);
+                }
+            }
+        };
+        self.buf.truncate(have + n);
+        self.total += n as u64;
+        if n == 0 {
+            return Ok(Ok(0));
+        }
+        Ok(self.run(false, sink).map(|()| n))
+    }
+
     /// End of input.
     pub fn finish(&mut self, sink: &mut PacketSink<'_>) -> Result<(), CaptureError> {
         self.run(true, sink)

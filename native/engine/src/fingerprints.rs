@@ -1,7 +1,10 @@
 //! JA3, JA3N, JA3S, JA4, ja4_r and Dovecot's JA3 (ports of `ja3svc/grease.py`, `ja3.py`,
 //! `ja4.py`, `dovecot.py` and `fingerprints.py`). MD5 and SHA-256 come from RustCrypto.
 
+use ahash::RandomState;
 use md5::{Digest, Md5};
+use std::collections::HashMap;
+use std::sync::Arc;
 use sha2::Sha256;
 use std::fmt::Write;
 
@@ -335,6 +338,85 @@ pub fn server_fingerprints(h: &ServerHello) -> ServerFingerprints {
         _ => h.legacy_version,
     };
     ServerFingerprints { tls_version: tls_version_name(version), ja3s_hash: md5_hex(&ja3s), ja3s }
+}
+
+/// Fingerprints of recently seen hellos, keyed by everything they depend on (the port of the
+/// reference's memo): real traffic repeats a few client stacks, and a repeat then costs one
+/// lookup instead of four MD5s, two SHA-256s and the strings. Emptied when full, which is
+/// cheap and keeps memory flat.
+#[derive(Default)]
+pub struct Memo {
+    client: HashMap<Vec<u8>, Arc<ClientFingerprints>, RandomState>,
+    server: HashMap<Vec<u8>, Arc<ServerFingerprints>, RandomState>,
+    key: Vec<u8>,
+}
+
+pub const MEMO_LIMIT: usize = 16384;
+
+fn push_list(key: &mut Vec<u8>, values: &[u16]) {
+    key.extend((values.len() as u32).to_le_bytes());
+    for v in values {
+        key.extend(v.to_le_bytes());
+    }
+}
+
+impl Memo {
+    pub fn client(
+        &mut self,
+        h: &ClientHello,
+        transport: Transport,
+        profile: DovecotProfile,
+    ) -> Arc<ClientFingerprints> {
+        let key = &mut self.key;
+        key.clear();
+        key.push(transport as u8);
+        key.push(profile as u8);
+        key.extend(h.legacy_version.to_le_bytes());
+        for list in [
+            &h.ciphers,
+            &h.extensions,
+            &h.supported_groups,
+            &h.signature_algorithms,
+            &h.supported_versions,
+        ] {
+            push_list(key, list);
+        }
+        key.extend((h.ec_point_formats.len() as u32).to_le_bytes());
+        key.extend(&h.ec_point_formats);
+        if let Some(first) = h.alpn.first() {
+            key.extend((first.len() as u32).to_le_bytes());
+            key.extend(first);
+        } else {
+            key.extend(u32::MAX.to_le_bytes());
+        }
+        if let Some(found) = self.client.get(key.as_slice()) {
+            return found.clone();
+        }
+        if self.client.len() >= MEMO_LIMIT {
+            self.client.clear();
+        }
+        let f = Arc::new(client_fingerprints(h, transport, profile));
+        self.client.insert(key.clone(), f.clone());
+        f
+    }
+
+    pub fn server(&mut self, h: &ServerHello) -> Arc<ServerFingerprints> {
+        let key = &mut self.key;
+        key.clear();
+        key.extend(h.legacy_version.to_le_bytes());
+        key.extend(h.cipher.to_le_bytes());
+        key.extend(h.selected_version.map_or(u32::MAX, u32::from).to_le_bytes());
+        push_list(key, &h.extensions);
+        if let Some(found) = self.server.get(key.as_slice()) {
+            return found.clone();
+        }
+        if self.server.len() >= MEMO_LIMIT {
+            self.server.clear();
+        }
+        let f = Arc::new(server_fingerprints(h));
+        self.server.insert(key.clone(), f.clone());
+        f
+    }
 }
 
 #[cfg(test)]

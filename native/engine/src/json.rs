@@ -9,7 +9,7 @@
 use std::fmt::Write;
 
 use crate::engine::{Addr, Sighting};
-use crate::fingerprints::{client_fingerprints, server_fingerprints, DovecotProfile};
+use crate::fingerprints::{DovecotProfile, Memo};
 use crate::hello::{ascii_backslashreplace, Hello};
 
 /// Python's `repr(float)`: shortest round-trip digits, fixed notation for decimal exponents
@@ -120,6 +120,11 @@ pub fn write_addr(a: &Addr, out: &mut String) {
 /// A JSON string as Python's encoder writes it with ensure_ascii=False.
 pub fn write_str(s: &str, out: &mut String) {
     out.push('"');
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s); // nearly every string: hex digits, numbers, names
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -152,7 +157,13 @@ fn kv_str(name: &str, value: &str, out: &mut String) {
 
 /// Append the record's JSON line (with its newline): `{"file": file, "frame": n, ...}` then
 /// the keys of `HelloSighting.as_dict`, as `ja3svc pcap` prints them.
-pub fn write_record(s: &Sighting, file: &str, profile: DovecotProfile, out: &mut String) {
+pub fn write_record(
+    s: &Sighting,
+    file: &str,
+    profile: DovecotProfile,
+    memo: &mut Memo,
+    out: &mut String,
+) {
     out.push_str("{\"file\":");
     write_str(file, out);
     key("frame", out);
@@ -191,7 +202,7 @@ pub fn write_record(s: &Sighting, file: &str, profile: DovecotProfile, out: &mut
                 write_str(&ascii_backslashreplace(a), out);
             }
             out.push(']');
-            let f = client_fingerprints(h, s.transport, profile);
+            let f = memo.client(h, s.transport, profile);
             kv_str("tls_version", &f.tls_version, out);
             kv_str("ja3", &f.ja3, out);
             kv_str("ja3_hash", &f.ja3_hash, out);
@@ -224,7 +235,7 @@ pub fn write_record(s: &Sighting, file: &str, profile: DovecotProfile, out: &mut
             out.push(']');
             key("hello_retry_request", out);
             out.push_str(if h.is_hello_retry_request { "true" } else { "false" });
-            let f = server_fingerprints(h);
+            let f = memo.server(h);
             kv_str("tls_version", &f.tls_version, out);
             kv_str("ja3s", &f.ja3s, out);
             kv_str("ja3s_hash", &f.ja3s_hash, out);

@@ -8,10 +8,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use ja3svc_engine::capture::{CaptureError, CaptureStream};
-use ja3svc_engine::fingerprints::{client_fingerprints, server_fingerprints, DovecotProfile};
+use ja3svc_engine::fingerprints::{DovecotProfile, Memo};
 use ja3svc_engine::hello::{ascii_backslashreplace, Hello};
 use ja3svc_engine::json::{write_addr, write_record};
 use ja3svc_engine::{Engine, Sighting};
+
+/// Bytes the engine reads from a capture file per call.
+const CHUNK_SIZE: usize = 1 << 20;
 
 /// One capture through one engine.
 #[pyclass(module = "ja3svc._native")]
@@ -21,6 +24,9 @@ struct PcapRun {
     stream: CaptureStream,
     engine: Engine,
     profile: DovecotProfile,
+    memo: Memo,
+    /// The capture file when Rust reads it itself (`read_file`).
+    file: Option<std::fs::File>,
     json: bool,
     error: Option<CaptureError>,
     finished: bool,
@@ -51,12 +57,52 @@ impl PcapRun {
         error
     }
 
+    /// Like `work` with the next chunk, read from the capture file in Rust. Ok(false) at its end.
+    fn work_file(&mut self) -> std::io::Result<bool> {
+        if self.error.is_some() || self.finished {
+            return Ok(false);
+        }
+        let file = match self.file.as_mut() {
+            Some(f) => f,
+            None => return Ok(false),
+        };
+        let engine = &mut self.engine;
+        let mut sink = |ts: f64, linktype: u32, frame: &[u8], _wire: u64| {
+            engine.feed_frame(ts, linktype, frame);
+        };
+        match self.stream.feed_from(file, CHUNK_SIZE, &mut sink)? {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(e) => {
+                self.finished = true;
+                if self.stream.format() != "" {
+                    self.engine.finish();
+                }
+                self.error = Some(e);
+                Ok(false)
+            }
+        }
+    }
+
     fn json_lines(&mut self) -> String {
         let mut out = String::with_capacity(self.engine.found.len() * 700);
         for s in self.engine.found.drain(..) {
-            write_record(&s, &self.label, self.profile, &mut out);
+            write_record(&s, &self.label, self.profile, &mut self.memo, &mut out);
         }
         out
+    }
+
+    /// The found hellos as the caller wants them: JSON text or a list of dicts.
+    fn take_found<'py>(&mut self, py: Python<'py>, text: String) -> PyResult<Bound<'py, PyAny>> {
+        if self.json {
+            return Ok(text.into_pyobject(py)?.into_any());
+        }
+        let list = PyList::empty(py);
+        let found: Vec<Sighting> = self.engine.found.drain(..).collect();
+        for s in &found {
+            list.append(record_dict(py, s, &self.label, self.profile, &mut self.memo)?)?;
+        }
+        Ok(list.into_any())
     }
 
     fn step<'py>(&mut self, py: Python<'py>, chunk: Option<&[u8]>) -> PyResult<Bound<'py, PyAny>> {
@@ -69,15 +115,7 @@ impl PcapRun {
         if error.is_some() {
             self.error = error;
         }
-        if json {
-            return Ok(text.into_pyobject(py)?.into_any());
-        }
-        let list = PyList::empty(py);
-        let found: Vec<Sighting> = self.engine.found.drain(..).collect();
-        for s in &found {
-            list.append(record_dict(py, s, &self.label, self.profile)?)?;
-        }
-        Ok(list.into_any())
+        self.take_found(py, text)
     }
 }
 
@@ -93,6 +131,7 @@ fn record_dict<'py>(
     s: &Sighting,
     label: &str,
     profile: DovecotProfile,
+    memo: &mut Memo,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("file", label)?;
@@ -110,18 +149,18 @@ fn record_dict<'py>(
             d.set_item("sni", h.sni.as_deref())?;
             let alpn: Vec<String> = h.alpn.iter().map(|a| ascii_backslashreplace(a)).collect();
             d.set_item("alpn", alpn)?;
-            let f = client_fingerprints(h, s.transport, profile);
-            d.set_item("tls_version", f.tls_version)?;
-            d.set_item("ja3", f.ja3)?;
-            d.set_item("ja3_hash", f.ja3_hash)?;
-            d.set_item("ja3n", f.ja3n)?;
-            d.set_item("ja3n_hash", f.ja3n_hash)?;
-            d.set_item("ja4", f.ja4)?;
-            d.set_item("ja4_r", f.ja4_r)?;
-            d.set_item("ja3_dovecot", f.ja3_dovecot)?;
-            d.set_item("ja3_dovecot_hash", f.ja3_dovecot_hash)?;
+            let f = memo.client(h, s.transport, profile);
+            d.set_item("tls_version", &f.tls_version)?;
+            d.set_item("ja3", &f.ja3)?;
+            d.set_item("ja3_hash", &f.ja3_hash)?;
+            d.set_item("ja3n", &f.ja3n)?;
+            d.set_item("ja3n_hash", &f.ja3n_hash)?;
+            d.set_item("ja4", &f.ja4)?;
+            d.set_item("ja4_r", &f.ja4_r)?;
+            d.set_item("ja3_dovecot", &f.ja3_dovecot)?;
+            d.set_item("ja3_dovecot_hash", &f.ja3_dovecot_hash)?;
             let hashes = PyDict::new(py);
-            for (p, h) in DovecotProfile::ALL.iter().zip(f.ja3_dovecot_hashes) {
+            for (p, h) in DovecotProfile::ALL.iter().zip(&f.ja3_dovecot_hashes) {
                 hashes.set_item(p.name(), h)?;
             }
             d.set_item("ja3_dovecot_hashes", hashes)?;
@@ -134,10 +173,10 @@ fn record_dict<'py>(
                 h.alpn.iter().filter(|a| !a.is_empty()).map(|a| ascii_backslashreplace(a)).collect();
             d.set_item("alpn", alpn)?;
             d.set_item("hello_retry_request", h.is_hello_retry_request)?;
-            let f = server_fingerprints(h);
-            d.set_item("tls_version", f.tls_version)?;
-            d.set_item("ja3s", f.ja3s)?;
-            d.set_item("ja3s_hash", f.ja3s_hash)?;
+            let f = memo.server(h);
+            d.set_item("tls_version", &f.tls_version)?;
+            d.set_item("ja3s", &f.ja3s)?;
+            d.set_item("ja3s_hash", &f.ja3s_hash)?;
         }
     }
     Ok(d)
@@ -162,6 +201,8 @@ impl PcapRun {
             stream: CaptureStream::new(),
             engine: Engine::new(max_flows, idle_timeout, profile),
             profile,
+            memo: Memo::default(),
+            file: None,
             json,
             error: None,
             finished: false,
@@ -171,6 +212,28 @@ impl PcapRun {
     /// The next chunk of the capture; the hellos it completed (JSON text, or a list of dicts).
     fn feed<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyAny>> {
         self.step(py, Some(chunk))
+    }
+
+    /// Read the capture from this file in Rust from now on (a regular file: no copy through
+    /// Python). Call `feed_file` until it returns None, then `finish`.
+    fn open_file(&mut self, path: std::path::PathBuf) -> PyResult<()> {
+        self.file = Some(std::fs::File::open(path)?);
+        Ok(())
+    }
+
+    /// The next chunk of the file given to `open_file`: its hellos, or None at the end of it
+    /// (or after damage: see `error`).
+    fn feed_file<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let json = self.json;
+        let (more, text) = py.detach(|| {
+            let more = self.work_file();
+            let text = if json { self.json_lines() } else { String::new() };
+            (more, text)
+        });
+        let more = more?;
+        let found = self.take_found(py, text)?;
+        // At the end of the file nothing was read, so nothing was found either.
+        Ok((more || self.error.is_some()).then_some(found))
     }
 
     /// End of input: the last hellos, and the end-of-input counters.

@@ -1,10 +1,9 @@
-"""Plain-language explanations of audit-log rows: which rule decided and on what."""
+"""Plain-language explanations of verdicts: what each rule of ``RULES`` means, for the audit
+log's readers (the console, ``ja3svc decisions --explain``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from ja3svc.policy import RULES
+from ja3svc.policy.engine import RULES
 
 # One line per rule of ja3svc.policy.engine.RULES (a test checks none is missing), plus the
 # rows written for Dovecot's reports.
@@ -34,28 +33,6 @@ RULE_TEXT: dict[str, str] = {
 assert {name for name, _ in RULES} <= set(RULE_TEXT), "a rule has no explanation"
 
 
-def verdict_class(action: str) -> str:
-    """CSS class of a verdict or report outcome."""
-    base = action.removeprefix("log:")
-    return {
-        "allow": "ok", "success": "ok", "tarpit": "warn", "reject": "bad", "failure": "bad",
-        "policy_reject": "bad",
-    }.get(base, "plain")  # fmt: skip
-
-
-def explain(d: dict[str, Any], connection: list[tuple[str, str]]) -> dict[str, Any]:
-    """A decision row with what the pages show: the rule's explanation, the labels that
-    produced it, and the fingerprints to link to (Dovecot's hash, else the connection's)."""
-    refs: list[tuple[str, str]] = []
-    if d.get("ja3_hash"):
-        refs.append(("ja3_dovecot", d["ja3_hash"]))
-    for ref in connection:
-        if ref not in refs:
-            refs.append(ref)
-    return {
-        **d,
-        "explanation": RULE_TEXT.get(d.get("rule") or "", ""),
-        "css": verdict_class(d.get("action") or ""),
-        "log_only": (d.get("action") or "").startswith("log:"),
-        "refs": refs,
-    }
+def explain_rule(rule: str | None) -> str:
+    """One sentence on what ``rule`` (a verdict's rule name) means; "" for an unknown name."""
+    return RULE_TEXT.get(rule or "", "")
