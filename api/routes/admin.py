@@ -17,9 +17,9 @@ from ja3svc.store.models import FINGERPRINT_KINDS
 from ja3svc.store.policy_store import DecisionFilter, label_dict
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
-from ja3svc.label_formats import JA4_RE
 from ja3svc.timefmt import iso, parse_time
 from ja3svc.vocabulary import (
+    JA4_RE,
     LABEL_ACTIONS,
     LABEL_TEXT_LIMITS,
     MAX_TARPIT_SECONDS,
