@@ -15,7 +15,7 @@ from ja3svc.api.deps import get_service, get_store, require_admin
 from ja3svc.store.labels import LabelFilter, label_page
 from ja3svc.store.models import FINGERPRINT_KINDS
 from ja3svc.store.policy_store import DecisionFilter, label_dict
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StringConstraints
 
 from ja3svc.timefmt import iso, parse_time
 from ja3svc.vocabulary import (
@@ -122,8 +122,10 @@ def _no_bool(value: object) -> object:
     return value
 
 
-# Text any database can store, and an integer that is not a boolean.
-Text = Annotated[str, AfterValidator(_storable)]
+_NO_NUL = r"^[^\x00]*$"
+# Text any database can store (the pattern puts the NUL rule into the OpenAPI document), and an
+# integer that is not a boolean.
+Text = Annotated[str, StringConstraints(pattern=_NO_NUL), AfterValidator(_storable)]
 Int = Annotated[int, BeforeValidator(_no_bool)]
 # Row ids are 64-bit signed integers in both databases; anything beyond cannot exist and would
 # overflow the driver's parameter.
@@ -132,12 +134,15 @@ LabelId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _TEXT = LABEL_TEXT_LIMITS
 _TARPIT = {"minimum": 0, "maximum": MAX_TARPIT_SECONDS}
 _PERCENT = {"minimum": 0, "maximum": 100}
-_NO_NUL = r"^[^\x00]*$"
+# What Python's str.strip() keeps (so that the label validator finds a source not empty):
+# spelt out, since JSON Schema's \S (ECMAScript's) does not count \x1c-\x1f as white space.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_NOT_BLANK = rf"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"
 # What fingerprint_value accepts (surrounding white space aside): an MD5 hash in any case for
 # every kind but ja4, a JA4 for ja4.
-MD5_PATTERN = r"^\s*[0-9a-fA-F]{32}\s*$"
-JA4_PATTERN = rf"^\s*{JA4_RE.pattern}\s*$"
-FINGERPRINT_PATTERN = rf"^\s*(?:[0-9a-fA-F]{{32}}|{JA4_RE.pattern})\s*$"
+MD5_PATTERN = rf"^[{_SPACE}]*[0-9a-fA-F]{{32}}[{_SPACE}]*$"
+JA4_PATTERN = rf"^[{_SPACE}]*{JA4_RE.pattern}[{_SPACE}]*$"
+FINGERPRINT_PATTERN = rf"^[{_SPACE}]*(?:[0-9a-fA-F]{{32}}|{JA4_RE.pattern})[{_SPACE}]*$"
 
 
 class LabelIn(BaseModel):
@@ -152,12 +157,12 @@ class LabelIn(BaseModel):
     kind: str = _doc(enum=list(FINGERPRINT_KINDS))
     value: Text = _doc(description="an MD5 hash (JA3 kinds) or a JA4 fingerprint (ja4)")
     action: str = _doc("none", enum=list(LABEL_ACTIONS))
-    source: Text = _doc("manual", minLength=1, maxLength=_TEXT["source"], pattern=r"\S")
-    client_name: Text | None = _doc(None, maxLength=_TEXT["client_name"], pattern=_NO_NUL)
-    category: Text | None = _doc(None, maxLength=_TEXT["category"], pattern=_NO_NUL)
+    source: Text = _doc("manual", minLength=1, maxLength=_TEXT["source"], pattern=_NOT_BLANK)
+    client_name: Text | None = _doc(None, maxLength=_TEXT["client_name"])
+    category: Text | None = _doc(None, maxLength=_TEXT["category"])
     tarpit_seconds: Int | None = _doc(None, **_TARPIT)
     confidence: Int = _doc(100, **_PERCENT)
-    note: Text | None = _doc(None, pattern=_NO_NUL)
+    note: Text | None = _doc(None)
 
 
 class LabelPatch(BaseModel):
@@ -165,11 +170,11 @@ class LabelPatch(BaseModel):
     always has both): absent means unchanged, null is a 422. The others are cleared by null."""
 
     action: str = _doc(None, enum=list(LABEL_ACTIONS))
-    client_name: Text | None = _doc(None, maxLength=_TEXT["client_name"], pattern=_NO_NUL)
-    category: Text | None = _doc(None, maxLength=_TEXT["category"], pattern=_NO_NUL)
+    client_name: Text | None = _doc(None, maxLength=_TEXT["client_name"])
+    category: Text | None = _doc(None, maxLength=_TEXT["category"])
     tarpit_seconds: Int | None = _doc(None, **_TARPIT)
     confidence: Int = _doc(None, **_PERCENT)
-    note: Text | None = _doc(None, pattern=_NO_NUL)
+    note: Text | None = _doc(None)
 
 
 class LabelOut(BaseModel):
@@ -218,7 +223,7 @@ async def top(
 @router.get("/fingerprints")
 async def search(
     request: Request,
-    q: Annotated[Text, Query(min_length=1, max_length=200, pattern=_NO_NUL)],
+    q: Annotated[Text, Query(min_length=1, max_length=200)],
     kind: Kind | None = None,
     limit: int = Query(50, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
@@ -265,11 +270,11 @@ async def list_labels(
     response: Response,
     kind: Kind | None = None,
     value: Annotated[str | None, Query(max_length=64, pattern=FINGERPRINT_PATTERN)] = None,
-    source: Annotated[Text | None, Query(max_length=32, pattern=_NO_NUL)] = None,
+    source: Annotated[Text | None, Query(max_length=32)] = None,
     action: Literal["allow", "deny", "tarpit", "none"] | None = None,
     q: Annotated[
         Text | None,
-        Query(max_length=200, pattern=_NO_NUL, description="value prefix or client name"),
+        Query(max_length=200, description="value prefix or client name"),
     ] = None,
     limit: int = Query(100, ge=1, le=1000),
     before: int | None = Query(
@@ -337,7 +342,7 @@ async def decisions(
     request: Request,
     response: Response,
     limit: int = Query(100, ge=1, le=5000),
-    username: Annotated[Text | None, Query(max_length=320, pattern=_NO_NUL)] = None,
+    username: Annotated[Text | None, Query(max_length=320)] = None,
     since: str | None = Query(
         None,
         description="ISO-8601 or epoch seconds",
@@ -360,7 +365,7 @@ async def decisions(
         "policy_reject",
     ]
     | None = Query(None, description="verdict, or a report's outcome"),
-    rule: Annotated[Text | None, Query(max_length=64, pattern=_NO_NUL)] = None,
+    rule: Annotated[Text | None, Query(max_length=64)] = None,
     fingerprint: Annotated[
         str | None,
         Query(pattern=MD5_PATTERN, description="the hash Dovecot sent (ja3_hash)"),
