@@ -53,6 +53,7 @@ def demo_data(db: Any, now: float) -> dict[str, str]:
     from ja3svc.store.models import (
         AuthFailure,
         Decision,
+        DovecotHash,
         Fingerprint,
         Label,
         Sighting,
@@ -65,6 +66,7 @@ def demo_data(db: Any, now: float) -> dict[str, str]:
     names = "alice bob carol dave erin frank grace heidi ivan judy mallory oscar".split()
     users = [f"{n}@example.org" for n in names]
     labels, fingerprints, sightings, decisions, learned, failures = [], [], [], [], [], []
+    variants = []
     for i, (name, category, action, tarpit, source, conf) in enumerate(CLIENTS):
         h = hashes[name]
         labels.append({
@@ -80,6 +82,11 @@ def demo_data(db: Any, now: float) -> dict[str, str]:
                 "kind": kind, "value": value, "full_string": None, "first_seen": first,
                 "last_seen": now - 60 * i, "times_seen": 40 + 37 * (8 - i),
             })  # fmt: skip
+        variants.append({
+            "openssl30": h, "openssl32": md5("3.2" + name), "ja3_hash": h,
+            "ja3n_hash": md5("n" + name), "ja4": ja4(name), "first_seen": now - 86400 * 30,
+            "last_seen": now - 60 * i, "times_seen": 40 + 37 * (8 - i),
+        })  # fmt: skip
         for j in range(4):
             sightings.append({
                 "ts": now - 300 * j - 17 * i, "sensor": "mx1:eth0",
@@ -161,7 +168,7 @@ def demo_data(db: Any, now: float) -> dict[str, str]:
     with db.engine.begin() as conn:
         for model, data in ((Label, labels), (Fingerprint, fingerprints), (Sighting, sightings),
                             (Decision, rows), (UserFingerprint, learned),
-                            (AuthFailure, failures)):  # fmt: skip
+                            (AuthFailure, failures), (DovecotHash, variants)):  # fmt: skip
             if data:
                 conn.execute(insert(model), data)
     return {"featured": hashes["python-imaplib credential stuffer"], "user": "alice@example.org"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -67,6 +67,7 @@ class LabelChange:
 class UpsertResult:
     inserted: int = 0
     updated: int = 0  # existing labels written again (their updated_at moves)
+    kept: int = 0  # existing labels of a protected source, left as they were
     changes: list[LabelChange] = field(default_factory=list)  # new and altered labels
 
     @property
@@ -109,12 +110,15 @@ def upsert_labels(
     *,
     now: float | None = None,
     dry_run: bool = False,
+    keep_sources: Collection[str] = (),
 ) -> UpsertResult:
     """Insert or update labels by (kind, value, source), all in one transaction.
 
     The result lists every label that is new or whose content changes; with ``dry_run`` that
     is all that happens (the transaction writes nothing). A row that ``check_label`` refuses
-    raises its InvalidLabel before anything is written.
+    raises its InvalidLabel before anything is written. Existing labels of ``keep_sources``
+    are never changed (imports keep hands off `labels add`'s): such rows are only counted, in
+    ``kept``.
     """
     defaults = defaults or LabelDefaults()
     now = time.time() if now is None else now
@@ -125,13 +129,39 @@ def upsert_labels(
     with db.session(write=True) as session:
         for start in range(0, len(values), _CHUNK):
             chunk = values[start : start + _CHUNK]
+            if keep_sources:
+                chunk = _without_kept(session, chunk, keep_sources, result)
+                if not chunk:
+                    continue
             changes = _changes(session, chunk)
             result.changes.extend(changes)
             result.inserted += sum(1 for c in changes if c.before is None)
             if not dry_run:
                 _upsert_chunk(session, chunk)
-    result.updated = len(values) - result.inserted
+    result.updated = len(values) - result.inserted - result.kept
     return result
+
+
+def _without_kept(
+    session: Session,
+    chunk: list[dict[str, object]],
+    keep_sources: Collection[str],
+    result: UpsertResult,
+) -> list[dict[str, object]]:
+    guarded = [(v["kind"], v["value"], v["source"]) for v in chunk if v["source"] in keep_sources]
+    if not guarded:
+        return chunk
+    existing = {
+        tuple(row)
+        for row in session.execute(
+            select(Label.kind, Label.value, Label.source).where(
+                tuple_(Label.kind, Label.value, Label.source).in_(guarded)
+            )
+        )
+    }
+    kept = [v for v in chunk if (v["kind"], v["value"], v["source"]) in existing]
+    result.kept += len(kept)
+    return [v for v in chunk if (v["kind"], v["value"], v["source"]) not in existing]
 
 
 def _changes(session: Session, chunk: list[dict[str, object]]) -> list[LabelChange]:

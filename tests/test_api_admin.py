@@ -146,3 +146,23 @@ def test_ja3_lookup_shows_the_accounts_of_the_dovecot_hash(client):
     assert users["erin"]["successes"] == 3 and users["frank"]["failures"] == 1
     assert (look["known"] and look["users"][0]["last_seen"] is None) or users["erin"]["last_seen"]
     assert client.get("/api/v1/fingerprints/ja3/xyz", headers=ADMIN_H).status_code == 422
+
+
+def test_lookup_joins_the_dovecot_variants_a_capture_recorded(client):
+    from ja3svc.store.models import DovecotHash
+
+    # What a capture records for one hello: Dovecot's hash under both OpenSSL profiles.
+    h30, h32, ja3 = H, "11111111111111111111111111111111", "22222222222222222222222222222222"
+    ja3n, ja4 = "33333333333333333333333333333333", "t13d1516h2_8daaf6152771_02713d6af862"
+    store = client.app.state.service.store
+    with store.write_session() as s, s.begin():
+        s.add(DovecotHash(openssl30=h30, openssl32=h32, ja3_hash=ja3, ja3n_hash=ja3n, ja4=ja4,
+                          first_seen=1.0, last_seen=2.0))  # fmt: skip
+    look = client.get(f"/api/v1/fingerprints/ja3_dovecot/{h32}", headers=ADMIN_H).json()
+    assert look["dovecot_profiles"] == ["openssl-3.2"]
+    client.post(
+        "/api/v1/labels", json={"kind": "ja4", "value": ja4, "action": "deny"}, headers=ADMIN_H
+    )
+    look = client.get(f"/api/v1/fingerprints/ja3_dovecot/{h32}", headers=ADMIN_H).json()
+    family = {(f["kind"], f["value"]) for f in look["family"]}
+    assert ("ja3_dovecot", h30) in family and ("ja4", ja4) in family

@@ -311,13 +311,12 @@ def test_randomising_client_is_not_refused_by_per_user_learning(stack: Stack, fi
     assert time.monotonic() - started < 120
 
 
+@pytest.mark.parametrize("stack", ["capture"], indirect=True)
 def test_a_ja4_label_from_a_capture_applies_to_every_login_of_chrome(
     stack: Stack, first_round, tmp_path
 ):
     """Chrome's Dovecot hash never repeats (GREASE cipher, permuted extensions); with the
     capture, one JA4 label made from a recording of it covers all of its logins."""
-    if stack.deployment != "capture":
-        pytest.skip("JA4 needs the capture correlation")
     pcap = tmp_path / "chrome.pcap"
     with tcpdump(stack.net.server, pcap, bpf=f"tcp port {trixie.IMAPS}"):
         assert stack.login("chrome", next(stack.users))["ok"]
@@ -347,12 +346,11 @@ def _pcap_records(pcap: Path, *extra: str) -> list[dict[str, Any]]:
     return [r for r in map(json.loads, res.stdout.splitlines()) if r["hello"] == "client"]
 
 
+@pytest.mark.parametrize("stack", ["hash_only"], indirect=True)
 def test_a_label_from_a_capture_applies_on_openssl_30_and_35(stack: Stack, first_round, tmp_path):
     """A capture is stored, its hello labelled by the wire JA3 (from tshark); the label then
     applies through the real Dovecot 2.4.1 on OpenSSL 3.5 and to the hash a Dovecot 2.4 on
     OpenSSL 3.0 would send for the same client (which differs: the hello offers 27)."""
-    if stack.deployment != "hash_only":
-        pytest.skip("hash-only: the label must reach Dovecot's hash through the stored capture")
     pcap = tmp_path / "python.pcap"
     user = next(stack.users)
     with tcpdump(stack.net.server, pcap, bpf=f"tcp port {trixie.IMAPS}"):
@@ -385,9 +383,8 @@ def test_a_label_from_a_capture_applies_on_openssl_30_and_35(stack: Stack, first
     assert answer["status"] == -1, answer
 
 
+@pytest.mark.parametrize("stack", ["capture"], indirect=True)
 def test_the_capture_tells_which_openssl_this_dovecot_links(stack: Stack, first_round):
-    if stack.deployment != "capture":
-        pytest.skip("profile detection needs the capture")
     ready = stack.http("GET", "/readyz")["dovecot_openssl_profile"]
     # OpenSSL 3.5 clients (curl, Python) offer extension 27, which only 3.2+ keeps.
     assert ready["profile"] == "openssl-3.2", ready

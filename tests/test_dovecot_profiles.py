@@ -178,3 +178,25 @@ def test_ten_logins_of_a_randomising_client_are_never_refused(tmp_path: Path, ca
             if d["command"] == "allow/before"
         ]
         assert "randomising_client" in rules and "new_fingerprint_for_user" not in rules
+
+
+def test_database_correlation_keeps_every_profiles_hash(database: Database) -> None:
+    """A separate capture's sightings carry Dovecot's hash under each profile, so a service
+    polling the database (--correlate-db) can detect the profile like an in-process one. The
+    capture is NSS against Debian 13's Dovecot 2.4.1: a HelloRetryRequest on every login, and
+    Dovecot logged the second hello's hash (tests/pcaps/dovecot24)."""
+    import asyncio
+
+    from ja3svc.store.correlation import find_client_hello, fingerprint_refs
+
+    name = "dovecot24/nss-imap-tls.pcap"
+    logged = json.loads((PCAPS / name).with_suffix(".dovecot-log.json").read_text())
+    records = _records(name)
+    _store(database, records)
+    for conn in logged["connections"]:
+        src = next(r["src"] for r in records if r["sport"] == conn["sport"])
+        found = asyncio.run(find_client_hello(database, src, conn["sport"], 0.0))
+        assert found is not None and found.index == 2  # the hello after the retry
+        refs = fingerprint_refs(found)
+        assert refs.dovecot_hashes["openssl-3.2"] == conn["ja3_dovecot_hash"]
+        assert ("ja3_dovecot", conn["ja3_dovecot_hash"]) in refs

@@ -148,3 +148,22 @@ def test_foxio_columns_not_imported_are_reported(database, tmp_path):
     assert status == 0 and "0 new, 1 updated" in out
     note = "not imported (ja3svc keeps the TLS client's ja4 only): 2 value(s) in column ja4s"
     assert err == f"{path}: {note}\n"
+
+
+def test_an_import_never_changes_a_label_made_by_hand(database, tmp_path):
+    assert labels_cli(database, "add", "ada70206e40642a3e4461f35503241d5", "--client", "mine",
+                      "--action", "allow")[0] == 0  # fmt: skip
+    before = snapshot(database)
+    # A ja3svc export that says otherwise about the same (kind, value, source).
+    path = tmp_path / "other.csv"
+    path.write_text(
+        "kind,value,client_name,action,source\n"
+        "ja3,ada70206e40642a3e4461f35503241d5,someone else,deny,manual\n"
+        "ja3,de350869b8c85de67a350c8d186f11e6,new one,none,manual\n"
+    )
+    status, out, err = labels_cli(database, "import", "ja3svc-csv", str(path))
+    assert status == 0, err
+    assert "1 new, 0 updated (0 with new values), 1 manual label(s) kept as they are" in out
+    after = snapshot(database)
+    assert [r for r in after if r[1] == "ada70206e40642a3e4461f35503241d5"] == before
+    assert len(after) == 2

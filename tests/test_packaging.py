@@ -73,10 +73,16 @@ def test_old_top_level_names_do_not_import(installed_wheel: Path, name: str) -> 
 def test_every_subpackage_and_data_file_is_in_the_wheel(installed_wheel: Path) -> None:
     site = _site_packages(installed_wheel) / "ja3svc"
     for folder, sub in [("capture", "capture"), ("api", "api"), ("api/routes", "api/routes"),
-                        ("store", "store"), ("cli", "cli"), ("migrations", "migrations"),
+                        ("api/console", "api/console"), ("store", "store"), ("cli", "cli"),
+                        ("migrations", "migrations"),
                         ("migrations/versions", "migrations/versions")]:  # fmt: skip
         for src in (ROOT / folder).glob("*.py"):
             assert (site / sub / src.name).is_file(), f"{folder}/{src.name} missing from the wheel"
+    # The console's templates and assets (package data, not modules).
+    for pattern in ("templates/*.html", "static/*"):
+        for src in (ROOT / "api" / "console").glob(pattern):
+            rel = src.relative_to(ROOT / "api")
+            assert (site / "api" / rel).is_file(), f"api/{rel} missing from the wheel"
     assert (site / "migrations" / "script.py.mako").is_file()
     assert (site / "py.typed").is_file()
 

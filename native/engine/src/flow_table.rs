@@ -255,7 +255,7 @@ impl FlowTable {
             }
         }
         let assembler = match transport {
-            Transport::Quic => UdpAssembler::Quic(Box::new(QuicInitialAssembler::new())),
+            Transport::Quic => UdpAssembler::Quic(Box::default()),
             _ => UdpAssembler::Dtls(Box::new(DtlsHandshakeAssembler::new())),
         };
         let idx = self.sessions.insert(|order| UdpSession {

@@ -6,6 +6,7 @@
 //! requires identical records and counters. Nothing here panics on hostile input; everything
 //! the engine gives up on is counted under a reason.
 
+pub mod byte_ranges;
 pub mod capture;
 pub mod dtls;
 pub mod engine;
