@@ -350,7 +350,8 @@ def _export(args: argparse.Namespace) -> int:
         for line in lines:
             sys.stdout.write(line)
     if args.format == "suricata":
-        target = args.file or "FILE"
+        # Absolute: Suricata resolves a relative `load` against its own directories, not ours.
+        target = str(Path(args.file).resolve()) if args.file else "FILE"
         name = args.name or (Path(args.file).stem if args.file else "ja3svc")
         rule = suricata_rule(name, target, kind, args.sid)
         if args.rules:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from ja3svc.store import queries
@@ -46,7 +47,7 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
@@ -479,7 +480,9 @@ class _Run(Protocol):
 
     def rows(self, query: _Query, params: Sequence[object]) -> Sequence[Sequence[Any]]: ...
 
-    def execute(self, query: _Query, params: Sequence[object]) -> None: ...
+    def insert_rows(self, query: _Query, rows: Sequence[tuple[object, ...]]) -> None:
+        """``query`` (a one-row INSERT) for every row, in one or a few statements."""
+        ...
 
 
 def _p(i: int) -> Any:
@@ -599,18 +602,19 @@ _WRITES: dict[str, tuple[Any, tuple[str, ...]]] = {
         ),
     ),
 }
-# Rows per statement: a power of two, so that a batch is cut into statements of at most
-# log2(_ROWS_PER_STATEMENT) + 1 distinct shapes, each compiled once; 64 x 11 columns stays under
-# the 999 bound parameters of SQLite builds before 3.32.
-_ROWS_PER_STATEMENT = 64
+# 999 bound parameters is the limit of SQLite builds before 3.32; the widest row has 11.
+_ROWS_PER_STATEMENT = 999 // 11
 
 
-@functools.lru_cache(maxsize=64)
-def _insert_query(dialect: str, table: str, rows: int) -> _Query:
+@functools.lru_cache(maxsize=8)
+def _insert_query(dialect: str, table: str) -> _Query:
+    """The one-row INSERT (an upsert for user_fingerprints) of ``table`` for ``dialect``."""
     model, columns = _WRITES[table]
-    width = len(columns)
-    ins = (postgresql if dialect == "postgresql" else sqlite).insert(model)
-    ins = ins.values([{c: _p(r * width + j) for j, c in enumerate(columns)} for r in range(rows)])
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    ins = insert(model).values({c: _p(j) for j, c in enumerate(columns)})
     if table == "user_fingerprints":
         # SQLite's max() with two arguments is the scalar GREATEST.
         later = func.max if dialect == "sqlite" else func.greatest
@@ -621,21 +625,7 @@ def _insert_query(dialect: str, table: str, rows: int) -> _Query:
                 "successes": UserFingerprint.successes + ins.excluded.successes,
             },
         )
-    return _Query(ins, rows * width)
-
-
-def _insert(run: _Run, dialect: str, table: str, rows: Sequence[tuple[object, ...]]) -> None:
-    """``rows`` in statements of ``_ROWS_PER_STATEMENT`` rows and then of falling powers of
-    two. Keys must be unique within ``rows``: an upsert touching one row twice in a statement
-    fails."""
-    lo = 0
-    size = _ROWS_PER_STATEMENT
-    while lo < len(rows):
-        while size > len(rows) - lo:
-            size //= 2
-        chunk = rows[lo : lo + size]
-        run.execute(_insert_query(dialect, table, size), [x for row in chunk for x in row])
-        lo += size
+    return _Query(ins, len(columns))
 
 
 def _write(
@@ -645,13 +635,17 @@ def _write(
     failures: Sequence[tuple[float, str, Ref]],
     decisions: Sequence[DecisionRecord],
 ) -> None:
+    # Keys are unique within each list (successes are merged): an upsert touching one row
+    # twice in a statement fails.
     if merged:
         rows = [(u, k, v, f, la, n) for (u, k, v), (f, la, n) in merged.items()]
-        _insert(run, dialect, "user_fingerprints", rows)
+        run.insert_rows(_insert_query(dialect, "user_fingerprints"), rows)
     if failures:
-        _insert(run, dialect, "auth_failures", [(ts, k, v, u) for ts, u, (k, v) in failures])
+        rows = [(ts, k, v, u) for ts, u, (k, v) in failures]
+        run.insert_rows(_insert_query(dialect, "auth_failures"), rows)
     if decisions:
-        _insert(run, dialect, "decisions", [_decision_tuple(d) for d in decisions])
+        rows = [_decision_tuple(d) for d in decisions]
+        run.insert_rows(_insert_query(dialect, "decisions"), rows)
 
 
 def _decision_tuple(d: DecisionRecord) -> tuple[object, ...]:
@@ -711,8 +705,9 @@ class _CoreRun:
     def rows(self, query: _Query, params: Sequence[object]) -> Sequence[Sequence[Any]]:
         return self._result(query, params).all()  # type: ignore[no-any-return]
 
-    def execute(self, query: _Query, params: Sequence[object]) -> None:
-        self._result(query, params)
+    def insert_rows(self, query: _Query, rows: Sequence[tuple[object, ...]]) -> None:
+        # executemany: SQLAlchemy sends it as multi-row VALUES batches ("insertmanyvalues").
+        self.conn.execute(query.stmt, [dict(zip(query.names, r, strict=True)) for r in rows])
 
 
 class _CoreBackend:
@@ -749,8 +744,33 @@ class _DriverRun:
     def rows(self, query: _Query, params: Sequence[object]) -> Sequence[Sequence[Any]]:
         return self._cursor(query, params).fetchall()  # type: ignore[no-any-return]
 
-    def execute(self, query: _Query, params: Sequence[object]) -> None:
-        self._cursor(query, params)
+    def insert_rows(self, query: _Query, rows: Sequence[tuple[object, ...]]) -> None:
+        # One multi-row VALUES statement per _ROWS_PER_STATEMENT rows (see _DriverBackend),
+        # made from the one-row statement's SQLite text.
+        head, tail, width = _values_parts(query)
+        for lo in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[lo : lo + _ROWS_PER_STATEMENT]
+            self.conn.execute(
+                _values_sql(head, tail, len(chunk), width), list(chain.from_iterable(chunk))
+            )
+
+
+@functools.lru_cache(maxsize=8)
+def _values_parts(query: _Query) -> tuple[str, str, int]:
+    """(text before the VALUES group, text after it, columns) of a one-row INSERT."""
+    sql, order = query.sqlite()
+    width = len(query.names)
+    group = "VALUES (" + ", ".join("?" * width) + ")"
+    head, found, tail = sql.partition(group)
+    if not found or order is not None:
+        raise AssertionError(f"not a one-row INSERT in column order: {sql}")
+    return head + "VALUES ", tail, width
+
+
+@functools.lru_cache(maxsize=64)
+def _values_sql(head: str, tail: str, rows: int, width: int) -> str:
+    group = "(" + ", ".join("?" * width) + ")"
+    return head + ", ".join([group] * rows) + tail
 
 
 class _DriverBackend:
