@@ -379,6 +379,11 @@ class PolicyStore:
         with self.session() as s:
             recent = recent_sightings(s, kind, value)
             refs = hello_family(s, kind, value, recent)
+            # Dovecot's JA3 equals standard JA3 for plain OpenSSL clients: the same value of
+            # the other kind is asked for too, and shown if anything is known of it.
+            mirror = {"ja3": "ja3_dovecot", "ja3_dovecot": "ja3"}.get(kind)
+            if mirror and (mirror, value) not in refs:
+                refs.append((mirror, value))
             fps = {
                 (fp.kind, fp.value): fp
                 for fp in s.scalars(select(Fingerprint).where(_refs_match(Fingerprint, refs)))

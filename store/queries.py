@@ -77,14 +77,10 @@ def hello_family(
     ``(kind, value)`` first.
 
     One client gives one JA3N and JA4 but, if it sends GREASE, a new JA3 and Dovecot JA3 per
-    connection; all of them are listed. Dovecot's JA3 equals standard JA3 for plain OpenSSL
-    clients, so a Dovecot value is also listed as JA3 and the other way round (callers drop
-    the refs nothing is known of).
+    connection; all of them are listed. Only what captures recorded is listed (sightings,
+    Dovecot's hashes under each OpenSSL profile).
     """
     found: dict[Ref, None] = {(kind, value): None}
-    mirror = {"ja3": "ja3_dovecot", "ja3_dovecot": "ja3"}.get(kind)
-    if mirror:
-        found[(mirror, value)] = None
     if kind == "ja3s":
         return list(found)
     rows = recent_sightings(session, kind, value) if sightings is None else sightings
