@@ -214,8 +214,9 @@ def read_magic(stream: BinaryIO, name: str) -> tuple[BinaryIO, bytes]:
             ) from None
         if magic.startswith(GZIP_MAGIC) or not magic:
             raise NotACaptureError(
-                f"{name}: {_KNOWN_NOT_CAPTURES[GZIP_MAGIC]}" if magic else f"{name}: empty "
-                "gzip-compressed file, not a pcap or pcapng capture"
+                f"{name}: {_KNOWN_NOT_CAPTURES[GZIP_MAGIC]}"
+                if magic
+                else f"{name}: empty gzip-compressed file, not a pcap or pcapng capture"
             )
     return stream, magic
 

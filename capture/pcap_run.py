@@ -151,6 +151,8 @@ def fingerprint_stream_native(
     sink: Callable[[dict[str, Any]], None] | None = None,
     progress: ProgressCallback | None = None,
     path: str | None = None,
+    max_flows: int = 200_000,
+    idle_timeout: float = 300.0,
 ) -> None:
     """``fingerprint_stream`` on the Rust engine, with the same errors and totals.
 
@@ -166,7 +168,7 @@ def fingerprint_stream_native(
     started = time.perf_counter()
     opened = stream
     stream, magic = read_magic(stream, name)  # gzip is read through in Python
-    run = native.PcapRun(name, dovecot_profile, write_json is not None)
+    run = native.PcapRun(name, dovecot_profile, write_json is not None, max_flows, idle_timeout)
     if path is not None and stream is opened and os.path.isfile(path):
         run.open_file(path)
         while (found := run.feed_file()) is not None:

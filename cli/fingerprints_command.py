@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     top = fsub.add_parser("top", help="most seen fingerprints")
     top.add_argument("--kind", choices=KINDS, action="append", help="only this kind (repeatable)")
+    top.add_argument(
+        "--by",
+        choices=("seen", "failures"),
+        default="seen",
+        help="most seen (default), or failing logins for the most accounts",
+    )
     top.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
     top.set_defaults(func=_top)
 
@@ -56,55 +62,52 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
+# The answers come from store.queries, the read API the admin API and the console use too
+# (its module documentation has the matching rules); this module only prints them.
+
+
 @friendly_errors("fingerprints top")
 def _top(args: argparse.Namespace) -> int:
-    from ja3svc.store.labels import find_labels
-    from ja3svc.store.queries import top_fingerprints
+    from ja3svc.store.queries import top
 
     _settings, db = open_database(args)
     with db.session() as s:
-        rows = top_fingerprints(s, kinds=args.kind, limit=args.limit)
-        names = {}
-        for fp in rows:
-            labels = find_labels(s, kinds=[fp.kind], value=fp.value)
-            names[(fp.kind, fp.value)] = "; ".join(
-                dict.fromkeys(lb.client_name for lb in labels if lb.client_name)
-            )
+        rows = top(s, kinds=args.kind, by=args.by, limit=args.limit)
     if args.json:
-        _print_json(
-            [
-                {
-                    "kind": fp.kind,
-                    "value": fp.value,
-                    "times_seen": fp.times_seen,
-                    "first_seen": fp.first_seen,
-                    "last_seen": fp.last_seen,
-                    "labels": names[(fp.kind, fp.value)],
-                }
-                for fp in rows
-            ]
-        )
+        _print_json(rows)
         return EXIT_OK
     if not rows:
-        print("no fingerprints stored yet (store some with `ja3svc pcap FILE --store`)")
+        what = "failed logins" if args.by == "failures" else "fingerprints"
+        print(f"no {what} stored yet (store some with `ja3svc pcap FILE --store`)")
+        return EXIT_OK
+    if args.by == "failures":
+        print(f"{'accounts':>10}  {'failures':>8}  {'kind':<11} value")
+        for r in rows:
+            print(f"{r['distinct_accounts']:>10}  {r['failures']:>8}  {r['kind']:<11} {r['value']}")
         return EXIT_OK
     print(f"{'times seen':>10}  {'kind':<11} {'value':<36}  {'last seen (UTC)':<19}  labels")
-    for fp in rows:
+    for r in rows:
         print(
-            f"{fp.times_seen:>10}  {fp.kind:<11} {fp.value:<36}  {_when(fp.last_seen):<19}  "
-            f"{names[(fp.kind, fp.value)]}"
+            f"{r['times_seen']:>10}  {r['kind']:<11} {r['value']:<36}  "
+            f"{_when(r['last_seen']):<19}  {r['labels']}"
         )
     return EXIT_OK
 
 
 @friendly_errors("fingerprints show")
 def _show(args: argparse.Namespace) -> int:
-    from ja3svc.store.queries import fingerprint_details
+    from ja3svc.store.queries import guess_kinds, lookup
 
-    _settings, db = open_database(args)
+    settings, db = open_database(args)
+    window = settings.policy.reputation_window_seconds
     with db.session() as s:
-        found = fingerprint_details(s, args.value, kinds=args.kind, sightings=args.sightings)
-        data = [_details_dict(d) for d in found]
+        found = [
+            lookup(s, kind, args.value, window=window, sightings=args.sightings)
+            for kind in args.kind or guess_kinds(args.value.strip())
+        ]
+    # The kinds under which the value is seen, labelled, or known to the policy service
+    # (accounts that logged in or failed with it).
+    data = [d for d in found if d["times_seen"] or d["labels"] or d["users"]]
     if not data:
         print(
             f"ja3svc fingerprints show: {args.value} is neither seen nor labelled", file=sys.stderr
@@ -123,10 +126,12 @@ def _show(args: argparse.Namespace) -> int:
         )
         for kind, value in d["same_hello"]:
             print(f"  same hello: {kind} {value}")
-        if d["users"]:
-            print(f"  accounts:   {d['users']} logged in successfully with it")
-        if d["failures"]:
-            print(f"  failures:   {d['failures']} failed logins recorded with it (retained)")
+        logged_in = sum(1 for u in d["users"] if u["successes"])
+        if logged_in:
+            print(f"  accounts:   {logged_in} logged in successfully with it")
+        failed = sum(u["failures"] for u in d["users"])
+        if failed:
+            print(f"  failures:   {failed} failed logins recorded with it (retained)")
         for lb in d["labels"]:
             tarpit = f" {lb['tarpit_seconds']}s" if lb["action"] == "tarpit" else ""
             print(
@@ -142,44 +147,6 @@ def _show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _details_dict(d: Any) -> dict[str, Any]:
-    fp = d.fingerprint
-    return {
-        "kind": d.kind,
-        "value": d.value,
-        "full_string": fp.full_string if fp else None,
-        "times_seen": fp.times_seen if fp else 0,
-        "first_seen": fp.first_seen if fp else None,
-        "last_seen": fp.last_seen if fp else None,
-        "retained_sightings": d.retained_sightings,
-        "users": d.users,
-        "failures": d.failures,
-        "same_hello": [list(r) for r in d.family],
-        "labels": [
-            {
-                c: getattr(lb, c)
-                for c in (
-                    "source",
-                    "client_name",
-                    "category",
-                    "action",
-                    "tarpit_seconds",
-                    "confidence",
-                    "note",
-                )
-            }
-            for lb in d.labels
-        ],
-        "recent_sightings": [
-            {
-                c: getattr(sg, c)
-                for c in ("ts", "sensor", "src", "sport", "dst", "dport", "sni", "tls_version")
-            }
-            for sg in d.recent_sightings
-        ],
-    }
-
-
 @friendly_errors("fingerprints search")
 def _search(args: argparse.Namespace) -> int:
     from ja3svc.store.queries import search
@@ -188,11 +155,11 @@ def _search(args: argparse.Namespace) -> int:
     with db.session() as s:
         hits = search(s, args.text, kinds=args.kind, limit=args.limit)
     if args.json:
-        _print_json([h.__dict__ for h in hits])
+        _print_json(hits)
         return EXIT_OK
     if not hits:
         print(f"nothing matches {args.text!r}")
         return EXIT_OK
     for h in hits:
-        print(f"{h.times_seen:>10}  {h.kind:<11} {h.value:<36}  {'; '.join(h.names)}")
+        print(f"{h['times_seen']:>10}  {h['kind']:<11} {h['value']:<36}  {'; '.join(h['names'])}")
     return EXIT_OK

@@ -333,21 +333,25 @@ def _export(args: argparse.Namespace) -> int:
         print(f"ja3svc labels export: {exc}", file=sys.stderr)
         return EXIT_USAGE
     rows = _query(args, kinds, None)
+    written = f"{len(rows)} labels"
     if args.format == "suricata":
         kind = kinds[0]
-        lines = render_suricata_dataset(rows, kind)
+        # One entry per fingerprint, however many sources label it: say how many entries.
+        lines = list(render_suricata_dataset(rows, kind))
+        written = f"{len(lines)} {kind} fingerprints ({len(rows)} labels)"
     else:
         lines = RENDERERS[args.format](rows)
     if args.file:
         path = Path(args.file)
         with open(path, "w", encoding="utf-8", newline="") as out:
             out.writelines(lines)
-        print(f"wrote {len(rows)} labels to {path}", file=sys.stderr)
+        print(f"wrote {written} to {path}", file=sys.stderr)
     else:
         for line in lines:
             sys.stdout.write(line)
     if args.format == "suricata":
-        target = args.file or "FILE"
+        # Absolute: Suricata resolves a relative `load` against its own directories, not ours.
+        target = str(Path(args.file).resolve()) if args.file else "FILE"
         name = args.name or (Path(args.file).stem if args.file else "ja3svc")
         rule = suricata_rule(name, target, kind, args.sid)
         if args.rules:

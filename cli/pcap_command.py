@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from ja3svc.config.settings import Settings
 
 # The output object of one hello: HelloRecord.as_dict() with the file and frame it came from.
-Record = dict[str, Any]
-Emit = Callable[[Record], None]
+OutputRow = dict[str, Any]
+Emit = Callable[[OutputRow], None]
 
 CSV_COLUMNS = (
     "file", "frame", "ts", "src", "sport", "dst", "dport", "transport", "hello", "index", "sni",
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
                 store_add(s)
 
         def native_sink(
-            d: Record, store_add: Callable[[HelloRecord], None] | None = store_add
+            d: OutputRow, store_add: Callable[[HelloRecord], None] | None = store_add
         ) -> None:
             # The Rust engine hands over the output object; the store takes the typed record.
             emit(d)
@@ -194,9 +194,7 @@ def run(args: argparse.Namespace) -> int:
         damaged_before = len(totals.damaged)
         try:
             if engine == "python":
-                fingerprint_stream(
-                    stream, label, sink, totals, progress, dovecot_profile=profile
-                )
+                fingerprint_stream(stream, label, sink, totals, progress, dovecot_profile=profile)
             else:
                 fingerprint_stream_native(
                     stream, label, totals, profile,
@@ -258,7 +256,7 @@ def _output(fmt: str, summary: bool, out: TextIO) -> tuple[Emit, Callable[[], No
         writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
 
-        def emit_csv(row: Record) -> None:
+        def emit_csv(row: OutputRow) -> None:
             row = dict(row)
             row["alpn"] = ";".join(row["alpn"])
             writer.writerow(row)
@@ -273,7 +271,7 @@ def _json_lines(out: TextIO) -> Emit:
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
     line_buffered = out.isatty()
 
-    def emit_json(d: Record) -> None:
+    def emit_json(d: OutputRow) -> None:
         out.write(dumps(d) + "\n")
         if line_buffered:
             out.flush()
@@ -294,7 +292,7 @@ def _table_output(out: TextIO) -> tuple[Emit, Callable[[], None]]:
         row.format("time (UTC)", "proto", "hello", "#", "connection", "ja3/ja3s hash", "ja4", "sni")
     )
 
-    def emit(d: Record) -> None:
+    def emit(d: OutputRow) -> None:
         conn = f"{_hostport(d['src'], d['sport'])} > {_hostport(d['dst'], d['dport'])}"
         out.write(
             row.format(
@@ -319,12 +317,12 @@ def _summary_output(fmt: str, out: TextIO) -> tuple[Emit, Callable[[], None]]:
     counts: Counter[tuple[str, str, str]] = Counter()
     examples: dict[tuple[str, str, str], dict[str, Any]] = {}
 
-    def emit(d: Record) -> None:
+    def emit(d: OutputRow) -> None:
         key = (d["hello"], d.get("ja3_hash") or d["ja3s_hash"], d.get("ja4") or "")
         counts[key] += 1
         examples.setdefault(key, d)
 
-    def rows() -> list[Record]:
+    def rows() -> list[OutputRow]:
         out_rows = []
         for key, n in counts.most_common():
             d = examples[key]

@@ -22,11 +22,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, NamedTuple, Protocol, TypeVar
 
+from ja3svc.store import queries
 from ja3svc.store.database import SQLITE_BUSY_TIMEOUT_S, sqlite_file
 from ja3svc.store.models import (
-    FINGERPRINT_FIELDS,
     FINGERPRINT_KINDS,
     AuthFailure,
     Decision,
@@ -35,15 +36,7 @@ from ja3svc.store.models import (
     Label,
     UserFingerprint,
 )
-from ja3svc.store.queries import (
-    HELLO_KINDS,
-    UNBOUNDED,
-    Page,
-    dovecot_variants,
-    hello_family,
-    id_window_page,
-    recent_sightings,
-)
+from ja3svc.store.queries import UNBOUNDED, Page, id_window_page, label_dict
 from sqlalchemy import (
     Connection,
     Engine,
@@ -54,7 +47,7 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
@@ -99,23 +92,6 @@ def label_fact(row: Label | Row[Any]) -> LabelFact:
         source=row.source,
         confidence=row.confidence,
     )
-
-
-def label_dict(row: Label) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "kind": row.kind,
-        "value": row.value,
-        "client_name": row.client_name,
-        "category": row.category,
-        "action": row.action,
-        "tarpit_seconds": row.tarpit_seconds,
-        "source": row.source,
-        "confidence": row.confidence,
-        "note": row.note,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
 
 
 class DecisionRecord(NamedTuple):
@@ -368,199 +344,21 @@ class PolicyStore:
             )  # fmt: skip
             return page._replace(rows=[decision_dict(d) for d in page.rows])
 
+    # --- the read API (store.queries), for the admin API and the console ---------------------
+
     def lookup(
         self, kind: str, value: str, now: float | None = None, window: int = 3600
     ) -> dict[str, Any]:
-        """Everything known of one fingerprint and of the other fingerprints of its hellos
-        (``family``, see ``store.queries.hello_family``): labels, counts, the accounts that
-        logged in with any of them (successes) or failed (failures), recent sightings and
-        the reputation the verdict engine would compute for them."""
-        now = time.time() if now is None else now
         with self.session() as s:
-            recent = recent_sightings(s, kind, value)
-            refs = hello_family(s, kind, value, recent)
-            # Dovecot's JA3 equals standard JA3 for plain OpenSSL clients: the same value of
-            # the other kind is asked for too, and shown if anything is known of it.
-            mirror = {"ja3": "ja3_dovecot", "ja3_dovecot": "ja3"}.get(kind)
-            if mirror and (mirror, value) not in refs:
-                refs.append((mirror, value))
-            fps = {
-                (fp.kind, fp.value): fp
-                for fp in s.scalars(select(Fingerprint).where(_refs_match(Fingerprint, refs)))
-            }
-            labels: dict[Ref, list[Label]] = {}
-            for lb in s.scalars(
-                select(Label)
-                .where(_refs_match(Label, refs))
-                .order_by(Label.confidence.desc(), Label.id)
-            ):
-                labels.setdefault((lb.kind, lb.value), []).append(lb)
-            accounts: dict[str, dict[str, Any]] = {}
-            for u, n, f, la in s.execute(
-                select(
-                    UserFingerprint.username,
-                    func.max(UserFingerprint.successes),
-                    func.min(UserFingerprint.first_seen),
-                    func.max(UserFingerprint.last_seen),
-                )
-                .where(_refs_match(UserFingerprint, refs))
-                .group_by(UserFingerprint.username)
-                .order_by(func.max(UserFingerprint.last_seen).desc())
-                .limit(100)
-            ):
-                accounts[u] = {
-                    "username": u, "successes": n, "first_seen": f, "last_seen": la,
-                    "failures": 0, "last_failure": None,
-                }  # fmt: skip
-            # A failure is recorded once per fingerprint of the login: count distinct times.
-            for u, n, last in s.execute(
-                select(AuthFailure.username, func.count(func.distinct(AuthFailure.ts)),
-                       func.max(AuthFailure.ts))
-                .where(_refs_match(AuthFailure, refs))
-                .group_by(AuthFailure.username)
-                .order_by(func.max(AuthFailure.ts).desc())
-                .limit(100)
-            ):  # fmt: skip
-                entry = accounts.setdefault(
-                    u, {"username": u, "successes": 0, "first_seen": None, "last_seen": None}
-                )
-                entry.update(failures=n, last_failure=last)
-            user_refs = {
-                (k, v)
-                for k, v in s.execute(
-                    select(UserFingerprint.kind, UserFingerprint.value)
-                    .where(_refs_match(UserFingerprint, refs))
-                    .distinct()
-                )
-            }
-            rep = _reputation(_CoreRun(s), refs, window, now)
-        with self.session() as s:
-            variants = dovecot_variants(s, [v for k, v in refs if k == "ja3_dovecot"])
-        # Fingerprints a capture recorded for the same hellos (sightings, Dovecot's variants).
-        recorded = {r for v in variants.values() for r in v["refs"]}
-        for sg in recent:
-            recorded.update((k, getattr(sg, FINGERPRINT_FIELDS[k][0])) for k in HELLO_KINDS)
-        family = []
-        for ref in refs:
-            fp = fps.get(ref)
-            known = fp is not None or ref in labels or ref in user_refs or ref in recorded
-            if ref != (kind, value) and not known:
-                continue  # a mirrored kind nothing is known of
-            family.append(
-                {
-                    "kind": ref[0],
-                    "value": ref[1],
-                    "full_string": fp.full_string if fp else None,
-                    "times_seen": fp.times_seen if fp else 0,
-                    "first_seen": fp.first_seen if fp else None,
-                    "last_seen": fp.last_seen if fp else None,
-                    "labels": [label_dict(lb) for lb in labels.get(ref, [])],
-                    # For a Dovecot hash: the OpenSSL profiles under which a captured hello
-                    # gives it (empty: no capture recorded it).
-                    "dovecot_profiles": sorted(variants.get(ref[1], {}).get("profiles", ()))
-                    if ref[0] == "ja3_dovecot"
-                    else [],
-                }
-            )
-        me = family[0]
-        users = sorted(
-            accounts.values(),
-            key=lambda a: max(a["last_seen"] or 0, a["last_failure"] or 0),
-            reverse=True,
-        )
-        return {
-            **me,
-            "known": bool(fps or labels or users),
-            "family": family[1:],
-            "users": users,
-            "sightings": [
-                {
-                    "ts": sg.ts,
-                    "sensor": sg.sensor,
-                    "src": sg.src,
-                    "sport": sg.sport,
-                    "dst": sg.dst,
-                    "dport": sg.dport,
-                    "sni": sg.sni,
-                    "tls_version": sg.tls_version,
-                }
-                for sg in recent[:10]
-            ],
-            "failures": {
-                "window_seconds": window,
-                "distinct_accounts": rep.distinct_failed_accounts,
-                "failures": rep.failures,
-            },
-        }
+            return queries.lookup(s, kind, value, window=window, now=now)
 
     def search(self, q: str, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """Fingerprints whose value starts with ``q`` plus labels whose value starts with it or
-        whose client name contains it (the newest labels first; see ``labels.label_page``)."""
-        from ja3svc.store.labels import LabelFilter, label_page
-
-        q = q.strip()
-        out: list[dict[str, Any]] = []
         with self.session() as s:
-            sqlite_db = s.get_bind().dialect.name == "sqlite"
-            for k in [kind] if kind else FINGERPRINT_KINDS:
-                prefix = q if k == "ja4" else q.lower()
-                if sqlite_db:
-                    # A range on the (kind, value) index: SQLite's LIKE is case-insensitive and
-                    # so cannot use it. (Byte order; PostgreSQL's collations are not.)
-                    match = (Fingerprint.value >= prefix) & (Fingerprint.value < prefix + "\x7f")
-                else:
-                    match = Fingerprint.value.startswith(prefix, autoescape=True)
-                stmt = select(Fingerprint).where(Fingerprint.kind == k, match)
-                for fp in s.scalars(stmt.order_by(Fingerprint.value).limit(limit - len(out))):
-                    out.append(
-                        {
-                            "type": "fingerprint",
-                            "kind": fp.kind,
-                            "value": fp.value,
-                            "times_seen": fp.times_seen,
-                        }
-                    )
-                if len(out) >= limit:
-                    return out
-            page = label_page(s, LabelFilter(kind=kind, q=q), limit - len(out))
-            out.extend({"type": "label", **label_dict(lb)} for lb in page.rows)
-        return out[:limit]
+            return queries.search(s, q, kinds=[kind] if kind else None, limit=limit)
 
     def top(self, kind: str = "ja3", limit: int = 20, by: str = "seen") -> list[dict[str, Any]]:
         with self.session() as s:
-            if by == "failures":
-                rows = s.execute(
-                    select(
-                        AuthFailure.kind,
-                        AuthFailure.value,
-                        func.count(func.distinct(AuthFailure.username)).label("accounts"),
-                        func.count().label("failures"),
-                    )
-                    .where(AuthFailure.kind == kind)
-                    .group_by(AuthFailure.kind, AuthFailure.value)
-                    .order_by(func.count(func.distinct(AuthFailure.username)).desc())
-                    .limit(limit)
-                ).all()
-                return [
-                    {"kind": k, "value": v, "distinct_accounts": a, "failures": f}
-                    for k, v, a, f in rows
-                ]
-            fps = s.scalars(
-                select(Fingerprint)
-                .where(Fingerprint.kind == kind)
-                .order_by(Fingerprint.times_seen.desc())
-                .limit(limit)
-            ).all()
-            return [
-                {
-                    "kind": fp.kind,
-                    "value": fp.value,
-                    "times_seen": fp.times_seen,
-                    "first_seen": fp.first_seen,
-                    "last_seen": fp.last_seen,
-                }
-                for fp in fps
-            ]
+            return queries.top(s, kinds=[kind], by=by, limit=limit)  # type: ignore[arg-type]
 
     def stats(self) -> dict[str, int]:
         with self.session() as s:
@@ -631,9 +429,9 @@ class PolicyStore:
             s.execute(select(1))
 
 
-def _refs_match(model: Any, refs: Sequence[Ref]) -> Any:
-    # OR of (kind, value) pairs: each term uses the (kind, value, ...) indexes (see labels_for).
-    return or_(*((model.kind == k) & (model.value == v) for k, v in refs))
+def reputation_in(session: Session, refs: Sequence[Ref], window: int, now: float) -> Reputation:
+    """The reputation the verdict path computes for ``refs``, read in ``session``."""
+    return _reputation(_CoreRun(session), refs, window, now)
 
 
 def _merge_successes(
@@ -682,7 +480,9 @@ class _Run(Protocol):
 
     def rows(self, query: _Query, params: Sequence[object]) -> Sequence[Sequence[Any]]: ...
 
-    def execute(self, query: _Query, params: Sequence[object]) -> None: ...
+    def insert_rows(self, query: _Query, rows: Sequence[tuple[object, ...]]) -> None:
+        """``query`` (a one-row INSERT) for every row, in one or a few statements."""
+        ...
 
 
 def _p(i: int) -> Any:
@@ -802,18 +602,19 @@ _WRITES: dict[str, tuple[Any, tuple[str, ...]]] = {
         ),
     ),
 }
-# Rows per statement: a power of two, so that a batch is cut into statements of at most
-# log2(_ROWS_PER_STATEMENT) + 1 distinct shapes, each compiled once; 64 x 11 columns stays under
-# the 999 bound parameters of SQLite builds before 3.32.
-_ROWS_PER_STATEMENT = 64
+# 999 bound parameters is the limit of SQLite builds before 3.32; the widest row has 11.
+_ROWS_PER_STATEMENT = 999 // 11
 
 
-@functools.lru_cache(maxsize=64)
-def _insert_query(dialect: str, table: str, rows: int) -> _Query:
+@functools.lru_cache(maxsize=8)
+def _insert_query(dialect: str, table: str) -> _Query:
+    """The one-row INSERT (an upsert for user_fingerprints) of ``table`` for ``dialect``."""
     model, columns = _WRITES[table]
-    width = len(columns)
-    ins = (postgresql if dialect == "postgresql" else sqlite).insert(model)
-    ins = ins.values([{c: _p(r * width + j) for j, c in enumerate(columns)} for r in range(rows)])
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    ins = insert(model).values({c: _p(j) for j, c in enumerate(columns)})
     if table == "user_fingerprints":
         # SQLite's max() with two arguments is the scalar GREATEST.
         later = func.max if dialect == "sqlite" else func.greatest
@@ -824,21 +625,7 @@ def _insert_query(dialect: str, table: str, rows: int) -> _Query:
                 "successes": UserFingerprint.successes + ins.excluded.successes,
             },
         )
-    return _Query(ins, rows * width)
-
-
-def _insert(run: _Run, dialect: str, table: str, rows: Sequence[tuple[object, ...]]) -> None:
-    """``rows`` in statements of ``_ROWS_PER_STATEMENT`` rows and then of falling powers of
-    two. Keys must be unique within ``rows``: an upsert touching one row twice in a statement
-    fails."""
-    lo = 0
-    size = _ROWS_PER_STATEMENT
-    while lo < len(rows):
-        while size > len(rows) - lo:
-            size //= 2
-        chunk = rows[lo : lo + size]
-        run.execute(_insert_query(dialect, table, size), [x for row in chunk for x in row])
-        lo += size
+    return _Query(ins, len(columns))
 
 
 def _write(
@@ -848,13 +635,17 @@ def _write(
     failures: Sequence[tuple[float, str, Ref]],
     decisions: Sequence[DecisionRecord],
 ) -> None:
+    # Keys are unique within each list (successes are merged): an upsert touching one row
+    # twice in a statement fails.
     if merged:
         rows = [(u, k, v, f, la, n) for (u, k, v), (f, la, n) in merged.items()]
-        _insert(run, dialect, "user_fingerprints", rows)
+        run.insert_rows(_insert_query(dialect, "user_fingerprints"), rows)
     if failures:
-        _insert(run, dialect, "auth_failures", [(ts, k, v, u) for ts, u, (k, v) in failures])
+        rows = [(ts, k, v, u) for ts, u, (k, v) in failures]
+        run.insert_rows(_insert_query(dialect, "auth_failures"), rows)
     if decisions:
-        _insert(run, dialect, "decisions", [_decision_tuple(d) for d in decisions])
+        rows = [_decision_tuple(d) for d in decisions]
+        run.insert_rows(_insert_query(dialect, "decisions"), rows)
 
 
 def _decision_tuple(d: DecisionRecord) -> tuple[object, ...]:
@@ -914,8 +705,9 @@ class _CoreRun:
     def rows(self, query: _Query, params: Sequence[object]) -> Sequence[Sequence[Any]]:
         return self._result(query, params).all()  # type: ignore[no-any-return]
 
-    def execute(self, query: _Query, params: Sequence[object]) -> None:
-        self._result(query, params)
+    def insert_rows(self, query: _Query, rows: Sequence[tuple[object, ...]]) -> None:
+        # executemany: SQLAlchemy sends it as multi-row VALUES batches ("insertmanyvalues").
+        self.conn.execute(query.stmt, [dict(zip(query.names, r, strict=True)) for r in rows])
 
 
 class _CoreBackend:
@@ -952,8 +744,33 @@ class _DriverRun:
     def rows(self, query: _Query, params: Sequence[object]) -> Sequence[Sequence[Any]]:
         return self._cursor(query, params).fetchall()  # type: ignore[no-any-return]
 
-    def execute(self, query: _Query, params: Sequence[object]) -> None:
-        self._cursor(query, params)
+    def insert_rows(self, query: _Query, rows: Sequence[tuple[object, ...]]) -> None:
+        # One multi-row VALUES statement per _ROWS_PER_STATEMENT rows (see _DriverBackend),
+        # made from the one-row statement's SQLite text.
+        head, tail, width = _values_parts(query)
+        for lo in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[lo : lo + _ROWS_PER_STATEMENT]
+            self.conn.execute(
+                _values_sql(head, tail, len(chunk), width), list(chain.from_iterable(chunk))
+            )
+
+
+@functools.lru_cache(maxsize=8)
+def _values_parts(query: _Query) -> tuple[str, str, int]:
+    """(text before the VALUES group, text after it, columns) of a one-row INSERT."""
+    sql, order = query.sqlite()
+    width = len(query.names)
+    group = "VALUES (" + ", ".join("?" * width) + ")"
+    head, found, tail = sql.partition(group)
+    if not found or order is not None:
+        raise AssertionError(f"not a one-row INSERT in column order: {sql}")
+    return head + "VALUES ", tail, width
+
+
+@functools.lru_cache(maxsize=64)
+def _values_sql(head: str, tail: str, rows: int, width: int) -> str:
+    group = "(" + ", ".join("?" * width) + ")"
+    return head + ", ".join([group] * rows) + tail
 
 
 class _DriverBackend:

@@ -1,10 +1,36 @@
-"""Read-side queries behind ``ja3svc fingerprints`` (and usable by the API)."""
+"""The one read API of the fingerprint database: ``ja3svc fingerprints top|show|search``, the
+admin API's ``/api/v1/fingerprints...`` and the console all call ``top``, ``lookup`` and
+``search`` here (through ``PolicyStore`` for the service), so they answer the same questions
+with the same rules:
+
+- Values: a fingerprint value is taken in canonical form by the label validator's rule
+  (``ja3svc.vocabulary.fingerprint_value``: white space dropped, an MD5 in lower case, a JA4 as
+  given); a value that is not one of its kind is refused with the validator's reason
+  (InvalidLabel). Without a kind, an MD5 is any of the JA3 kinds and anything else a JA4
+  (``guess_kinds``).
+- ``top``: by ``seen``, the most seen fingerprints (times seen, then value); by ``failures``,
+  those that failed logins for the most distinct accounts (then failures, then value). Kinds:
+  any given (none: all). The most seen carry the client names of their labels.
+- ``search``: literal (``%`` and ``_`` are not wildcards). A fingerprint matches when its value
+  starts with the text (in the kind's canonical case, through the index) or its full string
+  contains it (any case); a label when its value starts with the text or its client name,
+  category or note contains it (any case). "Contains" reads the newest ``SEARCH_SCAN``
+  fingerprints and labels, so a search stays bounded at any size. One hit per (kind, value),
+  the most seen first (then kind, value), at most ``limit``.
+- ``lookup``: everything known of one (kind, value) and of the other fingerprints of its
+  hellos (``hello_family``); ``known`` says whether anything is. ``ja3svc fingerprints show``
+  without ``--kind`` looks the value up under each guessed kind and lists those where the value
+  itself is seen or labelled.
+
+Results are plain JSON-ready dicts with times in epoch seconds; each edge renders them (the
+API as ISO-8601).
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from ja3svc.store.models import (
     FINGERPRINT_FIELDS,
@@ -18,25 +44,11 @@ from ja3svc.store.models import (
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from ja3svc.vocabulary import MD5_RE
+from ja3svc.vocabulary import FINGERPRINT_KINDS, MD5_RE, VALUE_FORMATS, fingerprint_value
 from ja3svc.vocabulary import FingerprintKey as Ref
 
 # The sightings column holding each fingerprint kind's value.
 SIGHTING_COLUMN = {kind: getattr(Sighting, key) for kind, (key, _) in FINGERPRINT_FIELDS.items()}
-
-
-@dataclass
-class FingerprintDetails:
-    kind: str
-    value: str
-    fingerprint: Fingerprint | None  # None: labelled but never seen
-    labels: list[Label] = field(default_factory=list)
-    recent_sightings: list[Sighting] = field(default_factory=list)
-    retained_sightings: int = 0
-    users: int = 0
-    failures: int = 0  # authentication failures recorded under it (reputation)
-    # The other fingerprints of the same hellos (see hello_family).
-    family: list[Ref] = field(default_factory=list)
 
 
 # Client-hello kinds a sighting row carries, in the order pages list them.
@@ -56,9 +68,7 @@ def recent_sightings(session: Session, kind: str, value: str, limit: int = 50) -
     base = select(Sighting).where(Sighting.hello == "client").order_by(Sighting.id.desc())
     if kind == "ja3_dovecot":
         found = list(
-            session.scalars(
-                base.where(Sighting.ja3_hash == value, column == value).limit(limit)
-            )
+            session.scalars(base.where(Sighting.ja3_hash == value, column == value).limit(limit))
         )
         if found:
             return found
@@ -172,10 +182,7 @@ def id_window_page(
     # reading a million rows) and sorts the few found.
     key = model.id + 0 if sort_found else model.id
     stmt = (
-        select(model)
-        .where(key <= hi, key > lo, *conditions)
-        .order_by(key.desc())
-        .limit(limit + 1)
+        select(model).where(key <= hi, key > lo, *conditions).order_by(key.desc()).limit(limit + 1)
     )
     rows = list(session.scalars(stmt))
     if len(rows) > limit:
@@ -193,121 +200,288 @@ def guess_kinds(value: str) -> tuple[str, ...]:
     return ("ja4",)
 
 
-def top_fingerprints(
-    session: Session, *, kinds: Sequence[str] | None = None, limit: int = 20
-) -> list[Fingerprint]:
-    stmt = select(Fingerprint).order_by(Fingerprint.times_seen.desc(), Fingerprint.value)
-    if kinds:
-        stmt = stmt.where(Fingerprint.kind.in_(kinds))
-    return list(session.scalars(stmt.limit(limit)))
+def refs_match(model: Any, refs: Sequence[Ref]) -> Any:
+    """OR of (kind, value) pairs: each term uses the (kind, value, ...) indexes (a row-value
+    IN is a full scan on SQLite)."""
+    return or_(*((model.kind == k) & (model.value == v) for k, v in refs))
 
 
-def fingerprint_details(
-    session: Session, value: str, *, kinds: Sequence[str] | None = None, sightings: int = 10
-) -> list[FingerprintDetails]:
-    """Everything known about ``value`` under each kind where it is seen or labelled."""
-    value = value.strip()
-    if MD5_RE.fullmatch(value.lower()):
-        value = value.lower()
-    out = []
-    for kind in kinds or guess_kinds(value):
-        fp = session.scalars(
-            select(Fingerprint).where(Fingerprint.kind == kind, Fingerprint.value == value)
-        ).one_or_none()
-        labels = list(
-            session.scalars(
-                select(Label)
-                .where(Label.kind == kind, Label.value == value)
-                .order_by(Label.confidence.desc(), Label.source)
-            )
-        )
-        users = (
-            session.scalar(
-                select(func.count()).where(
-                    UserFingerprint.kind == kind, UserFingerprint.value == value
-                )
-            )
-            or 0
-        )
-        failures = (
-            session.scalar(
-                select(func.count()).where(AuthFailure.kind == kind, AuthFailure.value == value)
-            )
-            or 0
-        )
-        # Known to the policy service alone (a Dovecot hash rejected on reputation, an
-        # account's learned fingerprint) is known too.
-        if fp is None and not labels and not users and not failures:
-            continue
-        column = SIGHTING_COLUMN[kind]
-        recent = list(
-            session.scalars(
-                select(Sighting)
-                .where(column == value)
-                .order_by(Sighting.ts.desc())
-                .limit(sightings)
-            )
-        )
-        retained = session.scalar(select(func.count()).where(column == value)) or 0
-        family = [r for r in hello_family(session, kind, value) if r != (kind, value)]
-        out.append(
-            FingerprintDetails(
-                kind, value, fp, labels, recent, retained, users, failures, family
-            )
-        )
-    return out
+def _label_names(session: Session, refs: Sequence[Ref]) -> dict[Ref, list[str]]:
+    names: dict[Ref, list[str]] = {}
+    if refs:
+        for k, v, name in session.execute(
+            select(Label.kind, Label.value, Label.client_name)
+            .where(refs_match(Label, refs))
+            .order_by(Label.kind, Label.value, Label.source)
+        ):
+            if name and name not in names.setdefault((k, v), []):
+                names[(k, v)].append(name)
+    return names
 
 
-@dataclass
-class SearchHit:
-    kind: str
-    value: str
-    times_seen: int
-    last_seen: float | None
-    names: list[str]
+def top(
+    session: Session,
+    *,
+    kinds: Sequence[str] | None = None,
+    by: Literal["seen", "failures"] = "seen",
+    limit: int = 20,
+) -> list[dict[str, Any]]:
+    """The most seen fingerprints, or those failing for the most accounts (see module doc)."""
+    if by == "failures":
+        accounts = func.count(func.distinct(AuthFailure.username))
+        failures = func.count()
+        stmt = (
+            select(AuthFailure.kind, AuthFailure.value, accounts, failures)
+            .group_by(AuthFailure.kind, AuthFailure.value)
+            .order_by(accounts.desc(), failures.desc(), AuthFailure.value)
+        )
+        if kinds:
+            stmt = stmt.where(AuthFailure.kind.in_(kinds))
+        rows = [
+            {"kind": k, "value": v, "distinct_accounts": a, "failures": f}
+            for k, v, a, f in session.execute(stmt.limit(limit))
+        ]
+    elif by == "seen":
+        stmt = select(Fingerprint).order_by(Fingerprint.times_seen.desc(), Fingerprint.value)
+        if kinds:
+            stmt = stmt.where(Fingerprint.kind.in_(kinds))
+        rows = [
+            {
+                "kind": fp.kind,
+                "value": fp.value,
+                "times_seen": fp.times_seen,
+                "first_seen": fp.first_seen,
+                "last_seen": fp.last_seen,
+            }
+            for fp in session.scalars(stmt.limit(limit))
+        ]
+        names = _label_names(session, [(r["kind"], r["value"]) for r in rows])
+        for r in rows:
+            r["labels"] = "; ".join(names.get((r["kind"], r["value"]), []))
+    else:
+        raise ValueError(f"top by {by!r}: seen or failures")
+    return rows
+
+
+# Newest fingerprints and labels whose text ``search`` reads for "contains" matches: bounded
+# at any table size (a GREASE-ing client adds a JA3 per connection).
+SEARCH_SCAN = 200_000
 
 
 def search(
     session: Session, text: str, *, kinds: Sequence[str] | None = None, limit: int = 50
-) -> list[SearchHit]:
-    """Fingerprints whose value starts with ``text``, whose full string contains it, or whose
-    labels mention it (client name, category, note); case-insensitive."""
-    pattern = f"%{text}%"
+) -> list[dict[str, Any]]:
+    """Fingerprints and labels matching ``text`` (see module doc): one hit per (kind, value)
+    with its counts and the client names of its labels."""
+    text = text.strip()
+    sqlite_db = session.get_bind().dialect.name == "sqlite"
+    hits: dict[Ref, dict[str, Any]] = {}
+    # Value prefixes through the (kind, value) index, in each kind's canonical case.
+    for k in kinds or FINGERPRINT_KINDS:
+        prefix = text if VALUE_FORMATS[k] == "ja4" else text.lower()
+        if sqlite_db:
+            # A range: SQLite's LIKE is case-insensitive and so cannot use the index.
+            match = (Fingerprint.value >= prefix) & (Fingerprint.value < prefix + "\x7f")
+        else:
+            match = Fingerprint.value.startswith(prefix, autoescape=True)
+        stmt = select(Fingerprint).where(Fingerprint.kind == k, match).order_by(Fingerprint.value)
+        for fp in session.scalars(stmt.limit(limit)):
+            hits[(fp.kind, fp.value)] = _hit(fp.kind, fp.value, fp.times_seen, fp.last_seen)
+    newest_fp = session.scalar(select(func.max(Fingerprint.id))) or 0
     fp_stmt = select(Fingerprint).where(
-        or_(
-            Fingerprint.value.ilike(f"{text}%"),
-            Fingerprint.full_string.ilike(pattern),
-        )
+        Fingerprint.id > newest_fp - SEARCH_SCAN,
+        Fingerprint.full_string.icontains(text, autoescape=True),
     )
-    label_stmt = select(Label).where(
+    newest_label = session.scalar(select(func.max(Label.id))) or 0
+    label_stmt = select(Label.kind, Label.value).where(
+        Label.id > newest_label - SEARCH_SCAN,
         or_(
-            Label.value.ilike(f"{text}%"),
-            Label.client_name.ilike(pattern),
-            Label.category.ilike(pattern),
-            Label.note.ilike(pattern),
-        )
+            Label.value.istartswith(text, autoescape=True),
+            Label.client_name.icontains(text, autoescape=True),
+            Label.category.icontains(text, autoescape=True),
+            Label.note.icontains(text, autoescape=True),
+        ),
     )
     if kinds:
         fp_stmt = fp_stmt.where(Fingerprint.kind.in_(kinds))
         label_stmt = label_stmt.where(Label.kind.in_(kinds))
-    hits: dict[tuple[str, str], SearchHit] = {}
-    for fp in session.scalars(fp_stmt.limit(limit)):
-        hits[(fp.kind, fp.value)] = SearchHit(fp.kind, fp.value, fp.times_seen, fp.last_seen, [])
-    for label in session.scalars(label_stmt.limit(limit * 4)):
-        hit = hits.get((label.kind, label.value))
-        if hit is None:
-            hit = hits[(label.kind, label.value)] = SearchHit(label.kind, label.value, 0, None, [])
-        if label.client_name and label.client_name not in hit.names:
-            hit.names.append(label.client_name)
+    for fp in session.scalars(fp_stmt.order_by(Fingerprint.times_seen.desc()).limit(limit)):
+        hits[(fp.kind, fp.value)] = _hit(fp.kind, fp.value, fp.times_seen, fp.last_seen)
+    labelled = [
+        (k, v) for k, v in session.execute(label_stmt.distinct().limit(limit)) if (k, v) not in hits
+    ]
     # Labelled-only hits get their counts too, so the ordering below is meaningful.
-    unseen = [k for k, h in hits.items() if h.last_seen is None]
-    if unseen:
-        for fp in session.scalars(
-            select(Fingerprint).where(
-                or_(*(((Fingerprint.kind == k) & (Fingerprint.value == v)) for k, v in unseen))
-            )
-        ):
-            hits[(fp.kind, fp.value)].times_seen = fp.times_seen
-            hits[(fp.kind, fp.value)].last_seen = fp.last_seen
-    ordered = sorted(hits.values(), key=lambda h: (-h.times_seen, h.kind, h.value))
-    return ordered[:limit]
+    for k, v in labelled:
+        hits[(k, v)] = _hit(k, v, 0, None)
+    if labelled:
+        for fp in session.scalars(select(Fingerprint).where(refs_match(Fingerprint, labelled))):
+            hits[(fp.kind, fp.value)].update(times_seen=fp.times_seen, last_seen=fp.last_seen)
+    ordered = sorted(hits.values(), key=lambda h: (-h["times_seen"], h["kind"], h["value"]))
+    ordered = ordered[:limit]
+    names = _label_names(session, [(h["kind"], h["value"]) for h in ordered])
+    for h in ordered:
+        h["names"] = names.get((h["kind"], h["value"]), [])
+    return ordered
+
+
+def _hit(kind: str, value: str, times_seen: int, last_seen: float | None) -> dict[str, Any]:
+    return {"kind": kind, "value": value, "times_seen": times_seen, "last_seen": last_seen}
+
+
+def label_dict(row: Label) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "value": row.value,
+        "client_name": row.client_name,
+        "category": row.category,
+        "action": row.action,
+        "tarpit_seconds": row.tarpit_seconds,
+        "source": row.source,
+        "confidence": row.confidence,
+        "note": row.note,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+def lookup(
+    s: Session,
+    kind: str,
+    value: str,
+    *,
+    window: int = 3600,
+    now: float | None = None,
+    sightings: int = 10,
+) -> dict[str, Any]:
+    """Everything known of one fingerprint and of the other fingerprints of its hellos
+    (``family``, see ``hello_family``): labels, counts, the accounts that logged in with any
+    of them (successes) or failed (failures), its recent and retained sightings and the
+    reputation the verdict engine would compute for them. ``value`` is taken in canonical
+    form (InvalidLabel where it is not one of ``kind``)."""
+    from ja3svc.store.policy_store import reputation_in  # it imports this module
+
+    value = fingerprint_value(kind, value)
+    now = time.time() if now is None else now
+    recent = recent_sightings(s, kind, value, max(50, sightings))
+    refs = hello_family(s, kind, value, recent)
+    # Dovecot's JA3 equals standard JA3 for plain OpenSSL clients: the same value of the other
+    # kind is asked for too, and shown if anything is known of it.
+    mirror = {"ja3": "ja3_dovecot", "ja3_dovecot": "ja3"}.get(kind)
+    if mirror and (mirror, value) not in refs:
+        refs.append((mirror, value))
+    fps = {
+        (fp.kind, fp.value): fp
+        for fp in s.scalars(select(Fingerprint).where(refs_match(Fingerprint, refs)))
+    }
+    labels: dict[Ref, list[Label]] = {}
+    for lb in s.scalars(
+        select(Label).where(refs_match(Label, refs)).order_by(Label.confidence.desc(), Label.id)
+    ):
+        labels.setdefault((lb.kind, lb.value), []).append(lb)
+    accounts: dict[str, dict[str, Any]] = {}
+    for u, n, f, la in s.execute(
+        select(
+            UserFingerprint.username,
+            func.max(UserFingerprint.successes),
+            func.min(UserFingerprint.first_seen),
+            func.max(UserFingerprint.last_seen),
+        )
+        .where(refs_match(UserFingerprint, refs))
+        .group_by(UserFingerprint.username)
+        .order_by(func.max(UserFingerprint.last_seen).desc())
+        .limit(100)
+    ):
+        accounts[u] = {
+            "username": u, "successes": n, "first_seen": f, "last_seen": la,
+            "failures": 0, "last_failure": None,
+        }  # fmt: skip
+    # A failure is recorded once per fingerprint of the login: count distinct times.
+    for u, n, last in s.execute(
+        select(AuthFailure.username, func.count(func.distinct(AuthFailure.ts)),
+               func.max(AuthFailure.ts))
+        .where(refs_match(AuthFailure, refs))
+        .group_by(AuthFailure.username)
+        .order_by(func.max(AuthFailure.ts).desc())
+        .limit(100)
+    ):  # fmt: skip
+        entry = accounts.setdefault(
+            u, {"username": u, "successes": 0, "first_seen": None, "last_seen": None}
+        )
+        entry.update(failures=n, last_failure=last)
+    user_refs = {
+        (k, v)
+        for k, v in s.execute(
+            select(UserFingerprint.kind, UserFingerprint.value)
+            .where(refs_match(UserFingerprint, refs))
+            .distinct()
+        )
+    }
+    retained = 0
+    if kind in SIGHTING_COLUMN:
+        own = [SIGHTING_COLUMN[kind] == value]
+        if kind != "ja3":  # no index on the other kinds' columns: the newest FAMILY_SCAN only
+            newest = s.scalar(select(func.max(Sighting.id))) or 0
+            own.append(Sighting.id > newest - FAMILY_SCAN)
+        retained = s.scalar(select(func.count()).select_from(Sighting).where(*own)) or 0
+    rep = reputation_in(s, refs, window, now)
+    variants = dovecot_variants(s, [v for k, v in refs if k == "ja3_dovecot"])
+    # Fingerprints a capture recorded for the same hellos (sightings, Dovecot's variants).
+    recorded = {r for v in variants.values() for r in v["refs"]}
+    for sg in recent:
+        recorded.update((k, getattr(sg, FINGERPRINT_FIELDS[k][0])) for k in HELLO_KINDS)
+    family = []
+    for ref in refs:
+        fp = fps.get(ref)
+        known = fp is not None or ref in labels or ref in user_refs or ref in recorded
+        if ref != (kind, value) and not known:
+            continue  # a mirrored kind nothing is known of
+        family.append(
+            {
+                "kind": ref[0],
+                "value": ref[1],
+                "full_string": fp.full_string if fp else None,
+                "times_seen": fp.times_seen if fp else 0,
+                "first_seen": fp.first_seen if fp else None,
+                "last_seen": fp.last_seen if fp else None,
+                "labels": [label_dict(lb) for lb in labels.get(ref, [])],
+                # For a Dovecot hash: the OpenSSL profiles under which a captured hello gives
+                # it (empty: no capture recorded it).
+                "dovecot_profiles": sorted(variants.get(ref[1], {}).get("profiles", ()))
+                if ref[0] == "ja3_dovecot"
+                else [],
+            }
+        )
+    me = family[0]
+    users = sorted(
+        accounts.values(),
+        key=lambda a: max(a["last_seen"] or 0, a["last_failure"] or 0),
+        reverse=True,
+    )
+    return {
+        **me,
+        "known": bool(fps or labels or users),
+        "family": family[1:],
+        # The same, as bare (kind, value) pairs.
+        "same_hello": [[f["kind"], f["value"]] for f in family[1:]],
+        "users": users,
+        "retained_sightings": retained,
+        "recent_sightings": [
+            {
+                "ts": sg.ts,
+                "sensor": sg.sensor,
+                "src": sg.src,
+                "sport": sg.sport,
+                "dst": sg.dst,
+                "dport": sg.dport,
+                "sni": sg.sni,
+                "tls_version": sg.tls_version,
+            }
+            for sg in recent[:sightings]
+        ],
+        "failures": {
+            "window_seconds": window,
+            "distinct_accounts": rep.distinct_failed_accounts,
+            "failures": rep.failures,
+        },
+    }

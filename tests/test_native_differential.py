@@ -36,6 +36,8 @@ from ja3svc.capture.pcap_run import RunTotals, fingerprint_stream, fingerprint_s
 
 from ja3svc import _native
 from ja3svc.dovecot import OPENSSL_PROFILES
+from ja3svc.engine import FingerprintEngine
+from ja3svc.flow_table import FlowTable
 from ja3svc.record import HelloRecord
 from tests.support import pcap_builder as pb
 from tests.support.paths import FOXIO, PCAPS
@@ -86,7 +88,12 @@ class _Pieces(io.RawIOBase):
         return len(piece)
 
 
-def run_python(data: bytes, profile: str = "openssl-3.0") -> Outcome:
+# Flow-table size and idle timeout (the engines' defaults unless a test makes them small).
+Table = tuple[int, float]
+DEFAULT_TABLE: Table = (200_000, 300.0)
+
+
+def run_python(data: bytes, profile: str = "openssl-3.0", table: Table = DEFAULT_TABLE) -> Outcome:
     out = Outcome()
 
     def sink(s: HelloRecord, frame: int) -> None:
@@ -95,13 +102,19 @@ def run_python(data: bytes, profile: str = "openssl-3.0") -> Outcome:
         out.lines.append(_ENCODE(d) + "\n")
 
     try:
-        fingerprint_stream(io.BytesIO(data), "cap", sink, out.totals, dovecot_profile=profile)
+        engine = FingerprintEngine(FlowTable(*table), dovecot_profile=profile)
+        fingerprint_stream(io.BytesIO(data), "cap", sink, out.totals, engine=engine)
     except NotACaptureError as exc:
         out.not_a_capture = str(exc)
     return out
 
 
-def run_native(data: bytes, profile: str = "openssl-3.0", seed: int | None = None) -> Outcome:
+def run_native(
+    data: bytes,
+    profile: str = "openssl-3.0",
+    seed: int | None = None,
+    table: Table = DEFAULT_TABLE,
+) -> Outcome:
     """Twice: JSON lines (Rust reading the file), then dicts (fed by Python, in random pieces
     when ``seed`` is set)."""
     out = Outcome()
@@ -112,15 +125,19 @@ def run_native(data: bytes, profile: str = "openssl-3.0", seed: int | None = Non
         with open(tmp.name, "rb") as fh:  # Rust reads the file itself
             try:
                 fingerprint_stream_native(
-                    fh, "cap", out.totals, profile, write_json=text.append, path=tmp.name
-                )
+                    fh, "cap", out.totals, profile, write_json=text.append, path=tmp.name,
+                    max_flows=table[0], idle_timeout=table[1],
+                )  # fmt: skip
             except NotACaptureError as exc:
                 out.not_a_capture = str(exc)
     out.lines = "".join(text).splitlines(keepends=True)
     again = RunTotals()
     stream = io.BytesIO(data) if seed is None else _Pieces(data, seed)
     try:
-        fingerprint_stream_native(stream, "cap", again, profile, sink=out.records.append)
+        fingerprint_stream_native(
+            stream, "cap", again, profile, sink=out.records.append,
+            max_flows=table[0], idle_timeout=table[1],
+        )  # fmt: skip
     except NotACaptureError as exc:
         assert str(exc) == out.not_a_capture
     else:
@@ -130,14 +147,19 @@ def run_native(data: bytes, profile: str = "openssl-3.0", seed: int | None = Non
     return out
 
 
-def assert_same(data: bytes, profile: str = "openssl-3.0", seed: int | None = None) -> Outcome:
-    ref = run_python(data, profile)
+def assert_same(
+    data: bytes,
+    profile: str = "openssl-3.0",
+    seed: int | None = None,
+    table: Table = DEFAULT_TABLE,
+) -> Outcome:
+    ref = run_python(data, profile, table)
     if not _native.COMPLETE and (
         any(r["transport"] != "tcp" for r in ref.records)
         or any(k.startswith(("malformed.quic", "malformed.dtls")) for k in ref.totals.counters)
     ):
         pytest.skip("QUIC/DTLS are not in this build of the Rust engine yet")
-    got = run_native(data, profile, seed)
+    got = run_native(data, profile, seed, table)
     assert got.comparable() == ref.comparable()
     assert got.lines == ref.lines
     assert got.records == ref.records
@@ -276,6 +298,16 @@ def generated_capture(draw: st.DrawFn) -> tuple[bytes, int]:
 def test_generated_captures(case: tuple[bytes, int]) -> None:
     data, seed = case
     assert_same(data, seed=seed)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(generated_capture(), st.integers(1, 3), st.sampled_from([5.0, 20.0, 300.0]))
+def test_generated_captures_small_flow_table(
+    case: tuple[bytes, int], max_flows: int, idle_timeout: float
+) -> None:
+    """Eviction of the oldest flow when the table is full, and idle expiry, as in Python."""
+    data, seed = case
+    assert_same(data, seed=seed, table=(max_flows, idle_timeout))
 
 
 @st.composite

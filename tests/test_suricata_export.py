@@ -81,6 +81,8 @@ def _export(db_url: str, workdir: Path, kind: str, sid: int) -> Path:
         "--rules", str(rules), "--sid", str(sid), "--database-url", db_url,
     )  # fmt: skip
     assert status == 0, err
+    entries = len(dataset.read_text().splitlines())
+    assert f"wrote {entries} {kind} fingerprints" in err
     return rules
 
 
@@ -171,6 +173,7 @@ def test_suricata_alerts_on_exactly_the_exported_ja4_deny_labels(tmp_path):
     for value in set(values[1::2]):
         _label(db_url, "ja4", value, "tarpit")
     rules = _export(db_url, tmp_path, "ja4", 3)
+    assert len((tmp_path / "deny-ja4.lst").read_text().splitlines()) == len(deny)
     for name, conns in oracle.items():
         expected = {(conn, 3) for conn, value in conns.items() if value in deny}
         assert _run_suricata(FOXIO / "pcap" / name, rules, tmp_path) == expected, name

@@ -20,5 +20,8 @@ pub fn frames(mut data: &[u8]) -> Vec<(u8, &[u8])> {
 /// The records as datagrams: bit 0 of flags set for a server-to-client one.
 #[allow(dead_code)]
 pub fn datagrams(data: &[u8]) -> Vec<(bool, &[u8])> {
-    frames(data).into_iter().map(|(flags, d)| (flags & 1 == 1, d)).collect()
+    frames(data)
+        .into_iter()
+        .map(|(flags, d)| (flags & 1 == 1, d))
+        .collect()
 }

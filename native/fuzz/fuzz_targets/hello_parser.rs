@@ -2,7 +2,9 @@
 //! never a panic, and a hello that parses always gets well-formed fingerprints.
 #![no_main]
 
-use ja3svc_engine::fingerprints::{client_fingerprints, server_fingerprints, DovecotProfile, Transport};
+use ja3svc_engine::fingerprints::{
+    client_fingerprints, server_fingerprints, DovecotProfile, Transport,
+};
 use ja3svc_engine::hello::{parse_client_hello, parse_server_hello};
 use libfuzzer_sys::fuzz_target;
 

@@ -34,7 +34,9 @@ impl Model {
         let byte = |i: usize| self.bytes[i].unwrap_or(0);
         while available >= self.next + 4 {
             let p = self.next;
-            let len = usize::from(byte(p + 1)) << 16 | usize::from(byte(p + 2)) << 8 | usize::from(byte(p + 3));
+            let len = usize::from(byte(p + 1)) << 16
+                | usize::from(byte(p + 2)) << 8
+                | usize::from(byte(p + 3));
             if p + 4 + len > CAP {
                 self.dead = true;
                 break;
@@ -51,7 +53,11 @@ impl Model {
 
 fuzz_target!(|data: &[u8]| {
     let mut stream = CryptoStream::new(CAP);
-    let mut model = Model { bytes: vec![None; CAP], next: 0, dead: false };
+    let mut model = Model {
+        bytes: vec![None; CAP],
+        next: 0,
+        dead: false,
+    };
     // Each piece: offset(2, big-endian, scaled to reach past the cap) length(1) bytes.
     let mut rest = data;
     while rest.len() >= 3 {

@@ -11,7 +11,10 @@ fuzz_target!(|payload: &[u8]| {
     let mut after = whole.start;
     for (_, data) in frames {
         let r = data.as_ptr_range();
-        assert!(r.start >= after && r.end <= whole.end, "a CRYPTO frame outside its payload");
+        assert!(
+            r.start >= after && r.end <= whole.end,
+            "a CRYPTO frame outside its payload"
+        );
         after = r.end;
     }
 });

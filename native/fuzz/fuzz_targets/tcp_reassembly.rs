@@ -37,17 +37,25 @@ fuzz_target!(|data: &[u8]| {
     r.syn(isn);
     let mut got = Vec::new();
     for i in order {
-        let Some(&(a, b)) = segments.get(i) else { continue };
+        let Some(&(a, b)) = segments.get(i) else {
+            continue;
+        };
         let mut out = Vec::new();
         let seq = isn.wrapping_add(1).wrapping_add(a as u32);
         match r.push(seq, &stream[a..b], &mut out) {
             Some(slice) => got.extend_from_slice(slice),
             None => got.extend_from_slice(&out),
         }
-        assert!(stream.starts_with(&got), "reassembled bytes are not the stream");
+        assert!(
+            stream.starts_with(&got),
+            "reassembled bytes are not the stream"
+        );
     }
     if !r.gap {
-        assert_eq!(got, stream, "every piece was sent but the stream is incomplete");
+        assert_eq!(
+            got, stream,
+            "every piece was sent but the stream is incomplete"
+        );
         assert_eq!(r.buffered(), 0);
     }
 });

@@ -13,10 +13,15 @@ use ja3svc_engine::tls_stream::{StreamItem, TlsStreamParser};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&n, rest)) = data.split_first() else { return };
+    let Some((&n, rest)) = data.split_first() else {
+        return;
+    };
     let n = usize::from(n % 8).min(rest.len());
     let (plan, stream) = rest.split_at(n);
-    let mut cuts: Vec<usize> = plan.iter().map(|&b| usize::from(b) * stream.len() / 256).collect();
+    let mut cuts: Vec<usize> = plan
+        .iter()
+        .map(|&b| usize::from(b) * stream.len() / 256)
+        .collect();
     cuts.sort_unstable();
     cuts.push(stream.len());
     let mut parser = TlsStreamParser::default();

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use super::frames::crypto_frames;
-use super::keys::{initial_keys, initial_secrets, PacketKeys, PacketType, QuicVersion};
+use super::keys::{side_keys, PacketKeys, PacketType, QuicVersion, Side};
 use super::packets::{split_long_packets, unprotect, LongPacket};
 use crate::hello::HELLO_RETRY_REQUEST_RANDOM;
 
@@ -198,9 +198,8 @@ impl KeyEpoch {
         {
             return i;
         }
-        let (_, secret) = initial_secrets(version, &self.dcid);
         self.server_keys
-            .push((version.number, PacketKeys::new(version, &secret)));
+            .push((version.number, side_keys(version, &self.dcid, Side::Server)));
         self.server_keys.len() - 1
     }
 }
@@ -398,7 +397,7 @@ impl QuicInitialAssembler {
                 }
             }
         }
-        let (client_keys, _) = initial_keys(packet.version, packet.dcid);
+        let client_keys = side_keys(packet.version, packet.dcid, Side::Client);
         let (pn, payload) = match unprotect(datagram, packet, &client_keys, -1) {
             Ok(opened) => opened,
             Err(e) => {

@@ -111,13 +111,30 @@ fn expand_label<const N: usize>(secret: &[u8; 32], label: &[u8]) -> [u8; N] {
     out
 }
 
-/// (client_initial_secret, server_initial_secret) for a client's first DCID.
-pub fn initial_secrets(version: &QuicVersion, dcid: &[u8]) -> ([u8; 32], [u8; 32]) {
+/// Which side's Initial secret: the label of RFC 9001 section 5.2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// One side's Initial secret for a client's first DCID. The capture path derives only the side
+/// it needs (client keys for every client DCID tried, server keys on the first server packet).
+pub fn initial_secret(version: &QuicVersion, dcid: &[u8], side: Side) -> [u8; 32] {
     let (prk, _) = Hkdf::<Sha256>::extract(Some(&version.salt), dcid);
     let initial: [u8; 32] = prk.into();
+    let label: &[u8] = match side {
+        Side::Client => b"client in",
+        Side::Server => b"server in",
+    };
+    expand_label(&initial, label)
+}
+
+/// (client_initial_secret, server_initial_secret) for a client's first DCID.
+pub fn initial_secrets(version: &QuicVersion, dcid: &[u8]) -> ([u8; 32], [u8; 32]) {
     (
-        expand_label(&initial, b"client in"),
-        expand_label(&initial, b"server in"),
+        initial_secret(version, dcid, Side::Client),
+        initial_secret(version, dcid, Side::Server),
     )
 }
 
@@ -205,6 +222,11 @@ impl PacketKeys {
         out.extend_from_slice(&tag);
         out
     }
+}
+
+/// One side's keys for the Initial packets of a connection.
+pub fn side_keys(version: &QuicVersion, dcid: &[u8], side: Side) -> PacketKeys {
+    PacketKeys::new(version, &initial_secret(version, dcid, side))
 }
 
 /// (client keys, server keys) for the Initial packets of a connection.
