@@ -140,6 +140,9 @@ class PolicyService:
         self._inline_db = store.writes_inline
         self._circuit_open_until = 0.0
         self.last_db_error = ""
+        # Allows being judged now, and the most this worker takes at once (api.routes.policy).
+        self.inflight = 0
+        self.max_inflight = 512
 
     # --- lifecycle --------------------------------------------------------------------------
 
