@@ -96,6 +96,25 @@ class PolicyFirstApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+# Decision retention, enforced by the service itself: the audit log gains a row per Dovecot
+# request, so without it the database grows for ever (store.retention_days).
+RETENTION_FIRST_SECONDS = 60.0
+RETENTION_INTERVAL_SECONDS = 3600.0
+
+
+async def _retention_loop(database: Any, retention_days: float) -> None:
+    from ja3svc.store.retention import prune
+
+    await asyncio.sleep(RETENTION_FIRST_SECONDS)
+    while True:
+        try:
+            deleted = await asyncio.to_thread(prune, database, retention_days)
+            log.info("retention: old events deleted", extra={"fields": deleted})
+        except Exception as exc:  # the next round tries again
+            log.warning("retention failed", extra={"fields": {"error": type(exc).__name__}})
+        await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
+
+
 class BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
         super().__init__(
@@ -206,12 +225,19 @@ def create_app(
             gc.collect()
             gc.freeze()
         started: list[Startable] = []
+        retention = None
+        if settings.store.retention_days and hasattr(database, "session"):
+            retention = asyncio.get_running_loop().create_task(
+                _retention_loop(database, settings.store.retention_days)
+            )
         try:
             for item in background:
                 item.start()
                 started.append(item)
             yield
         finally:
+            if retention is not None:
+                retention.cancel()
             # Reverse order; off the loop, since a capture worker's stop waits for its last
             # flush (bounded by the worker itself).
             for item in reversed(started):

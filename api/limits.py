@@ -53,6 +53,7 @@ COUNTERS: dict[str, float] = {
     "idle_timeouts_total": 0,
     "header_timeouts_total": 0,
     "policy_overload_total": 0,  # allows answered by fail_open because max_inflight were busy
+    "policy_write_retries_total": 0,  # queued writes tried again after the database failed
 }
 
 
