@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping, Se
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from ja3svc.api.console import web as console
@@ -25,6 +25,8 @@ from ja3svc.api.routes import admin, docs, ops, policy
 from ja3svc.api.service import PolicyService
 from ja3svc.config.settings import Settings, load_settings
 from ja3svc.store.policy_store import PolicyStore
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
 
 from ja3svc.policy import ConnectionLookup
 
@@ -183,12 +185,29 @@ def create_app(
     async def root() -> RedirectResponse:
         return RedirectResponse("/console/", status_code=303)
 
+    # Starlette's class: FastAPI's subclasses it, and the router's own 404/405 and FastAPI's
+    # body-parsing 400 raise the base class.
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         detail = (
             exc.detail if isinstance(exc.detail, dict) else {"error": "http", "reason": exc.detail}
         )
-        return JSONResponse(detail, status_code=exc.status_code, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route whose path matched; a path served
+            # by several routes (GET, PATCH, DELETE of a label) allows all of theirs.
+            headers = {"Allow": ", ".join(sorted(_allowed_methods(app, request.scope)))}
+        return JSONResponse(detail, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # The admin API during a database outage: a short answer, one log line, no traceback.
+        log.warning(
+            "admin request failed: database error",
+            extra={"fields": {"path": request.url.path, "error": type(exc).__name__}},
+        )
+        body = {"error": "unavailable", "reason": f"database error: {type(exc).__name__}"}
+        return JSONResponse(body, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -198,6 +217,17 @@ def create_app(
         return JSONResponse({"error": "invalid", "reason": reason}, status_code=422)
 
     return app
+
+
+def _allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> set[str]:
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
 
 
 def app_from_env() -> FastAPI:

@@ -82,16 +82,45 @@ def _load(body: bytes) -> object:
     return value
 
 
+def _unstorable(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_text(obj: dict[str, object], prefix: str) -> None:
+    for key, value in obj.items():
+        path = f"{prefix}/{key}" if prefix else key
+        if _unstorable(key):
+            raise BadRequest(f"attribute name {path!r} holds a NUL or a lone surrogate")
+        if isinstance(value, str) and _unstorable(value):
+            raise BadRequest(f"attribute {path!r} holds a NUL or a lone surrogate")
+        if isinstance(value, dict):
+            _check_text(value, path)
+
+
 def parse_request(command: str, body: bytes) -> DovecotRequest:
     """Validate ``command`` and ``body``; raise :class:`BadRequest` with a reason otherwise."""
     if command not in COMMANDS:
         raise BadRequest(f"unknown command {command!r}; expected allow or report")
     try:
         data = _load(body)
+    except RecursionError:
+        raise BadRequest("body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
+    if b"\\u" in body:
+        # A NUL or a lone surrogate can only arrive as a \u escape (raw, the body is not valid
+        # JSON or not UTF-8), so only bodies with escapes are checked. Neither can be stored
+        # (PostgreSQL refuses NUL; a lone surrogate has no UTF-8 form), and one such row would
+        # otherwise fail the whole batch of writes it was queued with.
+        _check_text(data, "")
     success = data.pop("success", None)
     policy_reject = data.pop("policy_reject", None)
     tls = data.pop("tls", None)

@@ -245,8 +245,8 @@ class PolicyService:
         (see ``PolicyStore.dovecot_equivalents``): a label or a learned fingerprint made from
         a capture then matches the hash of a Dovecot on either OpenSSL profile."""
         ja3 = parsed.ja3_hash
-        found = self._equivalents.get(ja3)
-        if found is None and not self.degraded:
+        found: tuple[Ref, ...] | None = None
+        if not self.degraded:
             try:
                 if self._inline_db:
                     found = self.store.dovecot_equivalents(ja3)
@@ -360,7 +360,11 @@ class PolicyService:
                 else await self._correlated_facts(req, Stage.BEFORE_AUTH, peer)
             )
             if parsed.ja3_hash and not parsed.request.correlated:
-                parsed = await self._hash_only_facts(req, parsed)
+                known = self._equivalents.get(parsed.ja3_hash)
+                if known is None:  # ask the database (the cache's answer needs no await)
+                    parsed = await self._hash_only_facts(req, parsed)
+                elif known:
+                    parsed = self.parse_facts(req, Stage.BEFORE_AUTH, peer, (), known)
             if not parsed.request.fingerprints:  # Dovecot 2.3 without correlation
                 inputs = PolicyInputs(parsed.request)
             else:

@@ -110,3 +110,24 @@ def test_unit_tests_need_no_database() -> None:
         or _is_within(name, "tests.support.database")
     ]
     assert not bad, "\n".join(bad)
+
+
+# Places that exist on one machine only (a checkout, a home directory): tests find their data
+# relative to the checkout instead (tests/support/paths.py).
+MACHINE_PATH_PREFIXES = ("/work/", "/home/", "/root/", "/Users/")
+
+
+@pytest.mark.parametrize("folder", ["tests", "testbed", "benchmarks"])
+def test_no_machine_paths(folder: str) -> None:
+    bad = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        if path == Path(__file__).resolve():
+            continue  # the prefixes above
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value.startswith(MACHINE_PATH_PREFIXES)
+            ):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:60]!r}")
+    assert not bad, "\n".join(bad)

@@ -8,17 +8,18 @@ misspelt filter must not silently list everything).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from ja3svc.api.deps import get_service, get_store, require_admin
 from ja3svc.store.labels import LabelFilter, label_page
 from ja3svc.store.models import FINGERPRINT_KINDS
 from ja3svc.store.policy_store import DecisionFilter, label_dict
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StringConstraints
 
 from ja3svc.timefmt import iso, parse_time
 from ja3svc.vocabulary import (
+    JA4_RE,
     LABEL_ACTIONS,
     LABEL_TEXT_LIMITS,
     MAX_TARPIT_SECONDS,
@@ -61,7 +62,7 @@ def isotimes(obj: Any) -> Any:
 
 
 def _time(name: str, raw: str | None) -> float | None:
-    if raw is None or raw == "":
+    if raw is None:
         return None
     try:
         return parse_time(raw)
@@ -69,10 +70,24 @@ def _time(name: str, raw: str | None) -> float | None:
         raise HTTPException(422, detail={"error": "invalid", "reason": f"{name}: {exc}"}) from None
 
 
+class ErrorOut(BaseModel):
+    """Every error of the service: a short code and a reason for a human."""
+
+    error: str
+    reason: str
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorOut} for code in codes}
+
+
 router = APIRouter(
     prefix="/api/v1",
     dependencies=[Depends(require_admin), Depends(reject_unknown_parameters)],
     tags=["admin"],
+    # 400: a body that is not JSON (or nested too deeply), found by FastAPI before validation;
+    # 503: the database failed (an outage), the reason names the error class.
+    responses=_errors(400, 401, 422, 503),
 )
 
 Kind = Literal["ja3", "ja3n", "ja4", "ja3s", "ja3_dovecot"]
@@ -87,30 +102,94 @@ def _doc(default: Any = ..., **schema: Any) -> Any:
     return Field(default, json_schema_extra=schema)
 
 
+def _storable(text: str) -> str:
+    # Not a label rule but any database's: PostgreSQL refuses NUL in text, and a lone surrogate
+    # (valid in JSON's \u escapes) has no UTF-8 form. Refused here with a reason, not as a
+    # driver error later.
+    if "\x00" in text:
+        raise ValueError("must not contain NUL")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError("must not contain a lone surrogate") from None
+    return text
+
+
+def _no_bool(value: object) -> object:
+    # JSON's true/false are not numbers; pydantic's lax mode would store them as 1/0.
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+_NO_NUL = r"^[^\x00]*$"
+# Text any database can store (the pattern puts the NUL rule into the OpenAPI document), and an
+# integer that is not a boolean.
+Text = Annotated[str, StringConstraints(pattern=_NO_NUL), AfterValidator(_storable)]
+Int = Annotated[int, BeforeValidator(_no_bool)]
+# Row ids are 64-bit signed integers in both databases; anything beyond cannot exist and would
+# overflow the driver's parameter.
+LabelId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
 _TEXT = LABEL_TEXT_LIMITS
 _TARPIT = {"minimum": 0, "maximum": MAX_TARPIT_SECONDS}
 _PERCENT = {"minimum": 0, "maximum": 100}
+# What Python's str.strip() keeps (so that the label validator finds a source not empty):
+# spelt out, since JSON Schema's \S (ECMAScript's) does not count \x1c-\x1f as white space.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_NOT_BLANK = rf"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"
+# What fingerprint_value accepts (surrounding white space aside): an MD5 hash in any case for
+# every kind but ja4, a JA4 for ja4.
+MD5_PATTERN = rf"^[{_SPACE}]*[0-9a-fA-F]{{32}}[{_SPACE}]*$"
+JA4_PATTERN = rf"^[{_SPACE}]*{JA4_RE.pattern}[{_SPACE}]*$"
+FINGERPRINT_PATTERN = rf"^[{_SPACE}]*(?:[0-9a-fA-F]{{32}}|{JA4_RE.pattern})[{_SPACE}]*$"
 
 
 class LabelIn(BaseModel):
+    model_config = {
+        "json_schema_extra": {
+            "if": {"properties": {"kind": {"const": "ja4"}}},
+            "then": {"properties": {"value": {"pattern": JA4_PATTERN}}},
+            "else": {"properties": {"value": {"pattern": MD5_PATTERN}}},
+        }
+    }
+
     kind: str = _doc(enum=list(FINGERPRINT_KINDS))
-    value: str = _doc(description="an MD5 hash (JA3 kinds) or a JA4 fingerprint (ja4)")
+    value: Text = _doc(description="an MD5 hash (JA3 kinds) or a JA4 fingerprint (ja4)")
     action: str = _doc("none", enum=list(LABEL_ACTIONS))
-    source: str = _doc("manual", minLength=1, maxLength=_TEXT["source"])
-    client_name: str | None = _doc(None, maxLength=_TEXT["client_name"])
-    category: str | None = _doc(None, maxLength=_TEXT["category"])
-    tarpit_seconds: int | None = _doc(None, **_TARPIT)
-    confidence: int = _doc(100, **_PERCENT)
-    note: str | None = None
+    source: Text = _doc("manual", minLength=1, maxLength=_TEXT["source"], pattern=_NOT_BLANK)
+    client_name: Text | None = _doc(None, maxLength=_TEXT["client_name"])
+    category: Text | None = _doc(None, maxLength=_TEXT["category"])
+    tarpit_seconds: Int | None = _doc(None, **_TARPIT)
+    confidence: Int = _doc(100, **_PERCENT)
+    note: Text | None = _doc(None)
 
 
 class LabelPatch(BaseModel):
-    action: str | None = _doc(None, enum=list(LABEL_ACTIONS))
-    client_name: str | None = _doc(None, maxLength=_TEXT["client_name"])
-    category: str | None = _doc(None, maxLength=_TEXT["category"])
-    tarpit_seconds: int | None = _doc(None, **_TARPIT)
-    confidence: int | None = _doc(None, **_PERCENT)
-    note: str | None = None
+    """Only the fields sent change. ``action`` and ``confidence`` cannot be null (a label
+    always has both): absent means unchanged, null is a 422. The others are cleared by null."""
+
+    action: str = _doc(None, enum=list(LABEL_ACTIONS))
+    client_name: Text | None = _doc(None, maxLength=_TEXT["client_name"])
+    category: Text | None = _doc(None, maxLength=_TEXT["category"])
+    tarpit_seconds: Int | None = _doc(None, **_TARPIT)
+    confidence: Int = _doc(None, **_PERCENT)
+    note: Text | None = _doc(None)
+
+
+class LabelOut(BaseModel):
+    id: int
+    kind: str
+    value: str
+    client_name: str | None
+    category: str | None
+    action: str
+    tarpit_seconds: int | None
+    source: str
+    confidence: int
+    note: str | None
+    created_at: str  # ISO-8601
+    updated_at: str
 
 
 def _invalid(exc: InvalidLabel) -> HTTPException:
@@ -144,7 +223,7 @@ async def top(
 @router.get("/fingerprints")
 async def search(
     request: Request,
-    q: str = Query(min_length=1, max_length=200),
+    q: Annotated[Text, Query(min_length=1, max_length=200)],
     kind: Kind | None = None,
     limit: int = Query(50, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
@@ -152,13 +231,20 @@ async def search(
     return isotimes(await asyncio.to_thread(get_store(request).search, q, kind, limit))
 
 
-@router.get("/fingerprints/{kind}/{value}")
-async def lookup(request: Request, kind: Kind, value: str) -> dict[str, Any]:
+@router.get("/fingerprints/{kind}/{value}", responses=_errors(404))
+async def lookup(
+    request: Request,
+    kind: Kind,
+    value: Annotated[str, Path(max_length=200, pattern=FINGERPRINT_PATTERN)],
+) -> dict[str, Any]:
     """Labels, counts, first/last seen, the other fingerprints of the same hellos
     (``family``), the accounts that logged in or failed with any of them, recent sightings and
     failures in the reputation window."""
     service = get_service(request)
-    normal = _fingerprint(kind, value)
+    try:
+        normal = fingerprint_value(kind, value)
+    except InvalidLabel as exc:  # a JA4 asked for as ja3, or the other way round
+        raise HTTPException(404, detail={"error": "not_found", "reason": str(exc)}) from None
     return isotimes(
         await asyncio.to_thread(
             service.store.lookup, kind, normal, None, service.settings.reputation_window_seconds
@@ -166,7 +252,7 @@ async def lookup(request: Request, kind: Kind, value: str) -> dict[str, Any]:
     )
 
 
-@router.post("/labels", status_code=201)
+@router.post("/labels", status_code=201, response_model=LabelOut)
 async def create_label(request: Request, label: LabelIn) -> dict[str, Any]:
     """Create, or replace, the label of (kind, value, source)."""
     service = get_service(request)
@@ -183,18 +269,26 @@ async def list_labels(
     request: Request,
     response: Response,
     kind: Kind | None = None,
-    value: str | None = Query(None, max_length=64),
-    source: str | None = Query(None, max_length=32),
+    value: Annotated[str | None, Query(max_length=64, pattern=FINGERPRINT_PATTERN)] = None,
+    source: Annotated[Text | None, Query(max_length=32)] = None,
     action: Literal["allow", "deny", "tarpit", "none"] | None = None,
-    q: str | None = Query(None, max_length=200, description="value prefix or client name"),
+    q: Annotated[
+        Text | None,
+        Query(max_length=200, description="value prefix or client name"),
+    ] = None,
     limit: int = Query(100, ge=1, le=1000),
-    before: int | None = Query(None, ge=1, description="next_before of the previous page"),
+    before: int | None = Query(
+        None, ge=1, le=2**63 - 1, description="next_before of the previous page"
+    ),
 ) -> dict[str, Any]:
     """Labels, newest first, one page at a time: pass ``next_before`` back as ``before``.
     ``scanned_to`` set with a short page means the search window ended there (filters without
     an index look at 50,000 labels per page) and older labels follow on the next page."""
     if value is not None and kind is not None:
-        value = _fingerprint(kind, value)
+        try:
+            value = fingerprint_value(kind, value)
+        except InvalidLabel:  # well-formed, but of another kind: no label can match
+            return {"items": [], "next_before": None, "scanned_to": None}
     filt = LabelFilter(kind=kind, value=value, source=source, action=action, q=q)
     store = get_store(request)
 
@@ -211,16 +305,16 @@ async def list_labels(
     }
 
 
-@router.get("/labels/{label_id}")
-async def get_label(request: Request, label_id: int) -> dict[str, Any]:
+@router.get("/labels/{label_id}", response_model=LabelOut, responses=_errors(404))
+async def get_label(request: Request, label_id: LabelId) -> dict[str, Any]:
     row = await asyncio.to_thread(get_store(request).get_label, label_id)
     if row is None:
         raise _not_found("label")
     return isotimes(row)
 
 
-@router.patch("/labels/{label_id}")
-async def update_label(request: Request, label_id: int, patch: LabelPatch) -> dict[str, Any]:
+@router.patch("/labels/{label_id}", response_model=LabelOut, responses=_errors(404))
+async def update_label(request: Request, label_id: LabelId, patch: LabelPatch) -> dict[str, Any]:
     service = get_service(request)
     fields = patch.model_dump(exclude_unset=True)
     try:
@@ -233,8 +327,8 @@ async def update_label(request: Request, label_id: int, patch: LabelPatch) -> di
     return isotimes(row)
 
 
-@router.delete("/labels/{label_id}")
-async def delete_label(request: Request, label_id: int) -> dict[str, Any]:
+@router.delete("/labels/{label_id}", response_model=LabelOut, responses=_errors(404))
+async def delete_label(request: Request, label_id: LabelId) -> dict[str, Any]:
     service = get_service(request)
     row = await asyncio.to_thread(service.store.delete_label, label_id)
     if row is None:
@@ -248,9 +342,17 @@ async def decisions(
     request: Request,
     response: Response,
     limit: int = Query(100, ge=1, le=5000),
-    username: str | None = Query(None, max_length=320),
-    since: str | None = Query(None, description="ISO-8601 or epoch seconds"),
-    until: str | None = Query(None, description="ISO-8601 or epoch seconds"),
+    username: Annotated[Text | None, Query(max_length=320)] = None,
+    since: str | None = Query(
+        None,
+        description="ISO-8601 or epoch seconds",
+        json_schema_extra={"format": "date-time"},
+    ),
+    until: str | None = Query(
+        None,
+        description="ISO-8601 or epoch seconds",
+        json_schema_extra={"format": "date-time"},
+    ),
     action: Literal[
         "allow",
         "tarpit",
@@ -263,10 +365,15 @@ async def decisions(
         "policy_reject",
     ]
     | None = Query(None, description="verdict, or a report's outcome"),
-    rule: str | None = Query(None, max_length=64),
-    fingerprint: str | None = Query(None, description="the hash Dovecot sent (ja3_hash)"),
+    rule: Annotated[Text | None, Query(max_length=64)] = None,
+    fingerprint: Annotated[
+        str | None,
+        Query(pattern=MD5_PATTERN, description="the hash Dovecot sent (ja3_hash)"),
+    ] = None,
     command: Literal["allow", "allow/before", "allow/after", "report"] | None = None,
-    before: int | None = Query(None, ge=1, description="X-Next-Before of the previous page"),
+    before: int | None = Query(
+        None, ge=1, le=2**63 - 1, description="X-Next-Before of the previous page"
+    ),
 ) -> list[dict[str, Any]]:
     """Verdicts and reports, newest first (the audit log). Every filter is applied; the next
     (older) page is ``before=`` the ``X-Next-Before`` response header. Each call searches at

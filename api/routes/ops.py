@@ -17,7 +17,10 @@ async def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "not ready (only with strict=true)"}},
+)
 async def readyz(request: Request, strict: bool = False) -> Response:
     """``ready`` when the database answers and is at the migrations' head.
 
@@ -46,7 +49,11 @@ async def readyz(request: Request, strict: bool = False) -> Response:
     return Response(json.dumps(body), status_code=code, media_type="application/json")
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     service = get_service(request)
     service.metrics.cache_size.set(len(service.labels))
