@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
+from ja3svc.api import limits
 from ja3svc.api.console import web as console
 from ja3svc.api.metrics import CallbackMetrics, mark_worker_gone
 from ja3svc.api.routes import admin, docs, ops, policy
@@ -72,8 +73,18 @@ class PolicyFirstApp(FastAPI):
 
     policy_service: PolicyService  # set by create_app
 
+    max_body_bytes: int = 1 << 20  # set by create_app
+
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
+            length = _body_length(scope["headers"])
+            if length is None:  # chunked (Dovecot never sends that): counted while read
+                receive = _capped(receive, self.max_body_bytes)
+            elif length > self.max_body_bytes:
+                # Refused before a byte of the body is read; the connection is closed, so the
+                # rest of the body is never read either.
+                await _send_413(send, self.max_body_bytes)
+                return
             command = policy.endpoint_command(scope["path"])
             if command is not None:
                 if scope["method"] == "POST":
@@ -83,6 +94,77 @@ class PolicyFirstApp(FastAPI):
                     await policy.method_not_allowed(send)
                     return
         await super().__call__(scope, receive, send)
+
+
+# Decision retention, enforced by the service itself: the audit log gains a row per Dovecot
+# request, so without it the database grows for ever (store.retention_days).
+RETENTION_FIRST_SECONDS = 60.0
+RETENTION_INTERVAL_SECONDS = 3600.0
+
+
+async def _retention_loop(database: Any, retention_days: float) -> None:
+    from ja3svc.store.retention import prune
+
+    await asyncio.sleep(RETENTION_FIRST_SECONDS)
+    while True:
+        try:
+            deleted = await asyncio.to_thread(prune, database, retention_days)
+            log.info("retention: old events deleted", extra={"fields": deleted})
+        except Exception as exc:  # the next round tries again
+            log.warning("retention failed", extra={"fields": {"error": type(exc).__name__}})
+        await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413, {"error": "too_large", "reason": f"request body larger than {limit} bytes"}
+        )
+
+
+def _body_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
+    """Content-Length (0 without a body), or None for a chunked body."""
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 1 << 62  # the server's parser let it through; refuse it as too large
+        if name == b"transfer-encoding":
+            return None
+    return 0
+
+
+def _capped(receive: Any, limit: int) -> Any:
+    seen = 0
+
+    async def receive_capped() -> Any:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise BodyTooLarge(limit)
+        return message
+
+    return receive_capped
+
+
+async def _send_413(send: Any, limit: int) -> None:
+    body = json.dumps(
+        {"error": "too_large", "reason": f"request body larger than {limit} bytes"}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(
@@ -115,7 +197,12 @@ def create_app(
     service = PolicyService(
         settings.policy, PolicyStore.from_database(database), connection_lookup, clock
     )
+    serve = settings.serve
+    limits.configure(
+        serve.max_connections, serve.idle_timeout_seconds, serve.header_timeout_seconds
+    )
     metrics = dict(extra_metrics or {})
+    metrics.setdefault("ja3svc_http", lambda: dict(limits.COUNTERS))
     for prefix, callback in metrics.items():
         service.metrics.registry.add(CallbackMetrics(prefix, "Reported by ja3svc.", callback))
     stats = getattr(connection_lookup, "stats", None)
@@ -138,12 +225,19 @@ def create_app(
             gc.collect()
             gc.freeze()
         started: list[Startable] = []
+        retention = None
+        if settings.store.retention_days and hasattr(database, "session"):
+            retention = asyncio.get_running_loop().create_task(
+                _retention_loop(database, settings.store.retention_days)
+            )
         try:
             for item in background:
                 item.start()
                 started.append(item)
             yield
         finally:
+            if retention is not None:
+                retention.cancel()
             # Reverse order; off the loop, since a capture worker's stop waits for its last
             # flush (bounded by the worker itself).
             for item in reversed(started):
@@ -167,7 +261,10 @@ def create_app(
         # Served from the app itself (routes.docs): the defaults load Swagger UI from a CDN.
         docs_url=None,
         redoc_url=None,
+        openapi_url="/openapi.json" if serve.docs else None,
     )
+    app.max_body_bytes = serve.max_body_bytes
+    service.max_inflight = serve.max_inflight
     app.state.service = service
     app.state.settings = settings
     # Components' own counters (the capture worker's), for the console's health panel.
@@ -178,7 +275,8 @@ def create_app(
     app.state.database = database
     app.include_router(ops.router)
     app.include_router(admin.router)
-    app.include_router(docs.router)
+    if serve.docs:
+        app.include_router(docs.router)
     app.include_router(console.router)
 
     @app.get("/", include_in_schema=False)

@@ -98,6 +98,13 @@ class _Cached(NamedTuple):
     history: UserHistory | None
 
 
+def _count_retry(n: int) -> None:
+    from ja3svc.api.limits import COUNTERS
+
+    # Writes kept queued because the database was unreachable (retried on the next tick).
+    COUNTERS["policy_write_retries_total"] += n
+
+
 class PolicyService:
     def __init__(
         self,
@@ -130,7 +137,9 @@ class PolicyService:
             100_000, settings.label_cache_seconds
         )
         self.writer = BatchWriter(
-            store, on_drop=lambda n: self.metrics.writer_dropped.inc(amount=n)
+            store,
+            on_drop=lambda n: self.metrics.writer_dropped.inc(amount=n),
+            on_retry=_count_retry,
         )
         # A few threads only: PostgreSQL pools are small. A local SQLite file is queried inline
         # on the event loop instead: its indexed lookups take ~0.1-0.3 ms, while a hop to a
@@ -140,6 +149,9 @@ class PolicyService:
         self._inline_db = store.writes_inline
         self._circuit_open_until = 0.0
         self.last_db_error = ""
+        # Allows being judged now, and the most this worker takes at once (api.routes.policy).
+        self.inflight = 0
+        self.max_inflight = 512
 
     # --- lifecycle --------------------------------------------------------------------------
 

@@ -28,12 +28,26 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 
 from ja3svc.store.policy_store import DecisionRecord, PolicyStore, Ref, StoreBusy
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 log = logging.getLogger("ja3svc.api.writer")
+
+# Errors that say the database is not there (stopped, restarting, network), not that a row is
+# bad: the batch waits in the queue. A driver's connection failure is an OperationalError
+# (psycopg: "connection refused", "server closed the connection"; sqlite3: "unable to open").
+_UNREACHABLE = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    sqlite3.OperationalError,
+    OSError,
+    TimeoutError,
+)
 
 Success = tuple[float, str, Ref]
 Failure = tuple[float, str, Ref]
@@ -55,12 +69,15 @@ class BatchWriter:
         self,
         store: PolicyStore,
         on_drop: Callable[[int], None] = lambda n: None,
+        on_retry: Callable[[int], None] = lambda n: None,
         max_queue: int = 100_000,
         batch: int = 5_000,
         interval: float = 0.2,
     ) -> None:
         self._store = store
         self._on_drop = on_drop
+        self._on_retry = on_retry
+        self._down = False  # the last write found the database unreachable
         # Appends and pops from opposite ends of a deque are thread-safe without a lock.
         self._items: collections.deque[Item | _Marker] = collections.deque()
         self._max_queue = max_queue
@@ -220,8 +237,10 @@ class BatchWriter:
                 marker.done.set()
 
     def _write(self, items: list[Item], wait: bool = True) -> bool:
-        """False when the batch was not written because the database was busy (``wait`` off);
-        True when it was written, or dropped and counted."""
+        """False when the batch was not written and stays queued: the database was busy
+        (``wait`` off) or unreachable (kept, in order, until it is back or the queue is full).
+        True when it was written; a row the database refuses is dropped and counted alone, the
+        rest of its batch is written."""
         by_kind: dict[str, list[object]] = {"s": [], "f": [], "d": []}
         for kind, payload in items:
             by_kind[kind].append(payload)
@@ -230,9 +249,29 @@ class BatchWriter:
             self._store.write_batch(successes, failures, decisions, wait)  # type: ignore[arg-type]
         except StoreBusy:
             return False
-        except Exception as exc:  # a dead database must not kill the writer thread
-            log.warning(
-                "dropping %d policy writes: database error: %s", len(items), type(exc).__name__
-            )
-            self._on_drop(len(items))
+        except _UNREACHABLE as exc:
+            self._on_retry(len(items))
+            if not self._down:
+                self._down = True
+                log.warning(
+                    "database unreachable: keeping policy writes queued",
+                    extra={"fields": {"queued": len(self._items) + len(items),
+                                      "error": type(exc).__name__}},
+                )  # fmt: skip
+            return False
+        except Exception as exc:  # one bad row must not take its batch with it
+            if len(items) == 1:
+                log.warning("dropping a policy write the database refuses: %s", type(exc).__name__)
+                self._on_drop(1)
+            else:
+                for item in items:
+                    if not self._write([item], wait):
+                        # Unreachable or busy meanwhile: the rest goes back to the queue.
+                        rest = items[items.index(item) :]
+                        self._items.extendleft(reversed(rest))
+                        return True
+            return True
+        if self._down:
+            self._down = False
+            log.warning("database reachable again: queued policy writes written")
         return True

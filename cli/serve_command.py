@@ -76,6 +76,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="find each connection's hello in the database shared with separate "
         "`ja3svc capture` workers (serve.correlate_database)",
     )  # fmt: skip
+    p.add_argument(
+        "--allow-open", action="store_true",
+        help="start without policy.api_keys on a non-loopback address (serve.allow_open): "
+        "anyone who can connect may then ask for verdicts and report logins",
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -101,6 +106,18 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"bad settings: {exc}")
     if args.workers < 1:
         return _fail("--workers must be at least 1")
+    if args.allow_open:
+        settings = settings.model_copy(
+            update={"serve": settings.serve.model_copy(update={"allow_open": True})}
+        )
+    if not settings.policy.api_keys and not settings.serve.allow_open and not _loopback(args.host):
+        # Open, the endpoint lets anyone who can connect report failed logins (and so steer the
+        # reputation rules) and probe accounts' fingerprints.
+        return _fail(
+            f"refusing to serve the policy endpoint on {args.host} without a credential: set "
+            "policy.api_keys (and Dovecot's auth_policy_server_api_header), or pass --allow-open "
+            "(serve.allow_open) if that is intended"
+        )
     if args.capture:
         if args.workers != 1:
             # The recent-connections table lives in the capturing process; another worker
@@ -110,6 +127,25 @@ def run(args: argparse.Namespace) -> int:
     if args.capture_filter or args.user:
         return _fail("--capture-filter and --user only apply with --capture IFACE")
     return _run_workers(args, settings)
+
+
+# uvicorn's --http choices, as the subclasses of api.limits (a string: workers import it).
+PROTOCOLS = {
+    "auto": "ja3svc.api.limits:LimitedHttpToolsProtocol",
+    "httptools": "ja3svc.api.limits:LimitedHttpToolsProtocol",
+    "h11": "ja3svc.api.limits:LimitedH11Protocol",
+}
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -123,7 +159,8 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
         "port": args.port,
         "log_level": args.log_level,
         "log_config": uvicorn_log_config(args.log_level),
-        "http": args.http,
+        # uvicorn's protocols with idle and header timeouts and a connection cap (api.limits).
+        "http": PROTOCOLS[args.http],
         "access_log": args.access_log,
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
         # Nothing here reads the client address (Dovecot names the user's in the body), so

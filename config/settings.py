@@ -171,6 +171,20 @@ class ServeSettings(BaseModel):
     # sighting. `serve --correlate-db` sets it; `serve --capture` correlates in memory first
     # and asks the database as well, whatever this says.
     correlate_database: bool = False
+    # Limits that keep one client (or an attacker) from exhausting the service. Dovecot's bodies
+    # are a few hundred bytes and it keeps up to 100 connections per auth process.
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_connections: int = Field(default=10_000, ge=16)  # also capped below RLIMIT_NOFILE
+    idle_timeout_seconds: float = Field(default=60.0, gt=0.0)  # no request on a connection
+    header_timeout_seconds: float = Field(default=10.0, gt=0.0)  # first byte to end of headers
+    # Allow requests being judged at once per worker; beyond, an allow is answered at once by
+    # fail_open (status 0, or -1 with fail_open off) and counted: Dovecot continues the login.
+    max_inflight: int = Field(default=512, ge=1)
+    # Without policy.api_keys the policy endpoint only starts on a loopback address, unless this
+    # (or `serve --allow-open`) says that running open is intended.
+    allow_open: bool = False
+    docs: bool = True  # /docs, /redoc, /openapi.json
+    metrics: bool = True  # /metrics
 
 
 class ConsoleSettings(BaseModel):

@@ -29,6 +29,7 @@ from ja3svc.tls_stream import HANDSHAKE_CLIENT_HELLO
 # Link types (https://www.tcpdump.org/linktypes.html).
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
+LINKTYPE_PPP = 9
 LINKTYPE_RAW_12 = 12
 LINKTYPE_RAW_14 = 14
 LINKTYPE_RAW = 101
@@ -47,8 +48,10 @@ ETH_TRANSPARENT_BRIDGING = 0x6558  # Ethernet inside GRE / GENEVE
 ETH_ERSPAN_II = 0x88BE
 ETH_ERSPAN_III = 0x22EB
 
+PROTO_IPIP = 4  # IPv4 in IP (4in4, 4in6)
 PROTO_TCP = 6
 PROTO_UDP = 17
+PROTO_IPV6 = 41  # IPv6 in IP (6in4 "sit", 6in6)
 PROTO_GRE = 47
 IPV6_EXTENSION_HEADERS = (0, 43, 60, 135, 139, 140)  # skipped by their length field
 IPV6_FRAGMENT = 44
@@ -56,8 +59,12 @@ IPV6_AH = 51
 
 UDP_VXLAN = 4789
 UDP_GENEVE = 6081
+UDP_GTPU = 2152  # GTP-U (3GPP TS 29.281), mobile core user plane
 
-TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
+PPP_IPV4 = 0x0021
+PPP_IPV6 = 0x0057
+
+TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 
 MAX_TUNNEL_DEPTH = 4
 # A QUIC/DTLS handshake is over within a few datagrams; after this many a session is ignored.
@@ -132,10 +139,29 @@ class FingerprintEngine:
                     return self._ipv6(ts, frame, 4, 0)
                 self.stats["skipped.non_ip"] += 1
                 return _NOTHING
+            if linktype == LINKTYPE_PPP:
+                return self._ppp(ts, frame)
         except IndexError:
             self.stats["malformed.short_frame"] += 1
             return _NOTHING
         self.stats[f"skipped.linktype_{linktype}"] += 1
+        return _NOTHING
+
+    def _ppp(self, ts: float, frame: bytes) -> Sequence[HelloRecord]:
+        # RFC 1662 framing: the FF 03 address/control pair may be omitted (ACFC), and a protocol
+        # number with its low bit set in the first byte is one byte long (PFC, RFC 1661).
+        off = 2 if frame[0] == 0xFF and frame[1] == 0x03 else 0
+        proto = frame[off]
+        if proto & 0x01:
+            off += 1
+        else:
+            proto = (proto << 8) | frame[off + 1]
+            off += 2
+        if proto == PPP_IPV4:
+            return self._ipv4(ts, frame, off, 0)
+        if proto == PPP_IPV6:
+            return self._ipv6(ts, frame, off, 0)
+        self.stats["skipped.non_ip"] += 1
         return _NOTHING
 
     def _ethernet(self, ts: float, frame: bytes, off: int, depth: int) -> Sequence[HelloRecord]:
@@ -248,9 +274,18 @@ class FingerprintEngine:
                     opt_len = (frame[l4 + 8] & 0x3F) * 4
                     inner = (frame[l4 + 10] << 8) | frame[l4 + 11]
                     return self._tunnelled(ts, frame[:end], inner, l4 + 16 + opt_len, depth + 1)
+                if dport == UDP_GTPU:
+                    return self._gtpu(ts, frame[:end], l4 + 8, depth + 1)
             return self._udp(ts, frame, l4, end, addrs, alen)
-        if proto == PROTO_GRE and depth < MAX_TUNNEL_DEPTH:
-            return self._gre(ts, frame, l4, end, depth + 1)
+        if depth < MAX_TUNNEL_DEPTH:
+            if proto == PROTO_GRE:
+                return self._gre(ts, frame, l4, end, depth + 1)
+            # The inner packet must lie within the outer one: cut there, so a truncated inner
+            # header is counted as such rather than read from the outer packet's trailer.
+            if proto == PROTO_IPIP:
+                return self._ipv4(ts, frame[:end], l4, depth + 1)
+            if proto == PROTO_IPV6:
+                return self._ipv6(ts, frame[:end], l4, depth + 1)
         self.stats["skipped.not_tcp_udp"] += 1
         return _NOTHING
 
@@ -327,6 +362,28 @@ class FingerprintEngine:
             return self._ethernet(ts, frame[:end], off + 12 + extra, depth)
         return self._tunnelled(ts, frame[:end], inner, off, depth)
 
+    def _gtpu(self, ts: float, frame: bytes, off: int, depth: int) -> Sequence[HelloRecord]:
+        """GTP-U at `off` (the frame ends with the UDP datagram): a G-PDU carries one IP packet."""
+        flags = frame[off]
+        if flags >> 5 != 1 or not flags & 0x10 or frame[off + 1] != 0xFF:
+            # GTP' or GTPv2-C on the port, or echo / error-indication / end-marker messages.
+            self.stats["skipped.gtpu_not_gpdu"] += 1
+            return _NOTHING
+        off += 8
+        if flags & 0x07:
+            # Sequence number, N-PDU number and next-extension type come as one 4-byte block
+            # when any of E/S/PN is set; each extension header gives its length in 4-byte units.
+            off += 4
+            ext = frame[off - 1]
+            while ext:
+                size = frame[off] * 4
+                if not size:
+                    self.stats["malformed.gtpu_extension"] += 1
+                    return _NOTHING
+                ext = frame[off + size - 1]
+                off += size
+        return self._ip_by_version(ts, frame, off, depth)
+
     def _tunnelled(
         self, ts: float, frame: bytes, inner: int, off: int, depth: int
     ) -> Sequence[HelloRecord]:
@@ -365,6 +422,12 @@ class FingerprintEngine:
             self.stats["malformed.tcp_header"] += 1
             return _NOTHING
         seq = int.from_bytes(frame[l4 + 4 : l4 + 8], "big")
+        if flags & TCP_ACK:
+            flow = d.flow
+            peer = flow.reverse if flow.forward is d else flow.forward
+            if peer.tcp.anchors is not None:
+                # The peer sent SYNs with different numbers: this ACK says which one counts.
+                peer.tcp.acked(int.from_bytes(frame[l4 + 8 : l4 + 12], "big"))
         if flags & TCP_SYN:
             d.tcp.syn(seq)
             seq = (seq + 1) & 0xFFFFFFFF

@@ -7,8 +7,9 @@ reports a problem and stops looking at that direction.
 States and what moves between them:
 
     DETECT   start of stream, or plaintext (STARTTLS): a TLS handshake record header must start
-             the stream or start a chunk / follow a newline in plaintext -> HEADER; TLS records
-             of another type at the start (capture began mid-connection) -> DONE; too much
+             the stream (possibly after one plaintext warning alert) or start a chunk / follow a
+             newline in plaintext -> HEADER; TLS records of another type at the start (capture
+             began mid-connection) -> DONE; too much
              plaintext without a hello -> DONE.
     HEADER   expecting a 5-byte record header (kept across chunks) -> BODY; an invalid header
              -> DONE with problem "bad_record_header"; application data (23) -> DONE, because
@@ -63,6 +64,19 @@ def _is_handshake_header(data: bytes, i: int) -> bool:
     if not 0 < length <= MAX_RECORD_LENGTH:
         return False
     return len(data) <= i + 5 or data[i + 5] in (HANDSHAKE_CLIENT_HELLO, HANDSHAKE_SERVER_HELLO)
+
+
+def _may_be_plain_warning_alert(data: bytes) -> bool:
+    """Whether the stream starts like an unencrypted 2-byte alert record of level warning, as
+    far as its first 6 bytes are here (at least one).
+
+    Encrypted alerts (after the handshake) are longer than 2 bytes or sent as application data,
+    so this only matches an alert sent during the handshake.
+    """
+    want = (CONTENT_ALERT, 3, -1, 0, 2, 1)  # -1: the minor version, 0-4
+    return bool(data) and all(
+        b <= 4 if w < 0 else b == w for b, w in zip(data[:6], want, strict=False)
+    )
 
 
 def _is_sslv2_client_hello(data: bytes) -> bool:
@@ -166,6 +180,18 @@ class TlsStreamParser:
             self.state = HEADER
             return pos
         if at_stream_start and pos == 0:
+            if _may_be_plain_warning_alert(data):
+                # A server that does not know the SNI name may send a warning alert
+                # (unrecognized_name) before its ServerHello: the hello follows in the next
+                # record. Decide once that record's header is here (the alert may be a segment
+                # of its own); anything else after the alert is a session under way.
+                if end < 12:
+                    self.started = False
+                    self._pending = data
+                    return -1
+                if _is_handshake_header(data, 7):
+                    self.state = HEADER
+                    return 0
             if end > 1 and data[0] in _TLS_MIDSTREAM_TYPES and data[1] == 3:
                 self.state = DONE  # joined an established TLS connection; no hello to come
                 return end

@@ -272,7 +272,16 @@ class PolicyStore:
         whose inline connection leaves checkpoints to this call, made off the event loop."""
         if self._backend.inline:
             with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                # TRUNCATE: fold everything in and cut the WAL file to zero, so that it cannot
+                # grow without bound under a steady stream of writes (PASSIVE never resets it
+                # while writers keep appending). It waits for the writers of the moment, briefly:
+                # the event loop's writes never wait for the lock (they stay queued), and a
+                # checkpoint that finds the database busy is simply retried next time.
+                conn.exec_driver_sql("PRAGMA busy_timeout=250")
+                try:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
 
     # --- report path (batched by the writer) ------------------------------------------------
 

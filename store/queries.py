@@ -87,14 +87,10 @@ def hello_family(
     ``(kind, value)`` first.
 
     One client gives one JA3N and JA4 but, if it sends GREASE, a new JA3 and Dovecot JA3 per
-    connection; all of them are listed. Dovecot's JA3 equals standard JA3 for plain OpenSSL
-    clients, so a Dovecot value is also listed as JA3 and the other way round (callers drop
-    the refs nothing is known of).
+    connection; all of them are listed. Only what captures recorded is listed (sightings,
+    Dovecot's hashes under each OpenSSL profile).
     """
     found: dict[Ref, None] = {(kind, value): None}
-    mirror = {"ja3": "ja3_dovecot", "ja3_dovecot": "ja3"}.get(kind)
-    if mirror:
-        found[(mirror, value)] = None
     if kind == "ja3s":
         return list(found)
     rows = recent_sightings(session, kind, value) if sightings is None else sightings
@@ -363,6 +359,11 @@ def lookup(
     now = time.time() if now is None else now
     recent = recent_sightings(s, kind, value, max(50, sightings))
     refs = hello_family(s, kind, value, recent)
+    # Dovecot's JA3 equals standard JA3 for plain OpenSSL clients: the same value of the other
+    # kind is asked for too, and shown if anything is known of it.
+    mirror = {"ja3": "ja3_dovecot", "ja3_dovecot": "ja3"}.get(kind)
+    if mirror and (mirror, value) not in refs:
+        refs.append((mirror, value))
     fps = {
         (fp.kind, fp.value): fp
         for fp in s.scalars(select(Fingerprint).where(refs_match(Fingerprint, refs)))

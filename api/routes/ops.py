@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from ja3svc.api.deps import get_service
 from ja3svc.api.metrics import CONTENT_TYPE
 
@@ -55,6 +55,8 @@ async def readyz(request: Request, strict: bool = False) -> Response:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 async def metrics(request: Request) -> Response:
+    if not request.app.state.settings.serve.metrics:
+        raise HTTPException(404, detail={"error": "not_found", "reason": "metrics are off"})
     service = get_service(request)
     service.metrics.cache_size.set(len(service.labels))
     return Response(service.metrics.registry.render(), media_type=CONTENT_TYPE)

@@ -23,8 +23,10 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ja3svc.api import limits
 from ja3svc.api.dovecot_request import BadRequest, parse_request
 from ja3svc.api.service import PolicyService
+from starlette.exceptions import HTTPException
 
 from ja3svc.policy import Verdict
 
@@ -114,6 +116,13 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
+def _fallback_body(settings: Any) -> bytes:
+    fallback = (
+        {"status": 0} if settings.fail_open else {"status": -1, "msg": settings.reject_message}
+    )
+    return json.dumps(fallback).encode()
+
+
 async def handle(
     scope: Scope, receive: Receive, send: Send, service: PolicyService, command: str
 ) -> None:
@@ -127,7 +136,12 @@ async def handle(
         metrics.requests.inc(command, "401")
         await _send(send, 401, _error_body("unauthorized", reason))
         return
-    raw = await _read_body(receive)
+    try:
+        raw = await _read_body(receive)
+    except HTTPException as exc:  # a chunked body over the limit (see api.app)
+        metrics.requests.inc(command, str(exc.status_code))
+        await _send(send, exc.status_code, _error_body("too_large", str(exc.detail)))
+        return
     if raw is None:
         return
     try:
@@ -149,19 +163,22 @@ async def handle(
         except Exception:  # never fail Dovecot's report; the loss is logged
             log.exception("report handling failed")
         body = _OK_REPORT
+    elif service.inflight >= service.max_inflight:
+        # Overloaded: answer now, as Dovecot would on a timeout (its auth_policy_reject_on_fail
+        # default continues the login), but without making it wait 2 s for that.
+        limits.COUNTERS["policy_overload_total"] += 1
+        body = _fallback_body(settings)
     else:
+        service.inflight += 1
         try:
             verdict = await service.allow(req)
             body = _verdict_body(verdict)
         except Exception:
             # A bug must not turn into Dovecot's "policy server failed" for every login.
             log.exception("verdict failed; answering by fail_open")
-            fallback = (
-                {"status": 0}
-                if settings.fail_open
-                else {"status": -1, "msg": settings.reject_message}
-            )
-            body = json.dumps(fallback).encode()
+            body = _fallback_body(settings)
+        finally:
+            service.inflight -= 1
     metrics.requests.inc(command, "200")
     metrics.latency.observe(time.perf_counter() - started, command)
     await _send(send, 200, body)

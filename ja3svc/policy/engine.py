@@ -153,6 +153,30 @@ def rule_label_tarpit(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
     return Hit(Action.TARPIT, f"{why} on {_describe(tarpit)}", tarpit, seconds)
 
 
+def rule_established_fingerprint(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    # The account's own history outweighs what others did with the same fingerprint: anyone can
+    # copy a popular client's hello and fail logins with it, and global reputation must not let
+    # them lock out the accounts that have used that client all along. Labels (the
+    # administrator's word) are still checked first.
+    hist = inp.history
+    if hist.successes < cfg.user_min_successes or not hist.known:
+        return None
+    for f in inp.request.fingerprints:
+        if f in hist.known:
+            rep = inp.reputation
+            why = (
+                f"fingerprint {f.kind}:{f.value[:16]} is established for this account "
+                f"({hist.successes} successful logins)"
+            )
+            if rep.distinct_failed_accounts:
+                why += (
+                    f"; its failures on {rep.distinct_failed_accounts} other accounts in "
+                    f"{rep.window_seconds}s do not count against it"
+                )
+            return Hit(Action.ALLOW, why, _fingerprint_labels(inp))
+    return None
+
+
 def rule_reputation_reject(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
     n = inp.reputation.distinct_failed_accounts
     if cfg.reputation_reject_accounts and n >= cfg.reputation_reject_accounts:
@@ -254,6 +278,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("label_deny", rule_label_deny),
     ("label_allow", rule_label_allow),
     ("label_tarpit", rule_label_tarpit),
+    ("established_fingerprint", rule_established_fingerprint),
     ("reputation_reject", rule_reputation_reject),
     ("reputation_tarpit", rule_reputation_tarpit),
     ("randomising_client", rule_randomising_client),

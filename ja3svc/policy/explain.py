@@ -17,6 +17,8 @@ RULE_TEXT: dict[str, str] = {
     "label_tarpit": "A tarpit label (or a deny label below the confidence bar) matched.",
     "reputation_reject": "This fingerprint failed logins of many distinct accounts recently "
     "(reputation_reject_accounts).",
+    "established_fingerprint": "The account has logged in successfully with this fingerprint "
+    "before (user_min_successes): its own history outweighs failures others had with it.",
     "reputation_tarpit": "This fingerprint failed logins of several distinct accounts recently "
     "(reputation_tarpit_accounts).",
     "randomising_client": "Dovecot's hash is new, but this account's client brings a new hash "

@@ -124,7 +124,25 @@ def test_new_fingerprint_for_established_account():
     v = evaluate(
         PolicyInputs(req(), history=hist_ok), dataclasses.replace(cfg, unknown_action=Action.REJECT)
     )
-    assert (v.rule, v.status) == ("default", 0)
+    assert (v.rule, v.status) == ("established_fingerprint", 0)
+
+
+@pytest.mark.parametrize("failed_accounts", [5, 20, 1000])
+def test_established_fingerprint_outweighs_reputation(failed_accounts):
+    rep = Reputation(failed_accounts, failed_accounts * 2, 3600)
+    own = UserHistory(frozenset({FingerprintRef("ja3_dovecot", H)}), successes=5)
+    v = evaluate(PolicyInputs(req(), history=own, reputation=rep), CFG)
+    assert (v.rule, v.status, v.enforced) == ("established_fingerprint", 0, True)
+    # The verdict says why, with the facts: the account's logins and the others' failures.
+    assert "5 successful logins" in v.reasons[-1]
+    assert f"{failed_accounts} other accounts in 3600s" in v.reasons[-1]
+    # Too few successes to be established: reputation decides.
+    young = UserHistory(frozenset({FingerprintRef("ja3_dovecot", H)}), successes=1)
+    v = evaluate(PolicyInputs(req(), history=young, reputation=rep), CFG)
+    assert v.rule.startswith("reputation_") and v.status != 0
+    # An administrator's deny label still wins over the account's history.
+    v = evaluate(PolicyInputs(req(), labels=(label("deny"),), history=own, reputation=rep), CFG)
+    assert (v.rule, v.status) == ("label_deny", -1)
 
 
 def test_new_fingerprint_needs_established_account():

@@ -191,13 +191,29 @@ def test_stream_starting_with_application_data_is_done_quietly() -> None:
 
 
 def test_alert_record_is_skipped() -> None:
-    stream = record(ALERT, b"\x01\x00", 0x0303) + HELLO_RECORD
-    # An alert at stream start means a capture joined mid-connection.
-    p = TlsStreamParser()
-    assert p.feed(stream) == []
-    assert p.done
+    # A fatal or encrypted-looking alert at stream start means a capture joined mid-connection.
+    for alert in (b"\x02\x28", b"\x01\x00\x00"):
+        p = TlsStreamParser()
+        assert p.feed(record(ALERT, alert, 0x0303) + HELLO_RECORD) == []
+        assert p.done
     # After a hello, an alert record is skipped without a problem.
     assert feed_all([HELLO_RECORD + record(ALERT, b"\x02\x28", 0x0303)]) == [(CH, HELLO)]
+
+
+@pytest.mark.parametrize("split", [0, 3, 7, 9, 12])
+def test_warning_alert_before_the_hello(split: int) -> None:
+    # unrecognized_name (112) sent as a warning before the ServerHello (OpenSSL s_server does
+    # this on an SNI mismatch; tests/pcaps/server-alert has a real one), in any chunking.
+    stream = record(ALERT, b"\x01\x70", 0x0303) + HELLO_RECORD
+    chunks = [stream[:split], stream[split:]] if split else [stream]
+    assert feed_all(chunks) == [(CH, HELLO)]
+
+
+def test_warning_alert_then_not_a_handshake_is_a_session_under_way() -> None:
+    p = TlsStreamParser()
+    assert p.feed(record(ALERT, b"\x01\x70", 0x0303)) == []
+    assert p.feed(record(ALERT, b"\x02\x50", 0x0303) + HELLO_RECORD) == []
+    assert p.done
 
 
 # --- STARTTLS -------------------------------------------------------------------------------

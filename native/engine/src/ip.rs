@@ -1,16 +1,19 @@
 //! IPv4 and IPv6 (with extension headers), and the dispatch to TCP, UDP (QUIC, DTLS, VXLAN,
-//! GENEVE) and GRE: the network half of `ja3svc/engine.py`, read for read.
+//! GENEVE, GTP-U), GRE and IP-in-IP: the network half of `ja3svc/engine.py`, read for read.
 
 use crate::engine::{at, be16_at, Engine, Step};
 use crate::link::{self, MAX_TUNNEL_DEPTH};
 
+pub const PROTO_IPIP: u8 = 4; // IPv4 in IP (4in4, 4in6)
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+pub const PROTO_IPV6: u8 = 41; // IPv6 in IP (6in4 "sit", 6in6)
 pub const PROTO_GRE: u8 = 47;
 pub const IPV6_FRAGMENT: u8 = 44;
 pub const IPV6_AH: u8 = 51;
 pub const UDP_VXLAN: u16 = 4789;
 pub const UDP_GENEVE: u16 = 6081;
+pub const UDP_GTPU: u16 = 2152; // GTP-U (3GPP TS 29.281), mobile core user plane
 
 fn is_ipv6_extension(p: u8) -> bool {
     matches!(p, 0 | 43 | 60 | 135 | 139 | 140) // skipped by their length field
@@ -121,11 +124,24 @@ fn other_l4(
                 let inner = be16_at(frame, l4 + 10)?;
                 return link::tunnelled(e, ts, &frame[..end], inner, l4 + 16 + opt_len, depth + 1);
             }
+            if dport == UDP_GTPU {
+                return link::gtpu(e, ts, &frame[..end], l4 + 8, depth + 1);
+            }
         }
         return e.udp(ts, frame, l4, end, addrs, alen);
     }
-    if proto == PROTO_GRE && depth < MAX_TUNNEL_DEPTH {
-        return link::gre(e, ts, frame, l4, end, depth + 1);
+    if depth < MAX_TUNNEL_DEPTH {
+        if proto == PROTO_GRE {
+            return link::gre(e, ts, frame, l4, end, depth + 1);
+        }
+        // The inner packet must lie within the outer one: cut there, so a truncated inner
+        // header is counted as such rather than read from the outer packet's trailer.
+        if proto == PROTO_IPIP {
+            return ipv4(e, ts, &frame[..end], l4, depth + 1);
+        }
+        if proto == PROTO_IPV6 {
+            return ipv6(e, ts, &frame[..end], l4, depth + 1);
+        }
     }
     e.stats.add("skipped.not_tcp_udp", 1);
     Ok(())

@@ -1,5 +1,6 @@
 //! Link layers and tunnels (the link half of `ja3svc/engine.py`): Ethernet with VLAN/QinQ,
-//! MPLS, PPPoE; Linux cooked v1/v2; raw IP; BSD loopback; VXLAN, GENEVE, GRE and ERSPAN II/III.
+//! MPLS, PPPoE; PPP; Linux cooked v1/v2; raw IP; BSD loopback; VXLAN, GENEVE, GRE, ERSPAN II/III
+//! and GTP-U (IP-in-IP is in `ip.rs`).
 //!
 //! Hand-written rather than with etherparse: the reference decodes with offsets into the frame
 //! and counts each give-up under its own name (non-IP, fragment, truncated, tunnel depth...);
@@ -11,6 +12,7 @@ use crate::ip;
 
 pub const LINKTYPE_NULL: u32 = 0;
 pub const LINKTYPE_ETHERNET: u32 = 1;
+pub const LINKTYPE_PPP: u32 = 9;
 pub const LINKTYPE_RAW_12: u32 = 12;
 pub const LINKTYPE_RAW_14: u32 = 14;
 pub const LINKTYPE_RAW: u32 = 101;
@@ -26,6 +28,9 @@ pub const ETH_PPPOE_SESSION: u16 = 0x8864;
 pub const ETH_TRANSPARENT_BRIDGING: u16 = 0x6558;
 pub const ETH_ERSPAN_II: u16 = 0x88BE;
 pub const ETH_ERSPAN_III: u16 = 0x22EB;
+
+pub const PPP_IPV4: u16 = 0x0021;
+pub const PPP_IPV6: u16 = 0x0057;
 
 pub const MAX_TUNNEL_DEPTH: u32 = 4;
 
@@ -63,8 +68,31 @@ pub(crate) fn other_linktype(e: &mut Engine, ts: f64, linktype: u32, frame: &[u8
                 }
             }
         }
+        LINKTYPE_PPP => ppp(e, ts, frame),
         _ => {
             e.stats.add_owned(format!("skipped.linktype_{linktype}"), 1);
+            Ok(())
+        }
+    }
+}
+
+fn ppp(e: &mut Engine, ts: f64, frame: &[u8]) -> Step {
+    // RFC 1662 framing: the FF 03 address/control pair may be omitted (ACFC), and a protocol
+    // number with its low bit set in the first byte is one byte long (PFC, RFC 1661).
+    let mut off = if at(frame, 0)? == 0xFF && at(frame, 1)? == 0x03 { 2 } else { 0 };
+    let first = at(frame, off)?;
+    let proto = if first & 0x01 != 0 {
+        off += 1;
+        first as u16
+    } else {
+        off += 2;
+        be16_at(frame, off - 2)?
+    };
+    match proto {
+        PPP_IPV4 => ip::ipv4(e, ts, frame, off, 0),
+        PPP_IPV6 => ip::ipv6(e, ts, frame, off, 0),
+        _ => {
+            e.stats.add("skipped.non_ip", 1);
             Ok(())
         }
     }
@@ -145,4 +173,31 @@ pub(crate) fn tunnelled(
         return ethernet(e, ts, frame, off, depth);
     }
     ethertype(e, ts, frame, inner, off, depth)
+}
+
+/// GTP-U at `off` (the frame ends with the UDP datagram): a G-PDU carries one IP packet.
+pub(crate) fn gtpu(e: &mut Engine, ts: f64, frame: &[u8], off: usize, depth: u32) -> Step {
+    let flags = at(frame, off)?;
+    if flags >> 5 != 1 || flags & 0x10 == 0 || at(frame, off + 1)? != 0xFF {
+        // GTP' or GTPv2-C on the port, or echo / error-indication / end-marker messages.
+        e.stats.add("skipped.gtpu_not_gpdu", 1);
+        return Ok(());
+    }
+    let mut off = off + 8;
+    if flags & 0x07 != 0 {
+        // Sequence number, N-PDU number and next-extension type come as one 4-byte block when
+        // any of E/S/PN is set; each extension header gives its length in 4-byte units.
+        off += 4;
+        let mut ext = at(frame, off - 1)?;
+        while ext != 0 {
+            let size = at(frame, off)? as usize * 4;
+            if size == 0 {
+                e.stats.add("malformed.gtpu_extension", 1);
+                return Ok(());
+            }
+            ext = at(frame, off + size - 1)?;
+            off += size;
+        }
+    }
+    ip::by_version(e, ts, frame, off, depth)
 }

@@ -46,6 +46,15 @@ fn is_handshake_header(data: &[u8], i: usize) -> bool {
         || data[i + 5] == HANDSHAKE_SERVER_HELLO
 }
 
+/// Whether the stream starts like an unencrypted 2-byte alert record of level warning, as far
+/// as its first 6 bytes are here (at least one). Encrypted alerts are longer or sent as
+/// application data: this only matches an alert sent during the handshake.
+fn may_be_plain_warning_alert(data: &[u8]) -> bool {
+    const WANT: [u8; 6] = [CONTENT_ALERT, 3, 0xFF, 0, 2, 1]; // 0xFF: the minor version, 0-4
+    !data.is_empty()
+        && data.iter().zip(WANT).all(|(&b, w)| if w == 0xFF { b <= 4 } else { b == w })
+}
+
 fn is_sslv2_client_hello(data: &[u8]) -> bool {
     data.len() >= 5
         && data[0] & 0x80 != 0
@@ -162,6 +171,21 @@ impl TlsStreamParser {
             return Some(pos);
         }
         if at_stream_start && pos == 0 {
+            if may_be_plain_warning_alert(data) {
+                // A server that does not know the SNI name may send a warning alert
+                // (unrecognized_name) before its ServerHello: the hello follows in the next
+                // record. Decide once that record's header is here (the alert may be a segment
+                // of its own); anything else after the alert is a session under way.
+                if end < 12 {
+                    self.started = false;
+                    self.pending = data.to_vec();
+                    return None;
+                }
+                if is_handshake_header(data, 7) {
+                    self.state = State::Header;
+                    return Some(0);
+                }
+            }
             if end > 1
                 && matches!(
                     data[0],

@@ -1,0 +1,80 @@
+"""Policy writes are not lost: one bad report costs no other write, and a PostgreSQL outage
+under load costs no report (the queue keeps them until the database is back)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from ja3svc.api.app import create_app
+from ja3svc.api.writer import BatchWriter
+from ja3svc.store.database import Database
+from ja3svc.store.policy_store import DecisionRecord, PolicyStore
+from sqlalchemy import text
+
+from tests.support.api import API_KEY, DOVECOT_HEADERS, AppClient, H, make_settings
+
+AUTH = {**DOVECOT_HEADERS, "X-API-Key": API_KEY}
+
+
+def _report(login: str, session: str) -> str:
+    return json.dumps(
+        {
+            "attrs": {"ja3": H},
+            "device_id": "",
+            "fail_type": "credentials",
+            "login": login,
+            "protocol": "imap",
+            "pwhash": "0c54",
+            "remote": "192.0.2.1",
+            "session_id": session,
+            "success": False,
+            "policy_reject": False,
+            "tls": True,
+        },
+        separators=(",", ":"),
+    ).replace("\\\\u", "\\u")  # a hostile login's escape stays one escape
+
+
+def _count(db: Database, table: str) -> int:
+    with db.engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() or 0)
+
+
+@pytest.mark.parametrize("bad", ["\\u0000", "\\ud800", "x\\udfffy"])
+def test_one_poisoned_report_loses_no_other_write(database, tmp_path, bad):
+    with AppClient(create_app(make_settings(tmp_path), database=database)) as client:
+        for i in range(100):
+            body = _report(f"user{i}@example.org", f"s{i}")
+            assert client.post("/policy?command=report", content=body, headers=AUTH).json() == {
+                "status": "ok"
+            }
+            if i == 50:
+                r = client.post(
+                    "/policy?command=report", content=_report(bad, "poison"), headers=AUTH
+                )
+                assert r.status_code == 400 and "login" in r.json()["reason"]
+        assert client.app.policy_service.writer.flush(10.0)
+    assert _count(database, "auth_failures") == 100
+    assert _count(database, "decisions") == 100
+
+
+def test_a_row_the_database_refuses_is_dropped_alone(database):
+    """Past the door (a caller of the writer): the batch is split and only the bad row lost."""
+    store = PolicyStore.from_database(database)
+    dropped: list[int] = []
+    writer = BatchWriter(store, on_drop=dropped.append)
+    now = time.time()
+
+    def record(name: str) -> DecisionRecord:
+        return DecisionRecord(now, "report", name, "192.0.2.1", None, H, 0, "failure", "report",
+                              "report: failure", ())  # fmt: skip
+
+    for i in range(20):
+        writer.decision(record(f"user{i}"))
+        if i == 10:
+            writer.decision(record("bad\ud800"))
+    assert writer.flush(10.0)
+    assert dropped == [1]
+    assert _count(database, "decisions") == 20
