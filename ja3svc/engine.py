@@ -64,7 +64,7 @@ UDP_GTPU = 2152  # GTP-U (3GPP TS 29.281), mobile core user plane
 PPP_IPV4 = 0x0021
 PPP_IPV6 = 0x0057
 
-TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
+TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 
 MAX_TUNNEL_DEPTH = 4
 # A QUIC/DTLS handshake is over within a few datagrams; after this many a session is ignored.
@@ -422,6 +422,12 @@ class FingerprintEngine:
             self.stats["malformed.tcp_header"] += 1
             return _NOTHING
         seq = int.from_bytes(frame[l4 + 4 : l4 + 8], "big")
+        if flags & TCP_ACK:
+            flow = d.flow
+            peer = flow.reverse if flow.forward is d else flow.forward
+            if peer.tcp.anchors is not None:
+                # The peer sent SYNs with different numbers: this ACK says which one counts.
+                peer.tcp.acked(int.from_bytes(frame[l4 + 8 : l4 + 12], "big"))
         if flags & TCP_SYN:
             d.tcp.syn(seq)
             seq = (seq + 1) & 0xFFFFFFFF

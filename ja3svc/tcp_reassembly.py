@@ -3,7 +3,9 @@
 Rules of this module:
 - Sequence numbers are compared modulo 2^32.
 - The stream is anchored at SYN + 1 when the SYN is seen, else at the first data segment
-  (a capture that starts mid-connection).
+  (a capture that starts mid-connection). When SYNs with different sequence numbers come
+  before any data (a server or middlebox sending several SYN-ACKs), the one the peer
+  acknowledges is followed (``acked``).
 - First copy wins: bytes already delivered are never delivered again, and bytes already held
   out of order are not held twice, so duplicated and overlapping retransmissions (even with
   different content, in any order) cannot change the stream.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 MAX_BUFFERED = 65536
 MAX_SEGMENTS = 64
+# Distinct SYN sequence numbers remembered per direction until the peer's ACK picks one.
+MAX_SYN_ANCHORS = 4
 _MOD = 1 << 32
 _HALF = 1 << 31
 
@@ -28,17 +32,52 @@ def seq_diff(a: int, b: int) -> int:
 class TcpReassembler:
     """Orders one direction's payload bytes; ``push`` returns the newly contiguous bytes."""
 
-    __slots__ = ("_ahead", "_ahead_bytes", "gap", "next_seq")
+    __slots__ = ("_ahead", "_ahead_bytes", "_syn_start", "anchors", "gap", "next_seq")
 
     def __init__(self) -> None:
         self.next_seq: int | None = None
         self._ahead: dict[int, bytes] = {}
         self._ahead_bytes = 0
         self.gap = False
+        # SYN + 1 of every distinct SYN seen before any data: None unless there were several
+        # (the engine then shows this direction the peer's acknowledgement numbers).
+        self.anchors: list[int] | None = None
+        self._syn_start: int | None = None  # where the first SYN anchored the stream
 
     def syn(self, seq: int) -> None:
-        if self.next_seq is None:
-            self.next_seq = (seq + 1) % _MOD
+        start = (seq + 1) % _MOD
+        nxt = self.next_seq
+        if nxt is None:
+            self.next_seq = self._syn_start = start
+            return
+        if start == nxt or self._ahead:
+            return
+        anchors = self.anchors
+        if anchors is None:
+            if nxt == self._syn_start:
+                # A second SYN with another sequence number while the stream is still at the
+                # first one's start (nothing delivered or held).
+                self.anchors = [nxt, start]
+        elif nxt in anchors and start not in anchors and len(anchors) < MAX_SYN_ANCHORS:
+            anchors.append(start)
+
+    def acked(self, ack: int) -> None:
+        """The peer acknowledged `ack`: if that is one of several SYNs' starts, follow it.
+
+        Decided once: after this (or once data has moved the stream on) SYNs are not revisited.
+        """
+        anchors = self.anchors
+        self.anchors = None
+        if (
+            anchors is not None
+            and ack != self.next_seq
+            and ack in anchors
+            and self.next_seq in anchors
+        ):
+            # Bytes held so far were placed relative to the other SYN's numbers.
+            self.next_seq = ack
+            self._ahead.clear()
+            self._ahead_bytes = 0
 
     @property
     def buffered(self) -> int:

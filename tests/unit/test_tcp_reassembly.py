@@ -183,3 +183,41 @@ def test_overlapping_held_segments_first_copy_wins_when_second_starts_lower() ->
     assert r.push(9, b"sssssss") == b""  # 9..15 arrives first
     assert r.push(6, b"FFFFFF") == b""  # 6..11 arrives second, overlaps 9..11
     assert r.push(1, b"12345") == b"12345FFFsssssss"
+
+
+# --- several SYNs with different numbers (e.g. two SYN-ACKs) ----------------------------------
+
+
+@pytest.mark.parametrize("order", [(1000, 9000), (9000, 1000)])
+def test_the_acknowledged_syn_is_followed_whichever_came_first(order: tuple[int, int]) -> None:
+    r = TcpReassembler()
+    for isn in order:
+        r.syn(isn)
+    r.acked(9001)
+    assert r.push(9001, b"hello") == b"hello"
+    assert r.anchors is None
+
+
+def test_an_acknowledgement_of_neither_syn_keeps_the_first() -> None:
+    r = TcpReassembler()
+    r.syn(1000)
+    r.syn(9000)
+    r.acked(5)
+    assert r.push(1001, b"hello") == b"hello"
+
+
+def test_a_syn_after_data_is_not_a_candidate() -> None:
+    r = TcpReassembler()
+    r.syn(1000)
+    assert r.push(1001, b"abc") == b"abc"
+    r.syn(9000)
+    assert r.anchors is None
+    r.acked(9001)
+    assert r.push(1004, b"def") == b"def"
+
+
+def test_a_repeated_syn_with_the_same_number_is_no_candidate() -> None:
+    r = TcpReassembler()
+    r.syn(1000)
+    r.syn(1000)
+    assert r.anchors is None

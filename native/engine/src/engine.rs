@@ -19,6 +19,7 @@ use crate::{dtls, link, quic};
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 /// A QUIC/DTLS handshake is over within a few datagrams; after this many a session is ignored.
 pub const MAX_UDP_HANDSHAKE_DATAGRAMS: u32 = 64;
 
@@ -221,6 +222,18 @@ impl Engine {
             return Ok(());
         }
         let mut seq = u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]]);
+        if flags & TCP_ACK != 0 {
+            let peer = &mut self.flows.flow_mut(idx).dirs[1 - side as usize].tcp;
+            if peer.anchors.is_some() {
+                // The peer sent SYNs with different numbers: this ACK says which one counts.
+                peer.acked(u32::from_be_bytes([
+                    frame[l4 + 8],
+                    frame[l4 + 9],
+                    frame[l4 + 10],
+                    frame[l4 + 11],
+                ]));
+            }
+        }
         if flags & TCP_SYN != 0 {
             self.flows.flow_mut(idx).dirs[side as usize].tcp.syn(seq);
             seq = seq.wrapping_add(1);

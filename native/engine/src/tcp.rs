@@ -1,12 +1,15 @@
 //! One direction of a TCP connection: segments in any order in, the byte stream in order out
 //! (port of `ja3svc/tcp_reassembly.py`; same rules: sequence numbers modulo 2^32, anchored at
-//! SYN + 1 or the first data segment, first copy wins, bounded hold-back).
+//! SYN + 1 or the first data segment, first copy wins, bounded hold-back; of several SYNs with
+//! different numbers before any data, the one the peer acknowledges).
 //!
 //! Hand-written: the reassemblers in crates (e.g. Suricata's is C, pnet has none) do not follow
 //! the reference's "first copy wins" and limits, which the differential test holds us to.
 
 pub const MAX_BUFFERED: usize = 65536;
 pub const MAX_SEGMENTS: usize = 64;
+/// Distinct SYN sequence numbers remembered per direction until the peer's ACK picks one.
+pub const MAX_SYN_ANCHORS: usize = 4;
 
 /// `a - b` as a signed 32-bit distance.
 pub fn seq_diff(a: u32, b: u32) -> i64 {
@@ -20,12 +23,53 @@ pub struct TcpReassembler {
     ahead: Vec<(u32, Vec<u8>)>,
     ahead_bytes: usize,
     pub gap: bool,
+    /// SYN + 1 of every distinct SYN seen before any data: None unless there were several
+    /// (the engine then shows this direction the peer's acknowledgement numbers).
+    pub anchors: Option<Vec<u32>>,
+    /// Where the first SYN anchored the stream.
+    syn_start: Option<u32>,
 }
 
 impl TcpReassembler {
     pub fn syn(&mut self, seq: u32) {
-        if self.next_seq.is_none() {
-            self.next_seq = Some(seq.wrapping_add(1));
+        let start = seq.wrapping_add(1);
+        let nxt = match self.next_seq {
+            None => {
+                self.next_seq = Some(start);
+                self.syn_start = Some(start);
+                return;
+            }
+            Some(n) => n,
+        };
+        if start == nxt || !self.ahead.is_empty() {
+            return;
+        }
+        match &mut self.anchors {
+            // A second SYN with another sequence number while the stream is still at the
+            // first one's start (nothing delivered or held).
+            None => {
+                if self.syn_start == Some(nxt) {
+                    self.anchors = Some(vec![nxt, start]);
+                }
+            }
+            Some(a) => {
+                if a.contains(&nxt) && !a.contains(&start) && a.len() < MAX_SYN_ANCHORS {
+                    a.push(start);
+                }
+            }
+        }
+    }
+
+    /// The peer acknowledged `ack`: if that is one of several SYNs' starts, follow it.
+    /// Decided once: after this (or once data has moved the stream on) SYNs are not revisited.
+    pub fn acked(&mut self, ack: u32) {
+        if let Some(a) = self.anchors.take() {
+            if a.contains(&ack) && self.next_seq.is_some_and(|n| n != ack && a.contains(&n)) {
+                // Bytes held so far were placed relative to the other SYN's numbers.
+                self.next_seq = Some(ack);
+                self.ahead.clear();
+                self.ahead_bytes = 0;
+            }
         }
     }
 

@@ -123,8 +123,13 @@ FIELDS = ["frame.protocols", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "tcp.sr
           "tls.handshake.ja3s_full", "tls.handshake.ja3s"]  # fmt: skip
 
 
-def tshark_hellos(path: Path) -> list[dict[str, object]]:
-    argv = ["tshark", "-r", str(path), "-o", "tcp.desegment_tcp_streams:TRUE", "-Y",
+def tshark_hellos(path: Path, *prefs: str) -> list[dict[str, object]]:
+    """The hellos tshark reports, with the TLS endpoints of the innermost IP header; `prefs` are
+    extra ``-o name:value`` settings."""
+    argv = ["tshark", "-r", str(path), "-o", "tcp.desegment_tcp_streams:TRUE"]
+    for pref in prefs:
+        argv += ["-o", pref]
+    argv += ["-Y",
             "tls.handshake.type==1 || tls.handshake.type==2", "-T", "json"]  # fmt: skip
     for f in FIELDS:
         argv += ["-e", f]
