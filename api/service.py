@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from ja3svc.api.auth import DovecotCredentials
 from ja3svc.api.caches import HistoryCache, LabelCache, ReputationCache, SessionTracker, TtlMap
@@ -22,7 +22,7 @@ from ja3svc.api.dovecot_request import DovecotRequest, normalise_hash, parse_por
 from ja3svc.api.metrics import PolicyMetrics
 from ja3svc.api.writer import BatchWriter
 from ja3svc.config.settings import PolicySettings
-from ja3svc.store.policy_store import AllowFacts, DecisionRecord, PolicyStore, Ref
+from ja3svc.store.policy_store import DecisionRecord, PolicyStore, Ref
 
 from ja3svc.policy import (
     RULES,
@@ -44,6 +44,7 @@ from ja3svc.policy import (
 )
 
 log = logging.getLogger("ja3svc.policy")
+T = TypeVar("T")
 
 # Dovecot's hash is its own variant; failures and per-user learning are recorded under it.
 DOVECOT_KIND = "ja3_dovecot"
@@ -252,6 +253,23 @@ class PolicyService:
             self.profiles.observe(parsed.ja3_hash, by_profile)
         return parsed
 
+    async def _query(self, fn: Callable[..., T], *args: Any) -> T | None:
+        """``fn(*args)``, a store read: on the event loop itself for a local SQLite file
+        (``store.writes_inline``, decided once in ``__init__``), else in the pool with the
+        deadline. None when it fails or times out (counted towards the circuit breaker)."""
+        try:
+            if self._inline_db:
+                return fn(*args)
+            loop = asyncio.get_running_loop()
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._executor, fn, *args), self.settings.db_timeout_seconds
+            )
+        except TimeoutError as exc:
+            self._db_failed("timeout", exc)
+        except Exception as exc:
+            self._db_failed("error", exc)
+        return None
+
     async def _hash_only_facts(self, req: DovecotRequest, parsed: ParsedFacts) -> ParsedFacts:
         """``parsed`` plus the fingerprints of the hellos a capture saw giving Dovecot's hash
         (see ``PolicyStore.dovecot_equivalents``): a label or a learned fingerprint made from
@@ -259,20 +277,8 @@ class PolicyService:
         ja3 = parsed.ja3_hash
         found: tuple[Ref, ...] | None = None
         if not self.degraded:
-            try:
-                if self._inline_db:
-                    found = self.store.dovecot_equivalents(ja3)
-                else:
-                    loop = asyncio.get_running_loop()
-                    found = await asyncio.wait_for(
-                        loop.run_in_executor(self._executor, self.store.dovecot_equivalents, ja3),
-                        self.settings.db_timeout_seconds,
-                    )
-            except TimeoutError as exc:
-                self._db_failed("timeout", exc)
-            except Exception as exc:
-                self._db_failed("error", exc)
-            else:
+            found = await self._query(self.store.dovecot_equivalents, ja3)
+            if found is not None:
                 self._equivalents.put(ja3, found)
         if found is None:
             found = self._equivalents.get(ja3, allow_stale=True)
@@ -304,20 +310,8 @@ class PolicyService:
                 self.settings.reputation_window_seconds,
                 self.clock(),
             )
-            try:
-                if self._inline_db:
-                    found: AllowFacts = self.store.allow_facts(*args)
-                else:
-                    loop = asyncio.get_running_loop()
-                    found = await asyncio.wait_for(
-                        loop.run_in_executor(self._executor, self.store.allow_facts, *args),
-                        self.settings.db_timeout_seconds,
-                    )
-            except TimeoutError as exc:
-                self._db_failed("timeout", exc)
-            except Exception as exc:
-                self._db_failed("error", exc)
-            else:
+            found = await self._query(self.store.allow_facts, *args)
+            if found is not None:
                 self.labels.store(found.labels)
                 for ref in misses:
                     labels.extend(found.labels.get(ref, ()))

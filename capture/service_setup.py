@@ -12,6 +12,7 @@ commands can print it and exit 1 without a traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 from collections.abc import Callable
@@ -35,6 +36,8 @@ __all__ = [
     "open_database",
     "prepare_capture",
 ]
+
+log = logging.getLogger("ja3svc.capture")
 
 
 class SetupError(RuntimeError):
@@ -105,6 +108,7 @@ def hand_over_files(settings: Settings, database: Database, user: str) -> None:
     needs nothing here.
     """
     from ja3svc.store.database import sqlite_file
+
     try:
         entry = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
     except KeyError:
@@ -135,7 +139,19 @@ def open_database(settings: Any) -> Database:
 
     try:
         db = Database.from_settings(settings)
-        db.check()
+        try:
+            db.check()
+        except DatabaseUnavailable as exc:
+            if db.dialect == "sqlite":
+                raise
+            # A network database that is down (restarting, not yet up at boot): capture
+            # anyway. The writer spools every batch it cannot store and replays the spool once
+            # the database answers, as it does for an outage that starts later.
+            log.warning(
+                "database unreachable at start: capturing, batches go to the spool",
+                extra={"fields": {"error": str(exc).splitlines()[0][:300]}},
+            )
+            return db
         db.require_head()
         return db
     except (DatabaseUnavailable, SchemaOutOfDate, ArgumentError) as exc:

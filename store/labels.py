@@ -14,7 +14,7 @@ from typing import Any
 
 from ja3svc.store.database import Database
 from ja3svc.store.models import Label
-from ja3svc.store.queries import UNBOUNDED, Page, id_window_page
+from ja3svc.store.queries import LABEL_COLUMNS, UNBOUNDED, Page, id_window_page
 from sqlalchemy import delete, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -88,16 +88,9 @@ def _row_values(row: LabelRow, defaults: LabelDefaults, now: float) -> dict[str,
             confidence=row.confidence if row.confidence is not None else defaults.confidence,
         )
     )
+    # A list row has the label's columns (but its id); the times are the store's.
     return {
-        "kind": row.kind,
-        "value": row.value,
-        "client_name": row.client_name,
-        "category": row.category,
-        "action": row.action,
-        "tarpit_seconds": row.tarpit_seconds,
-        "source": row.source,
-        "confidence": row.confidence,
-        "note": row.note,
+        **{c: getattr(row, c) for c in LABEL_COLUMNS},
         "created_at": row.created_at or now,
         "updated_at": now,
     }

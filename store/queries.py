@@ -328,21 +328,15 @@ def _hit(kind: str, value: str, times_seen: int, last_seen: float | None) -> dic
     return {"kind": kind, "value": value, "times_seen": times_seen, "last_seen": last_seen}
 
 
+# A label's columns but its id, in the order the API lists them.
+LABEL_COLUMNS = (
+    "kind", "value", "client_name", "category", "action", "tarpit_seconds", "source",
+    "confidence", "note", "created_at", "updated_at",
+)  # fmt: skip
+
+
 def label_dict(row: Label) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "kind": row.kind,
-        "value": row.value,
-        "client_name": row.client_name,
-        "category": row.category,
-        "action": row.action,
-        "tarpit_seconds": row.tarpit_seconds,
-        "source": row.source,
-        "confidence": row.confidence,
-        "note": row.note,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
+    return {"id": row.id, **{c: getattr(row, c) for c in LABEL_COLUMNS}}
 
 
 def lookup(

@@ -495,6 +495,46 @@ def test_capture_command_as_nobody_stores_into_postgresql(
     assert not any("Traceback" in x for x in lines)
 
 
+def test_capture_command_starts_while_the_database_is_down_and_spools(lab: VethPair):
+    """PostgreSQL unreachable at start (nothing listens on the URL's port): the capture starts
+    anyway, says so, and every hello it sees goes to the spool, to be replayed later."""
+    data_dir = Path(tempfile.mkdtemp(prefix="ja3svc-down-", dir="/tmp"))
+    # Inside the client's namespace 127.0.0.1 is its own loopback, where nothing listens.
+    url = "postgresql+psycopg://postgres@127.0.0.1:5999/ja3svc_down"
+    argv = ["ja3svc", "capture", "--interface", lab.client.ifname, "--sensor", "down-test",
+            "--database-url", url]  # fmt: skip
+    env = {**os.environ, "JA3SVC_DATA_DIR": str(data_dir)}
+    proc = lab.client.popen(
+        argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        assert wait_until(lambda: any("capture started" in x for x in lines), 30), lines
+        assert any("database unreachable at start" in x for x in lines), lines
+        port = python_client(lab, HTTPS)
+        spooled: list[dict[str, Any]] = []
+
+        def found() -> bool:
+            spooled.clear()
+            for f in data_dir.rglob("*.jsonl"):
+                spooled.extend(json.loads(x)["record"] for x in f.read_text().splitlines() if x)
+            return any(r.get("sport") == port for r in spooled)
+
+        assert wait_until(found, 20), (port, spooled[:3], lines)
+        record = next(r for r in spooled if r.get("sport") == port)
+        assert record["dport"] == HTTPS and record["ja3_hash"]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        rc = proc.wait(timeout=20)
+        reader.join(5)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    assert rc == 0, lines
+    assert not any("Traceback" in x for x in lines)
+
+
 def namespace_reachable_pg_url(url: str) -> str:
     """The same database through PostgreSQL's Unix socket: 127.0.0.1 inside the client
     namespace is that namespace's own loopback, but the filesystem (and the socket) is shared."""

@@ -25,6 +25,7 @@ from ja3svc.vocabulary import (
     MAX_TARPIT_SECONDS,
     InvalidLabel,
     fingerprint_value,
+    guess_kind,
 )
 
 # Keys holding epoch seconds in what the store returns; the API answers them in ISO-8601.
@@ -205,6 +206,14 @@ def _fingerprint(kind: str, raw: str) -> str:
         raise _invalid(exc) from None
 
 
+def _is_fingerprint(raw: str) -> bool:
+    try:
+        fingerprint_value(guess_kind(raw), raw)
+    except InvalidLabel:
+        return False
+    return True
+
+
 def _not_found(what: str) -> HTTPException:
     return HTTPException(404, detail={"error": "not_found", "reason": f"{what} not found"})
 
@@ -235,7 +244,9 @@ async def search(
 async def lookup(
     request: Request,
     kind: Kind,
-    value: Annotated[str, Path(max_length=200, pattern=FINGERPRINT_PATTERN)],
+    # The pattern describes the value in the OpenAPI document; the label validator checks it,
+    # so the reason is the one the CLI gives (see store.queries).
+    value: Annotated[str, Path(max_length=200, json_schema_extra={"pattern": FINGERPRINT_PATTERN})],
 ) -> dict[str, Any]:
     """Labels, counts, first/last seen, the other fingerprints of the same hellos
     (``family``), the accounts that logged in or failed with any of them, recent sightings and
@@ -243,8 +254,10 @@ async def lookup(
     service = get_service(request)
     try:
         normal = fingerprint_value(kind, value)
-    except InvalidLabel as exc:  # a JA4 asked for as ja3, or the other way round
-        raise HTTPException(404, detail={"error": "not_found", "reason": str(exc)}) from None
+    except InvalidLabel as exc:
+        if _is_fingerprint(value):  # a JA4 asked for as ja3, or the other way round
+            raise HTTPException(404, detail={"error": "not_found", "reason": str(exc)}) from None
+        raise _invalid(exc) from None
     return isotimes(
         await asyncio.to_thread(
             service.store.lookup, kind, normal, None, service.settings.reputation_window_seconds
