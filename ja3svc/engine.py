@@ -64,7 +64,9 @@ UDP_GTPU = 2152  # GTP-U (3GPP TS 29.281), mobile core user plane
 PPP_IPV4 = 0x0021
 PPP_IPV6 = 0x0057
 
-TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
+TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+# Ethernet pads frames to 60 bytes: a bare IPv4 ACK without TCP options (54) gets 6 bytes.
+MAX_ACK_PADDING = 6
 
 MAX_TUNNEL_DEPTH = 4
 # A QUIC/DTLS handshake is over within a few datagrams; after this many a session is ignored.
@@ -435,7 +437,11 @@ class FingerprintEngine:
             d.tcp.syn(seq)
             seq = (seq + 1) & 0xFFFFFFFF
         found: Sequence[HelloRecord] = _NOTHING
-        if payload_at < end:
+        if payload_at < end and _ethernet_padding_in_ack(frame, payload_at, end, flags, d):
+            # A middlebox counted a bare ACK's Ethernet padding into its IP length: zero bytes at
+            # the hello's sequence number, which would win as the first copy over the real ones.
+            self.stats["skipped.tcp_ack_padding"] += 1
+        elif payload_at < end:
             data = d.tcp.push(seq, frame[payload_at:end])
             if d.tcp.gap:
                 self.stats["skipped.tcp_gap"] += 1
@@ -511,6 +517,20 @@ class FingerprintEngine:
         """End of input: count what was left incomplete."""
         for _ in self.flows.flush():
             self.stats["skipped.tcp_gap_at_end"] += 1
+
+
+def _ethernet_padding_in_ack(
+    frame: bytes, payload_at: int, end: int, flags: int, d: FlowDirection
+) -> bool:
+    """A segment that is a bare ACK plus at most the 6 bytes of zeros Ethernet pads a 54-byte
+    frame with, before this direction has sent anything: no TLS stream starts with zeros."""
+    return (
+        end - payload_at <= MAX_ACK_PADDING
+        and not flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_PSH)
+        and flags & TCP_ACK != 0
+        and not d.tls.started
+        and not any(frame[payload_at:end])
+    )
 
 
 def _reverse_key(key: bytes, alen: int) -> bytes:

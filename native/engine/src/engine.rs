@@ -19,7 +19,10 @@ use crate::{dtls, link, quic};
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
+/// Ethernet pads frames to 60 bytes: a bare IPv4 ACK without TCP options (54) gets 6 bytes.
+pub const MAX_ACK_PADDING: usize = 6;
 /// A QUIC/DTLS handshake is over within a few datagrams; after this many a session is ignored.
 pub const MAX_UDP_HANDSHAKE_DATAGRAMS: u32 = 64;
 
@@ -174,6 +177,24 @@ impl Engine {
     }
 
     /// TCP at `l4` (the IP packet ends at `end`); `addrs` is source then destination address.
+    /// A segment that is a bare ACK plus at most the 6 bytes of zeros Ethernet pads a 54-byte
+    /// frame with, before this direction has sent anything: no TLS stream starts with zeros.
+    fn ethernet_padding_in_ack(
+        &mut self,
+        frame: &[u8],
+        payload_at: usize,
+        end: usize,
+        flags: u8,
+        idx: u32,
+        side: u8,
+    ) -> bool {
+        end - payload_at <= MAX_ACK_PADDING
+            && flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_PSH) == 0
+            && flags & TCP_ACK != 0
+            && !self.flows.flow_mut(idx).dirs[side as usize].tls.started()
+            && frame[payload_at..end].iter().all(|&b| b == 0)
+    }
+
     pub(crate) fn tcp(
         &mut self,
         ts: f64,
@@ -238,7 +259,11 @@ impl Engine {
             self.flows.flow_mut(idx).dirs[side as usize].tcp.syn(seq);
             seq = seq.wrapping_add(1);
         }
-        if payload_at < end {
+        if payload_at < end && self.ethernet_padding_in_ack(frame, payload_at, end, flags, idx, side) {
+            // A middlebox counted a bare ACK's Ethernet padding into its IP length: zero bytes at
+            // the hello's sequence number, which would win as the first copy over the real ones.
+            self.stats.add("skipped.tcp_ack_padding", 1);
+        } else if payload_at < end {
             let mut joined = std::mem::take(&mut self.joined);
             joined.clear();
             let d = &mut self.flows.flow_mut(idx).dirs[side as usize];

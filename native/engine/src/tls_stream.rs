@@ -109,6 +109,11 @@ impl TlsStreamParser {
         self.state == State::Done
     }
 
+    /// Whether any byte of the stream has been fed.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
     /// Consume the next in-order bytes of the stream; push completed hellos and problems.
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<StreamItem>) {
         if self.state == State::Done || data.is_empty() {
