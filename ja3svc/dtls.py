@@ -230,11 +230,21 @@ def strip_cookie(body: bytes) -> bytes | None:
 def looks_like_dtls_client_hello(datagram: bytes) -> bool:
     """Cheap test for a datagram starting with an epoch-0 DTLS handshake record holding a
     ClientHello fragment, for the hot path before creating an assembler."""
+    return _starts_with_epoch0_handshake(datagram, CLIENT_HELLO)
+
+
+def looks_like_dtls_server_hello(datagram: bytes) -> bool:
+    """The same for a ServerHello fragment: a capture that sees only the server's side (one-way
+    capture, asymmetric routing) starts the association there."""
+    return _starts_with_epoch0_handshake(datagram, SERVER_HELLO)
+
+
+def _starts_with_epoch0_handshake(datagram: bytes, msg_type: int) -> bool:
     return (
         len(datagram) >= RECORD_HEADER + HANDSHAKE_HEADER
         and datagram[0] == CONTENT_HANDSHAKE
         and ((datagram[1] << 8) | datagram[2]) in RECORD_VERSIONS
         and datagram[3] == 0
         and datagram[4] == 0
-        and datagram[RECORD_HEADER] == CLIENT_HELLO
+        and datagram[RECORD_HEADER] == msg_type
     )

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ja3svc.addresses import format_address
 from ja3svc.dovecot import DEFAULT_PROFILE, canonical_profile
-from ja3svc.dtls import looks_like_dtls_client_hello
+from ja3svc.dtls import looks_like_dtls_client_hello, looks_like_dtls_server_hello
 from ja3svc.flow_table import FlowDirection, FlowTable
 from ja3svc.hello import (
     ClientHello,
@@ -303,6 +303,9 @@ class FingerprintEngine:
                 session = flows.create_udp(ts, key, _reverse_key(key, alen), "quic")
             elif looks_like_dtls_client_hello(payload):
                 session = flows.create_udp(ts, key, _reverse_key(key, alen), "dtls")
+            elif looks_like_dtls_server_hello(payload):
+                # Only the server's side is in the capture so far: the client is the receiver.
+                session = flows.create_udp(ts, _reverse_key(key, alen), key, "dtls")
             else:
                 self.stats["skipped.udp_not_quic_dtls"] += 1
                 return _NOTHING
@@ -514,4 +517,3 @@ def _reverse_key(key: bytes, alen: int) -> bytes:
     """The key of the opposite direction: addresses and ports swapped."""
     a = 2 * alen
     return key[alen:a] + key[:alen] + key[a + 2 : a + 4] + key[a : a + 2]
-

@@ -333,12 +333,22 @@ pub fn strip_cookie(body: &[u8]) -> Option<Vec<u8>> {
 /// Cheap test for a datagram starting with an epoch-0 DTLS handshake record holding a
 /// ClientHello fragment, for the hot path before creating an assembler.
 pub fn looks_like_dtls_client_hello(datagram: &[u8]) -> bool {
+    starts_with_epoch0_handshake(datagram, CLIENT_HELLO)
+}
+
+/// The same for a ServerHello fragment: a capture that sees only the server's side (one-way
+/// capture, asymmetric routing) starts the association there.
+pub fn looks_like_dtls_server_hello(datagram: &[u8]) -> bool {
+    starts_with_epoch0_handshake(datagram, SERVER_HELLO)
+}
+
+fn starts_with_epoch0_handshake(datagram: &[u8], msg_type: u8) -> bool {
     datagram.len() >= RECORD_HEADER + HANDSHAKE_HEADER
         && datagram[0] == CONTENT_HANDSHAKE
         && is_record_version(u16::from_be_bytes([datagram[1], datagram[2]]))
         && datagram[3] == 0
         && datagram[4] == 0
-        && datagram[RECORD_HEADER] == CLIENT_HELLO
+        && datagram[RECORD_HEADER] == msg_type
 }
 
 #[cfg(test)]
@@ -604,6 +614,8 @@ mod tests {
         let body = client_hello_body(b"", &RANDOM);
         assert!(looks_like_dtls_client_hello(&record(&whole(1, &body, 0))));
         assert!(!looks_like_dtls_client_hello(&record(&whole(2, &body, 0))));
+        assert!(looks_like_dtls_server_hello(&record(&whole(2, &body, 0))));
+        assert!(!looks_like_dtls_server_hello(&record(&whole(1, &body, 0))));
         assert!(!looks_like_dtls_client_hello(&record_with(
             &whole(1, &body, 0),
             22,

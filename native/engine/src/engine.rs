@@ -365,15 +365,18 @@ impl Engine {
             Some(i) => i,
             None => {
                 self.flows.sweep(ts);
-                let transport = if quic::looks_like_quic_initial(payload) {
-                    Transport::Quic
+                let rkey = key.reverse(alen);
+                if quic::looks_like_quic_initial(payload) {
+                    self.flows.create_udp(ts, key, rkey, Transport::Quic)
                 } else if dtls::looks_like_dtls_client_hello(payload) {
-                    Transport::Dtls
+                    self.flows.create_udp(ts, key, rkey, Transport::Dtls)
+                } else if dtls::looks_like_dtls_server_hello(payload) {
+                    // Only the server's side is in the capture so far: the client is the receiver.
+                    self.flows.create_udp(ts, rkey, key, Transport::Dtls)
                 } else {
                     self.stats.add("skipped.udp_not_quic_dtls", 1);
                     return Ok(());
-                };
-                self.flows.create_udp(ts, key, key.reverse(alen), transport)
+                }
             }
         };
         let session = self.flows.session_mut(idx);

@@ -1,6 +1,7 @@
 """Make the DTLS test captures and their tshark expectations.
 
     python tests/pcaps/dtls/regenerate.py capture       # needs root, tcpdump and openssl
+    python tests/pcaps/dtls/regenerate.py one-way       # only the one-way captures
     python tests/pcaps/dtls/regenerate.py expectations  # needs tshark
 
 ``capture`` runs ``openssl s_client`` against ``openssl s_server -listen`` on 127.0.0.1 for each
@@ -8,6 +9,10 @@ scenario, recording the loopback interface with tcpdump. ``-listen`` makes the s
 first ClientHello with a HelloVerifyRequest, so every capture holds two ClientHellos (without and
 with cookie). ``expectations`` asks tshark, an oracle independent of ja3svc, for the JA3 of every
 ClientHello and the JA3S of every ServerHello, into ``expected.json``.
+
+``one-way`` records the same exchange with a tcpdump filter that keeps only the server's
+datagrams (``udp src port``), as a tap on one direction of an asymmetric route does: the
+association must be recognised from the server's side alone (HelloVerifyRequest, ServerHello).
 """
 
 from __future__ import annotations
@@ -33,16 +38,38 @@ SCENARIOS: dict[str, tuple[str, list[str]]] = {
     "hvr-dtls10": ("-dtls1", ["-cipher", "DEFAULT:@SECLEVEL=0"]),
 }
 
+# name -> (protocol, s_client options, tcpdump filter): one direction only.
+ONE_WAY: dict[str, tuple[str, list[str], list[str]]] = {
+    "server-only-dtls12": ("-dtls1_2", [], ["udp", "src", "port", str(PORT)]),
+}
+
+
+def one_way() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        key, cert = _key_and_cert(Path(tmp))
+        for name, (protocol, client_options, bpf) in ONE_WAY.items():
+            out = HERE / f"{name}.pcap"
+            for _ in range(5):
+                _record(out, protocol, client_options, key, cert, bpf)
+                if out.stat().st_size > 24:
+                    break
+            print(f"wrote {out.name}")
+
+
+def _key_and_cert(tmp: Path) -> tuple[Path, Path]:
+    key, cert = tmp / "key.pem", tmp / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-days", "3"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return key, cert
+
 
 def capture() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        key, cert = Path(tmp) / "key.pem", Path(tmp) / "cert.pem"
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-             "-nodes", "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-             "-days", "3"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        key, cert = _key_and_cert(Path(tmp))
         for name, (protocol, client_options) in SCENARIOS.items():
             out = HERE / f"{name}.pcap"
             # tcpdump on loopback sometimes records nothing although it said "listening";
@@ -75,9 +102,16 @@ def _write_reordered(src: Path, dst: Path) -> None:
     print(f"wrote {dst.name} (swapped packets {a + 1} and {b + 1})")
 
 
-def _record(out: Path, protocol: str, client_options: list[str], key: Path, cert: Path) -> None:
+def _record(
+    out: Path,
+    protocol: str,
+    client_options: list[str],
+    key: Path,
+    cert: Path,
+    bpf: list[str] | None = None,
+) -> None:
     dump = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-U", "-w", str(out), "udp", "port", str(PORT)],
+        ["tcpdump", "-i", "lo", "-U", "-w", str(out), *(bpf or ["udp", "port", str(PORT)])],
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -120,4 +154,4 @@ def expectations() -> None:
 
 if __name__ == "__main__":
     for step in sys.argv[1:] or ["capture", "expectations"]:
-        {"capture": capture, "expectations": expectations}[step]()
+        {"capture": capture, "one-way": one_way, "expectations": expectations}[step]()
