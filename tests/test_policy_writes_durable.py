@@ -4,6 +4,7 @@ under load costs no report (the queue keeps them until the database is back)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from ja3svc.store.policy_store import DecisionRecord, PolicyStore
 from sqlalchemy import text
 
 from tests.support.api import API_KEY, DOVECOT_HEADERS, AppClient, H, make_settings
+from tests.support.database import postgres_stopped
 
 AUTH = {**DOVECOT_HEADERS, "X-API-Key": API_KEY}
 
@@ -78,3 +80,45 @@ def test_a_row_the_database_refuses_is_dropped_alone(database):
     assert writer.flush(10.0)
     assert dropped == [1]
     assert _count(database, "decisions") == 20
+
+
+@pytest.mark.postgres
+def test_a_20_s_postgresql_stop_under_load_loses_no_report(pg_migrated_url, tmp_path):
+    """Run only under `flock /tmp/ja3svc-fullsuite.lock` (it stops the shared server)."""
+    db = Database.from_url(pg_migrated_url)
+    failures0, decisions0 = _count(db, "auth_failures"), _count(db, "decisions")
+    sent = 0
+    stop = threading.Event()
+    with AppClient(create_app(make_settings(tmp_path), database=db)) as client:
+
+        def load() -> None:
+            nonlocal sent
+            while not stop.is_set() and sent < 20_000:
+                body = _report(f"user{sent}@example.org", f"s{sent}")
+                r = client.post("/policy?command=report", content=body, headers=AUTH)
+                assert r.json() == {"status": "ok"}
+                sent += 1
+                time.sleep(0.005)
+
+        loader = threading.Thread(target=load)
+        loader.start()
+        try:
+            time.sleep(2)
+            with postgres_stopped():
+                time.sleep(20)
+            time.sleep(3)
+        finally:
+            stop.set()
+            loader.join(30)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not client.app.policy_service.writer.flush(5.0):
+            pass
+        metrics = client.get("/metrics").text
+    assert sent > 1000
+    assert _count(db, "auth_failures") - failures0 == sent
+    assert _count(db, "decisions") - decisions0 == sent
+    retried = [
+        line for line in metrics.splitlines() if line.startswith("ja3svc_http_policy_write_retries")
+    ]
+    assert retried and float(retried[0].rsplit(" ", 1)[1]) > 0
+    db.dispose()
