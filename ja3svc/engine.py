@@ -60,6 +60,7 @@ IPV6_AH = 51
 UDP_VXLAN = 4789
 UDP_GENEVE = 6081
 UDP_GTPU = 2152  # GTP-U (3GPP TS 29.281), mobile core user plane
+UDP_CAPWAP_DATA = 5247  # CAPWAP data channel (RFC 5415): access point <-> wireless controller
 
 PPP_IPV4 = 0x0021
 PPP_IPV6 = 0x0057
@@ -278,6 +279,9 @@ class FingerprintEngine:
                     return self._tunnelled(ts, frame[:end], inner, l4 + 16 + opt_len, depth + 1)
                 if dport == UDP_GTPU:
                     return self._gtpu(ts, frame[:end], l4 + 8, depth + 1)
+                # The controller answers from 5247 to the access point's own port.
+                if dport == UDP_CAPWAP_DATA or (frame[l4] << 8) | frame[l4 + 1] == UDP_CAPWAP_DATA:
+                    return self._capwap(ts, frame[:end], l4 + 8, depth + 1)
             return self._udp(ts, frame, l4, end, addrs, alen)
         if depth < MAX_TUNNEL_DEPTH:
             if proto == PROTO_GRE:
@@ -388,6 +392,50 @@ class FingerprintEngine:
                 ext = frame[off + size - 1]
                 off += size
         return self._ip_by_version(ts, frame, off, depth)
+
+    def _capwap(self, ts: float, frame: bytes, off: int, depth: int) -> Sequence[HelloRecord]:
+        """A CAPWAP data packet at `off`: an 802.3 frame (T=0) or a native 802.11 one (T=1)."""
+        if frame[off] != 0:
+            # Preamble type 1: a DTLS-protected data channel, nothing readable inside.
+            self.stats["skipped.capwap_not_plain"] += 1
+            return _NOTHING
+        hlen = (frame[off + 1] >> 3) * 4
+        b2, b3 = frame[off + 2], frame[off + 3]
+        if hlen < 8:
+            self.stats["malformed.capwap_header"] += 1
+            return _NOTHING
+        if b3 & 0x88:
+            # F: a fragment (not reassembled); K: a keep-alive, which carries no frame.
+            self.stats["skipped.capwap_not_frame"] += 1
+            return _NOTHING
+        off += hlen
+        if not b2 & 0x01:
+            return self._ethernet(ts, frame, off, depth)
+        if (b2 >> 1) & 0x1F == 1:  # wireless binding 1: IEEE 802.11
+            return self._ieee80211(ts, frame, off, depth)
+        self.stats["skipped.non_ip"] += 1
+        return _NOTHING
+
+    def _ieee80211(self, ts: float, frame: bytes, off: int, depth: int) -> Sequence[HelloRecord]:
+        """An 802.11 data frame with an LLC/SNAP header; control, management, null-data and
+        protected (encrypted) frames carry nothing to read."""
+        fc0, fc1 = frame[off], frame[off + 1]
+        if fc0 & 0x4C != 0x08 or fc1 & 0x40:
+            self.stats["skipped.non_ip"] += 1
+            return _NOTHING
+        llc = off + 24
+        if fc1 & 0x03 == 0x03:
+            llc += 6  # a fourth address between two distribution systems
+        if fc0 & 0x80:
+            llc += 2  # QoS control
+            if fc1 & 0x80:
+                llc += 4  # HT control
+        if frame[llc] == 0xAA and frame[llc + 1] == 0xAA and frame[llc + 2] == 0x03:
+            return self._ethertype(
+                ts, frame, (frame[llc + 6] << 8) | frame[llc + 7], llc + 8, depth
+            )
+        self.stats["skipped.non_ip"] += 1
+        return _NOTHING
 
     def _tunnelled(
         self, ts: float, frame: bytes, inner: int, off: int, depth: int

@@ -14,6 +14,7 @@ pub const IPV6_AH: u8 = 51;
 pub const UDP_VXLAN: u16 = 4789;
 pub const UDP_GENEVE: u16 = 6081;
 pub const UDP_GTPU: u16 = 2152; // GTP-U (3GPP TS 29.281), mobile core user plane
+pub const UDP_CAPWAP_DATA: u16 = 5247; // CAPWAP data channel (RFC 5415): AP <-> controller
 
 fn is_ipv6_extension(p: u8) -> bool {
     matches!(p, 0 | 43 | 60 | 135 | 139 | 140) // skipped by their length field
@@ -126,6 +127,10 @@ fn other_l4(
             }
             if dport == UDP_GTPU {
                 return link::gtpu(e, ts, &frame[..end], l4 + 8, depth + 1);
+            }
+            // The controller answers from 5247 to the access point's own port.
+            if dport == UDP_CAPWAP_DATA || be16_at(frame, l4)? == UDP_CAPWAP_DATA {
+                return link::capwap(e, ts, &frame[..end], l4 + 8, depth + 1);
             }
         }
         return e.udp(ts, frame, l4, end, addrs, alen);

@@ -1,6 +1,6 @@
 //! Link layers and tunnels (the link half of `ja3svc/engine.py`): Ethernet with VLAN/QinQ,
 //! MPLS, PPPoE; PPP; Linux cooked v1/v2; raw IP; BSD loopback; VXLAN, GENEVE, GRE, ERSPAN II/III
-//! and GTP-U (IP-in-IP is in `ip.rs`).
+//! GTP-U and CAPWAP data with 802.3 or 802.11 frames (IP-in-IP is in `ip.rs`).
 //!
 //! Hand-written rather than with etherparse: the reference decodes with offsets into the frame
 //! and counts each give-up under its own name (non-IP, fragment, truncated, tunnel depth...);
@@ -200,4 +200,60 @@ pub(crate) fn gtpu(e: &mut Engine, ts: f64, frame: &[u8], off: usize, depth: u32
         }
     }
     ip::by_version(e, ts, frame, off, depth)
+}
+
+/// A CAPWAP data packet at `off`: an 802.3 frame (T=0) or a native 802.11 one (T=1).
+pub(crate) fn capwap(e: &mut Engine, ts: f64, frame: &[u8], off: usize, depth: u32) -> Step {
+    if at(frame, off)? != 0 {
+        // Preamble type 1: a DTLS-protected data channel, nothing readable inside.
+        e.stats.add("skipped.capwap_not_plain", 1);
+        return Ok(());
+    }
+    let hlen = (at(frame, off + 1)? >> 3) as usize * 4;
+    let b2 = at(frame, off + 2)?;
+    let b3 = at(frame, off + 3)?;
+    if hlen < 8 {
+        e.stats.add("malformed.capwap_header", 1);
+        return Ok(());
+    }
+    if b3 & 0x88 != 0 {
+        // F: a fragment (not reassembled); K: a keep-alive, which carries no frame.
+        e.stats.add("skipped.capwap_not_frame", 1);
+        return Ok(());
+    }
+    let off = off + hlen;
+    if b2 & 0x01 == 0 {
+        return ethernet(e, ts, frame, off, depth);
+    }
+    if (b2 >> 1) & 0x1F == 1 {
+        return ieee80211(e, ts, frame, off, depth); // wireless binding 1: IEEE 802.11
+    }
+    e.stats.add("skipped.non_ip", 1);
+    Ok(())
+}
+
+/// An 802.11 data frame with an LLC/SNAP header; control, management, null-data and protected
+/// (encrypted) frames carry nothing to read.
+fn ieee80211(e: &mut Engine, ts: f64, frame: &[u8], off: usize, depth: u32) -> Step {
+    let fc0 = at(frame, off)?;
+    let fc1 = at(frame, off + 1)?;
+    if fc0 & 0x4C != 0x08 || fc1 & 0x40 != 0 {
+        e.stats.add("skipped.non_ip", 1);
+        return Ok(());
+    }
+    let mut llc = off + 24;
+    if fc1 & 0x03 == 0x03 {
+        llc += 6; // a fourth address between two distribution systems
+    }
+    if fc0 & 0x80 != 0 {
+        llc += 2; // QoS control
+        if fc1 & 0x80 != 0 {
+            llc += 4; // HT control
+        }
+    }
+    if at(frame, llc)? == 0xAA && at(frame, llc + 1)? == 0xAA && at(frame, llc + 2)? == 0x03 {
+        return ethertype(e, ts, frame, be16_at(frame, llc + 6)?, llc + 8, depth);
+    }
+    e.stats.add("skipped.non_ip", 1);
+    Ok(())
 }

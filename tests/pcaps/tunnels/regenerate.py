@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Tunnelled captures (IP-in-IP, GTP-U, PPP) made from the real golden captures, and what tshark
-reports for them (expected.json).
+"""Tunnelled captures (IP-in-IP, GTP-U, CAPWAP, PPP) made from the real golden captures, and what
+tshark reports for them (expected.json).
 
 Run from anywhere (no root needed):
 
@@ -11,8 +11,11 @@ were made on has no ipip, sit or ip6_tunnel support (``ip link add ... type ipip
 "Unknown device type") and no module loader. The TLS packets inside are the unchanged IP packets
 of two real recordings, ../openssl-tls13.pcap (OpenSSL over IPv4) and ../ipv6.pcap (OpenSSL and
 curl over IPv6); each is wrapped with scapy into the encapsulation's outer headers exactly as the
-kernel (or a GTP-U gateway, or a PPP link) would send it. The expected values come from tshark
-only (an oracle independent of ja3svc), which decodes every one of these encapsulations.
+kernel (or a GTP-U gateway, a CAPWAP access point or controller, a PPP link) would send it. The
+expected values come from tshark only (an oracle independent of ja3svc), which decodes every one
+of these encapsulations. For CAPWAP tshark is told (CAPWAP_PREFS) to read the 802.11 frame
+control field in the standard byte order: by default it assumes the byte-swapped field some
+Cisco access points send.
 """
 
 from __future__ import annotations
@@ -88,6 +91,33 @@ def gtpu(inner: bytes, from_client: bool) -> Packet:
     return ether(from_client, IP(src=a, dst=b, ttl=64) / udp)
 
 
+CAPWAP_DATA_PORT = 5247
+AP_PORT = 32768  # the access point's own port: the controller answers from 5247 to it
+BSSID = bytes.fromhex("020000000010")
+
+
+def capwap(inner: bytes, from_client: bool) -> Packet:
+    """CAPWAP data (RFC 5415) between an access point and its controller, carrying the native
+    802.11 frame (T=1, wireless binding 1). Uplink: a QoS data frame to the distribution system
+    (26-byte header); downlink: a plain data frame from it (24 bytes). LLC/SNAP before the IP."""
+    sta, router = bytes.fromhex(MACS[0].replace(":", "")), bytes.fromhex(MACS[1].replace(":", ""))
+    if from_client:  # To DS: addr1 BSSID, addr2 source, addr3 destination; then QoS control
+        dot11 = b"\x88\x01\x00\x00" + BSSID + sta + router + b"\x00\x00" + b"\x00\x00"
+    else:  # From DS: addr1 destination, addr2 BSSID, addr3 source
+        dot11 = b"\x08\x02\x00\x00" + sta + BSSID + router + b"\x00\x00"
+    ethertype = b"\x08\x00" if inner[0] >> 4 == 4 else b"\x86\xdd"
+    llc = b"\xaa\xaa\x03\x00\x00\x00" + ethertype
+    # Preamble 0; HLEN 2 (8 bytes), RID 1, WBID 1 (IEEE 802.11), T=1; no flags, no fragment.
+    header = bytes([0x00, 0x10, 0x43, 0x00, 0, 0, 0, 0])
+    ports = (AP_PORT, CAPWAP_DATA_PORT) if from_client else (CAPWAP_DATA_PORT, AP_PORT)
+    a, b = OUTER4 if from_client else OUTER4[::-1]
+    udp = UDP(sport=ports[0], dport=ports[1]) / Raw(header + dot11 + llc + inner)
+    return ether(from_client, IP(src=a, dst=b, ttl=64) / udp)
+
+
+CAPWAP_PREFS = ("capwap.swap_fc:FALSE",)
+
+
 def ppp(inner: bytes, from_client: bool) -> bytes:
     """PPP frames (link type 9). The client side sends the RFC 1662 FF 03 address/control pair,
     the server side has negotiated it away (ACFC): both forms appear on real links."""
@@ -102,6 +132,8 @@ CAPTURES: dict[str, tuple[int, Callable[[bytes, bool], Packet | bytes], str]] = 
     "ipip-6in6.pcap": (6, ip_in_ip(6), "IPv6 in IPv6 (ip6tnl ip6ip6, next header 41)"),
     "gtpu-4.pcap": (4, gtpu, "IPv4 in GTP-U (UDP 2152), with and without extension headers"),
     "gtpu-6.pcap": (6, gtpu, "IPv6 in GTP-U (UDP 2152), with and without extension headers"),
+    "capwap-4.pcap": (4, capwap, "IPv4 in 802.11 data frames in CAPWAP data (UDP 5247)"),
+    "capwap-6.pcap": (6, capwap, "IPv6 in 802.11 data frames in CAPWAP data (UDP 5247)"),
     "ppp-4.pcap": (4, ppp, "IPv4 on the PPP link type (9), with and without FF 03"),
     "ppp-6.pcap": (6, ppp, "IPv6 on the PPP link type (9), with and without FF 03"),
 }
@@ -174,12 +206,14 @@ def main(names: Iterable[str] = CAPTURES) -> None:
     for name in names:
         version, wrap, covers = CAPTURES[name]
         write(name, version, wrap)
-        hellos = tshark_hellos(HERE / name)
+        prefs = CAPWAP_PREFS if wrap is capwap else ()
+        hellos = tshark_hellos(HERE / name, *prefs)
         doc = {
             "capture": name,
             "oracle": oracle,
             "derived_from": SOURCES[version].name,
             "covers": covers,
+            "tshark_prefs": list(prefs),
             "hellos": hellos,
         }
         stem = name.rsplit(".", 1)[0]
