@@ -99,6 +99,6 @@ def test_version_has_one_source() -> None:
     )  # fmt: skip
     assert (out.returncode, out.stdout.strip()) == (0, f"ja3svc {__version__}")
     meta = metadata("ja3svc")
-    assert meta["License"] == "BSD-3-Clause"
+    assert meta["License-Expression"] == "BSD-3-Clause"
     assert (ROOT / "LICENSE").read_text().startswith("BSD 3-Clause License")
     assert f"## [{__version__}]" in (ROOT / "CHANGELOG.md").read_text()
