@@ -14,8 +14,8 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
-
 from ja3svc.capture.pcap_run import ENGINES, native_module
+
 from tests.support.cli import fingerprint_file
 from tests.support.paths import FOXIO, PCAPS
 
