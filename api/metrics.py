@@ -343,8 +343,13 @@ class PolicyMetrics:
         )
         self.correlation = Counter(
             "ja3svc_correlation_lookups_total",
-            "Connection lookups for a policy request, by where the hello was found.",
-            {"result": ("memory_hits", "database_hits", "misses", "database_errors")},
+            "Connection lookups for a policy request, by where the hello was found "
+            "(mismatches: the peer's hello gives no profile's hash of the one Dovecot sent).",
+            {
+                "result": (
+                    "memory_hits", "database_hits", "mismatches", "misses", "database_errors"
+                )
+            },
             r,
         )
         # Every worker holds its own cache of the same labels: the largest is the one to see.
