@@ -47,7 +47,7 @@ from testbed.netns import (
 )
 from tests.support.api import ADMIN, API_KEY
 from tests.support.database import fresh_pg_database
-from tests.support.dovecot import dovecot_conf, prepare_dovecot_files
+from tests.support.dovecot import PY_CLIENT, TOOL_CLIENT, dovecot_conf, prepare_dovecot_files
 from tests.support.tshark import tcp_client_hellos
 
 _NETNS_OK, _NETNS_WHY = netns_available()
@@ -72,75 +72,6 @@ REJECT_MSG = "TLS client refused by ja3svc"
 # also shows that setting at work.
 IMAPS_PORT, IMAP_PORT, POLICY_PORT = 10993, 10143, 18642
 CLIENT_TIMEOUT = 30.0
-
-PY_IMAP_CLIENT = """
-import imaplib, json, ssl, sys
-mode, host, port, user, password = sys.argv[1:6]
-ctx = ssl.create_default_context()
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-if mode == "imaps":
-    conn = imaplib.IMAP4_SSL(host, int(port), ssl_context=ctx, timeout=20)
-else:
-    conn = imaplib.IMAP4(host, int(port), timeout=20)
-    conn.starttls(ctx)
-sport = conn.sock.getsockname()[1]
-try:
-    conn.login(user, password)
-    ok, text = True, ""
-except imaplib.IMAP4.error as exc:
-    ok, text = False, str(exc)
-try:
-    conn.logout()
-except Exception:
-    pass
-print(json.dumps({"ok": ok, "text": text, "sport": sport}))
-"""
-
-# gnutls-cli is interactive: LOGIN is written only after the TLS session is up (and, for IMAPS,
-# after the greeting), and stdin stays open until the tagged answer arrived (EOF on stdin makes
-# gnutls-cli close the connection). Every read is bounded.
-GNUTLS_IMAP_CLIENT = """
-import json, queue, subprocess, sys, threading, time
-mode, host, port, user, password = sys.argv[1:6]
-argv = ["gnutls-cli", "--insecure", "--port", port, host]
-if mode == "starttls":
-    argv.insert(1, "--starttls-proto=imap")
-proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT)
-lines = queue.Queue()
-def reader():
-    for raw in proc.stdout:
-        lines.put(raw.decode(errors="replace").rstrip("\\r\\n"))
-    lines.put(None)
-threading.Thread(target=reader, daemon=True).start()
-seen = []
-def wait_for(prefix, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
-        if line is None:
-            raise SystemExit("gnutls-cli ended: " + json.dumps(seen))
-        seen.append(line)
-        if line.startswith(prefix):
-            return line
-try:
-    wait_for("- Handshake was completed")
-    if mode == "imaps":
-        wait_for("* OK")
-    proc.stdin.write(f"a1 LOGIN {user} {password}\\r\\n".encode())
-    proc.stdin.flush()
-    answer = wait_for("a1 ")
-    proc.stdin.write(b"a2 LOGOUT\\r\\n")
-    proc.stdin.flush()
-    proc.stdin.close()
-    proc.wait(10)
-finally:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(5)
-print(json.dumps({"ok": answer.startswith("a1 OK"), "text": answer, "sport": None}))
-"""
 
 # Admin and metrics calls from inside the server namespace (the service listens on its
 # 127.0.0.1, which the test process in the root namespace cannot reach).
@@ -211,9 +142,15 @@ class Stack:
 
 
 def imap_login(stack: Stack, client: str, mode: str, user: str) -> dict[str, Any]:
-    script = PY_IMAP_CLIENT if client == "python" else GNUTLS_IMAP_CLIENT
+    """One IMAP login from the client namespace by imaplib (``python``) or gnutls-cli."""
     port = IMAPS_PORT if mode == "imaps" else IMAP_PORT
-    argv = [sys.executable, "-c", script, mode, stack.net.server.ipv4, str(port), user, PASSWORD]
+    # The shared clients name implicit TLS "tls" (they speak POP3 too).
+    tls = {"imaps": "tls", "starttls": "starttls"}[mode]
+    args = [tls, stack.net.server.ipv4, str(port), user, PASSWORD]
+    if client == "python":
+        argv = [sys.executable, "-c", PY_CLIENT, "imap", *args]
+    else:
+        argv = [sys.executable, "-c", TOOL_CLIENT, "gnutls", *args]
     res = stack.net.client.run(argv, timeout=CLIENT_TIMEOUT, check=False)
     assert res.returncode == 0, (client, mode, res.stdout, res.stderr, stack.log_tail())
     result: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
