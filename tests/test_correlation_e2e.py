@@ -216,9 +216,12 @@ def stack(request: pytest.FixtureRequest, net: VethPair) -> Iterator[Stack]:
             def start(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
                 log = procs.enter_context(open(workdir / f"{name}.log", "wb"))
                 stack.logs[name] = workdir / f"{name}.log"
+                # Killed on exit, also on failure; SIGTERM first, and time to take it: the
+                # service and the capture flush and exit 0 on it.
                 return procs.enter_context(
-                    spawn_with_env(net, argv, env, log)  # killed on exit, also on failure
-                )
+                    spawn(net.server, argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                          cwd=ROOT, stop_timeout=15)
+                )  # fmt: skip
 
             if deployment == "in_process":
                 start(
@@ -254,28 +257,6 @@ def stack(request: pytest.FixtureRequest, net: VethPair) -> Iterator[Stack]:
     finally:
         if not os.environ.get("JA3SVC_E2E_KEEP"):  # keep the logs when debugging
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def spawn_with_env(
-    net: VethPair, argv: list[str], env: dict[str, str], log: Any
-) -> Iterator[subprocess.Popen[bytes]]:
-    """``spawn`` with an environment and cwd (the service runs from the source tree)."""
-    proc = net.server.popen(
-        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
-    )
-    try:
-        yield proc
-    finally:
-        # SIGTERM first: the service and the capture flush and exit 0 on it.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
-            proc.wait(5)
 
 
 def tshark_client_ja3(pcap: Path) -> list[dict[str, Any]]:

@@ -178,9 +178,9 @@ def stack(request: pytest.FixtureRequest, root: Path, net: VethPair) -> Iterator
         with contextlib.ExitStack() as procs:
             log = procs.enter_context(open(wd.host / "serve.log", "wb"))
             stack.logs["serve"] = wd.host / "serve.log"
-            proc = net.server.popen(serve, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, env=env, cwd=REPO)  # fmt: skip
-            procs.callback(_stop, proc)
+            # SIGTERM, and time to take it: the service flushes and exits 0 on it.
+            procs.enter_context(spawn(net.server, serve, stdout=log, stderr=subprocess.STDOUT,
+                                      env=env, cwd=REPO, stop_timeout=15))  # fmt: skip
             wait_for_listen(net.server, README_PORT, timeout=30)
             if deployment == "capture":
                 _wait_text(wd.host / "serve.log", "capture in the policy service", 30)
@@ -191,17 +191,6 @@ def stack(request: pytest.FixtureRequest, root: Path, net: VethPair) -> Iterator
             for port in (trixie.IMAPS, trixie.IMAP, trixie.POP3S, trixie.POP3):
                 wait_for_listen(net.server, port, timeout=30)
             yield stack
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, 15)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-        proc.wait(5)
 
 
 def _wait_text(path: Path, text: str, timeout: float) -> None:
