@@ -45,7 +45,7 @@ from testbed.netns import (
     veth_pair,
     wait_for_listen,
 )
-from tests.support.api import ADMIN, API_KEY
+from tests.support.api import ADMIN, API_KEY, http_in_namespace
 from tests.support.database import fresh_pg_database
 from tests.support.dovecot import PY_CLIENT, TOOL_CLIENT, dovecot_conf, prepare_dovecot_files
 from tests.support.tshark import tcp_client_hellos
@@ -73,21 +73,6 @@ REJECT_MSG = "TLS client refused by ja3svc"
 IMAPS_PORT, IMAP_PORT, POLICY_PORT = 10993, 10143, 18642
 CLIENT_TIMEOUT = 30.0
 
-# Admin and metrics calls from inside the server namespace (the service listens on its
-# 127.0.0.1, which the test process in the root namespace cannot reach).
-HTTP_CALL = """
-import json, sys, urllib.error, urllib.request
-method, url, token, body = sys.argv[1:5]
-req = urllib.request.Request(url, data=body.encode() if body else None, method=method,
-    headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-try:
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        status, text = resp.status, resp.read().decode()
-except urllib.error.HTTPError as exc:
-    status, text = exc.code, exc.read().decode()
-print(json.dumps({"status": status, "body": text}))
-"""
-
 SERVICE_TOML = """\
 [policy]
 api_keys = ["{key}"]
@@ -112,16 +97,9 @@ class Stack:
     logs: dict[str, Path] = field(default_factory=dict)
 
     def http(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        res = self.net.server.run(
-            [sys.executable, "-c", HTTP_CALL, method, f"http://127.0.0.1:{POLICY_PORT}{path}",
-             ADMIN, json.dumps(body) if body is not None else ""],
-            timeout=20,
-        )  # fmt: skip
-        out = json.loads(res.stdout)
-        try:
-            return out["status"], json.loads(out["body"])
-        except json.JSONDecodeError:
-            return out["status"], out["body"]
+        url = f"http://127.0.0.1:{POLICY_PORT}{path}"
+        payload = json.dumps(body) if body is not None else ""
+        return http_in_namespace(self.net.server, method, url, ADMIN, payload)
 
     def metrics(self) -> dict[str, float]:
         status, text = self.http("GET", "/metrics")

@@ -32,7 +32,7 @@ import pytest
 
 from testbed.netns import VethPair, netns_available, spawn, tcpdump, veth_pair, wait_for_listen
 from tests.support import trixie
-from tests.support.api import ADMIN
+from tests.support.api import ADMIN, http_in_namespace
 from tests.support.tshark import tcp_client_hellos
 
 _NETNS_OK, _NETNS_WHY = netns_available()
@@ -67,22 +67,6 @@ ports = [{imaps}, {imap}, {pop3s}, {pop3}]
 metrics_log_seconds = 0
 """
 
-# Admin calls from inside the server namespace (the service listens on its 127.0.0.1).
-HTTP_CALL = """
-import json, sys, urllib.error, urllib.request
-method, url, token, body, content_type = sys.argv[1:6]
-req = urllib.request.Request(url, data=body.encode() if body else None, method=method,
-    headers={"Authorization": "Bearer " + token, "X-API-Key": token,
-             "Content-Type": content_type})
-try:
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        status, text = resp.status, resp.read().decode()
-except urllib.error.HTTPError as exc:
-    status, text = exc.code, exc.read().decode()
-print(json.dumps({"status": status, "body": text}))
-"""
-
-
 @dataclass
 class Stack:
     deployment: str
@@ -96,18 +80,11 @@ class Stack:
         return self.wd.host / "dovecot.log"
 
     def http(self, method: str, path: str, body: Any = None, token: str = ADMIN) -> Any:
+        url = f"http://127.0.0.1:{README_PORT}{path}"
         payload = body if isinstance(body, str) else (json.dumps(body) if body else "")
-        res = self.net.server.run(
-            [sys.executable, "-c", HTTP_CALL, method, f"http://127.0.0.1:{README_PORT}{path}",
-             token, payload, "application/json"],
-            timeout=20,
-        )  # fmt: skip
-        out = json.loads(res.stdout)
-        assert out["status"] < 300, (method, path, out)
-        try:
-            return json.loads(out["body"])
-        except json.JSONDecodeError:
-            return out["body"]
+        status, answer = http_in_namespace(self.net.server, method, url, token, payload)
+        assert status < 300, (method, path, status, answer)
+        return answer
 
     def label(self, **fields: Any) -> None:
         self.http("POST", "/api/v1/labels", {"source": "manual", "confidence": 100, **fields})
