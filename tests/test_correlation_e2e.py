@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,14 @@ from testbed.netns import (
 )
 from tests.support.api import ADMIN, API_KEY, http_in_namespace
 from tests.support.database import fresh_pg_database
-from tests.support.dovecot import PY_CLIENT, TOOL_CLIENT, dovecot_conf, prepare_dovecot_files
+from tests.support.dovecot import (
+    PY_CLIENT,
+    TOOL_CLIENT,
+    dovecot_conf,
+    log_tails,
+    prepare_dovecot_files,
+    wait_for_text,
+)
 from tests.support.tshark import tcp_client_hellos
 
 _NETNS_OK, _NETNS_WHY = netns_available()
@@ -112,11 +118,7 @@ class Stack:
         return values
 
     def log_tail(self) -> str:
-        parts = []
-        for name, path in self.logs.items():
-            with contextlib.suppress(OSError):
-                parts.append(f"--- {name}\n{path.read_text(errors='replace')[-3000:]}")
-        return "\n".join(parts)
+        return log_tails(self.logs)
 
 
 def imap_login(stack: Stack, client: str, mode: str, user: str) -> dict[str, Any]:
@@ -133,16 +135,6 @@ def imap_login(stack: Stack, client: str, mode: str, user: str) -> dict[str, Any
     assert res.returncode == 0, (client, mode, res.stdout, res.stderr, stack.log_tail())
     result: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
     return result
-
-
-def wait_for_text(path: Path, text: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            if text in path.read_text(errors="replace"):
-                return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ import pytest
 from testbed.netns import VethPair, netns_available, spawn, tcpdump, veth_pair, wait_for_listen
 from tests.support import trixie
 from tests.support.api import ADMIN, http_in_namespace
+from tests.support.dovecot import log_tails, wait_for_text
 from tests.support.tshark import tcp_client_hellos
 
 _NETNS_OK, _NETNS_WHY = netns_available()
@@ -66,6 +67,7 @@ label_cache_seconds = 1.0
 ports = [{imaps}, {imap}, {pop3s}, {pop3}]
 metrics_log_seconds = 0
 """
+
 
 @dataclass
 class Stack:
@@ -108,11 +110,7 @@ class Stack:
         return rows
 
     def log_tail(self) -> str:
-        parts = []
-        for name, path in {**self.logs, "dovecot": self.dovecot_log}.items():
-            with contextlib.suppress(OSError):
-                parts.append(f"--- {name}\n{path.read_text(errors='replace')[-3000:]}")
-        return "\n".join(parts)
+        return log_tails({**self.logs, "dovecot": self.dovecot_log})
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +158,8 @@ def stack(request: pytest.FixtureRequest, root: Path, net: VethPair) -> Iterator
                                       env=env, cwd=REPO, stop_timeout=15))  # fmt: skip
             wait_for_listen(net.server, README_PORT, timeout=30)
             if deployment == "capture":
-                _wait_text(wd.host / "serve.log", "capture in the policy service", 30)
+                started = wait_for_text(wd.host / "serve.log", "capture in the policy service", 30)
+                assert started, stack.log_tail()
             dovecot = trixie.in_root(root, ["dovecot", "-F", "-c", f"{wd.inner}/dovecot.conf"])
             procs.enter_context(
                 spawn(net.server, dovecot, stderr=open(wd.host / "dovecot.err", "wb"))
@@ -168,16 +167,6 @@ def stack(request: pytest.FixtureRequest, root: Path, net: VethPair) -> Iterator
             for port in (trixie.IMAPS, trixie.IMAP, trixie.POP3S, trixie.POP3):
                 wait_for_listen(net.server, port, timeout=30)
             yield stack
-
-
-def _wait_text(path: Path, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            if text in path.read_text(errors="replace"):
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} not in {path}")
 
 
 def _logged(stack: Stack, user: str, count: int = 1) -> list[dict[str, Any]]:

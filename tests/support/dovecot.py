@@ -7,8 +7,10 @@ Dovecot 2.4 ones (tests/support/trixie.py) run.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 DH_FILE = Path("/usr/share/dovecot/dh.pem")
@@ -101,6 +103,29 @@ def dovecot_conf(
         d=workdir, dh=DH_FILE, policy=policy_port, key=api_key, imap=imap, imaps=imaps,
         listen=listen,
     )  # fmt: skip
+
+
+# --- logs of the processes under test --------------------------------------------------------
+
+
+def wait_for_text(path: Path, text: str, timeout: float) -> bool:
+    """Whether ``text`` turned up in the log at ``path`` (which may not exist yet) in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if text in path.read_text(errors="replace"):
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def log_tails(logs: Mapping[str, Path], chars: int = 3000) -> str:
+    """The end of each log, headed by its name, for an assertion message."""
+    parts = []
+    for name, path in logs.items():
+        with contextlib.suppress(OSError):
+            parts.append(f"--- {name}\n{path.read_text(errors='replace')[-chars:]}")
+    return "\n".join(parts)
 
 
 # --- login clients ----------------------------------------------------------------------------

@@ -213,6 +213,7 @@ def wait_login_lines(path: Path, user: str, count: int, timeout: float = 10.0) -
         rows = [r for r in login_log(path) if r["user"] == user and r["ja3_hash"]]
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
+        time.sleep(0.1)  # Dovecot's log is read again, not spun on (2 cores are shared)
 
 
 # --- clients ---------------------------------------------------------------------------------
