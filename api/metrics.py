@@ -314,7 +314,7 @@ class PolicyMetrics:
         self.build_info.set(1, *self.build_info._keys.combinations[0])
         codes = ("200", "400", "401", "404", "405")
         enforced = ("true", "false")
-        lookups = ("memory_hits", "database_hits", "misses", "database_errors")
+        lookups = ("memory_hits", "database_hits", "mismatches", "misses", "database_errors")
         # attribute: (metric name, labels, help); every counter of this service's registry.
         counters: dict[str, tuple[str, Mapping[str, Sequence[str]], str]] = {
             "requests": ("ja3svc_policy_requests_total", {"command": commands, "code": codes},
@@ -329,7 +329,8 @@ class PolicyMetrics:
             "writer_dropped": ("ja3svc_policy_writes_dropped_total", {},
                 "Report/audit writes dropped because the queue was full or the database failed."),
             "correlation": ("ja3svc_correlation_lookups_total", {"result": lookups},
-                "Connection lookups for a policy request, by where the hello was found."),
+                "Connection lookups for a policy request, by where the hello was found "
+                "(mismatches: the peer's hello gives no profile's hash of the one Dovecot sent)."),
         }  # fmt: skip
         for attr, (name, labels, help_text) in counters.items():
             setattr(self, attr, self.counter(name, help_text, labels))

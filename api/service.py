@@ -242,8 +242,9 @@ class PolicyService:
         callers skip it (and the await) for requests that name no peer (most 2.4 setups)."""
         correlated: tuple[FingerprintRef, ...] = ()
         try:
+            dovecot_hash = normalise_hash(req.first(self.settings.ja3_attributes))
             correlated = await asyncio.wait_for(
-                self.lookup.fingerprints_for_async(peer), LOOKUP_TIMEOUT_SECONDS
+                self.lookup.fingerprints_for_async(peer, dovecot_hash), LOOKUP_TIMEOUT_SECONDS
             )
         except Exception as exc:  # correlation is a bonus; the hash still decides
             log.warning("connection lookup failed", extra={"fields": {"error": type(exc).__name__}})

@@ -344,7 +344,7 @@ class FakeLookup:
     def fingerprints_for(self, peer):
         raise AssertionError("the service must not block the event loop on a lookup")
 
-    async def fingerprints_for_async(self, peer):
+    async def fingerprints_for_async(self, peer, dovecot_hash=""):
         self.peers.append(peer)
         return self.refs
 

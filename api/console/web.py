@@ -705,27 +705,7 @@ async def labels(request: Request) -> Response:
     await _session_token(request)
     filt, values = _label_filter(request.query_params)
     before = _int(request.query_params, "before", 1, 2**62)
-    page = await _db(request, _label_rows, filt, PAGE_SIZE, before)
-    base = {k: v for k, v in values.items() if v}
-    return _page(
-        request,
-        "labels.html",
-        rows=page.rows,
-        page=page,
-        values=values,
-        kinds=FINGERPRINT_KINDS,
-        actions=LABEL_ACTIONS,
-        formats=IMPORT_FORMATS,
-        exports=list(EXPORT_FORMATS),
-        export_query=urlencode(base),
-        next_url=(
-            "/console/labels?" + urlencode({**base, "before": page.next_before})
-            if page.next_before
-            else ""
-        ),
-        preview=None,
-        title="Labels",
-    )
+    return await _labels_page(request, filt, values, before)
 
 
 @router.get("/labels/export")
@@ -857,7 +837,22 @@ async def import_labels(request: Request) -> Response:
         "confidence": confidence,
     }
     filt, values = _label_filter({})
-    page = await _db(request, _label_rows, filt, PAGE_SIZE, None)
+    return await _labels_page(request, filt, values, None, preview)
+
+
+async def _labels_page(
+    request: Request,
+    filt: LabelFilter,
+    values: dict[str, str],
+    before: int | None,
+    preview: dict[str, Any] | None = None,
+) -> Response:
+    """The labels page: one page of the list under ``filt`` (the form shows ``values``), and
+    after an import its ``preview`` above the list."""
+    page = await _db(request, _label_rows, filt, PAGE_SIZE, before)
+    base = {k: v for k, v in values.items() if v}
+    # The answer to an import is about the file: it offers no "Older" link to page on from.
+    onward = page.next_before if preview is None else None
     return _page(
         request,
         "labels.html",
@@ -868,8 +863,8 @@ async def import_labels(request: Request) -> Response:
         actions=LABEL_ACTIONS,
         formats=IMPORT_FORMATS,
         exports=list(EXPORT_FORMATS),
-        export_query="",
-        next_url="",
+        export_query=urlencode(base),
+        next_url=("/console/labels?" + urlencode({**base, "before": onward}) if onward else ""),
         preview=preview,
         title="Labels",
     )
