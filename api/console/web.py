@@ -218,6 +218,23 @@ def _kind_value(kind: str, value: str) -> tuple[str, str]:
         raise _Refused(422, f"{exc}.") from None
 
 
+def _label_fields(form: FormData, tarpit_default: int | None) -> dict[str, Any]:
+    """What a label form sets: the action (checked) and the fields beside it; a tarpit without
+    tarpit_seconds gets ``tarpit_default``."""
+    action = _text(form, "action", 10)
+    if action not in LABEL_ACTIONS:
+        raise _Refused(422, f"action must be one of {', '.join(LABEL_ACTIONS)}.")
+    tarpit = _int(form, "tarpit_seconds", 1, 3600) if action == "tarpit" else None
+    return {
+        "action": action,
+        "tarpit_seconds": tarpit_default if action == "tarpit" and tarpit is None else tarpit,
+        "client_name": _text(form, "client_name", 200) or None,
+        "category": _text(form, "category", 32) or None,
+        "confidence": _int(form, "confidence", 0, 100, 100),
+        "note": _text(form, "note", 2000) or None,
+    }
+
+
 def _done(path: str, message: str) -> _Redirect:
     return _Redirect(f"{path}?{urlencode({'done': message})}")
 
@@ -582,23 +599,6 @@ async def fingerprint(request: Request, kind: str, value: str) -> Response:
         },
         title=f"{kind} {value}",
     )
-
-
-def _label_fields(form: FormData, tarpit_default: int | None) -> dict[str, Any]:
-    """What a label form sets: the action (checked) and the fields beside it; a tarpit without
-    tarpit_seconds gets ``tarpit_default``."""
-    action = _text(form, "action", 10)
-    if action not in LABEL_ACTIONS:
-        raise _Refused(422, f"action must be one of {', '.join(LABEL_ACTIONS)}.")
-    tarpit = _int(form, "tarpit_seconds", 1, 3600) if action == "tarpit" else None
-    return {
-        "action": action,
-        "tarpit_seconds": tarpit_default if action == "tarpit" and tarpit is None else tarpit,
-        "client_name": _text(form, "client_name", 200) or None,
-        "category": _text(form, "category", 32) or None,
-        "confidence": _int(form, "confidence", 0, 100, 100),
-        "note": _text(form, "note", 2000) or None,
-    }
 
 
 @router.post("/fingerprints/{kind}/{value}/label")
