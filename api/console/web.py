@@ -218,6 +218,23 @@ def _kind_value(kind: str, value: str) -> tuple[str, str]:
         raise _Refused(422, f"{exc}.") from None
 
 
+def _label_fields(form: FormData, tarpit_default: int | None) -> dict[str, Any]:
+    """What a label form sets: the action (checked) and the fields beside it; a tarpit without
+    tarpit_seconds gets ``tarpit_default``."""
+    action = _text(form, "action", 10)
+    if action not in LABEL_ACTIONS:
+        raise _Refused(422, f"action must be one of {', '.join(LABEL_ACTIONS)}.")
+    tarpit = _int(form, "tarpit_seconds", 1, 3600) if action == "tarpit" else None
+    return {
+        "action": action,
+        "tarpit_seconds": tarpit_default if action == "tarpit" and tarpit is None else tarpit,
+        "client_name": _text(form, "client_name", 200) or None,
+        "category": _text(form, "category", 32) or None,
+        "confidence": _int(form, "confidence", 0, 100, 100),
+        "note": _text(form, "note", 2000) or None,
+    }
+
+
 def _done(path: str, message: str) -> _Redirect:
     return _Redirect(f"{path}?{urlencode({'done': message})}")
 
@@ -589,30 +606,16 @@ async def label_fingerprint(request: Request, kind: str, value: str) -> Response
     token = await _session_token(request)
     form = await _form(request, token)
     kind, value = _kind_value(kind, value)
-    action = _text(form, "action", 10)
-    if action not in LABEL_ACTIONS:
-        raise _Refused(422, f"action must be one of {', '.join(LABEL_ACTIONS)}.")
-    tarpit = _int(form, "tarpit_seconds", 1, 3600) if action == "tarpit" else None
-    if action == "tarpit" and tarpit is None:
-        tarpit = _service(request).settings.tarpit_seconds
-    fields = {
-        "kind": kind,
-        "value": value,
-        "action": action,
-        "tarpit_seconds": tarpit,
-        "source": "manual",
-        "client_name": _text(form, "client_name", 200) or None,
-        "category": _text(form, "category", 32) or None,
-        "confidence": _int(form, "confidence", 0, 100, 100),
-        "note": _text(form, "note", 2000) or None,
-    }
     service = _service(request)
+    label = _label_fields(form, service.settings.tarpit_seconds)
+    fields = {"kind": kind, "value": value, **label, "source": "manual"}
     try:
         await asyncio.to_thread(service.store.upsert_label, fields)
     except ValueError as exc:
         raise _Refused(422, str(exc)) from None
     service.labels.invalidate((kind, value))
-    what = f"tarpit {tarpit} s" if action == "tarpit" else action
+    action = label["action"]
+    what = f"tarpit {label['tarpit_seconds']} s" if action == "tarpit" else action
     raise _done(f"/console/fingerprints/{kind}/{value}", f"Labelled {what} (source manual).")
 
 
@@ -753,17 +756,8 @@ async def edit_label_form(request: Request, label_id: int) -> Response:
 async def edit_label(request: Request, label_id: int) -> Response:
     token = await _session_token(request)
     form = await _form(request, token)
-    action = _text(form, "action", 10)
-    if action not in LABEL_ACTIONS:
-        raise _Refused(422, f"action must be one of {', '.join(LABEL_ACTIONS)}.")
-    fields = {
-        "action": action,
-        "tarpit_seconds": _int(form, "tarpit_seconds", 1, 3600) if action == "tarpit" else None,
-        "client_name": _text(form, "client_name", 200) or None,
-        "category": _text(form, "category", 32) or None,
-        "confidence": _int(form, "confidence", 0, 100, 100),
-        "note": _text(form, "note", 2000) or None,
-    }
+    # A tarpit left without seconds keeps none: the configured tarpit applies when it matches.
+    fields = _label_fields(form, None)
     service = _service(request)
     try:
         row = await asyncio.to_thread(service.store.update_label, label_id, fields)
