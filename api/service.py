@@ -253,8 +253,9 @@ class PolicyService:
         callers skip it (and the await) for requests that name no peer (most 2.4 setups)."""
         correlated: tuple[FingerprintRef, ...] = ()
         try:
+            dovecot_hash = normalise_hash(req.first(self.settings.ja3_attributes))
             correlated = await asyncio.wait_for(
-                self.lookup.fingerprints_for_async(peer), LOOKUP_TIMEOUT_SECONDS
+                self.lookup.fingerprints_for_async(peer, dovecot_hash), LOOKUP_TIMEOUT_SECONDS
             )
         except Exception as exc:  # correlation is a bonus; the hash still decides
             log.warning("connection lookup failed", extra={"fields": {"error": type(exc).__name__}})
@@ -368,15 +369,23 @@ class PolicyService:
             # The after-auth allow: same connection, same facts. Re-judging on the facts of the
             # first allow keeps both answers consistent and costs no lookup (not even the
             # connection's: its fingerprints are in the first allow's facts).
+            # Whether a capture gave those fingerprints is what the first allow knew: without
+            # one they are Dovecot's hash and its equivalents, passed on as such.
+            first = earlier.request
             parsed = self.parse_facts(
-                req, Stage.AFTER_AUTH, self.peer_of(req), earlier.request.fingerprints
+                req,
+                Stage.AFTER_AUTH,
+                self.peer_of(req),
+                first.fingerprints if first.correlated else (),
+                () if first.correlated else first.fingerprints,
             )
-            if parsed.request.correlated != earlier.request.correlated:
-                # The first allow's fingerprints were passed on as if correlated; whether a
-                # capture really gave them is what the first allow knew.
-                request = parsed.request._replace(correlated=earlier.request.correlated)
-                parsed = parsed._replace(request=request)
-            inputs = earlier._replace(request=parsed.request)
+            inputs = PolicyInputs(
+                request=parsed.request,
+                labels=earlier.labels,
+                history=earlier.history,
+                reputation=earlier.reputation,
+                degraded=earlier.degraded,
+            )  # every field: _replace costs three calls more
         else:
             peer = self.peer_of(req)
             parsed = (
@@ -465,7 +474,8 @@ class PolicyService:
             _ACTION_NAME[action], verdict.rule, "true" if verdict.enforced else "false"
         )
         reason = "; ".join(verdict.reasons)
-        if action is not Action.ALLOW or self._sample_allow():
+        # The level first: with INFO off, no allow is sampled and no log record is built.
+        if log.isEnabledFor(logging.INFO) and (action is not Action.ALLOW or self._sample_allow()):
             log.info(
                 "verdict",
                 extra={

@@ -10,7 +10,8 @@ class PcapRun:
 
     With ``json=True`` every call returns the JSON lines (each ending in a newline) of the
     hellos the bytes completed, exactly as ``ja3svc pcap`` prints them; with ``json=False`` a
-    list of dicts ``{"file": label, "frame": n, **HelloSighting.as_dict(dovecot_profile)}``.
+    list of dicts ``{"file": label, "frame": n, **HelloSighting.as_dict(dovecot_profile)}``;
+    with ``json=True, records=True`` the pair (JSON text, list of dicts).
     The GIL is released while the engine works.
     """
 
@@ -21,6 +22,7 @@ class PcapRun:
         json: bool,
         max_flows: int = 200_000,
         idle_timeout: float = 300.0,
+        records: bool = False,
     ) -> None: ...
     def feed(self, chunk: bytes) -> Any: ...
     def finish(self) -> Any: ...

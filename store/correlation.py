@@ -12,6 +12,12 @@ event loop:
 
 Dovecot keeps the LAST ClientHello of a connection (after a HelloRetryRequest the client sends
 a second one), so among the hellos of the connection the highest index wins.
+
+An address and port name a connection only loosely: ports are reused (behind a NAT by other
+users too), and the capture may still be on its way with this connection's hello while an older
+one from the same peer sits in the table. When Dovecot sent its own hash (2.4), a hello counts
+only if it gives that hash under some OpenSSL profile (``_Expect``): the lookup waits for such a
+hello within its deadline, and otherwise reports the hello it has as not matching.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import ipaddress
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -31,6 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ja3svc.connections import normalize_ip
+from ja3svc.dovecot import profiles_matching
 from ja3svc.fingerprints import ClientFingerprints
 from ja3svc.policy.facts import ConnectionPeer, CorrelatedFingerprints, FingerprintRef
 from ja3svc.record import HelloRecord
@@ -131,6 +138,21 @@ def _query_once(
     return HelloRecord.from_dict(record)
 
 
+def _dovecot_hashes(record: HelloRecord) -> Mapping[str, str]:
+    fp = record.fingerprints
+    return fp.ja3_dovecot_hashes if isinstance(fp, ClientFingerprints) else {}
+
+
+def _gives(record: HelloRecord | None, dovecot_hash: str) -> bool:
+    """Whether ``record`` can be the hello Dovecot hashed into ``dovecot_hash`` ("": no hash
+    to check against, as from Dovecot 2.3: any hello of the peer)."""
+    if record is None:
+        return False
+    if not dovecot_hash:
+        return True
+    return bool(profiles_matching(dovecot_hash, dict(_dovecot_hashes(record))))
+
+
 def _settle_seconds(hello_ts: float, now: float) -> float:
     """How long to wait before a later hello of the connection can be ruled out."""
     return max(0.0, min(SETTLE_SECONDS, SETTLE_SECONDS - (now - hello_ts)))
@@ -153,12 +175,15 @@ async def find_client_hello(
     since_ts: float,
     wait_seconds: float = 0.0,
     executor: Executor | None = None,
+    dovecot_hash: str = "",
 ) -> HelloRecord | None:
     """The client hello of the connection from ``ip:port`` seen at or after ``since_ts``.
 
     Polls until ``wait_seconds`` have passed (0: one query). Returns the latest hello of that
     peer (the highest index after a HelloRetryRequest), with its hashes and, where the database
-    has them, the full fingerprint strings (else ""); None when nothing arrived in time.
+    has them, the full fingerprint strings (else ""); None when nothing arrived in time. With
+    ``dovecot_hash`` it keeps polling while the latest hello does not give that hash, and
+    returns the last one read either way (the caller checks).
 
     Every poll runs in a fresh transaction (SQLite serves a snapshot per transaction, so that
     is what makes a batch committed meanwhile visible), in ``executor`` (default: the loop's),
@@ -177,7 +202,7 @@ async def find_client_hello(
     for _ in range(POLL_MAX_ROUNDS):
         found = await loop.run_in_executor(executor, query)
         remaining = deadline - time.monotonic()
-        if found is not None or remaining <= 0:
+        if _gives(found, dovecot_hash) or remaining <= 0:
             return found
         await asyncio.sleep(min(pause, remaining))
         pause = min(pause * 2, POLL_MAX_SECONDS)
@@ -242,7 +267,14 @@ class ConnectionFingerprints:
         self.clock = clock
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        self.stats = {"memory_hits": 0, "database_hits": 0, "misses": 0, "database_errors": 0}
+        # mismatches: a hello of the peer was found, but none that gives Dovecot's hash.
+        self.stats = {
+            "memory_hits": 0,
+            "database_hits": 0,
+            "mismatches": 0,
+            "misses": 0,
+            "database_errors": 0,
+        }
         # The service's metrics hook (ja3svc_correlation_lookups_total), called with the key.
         self.on_count: Callable[[str], None] | None = None
 
@@ -264,8 +296,12 @@ class ConnectionFingerprints:
         if self.on_count is not None:
             self.on_count(key)
 
-    async def lookup(self, ip: str, port: int, now: float | None = None) -> HelloRecord | None:
-        """The last client hello from ``ip:port`` within the window before ``now``.
+    async def lookup(
+        self, ip: str, port: int, now: float | None = None, dovecot_hash: str = ""
+    ) -> HelloRecord | None:
+        """The last client hello from ``ip:port`` within the window before ``now``; with
+        ``dovecot_hash``, preferably one that gives that hash (see the module's docstring): a
+        hello that does not is returned only when no source has one that does.
 
         The loop is never blocked. The memory table is read inline (a dict lookup, under a short
         lock when shared with a capture thread) and, while the hello has not arrived, re-read
@@ -275,11 +311,13 @@ class ConnectionFingerprints:
         with the pauses between polls again on the loop.
         """
         now = self.clock() if now is None else now
+        unmatched: HelloRecord | None = None
         if self.recent is not None:
-            found = await self._wait_memory(ip, port, now)
-            if found is not None:
+            found = await self._wait_memory(ip, port, now, dovecot_hash)
+            if _gives(found, dovecot_hash):
                 self._count("memory_hits")
                 return found
+            unmatched = found
         if self.database is not None:
             wait = 0.0 if self.recent is not None else self.wait_seconds
             try:
@@ -290,25 +328,35 @@ class ConnectionFingerprints:
                     now - self.window_seconds,
                     wait,
                     self._db_executor(),
+                    dovecot_hash,
                 )
             except Exception:
                 # An unreachable database means "not seen"; the policy falls back to the hash.
                 self._count("database_errors")
                 found = None
-            if found is not None:
+            if _gives(found, dovecot_hash):
                 self._count("database_hits")
                 return found
-        self._count("misses")
-        return None
+            unmatched = unmatched or found
+        self._count("mismatches" if unmatched is not None else "misses")
+        return unmatched
 
-    async def _wait_memory(self, ip: str, port: int, now: float) -> HelloRecord | None:
+    async def _wait_memory(
+        self, ip: str, port: int, now: float, dovecot_hash: str
+    ) -> HelloRecord | None:
+        """The peer's last hello from the memory table, waited for up to ``wait_seconds``: one
+        that gives ``dovecot_hash`` if that is known (else the last one read), or else one that
+        no later hello of the connection can still replace (``SETTLE_SECONDS``)."""
         assert self.recent is not None
         deadline = time.monotonic() + max(0.0, self.wait_seconds)
         pause = MEMORY_POLL_FIRST_SECONDS
         while True:
             found = self.recent.get(ip, port, now)
             remaining = deadline - time.monotonic()
-            if found is not None:
+            if found is not None and dovecot_hash:
+                if remaining <= 0 or _gives(found, dovecot_hash):
+                    return found
+            elif found is not None:
                 settle = _settle_seconds(found.ts, self.clock())
                 if settle > 0 and remaining > 0:
                     await asyncio.sleep(min(settle, remaining))
@@ -335,8 +383,14 @@ class ConnectionFingerprints:
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
 
-    async def fingerprints_for_async(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]:
-        """The label-table keys of the peer's client hello (see ``lookup``)."""
+    async def fingerprints_for_async(
+        self, peer: ConnectionPeer, dovecot_hash: str = ""
+    ) -> tuple[FingerprintRef, ...]:
+        """The label-table keys of the peer's client hello (see ``lookup``); for a hello that
+        does not give ``dovecot_hash``, none, but its ``dovecot_hashes`` (the service counts it)."""
         if not peer.ip or peer.port is None:
             return ()
-        return fingerprint_refs(await self.lookup(peer.ip, peer.port))
+        record = await self.lookup(peer.ip, peer.port, dovecot_hash=dovecot_hash)
+        if record is not None and not _gives(record, dovecot_hash):
+            return CorrelatedFingerprints((), _dovecot_hashes(record))
+        return fingerprint_refs(record)

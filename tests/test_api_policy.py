@@ -344,7 +344,7 @@ class FakeLookup:
     def fingerprints_for(self, peer):
         raise AssertionError("the service must not block the event loop on a lookup")
 
-    async def fingerprints_for_async(self, peer):
+    async def fingerprints_for_async(self, peer, dovecot_hash=""):
         self.peers.append(peer)
         return self.refs
 
@@ -457,6 +457,43 @@ def test_metric_labels_stay_bounded_past_the_memo():
     assert 't_total{command="allow"} 1.0' in text
     assert 't_total{command="report"} 0.0' in text  # never incremented, still exported
     assert text.count("t_total{") == 3
+
+
+def test_metric_updates_export_what_prometheus_client_exports():
+    """Our counters and histograms update prometheus-client's value objects directly (see
+    api.metrics): fed the same values, including ones on a bucket bound, below the first and
+    past the last, they export exactly what prometheus-client's own inc/observe export."""
+    import prometheus_client
+    from ja3svc.api.metrics import Counter, Histogram
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    buckets = (0.001, 0.01, 0.1, 1.0)
+    values = [0.0, -0.5, 0.0005, 0.001, 0.0010001, 0.01, 0.05, 0.1, 1.0, 1.5, 1e9, float("inf")]
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    histogram = Histogram(
+        "t_seconds", "test", {"command": ("allow", "report")}, ours, buckets=buckets
+    )
+    counter = Counter("t_total", "test", {"command": ("allow", "report")}, ours)
+    plain = Counter("u_total", "test", {}, ours)
+    oracle_h = prometheus_client.Histogram(
+        "t_seconds", "test", ("command",), registry=theirs, buckets=buckets
+    )
+    oracle_c = prometheus_client.Counter("t", "test", ("command",), registry=theirs)
+    oracle_u = prometheus_client.Counter("u", "test", registry=theirs)
+    for command in ("allow", "report"):
+        oracle_h.labels(command)
+        oracle_c.labels(command)
+    for i, value in enumerate(values):
+        command = ("allow", "report")[i % 2]
+        histogram.observe(value, command)
+        oracle_h.labels(command).observe(value)
+        counter.inc(command, amount=i)
+        oracle_c.labels(command).inc(i)
+        plain.inc()
+        oracle_u.inc()
+    assert generate_latest(ours) == generate_latest(theirs)
+    # By hand: report had -0.5, 0.001 and 0.01 at or below 0.01 (a bound counts as below).
+    assert b't_seconds_bucket{command="report",le="0.01"} 3.0' in generate_latest(ours)
 
 
 def test_long_lived_caches_hold_nothing_the_collector_must_walk():

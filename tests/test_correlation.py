@@ -19,29 +19,14 @@ from ja3svc.store.sighting_writer import SightingWriter
 from ja3svc.connections import RecentConnections
 from ja3svc.policy import ConnectionPeer, FingerprintRef
 from ja3svc.record import HelloRecord
-
-T0 = 1_700_000_000.0
-
-
-def _hello(src: str, sport: int, ts: float, index: int = 1, ja3_hash: str = "a" * 32):
-    return HelloRecord.from_dict({
-        "ts": ts,
-        "src": src,
-        "sport": sport,
-        "dst": "192.0.2.10",
-        "dport": 993,
-        "hello": "client",
-        "index": index,
-        "ja3_hash": ja3_hash,
-    })
-
+from tests.support.hellos import T0, client_hello
 
 # --- the table shared with a capture thread, and waited on by the async lookup ------------------
 
 
 def test_lookup_returns_as_soon_as_the_hello_arrives():
     table = SharedConnections(RecentConnections())
-    timer = threading.Timer(0.2, table.put, args=(_hello("198.51.100.7", 50000, T0),))
+    timer = threading.Timer(0.2, table.put, args=(client_hello("198.51.100.7", 50000, T0),))
     timer.start()
     try:
         started = time.monotonic()
@@ -62,7 +47,7 @@ def test_concurrent_puts_and_lookups():
     def writer(base: int) -> None:
         try:
             for i in range(2000):
-                table.put(_hello("198.51.100.7", base + i % 700, T0 + i, 1))
+                table.put(client_hello("198.51.100.7", base + i % 700, T0 + i, 1))
         except BaseException as exc:
             errors.append(exc)
 
@@ -182,6 +167,7 @@ def test_connection_fingerprints_memory_then_database(database, make_record, tmp
     assert lookup.stats == {
         "memory_hits": 1,
         "database_hits": 1,
+        "mismatches": 0,
         "misses": 1,
         "database_errors": 0,
     }
@@ -205,6 +191,64 @@ def test_fingerprints_for_speaks_the_policy_protocol(make_record):
     )
     assert fingerprints_for(ConnectionPeer(record["src"], None)) == ()
     assert fingerprints_for(ConnectionPeer("198.51.100.250", 1)) == ()
+
+
+def test_a_reused_port_waits_for_the_hello_that_gives_dovecots_hash(make_record):
+    """A peer port reused (a later connection, or another user behind the same NAT): the table
+    still holds the earlier connection's hello while this one's is on its way. With Dovecot's
+    hash the lookup waits for the hello that gives it instead of taking the stale one."""
+    stale = make_record(5, client=1)
+    fresh = {**make_record(5, client=2), "ts": stale["ts"] + 30}
+    assert (stale["src"], stale["sport"]) == (fresh["src"], fresh["sport"])
+    assert stale["ja3_dovecot_hash"] != fresh["ja3_dovecot_hash"]
+    table = SharedConnections(RecentConnections(window_seconds=10**10))
+    table.put(HelloRecord.from_dict(stale))
+    lookup = ConnectionFingerprints(table, None, window_seconds=10**10, wait_seconds=5.0)
+    peer = ConnectionPeer(fresh["src"], fresh["sport"])
+    timer = threading.Timer(0.2, table.put, args=(HelloRecord.from_dict(fresh),))
+    timer.start()
+    try:
+        started = time.monotonic()
+        refs = asyncio.run(lookup.fingerprints_for_async(peer, fresh["ja3_dovecot_hash"]))
+        assert time.monotonic() - started < 4.0  # found by a poll, not at the deadline
+    finally:
+        timer.cancel()
+    assert FingerprintRef("ja3", fresh["ja3_hash"]) in refs
+    assert FingerprintRef("ja3", stale["ja3_hash"]) not in refs
+    assert lookup.stats["memory_hits"] == 1 and lookup.stats["mismatches"] == 0
+    # Without a hash to check (Dovecot 2.3) the latest hello of the peer is the answer.
+    assert FingerprintRef("ja3", fresh["ja3_hash"]) in asyncio.run(
+        lookup.fingerprints_for_async(peer)
+    )
+
+
+@pytest.mark.parametrize("source", ["memory", "database"])
+def test_a_hello_that_does_not_give_dovecots_hash_decides_nothing(
+    source, database, make_record, tmp_path
+):
+    """No hello of the peer gives Dovecot's hash by the deadline: no fingerprint of it reaches
+    the policy (it may be another connection's), but its hashes by profile do, so the service
+    counts the connection as one no profile explains; and the lookup counts a mismatch."""
+    record = make_record(9, client=4)
+    recent = None
+    if source == "memory":
+        recent = RecentConnections(window_seconds=10**10)
+        recent.put(HelloRecord.from_dict(record))
+    else:
+        _store(database, [record], tmp_path)
+    lookup = ConnectionFingerprints(
+        recent, database if source == "database" else None, window_seconds=10**10,
+        wait_seconds=0.2,
+    )  # fmt: skip
+    peer = ConnectionPeer(record["src"], record["sport"])
+    started = time.monotonic()
+    found = asyncio.run(lookup.fingerprints_for_async(peer, "f" * 32))
+    assert 0.15 <= time.monotonic() - started < 3.0  # waited for a matching one, bounded
+    assert tuple(found) == ()
+    assert found.dovecot_hashes == record["ja3_dovecot_hashes"]
+    assert lookup.stats["mismatches"] == 1 and lookup.stats["misses"] == 0
+    hit = asyncio.run(lookup.fingerprints_for_async(peer, record["ja3_dovecot_hash"]))
+    assert FingerprintRef("ja3", record["ja3_hash"]) in hit
 
 
 def test_unreachable_database_is_a_miss_not_an_error():

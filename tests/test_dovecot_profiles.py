@@ -97,11 +97,13 @@ def test_a_wire_ja3_label_applies_to_dovecots_hash_through_the_index(tmp_path: P
 class _Lookup:
     def __init__(self, found: CorrelatedFingerprints) -> None:
         self.found = found
+        self.hashes: list[str] = []
 
     def fingerprints_for(self, peer):  # pragma: no cover - the service awaits
         return self.found
 
-    async def fingerprints_for_async(self, peer):
+    async def fingerprints_for_async(self, peer, dovecot_hash=""):
+        self.hashes.append(dovecot_hash)
         return self.found
 
 
@@ -114,7 +116,8 @@ def _allow_with_peer(session: str, ja3: str) -> str:
 def test_profile_detection_from_correlated_connections(tmp_path: Path) -> None:
     by_profile = {"openssl-3.0": "a" * 32, "openssl-3.2": "b" * 32}
     found = CorrelatedFingerprints((FingerprintRef("ja4", "t13d_x_y"),), by_profile)
-    app = create_app(make_settings(tmp_path), connection_lookup=_Lookup(found))
+    lookup = _Lookup(found)
+    app = create_app(make_settings(tmp_path), connection_lookup=lookup)
     with AppClient(app) as client:
         assert client.get("/readyz").json()["dovecot_openssl_profile"]["profile"] is None
         for i in range(2):
@@ -129,6 +132,8 @@ def test_profile_detection_from_correlated_connections(tmp_path: Path) -> None:
         # (The text format allows "2" and "2.0" alike.)
         assert re.search(r'_connections_total\{outcome="openssl-3.2"\} 2(\.0)?\n', metrics)
         assert re.search(r'_connections_total\{outcome="none"\} 1(\.0)?\n', metrics)
+    # The lookup is given Dovecot's hash, to check the hello it finds against (port reuse).
+    assert lookup.hashes == ["b" * 32, "b" * 32, "c" * 32]
 
 
 # --- randomising clients -------------------------------------------------------------------

@@ -206,11 +206,22 @@ class ConnectionLookup(Protocol):
     The service awaits ``fingerprints_for_async`` (only for requests that carry a peer): a
     lookup may wait for a capture or a database, and doing that on the event loop would stall
     every other request. There is no blocking form: one implementation, awaited.
+
+    ``dovecot_hash`` is the JA3 hash Dovecot 2.4 sent for the connection ("" from 2.3). A
+    lookup that can check it returns fingerprints only for a hello that gives that hash under
+    some OpenSSL profile: a peer address and port name a connection only loosely (ports are
+    reused, behind NAT by other users too), and a hello of another connection must not decide
+    this login. For a hello that gives no profile's hash it returns no refs but still the
+    hello's ``dovecot_hashes``, so the service can count the mismatch.
     """
 
-    async def fingerprints_for_async(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]: ...
+    async def fingerprints_for_async(
+        self, peer: ConnectionPeer, dovecot_hash: str = ""
+    ) -> tuple[FingerprintRef, ...]: ...
 
 
 class NoConnectionLookup:
-    async def fingerprints_for_async(self, peer: ConnectionPeer) -> tuple[FingerprintRef, ...]:
+    async def fingerprints_for_async(
+        self, peer: ConnectionPeer, dovecot_hash: str = ""
+    ) -> tuple[FingerprintRef, ...]:
         return ()

@@ -26,7 +26,14 @@ from hashlib import sha256
 from ja3svc.byte_ranges import merge_range
 from ja3svc.hello import HELLO_RETRY_REQUEST_RANDOM
 from ja3svc.quic.frames import crypto_frames
-from ja3svc.quic.keys import HANDSHAKE, INITIAL, QuicVersion, initial_keys, initial_secrets
+from ja3svc.quic.keys import (
+    HANDSHAKE,
+    INITIAL,
+    VERSIONS,
+    QuicVersion,
+    initial_keys,
+    initial_secrets,
+)
 from ja3svc.quic.keys import PacketKeys as _PacketKeys
 from ja3svc.quic.packets import LongPacket, PacketError, split_long_packets, unprotect
 
@@ -281,19 +288,16 @@ class QuicInitialAssembler:
 
 
 def looks_like_quic_initial(datagram: bytes) -> bool:
-    """Cheap test for a client's QUIC v1/v2 Initial, for the hot path before any allocation.
+    """Cheap test for a client's QUIC Initial, for the hot path before any allocation.
 
-    Checks: long header, a version we can decrypt, the Initial type bits of that version, a
-    DCID length within the limits, and the 1200-byte minimum every client Initial datagram must
-    be padded to (RFC 9000 section 14.1) - the strongest filter against look-alike UDP traffic.
+    Checks: long header, a version we can decrypt (one dictionary lookup), the Initial type bits
+    of that version, a DCID length within the limits, and the 1200-byte minimum every client
+    Initial datagram must be padded to (RFC 9000 section 14.1) - the strongest filter against
+    look-alike UDP traffic.
     """
     if len(datagram) < 1200 or not datagram[0] & 0x80:
         return False
-    number = int.from_bytes(datagram[1:5], "big")
-    if number == 0x00000001:
-        initial_bits = 0
-    elif number == 0x6B3343CF:
-        initial_bits = 1
-    else:
+    version = VERSIONS.get(int.from_bytes(datagram[1:5], "big"))
+    if version is None:
         return False
-    return (datagram[0] >> 4) & 0x03 == initial_bits and datagram[5] <= 20
+    return version.packet_types[(datagram[0] >> 4) & 0x03] is INITIAL and datagram[5] <= 20

@@ -2,7 +2,8 @@
 
 Oracles (read in place from ../shared/conformance/foxio, never copied here): tshark 4.0.17's
 ``tls.handshake.ja3_full``/``ja3s_full`` for every TCP hello it reports, and the JA4 values
-FoxIO's reference implementation records. Each capture is one test case.
+FoxIO's reference implementation records. Each capture is one test case, run on both engines:
+the Rust one (the default) and the pure-Python reference.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
+from ja3svc.capture.pcap_run import ENGINES, native_module
 
 from tests.support.cli import fingerprint_file
 from tests.support.paths import FOXIO, PCAPS
@@ -36,8 +38,17 @@ TSHARK = _tshark_rows()
 CAPTURES = sorted(p.name for p in (FOXIO / "pcap").iterdir())
 
 
-def _ours(name: str) -> list[dict[str, Any]]:
-    records, _status = fingerprint_file(FOXIO / "pcap" / name)
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each engine by name; the Rust one is part of every install this suite runs on."""
+    if request.param == "native":
+        assert native_module() is not None, "ja3svc._native is not built: pip install -e ."
+    return str(request.param)
+
+
+def _ours(name: str, engine: str) -> list[dict[str, Any]]:
+    records, status = fingerprint_file(FOXIO / "pcap" / name, "--engine", engine)
+    assert status in (0, 2), f"ja3svc pcap --engine {engine} exited {status}"
     return records
 
 
@@ -45,7 +56,7 @@ Row = tuple[str, str, str, int, str, int, str, str]
 
 
 @pytest.mark.parametrize("name", [n for n in CAPTURES if TSHARK.get(n)])
-def test_ja3_and_ja3s_equal_tshark(name: str) -> None:
+def test_ja3_and_ja3s_equal_tshark(name: str, engine: str) -> None:
     """Every TCP and QUIC hello, client and server, with its endpoints, string and MD5."""
     expected: Counter[Row] = Counter()
     for r in TSHARK[name]:
@@ -53,7 +64,7 @@ def test_ja3_and_ja3s_equal_tshark(name: str) -> None:
         addr = (r["src"], int(r["sport"]), r["dst"], int(r["dport"]))
         expected[(r["transport"], hello, *addr, r["ja3_or_ja3s_full"], r["md5"])] += 1
     got: Counter[Row] = Counter()
-    for d in _ours(name):
+    for d in _ours(name, engine):
         client = d["hello"] == "client"
         full, md5 = (d["ja3"], d["ja3_hash"]) if client else (d["ja3s"], d["ja3s_hash"])
         addr = (d["src"], d["sport"], d["dst"], d["dport"])
@@ -100,11 +111,11 @@ FOXIO_QUIC = json.loads((PCAPS / "quic" / "foxio-ja4.json").read_text())
 
 
 @pytest.mark.parametrize("name", sorted(k for k in FOXIO_QUIC if not k.startswith("_")))
-def test_quic_ja4_equals_foxio(name: str) -> None:
+def test_quic_ja4_equals_foxio(name: str, engine: str) -> None:
     # Keyed by the client's UDP source port, as FoxIO's snapshots list them.
     ours = {
         str(d["sport"]): d["ja4"]
-        for d in _ours(name)
+        for d in _ours(name, engine)
         if d["transport"] == "quic" and d["hello"] == "client"
     }
     expected = FOXIO_QUIC[name]
@@ -113,11 +124,11 @@ def test_quic_ja4_equals_foxio(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", JA4_CASES)
-def test_ja4_equals_foxio(name: str) -> None:
+def test_ja4_equals_foxio(name: str, engine: str) -> None:
     expected = _foxio_expectations(name)
     ours = {
         (d["src"], d["sport"], d["dst"], d["dport"], d["index"]): d
-        for d in _ours(name)
+        for d in _ours(name, engine)
         if d["hello"] == "client"
     }
     problems = []

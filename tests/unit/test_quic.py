@@ -445,6 +445,11 @@ def test_looks_like_quic_initial() -> None:
     v2_as_v1_type = bytes([0xC3]) + _packet(QUIC_V2, "client")[1:]  # v2 Initial bits are 01
     assert not looks_like_quic_initial(v2_as_v1_type)
     assert not looks_like_quic_initial(b"")
+    draft29 = udp_datagrams(OWN_PCAPS / "draft29.pcap")[0].payload
+    assert looks_like_quic_initial(draft29)
+    # Draft-22 itself and Google's Q050 (no TLS) have no keys here: not taken for QUIC.
+    for number in (0xFF000016, 0x51303530):
+        assert not looks_like_quic_initial(draft29[:1] + number.to_bytes(4, "big") + draft29[5:])
 
 
 @settings(max_examples=300, deadline=None)
@@ -569,6 +574,25 @@ def test_own_capture_ja3_matches_tshark(name: str) -> None:
     assert [(f, ja3s_string(parse_server_hello(b))) for f, _, b in servers] == [
         (r["frame"], r["ja3s"]) for r in expected["server"]
     ]
+
+
+def test_own_captures_cover_every_version_with_keys() -> None:
+    """A capture per version in the table, each with a hello tshark decoded in both directions.
+
+    draft27/29/32.pcap are real aioquic 0.8.8 and 0.9.25 connections; no stack available here
+    speaks the other drafts or mvfst's versions, so regenerate_versions.py re-protects
+    draft29.pcap's Initials under each one's salt. tshark derives the keys on its own, so a wrong
+    salt in ja3svc's table shows as a capture whose hellos ja3svc misses.
+    """
+    on_the_wire = {}
+    for name in OWN_EXPECTED:
+        first = udp_datagrams(OWN_PCAPS / name)[0].payload
+        on_the_wire.setdefault(int.from_bytes(first[1:5], "big"), []).append(name)
+    assert set(VERSIONS) <= set(on_the_wire), sorted(set(VERSIONS) - set(on_the_wire))
+    for number, names in on_the_wire.items():
+        for name in names:
+            expected = OWN_EXPECTED[name]
+            assert expected["client"] and expected["server"], (hex(number), name)
 
 
 def test_own_captures_cover_split_reordered_retry_and_v2() -> None:

@@ -208,27 +208,12 @@ impl PcapngState {
             ));
         }
         match btype {
-            EPB => {
-                let iface = self.u32(b, 8) as u64;
-                let hi = self.u32(b, 12) as u64;
-                let lo = self.u32(b, 16) as u64;
-                let caplen = self.u32(b, 20) as u64;
-                let orig = self.u32(b, 24) as u64;
-                if caplen > blen - 32 {
-                    return Err((offset, too_long(btype, caplen, blen - 32)));
-                }
-                let i = match self.interfaces.get(iface as usize) {
-                    Some(i) => *i,
-                    None => return Err((offset, undeclared(iface, self.interfaces.len()))),
-                };
-                self.last_ts = div_round((hi << 32) | lo, i.divisor);
-                if i.offset != 0 {
-                    self.last_ts += i.offset as f64;
-                }
-                *packets += 1;
-                let frame = &b[28..28 + caplen as usize];
-                let (frame, orig) = if i.fcs > 0 { strip_fcs(frame, orig, i.fcs) } else { (frame, orig) };
-                sink(self.last_ts, i.linktype, frame, orig);
+            EPB | PB => {
+                // They differ only in the width of the interface number (PB's is followed by
+                // a 16-bit drop count); the timestamp, lengths and frame sit at the same places.
+                let iface = if btype == EPB { self.u32(b, 8) as u64 } else { self.u16(b, 8) as u64 };
+                let (i, frame, orig) = self.timed_packet(b, btype, iface, offset)?;
+                self.emit(i, frame, orig, packets, sink);
             }
             SHB => {
                 let (major, minor) = (self.u16(b, 12), self.u16(b, 14));
@@ -252,35 +237,53 @@ impl PcapngState {
                 if i.snaplen > 0 {
                     caplen = caplen.min(i.snaplen);
                 }
-                let frame = &b[12..12 + caplen as usize];
-                let (frame, orig) = if i.fcs > 0 { strip_fcs(frame, orig, i.fcs) } else { (frame, orig) };
-                *packets += 1;
-                sink(self.last_ts, i.linktype, frame, orig);
-            }
-            PB => {
-                let iface = self.u16(b, 8) as u64;
-                let hi = self.u32(b, 12) as u64;
-                let lo = self.u32(b, 16) as u64;
-                let caplen = self.u32(b, 20) as u64;
-                let orig = self.u32(b, 24) as u64;
-                if caplen > blen - 32 {
-                    return Err((offset, too_long(btype, caplen, blen - 32)));
-                }
-                let i = match self.interfaces.get(iface as usize) {
-                    Some(i) => *i,
-                    None => return Err((offset, undeclared(iface, self.interfaces.len()))),
-                };
-                // Python adds the (integer) offset even when it is 0: x + 0 == x for floats
-                // that are not -0.0, and a division of non-negative counts never gives -0.0.
-                self.last_ts = div_round((hi << 32) | lo, i.divisor) + i.offset as f64;
-                let frame = &b[28..28 + caplen as usize];
-                let (frame, orig) = if i.fcs > 0 { strip_fcs(frame, orig, i.fcs) } else { (frame, orig) };
-                *packets += 1;
-                sink(self.last_ts, i.linktype, frame, orig);
+                self.emit(i, &b[12..12 + caplen as usize], orig, packets, sink);
             }
             _ => {} // carries nothing we need: skipped by length
         }
         Ok(Step::Consumed(blen_u))
+    }
+
+    /// An EPB's or PB's timestamp, lengths and interface (number `iface`), each checked
+    /// against the block and the section; sets `last_ts`. The interface, frame and wire length.
+    fn timed_packet<'b>(
+        &mut self,
+        b: &'b [u8],
+        btype: u32,
+        iface: u64,
+        offset: u64,
+    ) -> Result<(Interface, &'b [u8], u64), (u64, String)> {
+        let room = b.len() as u64 - 32;
+        let hi = self.u32(b, 12) as u64;
+        let lo = self.u32(b, 16) as u64;
+        let caplen = self.u32(b, 20) as u64;
+        let orig = self.u32(b, 24) as u64;
+        if caplen > room {
+            return Err((offset, too_long(btype, caplen, room)));
+        }
+        let i = match self.interfaces.get(iface as usize) {
+            Some(i) => *i,
+            None => return Err((offset, undeclared(iface, self.interfaces.len()))),
+        };
+        // The reference adds the (integer) offset to a PB's time always and to an EPB's only
+        // when it is not 0: the same, as x + 0 == x for every float but -0.0, and a division
+        // of non-negative counts never gives -0.0.
+        self.last_ts = div_round((hi << 32) | lo, i.divisor) + i.offset as f64;
+        Ok((i, &b[28..28 + caplen as usize], orig))
+    }
+
+    /// One packet to the sink, without whatever its interface says is FCS.
+    fn emit(
+        &self,
+        i: Interface,
+        frame: &[u8],
+        orig: u64,
+        packets: &mut u64,
+        sink: &mut PacketSink<'_>,
+    ) {
+        let (frame, orig) = if i.fcs > 0 { strip_fcs(frame, orig, i.fcs) } else { (frame, orig) };
+        *packets += 1;
+        sink(self.last_ts, i.linktype, frame, orig);
     }
 
     /// An IDB: link type, snaplen and the options that change how packets read.

@@ -28,6 +28,8 @@ struct PcapRun {
     /// The capture file when Rust reads it itself (`read_file`).
     file: Option<std::fs::File>,
     json: bool,
+    /// With `json`: also hand back the records as dicts (for `--store`), beside the text.
+    records: bool,
     error: Option<CaptureError>,
     finished: bool,
 }
@@ -86,21 +88,28 @@ impl PcapRun {
 
     fn json_lines(&mut self) -> String {
         let mut out = String::with_capacity(self.engine.found.len() * 700);
-        for s in self.engine.found.drain(..) {
-            write_record(&s, &self.label, self.profile, &mut self.memo, &mut out);
+        for s in &self.engine.found {
+            write_record(s, &self.label, self.profile, &mut self.memo, &mut out);
+        }
+        if !self.records {
+            self.engine.found.clear();
         }
         out
     }
 
     /// The found hellos as the caller wants them: JSON text or a list of dicts.
+    /// With `json` and `records`, the pair (text, list of dicts).
     fn take_found<'py>(&mut self, py: Python<'py>, text: String) -> PyResult<Bound<'py, PyAny>> {
-        if self.json {
+        if self.json && !self.records {
             return Ok(text.into_pyobject(py)?.into_any());
         }
         let list = PyList::empty(py);
         let found: Vec<Sighting> = self.engine.found.drain(..).collect();
         for s in &found {
             list.append(record_dict(py, s, &self.label, self.profile, &mut self.memo)?)?;
+        }
+        if self.json {
+            return Ok((text, list).into_pyobject(py)?.into_any());
         }
         Ok(list.into_any())
     }
@@ -185,13 +194,16 @@ fn record_dict<'py>(
 #[pymethods]
 impl PcapRun {
     #[new]
-    #[pyo3(signature = (label, dovecot_profile, json, max_flows = 200_000, idle_timeout = 300.0))]
+    #[pyo3(signature = (
+        label, dovecot_profile, json, max_flows = 200_000, idle_timeout = 300.0, records = false
+    ))]
     fn new(
         label: String,
         dovecot_profile: &str,
         json: bool,
         max_flows: usize,
         idle_timeout: f64,
+        records: bool,
     ) -> PyResult<Self> {
         let profile = DovecotProfile::from_name(dovecot_profile).ok_or_else(|| {
             PyValueError::new_err(format!("unknown OpenSSL profile {dovecot_profile:?}"))
@@ -204,6 +216,7 @@ impl PcapRun {
             memo: Memo::default(),
             file: None,
             json,
+            records: json && records,
             error: None,
             finished: false,
         })

@@ -448,20 +448,20 @@ fn absorb(
     bodies
 }
 
-/// Cheap test for a client's QUIC v1/v2 Initial, for the hot path before any allocation.
+/// Cheap test for a client's QUIC Initial, for the hot path before any allocation.
 ///
-/// Checks: long header, a version we can decrypt, the Initial type bits of that version, a DCID
-/// length within the limits, and the 1200-byte minimum every client Initial datagram must be
-/// padded to (RFC 9000 section 14.1), the strongest filter against look-alike UDP traffic.
+/// Checks: long header, a version we can decrypt (one `match` on the number), the Initial type
+/// bits of that version, a DCID length within the limits, and the 1200-byte minimum every client
+/// Initial datagram must be padded to (RFC 9000 section 14.1), the strongest filter against
+/// look-alike UDP traffic.
 pub fn looks_like_quic_initial(datagram: &[u8]) -> bool {
     if datagram.len() < 1200 || datagram[0] & 0x80 == 0 {
         return false;
     }
-    let initial_bits =
-        match u32::from_be_bytes([datagram[1], datagram[2], datagram[3], datagram[4]]) {
-            super::keys::QUIC_V1 => 0,
-            super::keys::QUIC_V2 => 1,
-            _ => return false,
-        };
-    (datagram[0] >> 4) & 0x03 == initial_bits && datagram[5] <= 20
+    let number = u32::from_be_bytes([datagram[1], datagram[2], datagram[3], datagram[4]]);
+    let Some(version) = super::keys::version(number) else {
+        return false;
+    };
+    let type_bits = usize::from((datagram[0] >> 4) & 0x03);
+    version.packet_types[type_bits] == PacketType::Initial && datagram[5] <= 20
 }
