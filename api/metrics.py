@@ -14,6 +14,7 @@ them (counters and histograms summed, gauges as documented per gauge). Process m
 
 from __future__ import annotations
 
+import bisect
 import glob
 import itertools
 import os
@@ -21,7 +22,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest, multiprocess
@@ -63,91 +64,90 @@ class _LabelKeys:
 
 
 class _Metric:
+    """One prometheus-client metric (``_client``) with its children memoised by raw label
+    values. ``options`` are the client class's own keywords (``buckets``,
+    ``multiprocess_mode``: how the values of several worker processes combine)."""
+
+    _client: ClassVar[Callable[..., Any]]
+    _suffix: ClassVar[str] = ""  # the exported name's, which the client class adds itself
     _memo: dict[tuple[str, ...], Any]
 
-    def _setup(self, metric: Any, labels: Mapping[str, Sequence[str]]) -> None:
-        self._metric = metric
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        labels: Mapping[str, Sequence[str]],
+        registry: CollectorRegistry | None = None,
+        **options: Any,
+    ) -> None:
+        base = name.removesuffix(self._suffix)
+        self.name = base + self._suffix
+        self._metric = self._client(base, help_text, tuple(labels), registry=registry, **options)
         self._keys = _LabelKeys(labels)
         self.label_names = self._keys.label_names
         self._memo = {}
         if self.label_names:
             for combo in self._keys.combinations:
-                self._memo[combo] = metric.labels(*combo)
+                self._memo[combo] = self._recorder(self._metric.labels(*combo))
         else:
-            self._memo[()] = metric
+            self._memo[()] = self._recorder(self._metric)
+
+    def _recorder(self, child: Any) -> Any:
+        """What the memo keeps for ``child``: the child itself unless a subclass needs less."""
+        return child
 
     def _child(self, values: tuple[str, ...]) -> Any:
         child = self._memo.get(values)
         if child is None:
-            child = self._metric.labels(*self._keys.fold(values))
+            child = self._recorder(self._metric.labels(*self._keys.fold(values)))
             if len(self._memo) < _LabelKeys._MEMO_MAX:
                 self._memo[values] = child
         return child
 
 
+# Counters and histograms are updated on every policy request (three updates per request).
+# prometheus-client's public inc/observe check on each call that the child has its labels and
+# walk the buckets in a Python loop: three to five calls per update. The memo keeps the
+# children's value objects' own ``inc`` instead (``_value``, ``_sum``, ``_buckets``: the objects
+# inc/observe end in, memory-mapped in multiprocess mode); tests/test_api_policy.py checks that
+# the exposition equals prometheus-client's own for the same updates.
+
+
 class Counter(_Metric):
-    def __init__(
-        self,
-        name: str,
-        help_text: str,
-        labels: Mapping[str, Sequence[str]],
-        registry: CollectorRegistry | None = None,
-    ) -> None:
-        self.name = name if name.endswith("_total") else name + "_total"
-        self._setup(
-            prometheus_client.Counter(
-                self.name.removesuffix("_total"), help_text, tuple(labels), registry=registry
-            ),
-            labels,
-        )
+    _client = prometheus_client.Counter
+    _suffix = "_total"
+
+    def _recorder(self, child: Any) -> Callable[[float], None]:
+        return child._value.inc  # type: ignore[no-any-return]
 
     def inc(self, *values: str, amount: float = 1.0) -> None:
-        self._child(values).inc(amount)
+        (self._memo.get(values) or self._child(values))(amount)
 
 
 class Gauge(_Metric):
-    """``mode``: how values of several worker processes combine (prometheus-client's
-    multiprocess_mode: ``max``, ``min``, ``sum``, ``mostrecent``, or ``live...``)."""
-
-    def __init__(
-        self,
-        name: str,
-        help_text: str,
-        labels: Mapping[str, Sequence[str]],
-        registry: CollectorRegistry | None = None,
-        mode: str = "max",
-    ) -> None:
-        self.name = name
-        self._setup(
-            prometheus_client.Gauge(
-                name, help_text, tuple(labels), registry=registry, multiprocess_mode=mode
-            ),
-            labels,
-        )
+    _client = prometheus_client.Gauge
 
     def set(self, value: float, *values: str) -> None:
         self._child(values).set(value)
 
 
 class Histogram(_Metric):
-    def __init__(
-        self,
-        name: str,
-        help_text: str,
-        buckets: Sequence[float],
-        labels: Mapping[str, Sequence[str]],
-        registry: CollectorRegistry | None = None,
-    ) -> None:
-        self.name = name
-        self._setup(
-            prometheus_client.Histogram(
-                name, help_text, tuple(labels), registry=registry, buckets=tuple(buckets)
-            ),
-            labels,
-        )
+    _client = prometheus_client.Histogram
+
+    def _recorder(self, child: Any) -> Callable[[float], None]:
+        add_sum = child._sum.inc
+        bucket_inc = [bucket.inc for bucket in child._buckets]
+        # Ascending and ending in +Inf: the first bound >= value is prometheus-client's bucket.
+        bounds = list(child._upper_bounds)
+
+        def observe(value: float) -> None:
+            add_sum(value)
+            bucket_inc[bisect.bisect_left(bounds, value)](1)
+
+        return observe
 
     def observe(self, value: float, *values: str) -> None:
-        self._child(values).observe(value)
+        (self._memo.get(values) or self._child(values))(value)
 
 
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
@@ -282,8 +282,20 @@ def mark_worker_gone(pid: int | None = None) -> None:
         multiprocess.mark_process_dead(pid or os.getpid(), path)
 
 
+_ACTIONS = ("allow", "tarpit", "reject")
+_OUTCOMES = ("success", "failure", "policy_reject")
+_DEGRADED = ("error", "timeout", "circuit_open")
+
+
 class PolicyMetrics:
     """The service's metrics. Rule names come from the engine's table, so they are bounded."""
+
+    requests: Counter
+    verdicts: Counter
+    reports: Counter
+    degraded: Counter
+    writer_dropped: Counter
+    correlation: Counter
 
     def __init__(self, rule_names: Sequence[str]) -> None:
         commands = ("allow", "report")
@@ -297,64 +309,45 @@ class PolicyMetrics:
                 "python": (".".join(map(str, sys.version_info[:3])),),
             },
             r,
-            mode="max",
+            multiprocess_mode="max",
         )
         self.build_info.set(1, *self.build_info._keys.combinations[0])
-        self.requests = Counter(
-            "ja3svc_policy_requests_total",
-            "Policy requests by command and HTTP status.",
-            {"command": commands, "code": ("200", "400", "401", "404", "405")},
-            r,
-        )
-        self.verdicts = Counter(
-            "ja3svc_policy_verdicts_total",
-            "Verdicts by action, rule and whether they were enforced (log-only mode).",
-            {
-                "action": ("allow", "tarpit", "reject"),
-                "rule": tuple(rule_names),
-                "enforced": ("true", "false"),
-            },
-            r,
-        )
-        self.reports = Counter(
-            "ja3svc_policy_reports_total",
-            "Reports by outcome.",
-            {"outcome": ("success", "failure", "policy_reject")},
-            r,
-        )
+        codes = ("200", "400", "401", "404", "405")
+        enforced = ("true", "false")
+        lookups = ("memory_hits", "database_hits", "mismatches", "misses", "database_errors")
+        # attribute: (metric name, labels, help); every counter of this service's registry.
+        counters: dict[str, tuple[str, Mapping[str, Sequence[str]], str]] = {
+            "requests": ("ja3svc_policy_requests_total", {"command": commands, "code": codes},
+                "Policy requests by command and HTTP status."),
+            "verdicts": ("ja3svc_policy_verdicts_total",
+                {"action": _ACTIONS, "rule": tuple(rule_names), "enforced": enforced},
+                "Verdicts by action, rule and whether they were enforced (log-only mode)."),
+            "reports": ("ja3svc_policy_reports_total", {"outcome": _OUTCOMES},
+                "Reports by outcome."),
+            "degraded": ("ja3svc_policy_degraded_total", {"reason": _DEGRADED},
+                "Verdicts made without the database (cache only)."),
+            "writer_dropped": ("ja3svc_policy_writes_dropped_total", {},
+                "Report/audit writes dropped because the queue was full or the database failed."),
+            "correlation": ("ja3svc_correlation_lookups_total", {"result": lookups},
+                "Connection lookups for a policy request, by where the hello was found "
+                "(mismatches: the peer's hello gives no profile's hash of the one Dovecot sent)."),
+        }  # fmt: skip
+        for attr, (name, labels, help_text) in counters.items():
+            setattr(self, attr, self.counter(name, help_text, labels))
         self.latency = Histogram(
             "ja3svc_policy_request_seconds",
             "Time to answer a policy request.",
-            (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0),
             {"command": commands},
             r,
-        )
-        self.degraded = Counter(
-            "ja3svc_policy_degraded_total",
-            "Verdicts made without the database (cache only).",
-            {"reason": ("error", "timeout", "circuit_open")},
-            r,
-        )
-        self.writer_dropped = Counter(
-            "ja3svc_policy_writes_dropped_total",
-            "Report/audit writes dropped because the queue was full or the database failed.",
-            {},
-            r,
-        )
-        self.correlation = Counter(
-            "ja3svc_correlation_lookups_total",
-            "Connection lookups for a policy request, by where the hello was found "
-            "(mismatches: the peer's hello gives no profile's hash of the one Dovecot sent).",
-            {
-                "result": (
-                    "memory_hits", "database_hits", "mismatches", "misses", "database_errors"
-                )
-            },
-            r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0),
         )
         # Every worker holds its own cache of the same labels: the largest is the one to see.
         self.cache_size = Gauge(
-            "ja3svc_label_cache_entries", "Entries in the label cache.", {}, r, mode="livemax"
+            "ja3svc_label_cache_entries",
+            "Entries in the label cache.",
+            {},
+            r,
+            multiprocess_mode="livemax",
         )
 
     def counter(self, name: str, help_text: str, labels: Mapping[str, Sequence[str]]) -> Counter:

@@ -149,6 +149,7 @@ def fingerprint_stream_native(
     *,
     write_json: Callable[[str], None] | None = None,
     sink: Callable[[dict[str, Any]], None] | None = None,
+    store: Callable[[list[dict[str, Any]]], None] | None = None,
     progress: ProgressCallback | None = None,
     path: str | None = None,
     max_flows: int = 200_000,
@@ -159,6 +160,7 @@ def fingerprint_stream_native(
     The capture goes to Rust in chunks (the GIL released while it works). With ``write_json``
     each chunk's hellos come back as finished JSON lines, so no Python object is built per
     hello; otherwise ``sink`` gets one dict per hello, equal to ``HelloRecord.as_dict``.
+    ``store`` gets each chunk's hellos as one list of such dicts (beside either output).
     When ``path`` names the regular file ``stream`` reads (not compressed), Rust reads it
     itself, sparing a copy of every byte through Python.
     """
@@ -168,16 +170,24 @@ def fingerprint_stream_native(
     started = time.perf_counter()
     opened = stream
     stream, magic = read_magic(stream, name)  # gzip is read through in Python
-    run = native.PcapRun(name, dovecot_profile, write_json is not None, max_flows, idle_timeout)
+    json = write_json is not None
+    run = native.PcapRun(name, dovecot_profile, json, max_flows, idle_timeout, store is not None)
+
+    def deliver(found: Any) -> None:
+        text, records = (found if store is not None else (found, None)) if json else (None, found)
+        if text and write_json is not None:
+            write_json(text)
+        if records:
+            if sink is not None:
+                for record in records:
+                    sink(record)
+            if store is not None:
+                store(records)
+
     if path is not None and stream is opened and os.path.isfile(path):
         run.open_file(path)
         while (found := run.feed_file()) is not None:
-            if found:
-                if write_json is not None:
-                    write_json(found)
-                elif sink is not None:
-                    for record in found:
-                        sink(record)
+            deliver(found)
             if run.error is not None:
                 break
             if progress is not None:
@@ -188,13 +198,7 @@ def fingerprint_stream_native(
     chunk: bytes | None = magic
     bytes_read = None
     while True:
-        found = run.feed(chunk) if chunk else run.finish()
-        if found:
-            if write_json is not None:
-                write_json(found)
-            elif sink is not None:
-                for record in found:
-                    sink(record)
+        deliver(run.feed(chunk) if chunk else run.finish())
         error = run.error
         if error is not None:
             if error[0] == "not_a_capture":

@@ -174,12 +174,16 @@ def spawn(
     stop_timeout: float = 5.0,
     stdout: int | object = subprocess.DEVNULL,
     stderr: int | object = subprocess.DEVNULL,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a background process (a server) in the namespace for the duration of the block.
 
     On exit: `stop_signal` to its process group, then SIGKILL after `stop_timeout` seconds.
     """
-    proc = endpoint.popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+    proc = endpoint.popen(
+        argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, cwd=cwd
+    )
     try:
         yield proc
     finally:

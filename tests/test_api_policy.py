@@ -398,7 +398,7 @@ def test_writer_drops_and_counts_when_full(tmp_path):
     dropped: list[int] = []
     writer = BatchWriter(PolicyStore.from_database(db), on_drop=dropped.append, max_queue=3)
     for i in range(5):  # not started: nothing drains, the bound applies
-        writer.failure((1.0, f"u{i}", ("ja3", H)))
+        writer.failure((1.0, f"u{i}", ("ja3", H), "192.0.2.0/24", "credentials"))
     assert dropped == [1, 1]
     assert writer.flush(1.0)  # without a thread the queue is written inline
     assert PolicyStore.from_database(db).stats()["auth_failures"] == 3
@@ -412,7 +412,7 @@ def test_large_write_batch_spans_several_statements(database):
 
     store = PolicyStore.from_database(database)
     successes = [(1000.0 + i, f"u{i % 150}", ("ja3_dovecot", H)) for i in range(450)]
-    failures = [(2000.0 + i, f"f{i}", ("ja3", H)) for i in range(301)]
+    failures = [(2000.0 + i, f"f{i}", ("ja3", H), "192.0.2.0/24", "") for i in range(301)]
     decisions = [
         DecisionRecord(
             3000.0 + i,
@@ -459,6 +459,43 @@ def test_metric_labels_stay_bounded_past_the_memo():
     assert text.count("t_total{") == 3
 
 
+def test_metric_updates_export_what_prometheus_client_exports():
+    """Our counters and histograms update prometheus-client's value objects directly (see
+    api.metrics): fed the same values, including ones on a bucket bound, below the first and
+    past the last, they export exactly what prometheus-client's own inc/observe export."""
+    import prometheus_client
+    from ja3svc.api.metrics import Counter, Histogram
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    buckets = (0.001, 0.01, 0.1, 1.0)
+    values = [0.0, -0.5, 0.0005, 0.001, 0.0010001, 0.01, 0.05, 0.1, 1.0, 1.5, 1e9, float("inf")]
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    histogram = Histogram(
+        "t_seconds", "test", {"command": ("allow", "report")}, ours, buckets=buckets
+    )
+    counter = Counter("t_total", "test", {"command": ("allow", "report")}, ours)
+    plain = Counter("u_total", "test", {}, ours)
+    oracle_h = prometheus_client.Histogram(
+        "t_seconds", "test", ("command",), registry=theirs, buckets=buckets
+    )
+    oracle_c = prometheus_client.Counter("t", "test", ("command",), registry=theirs)
+    oracle_u = prometheus_client.Counter("u", "test", registry=theirs)
+    for command in ("allow", "report"):
+        oracle_h.labels(command)
+        oracle_c.labels(command)
+    for i, value in enumerate(values):
+        command = ("allow", "report")[i % 2]
+        histogram.observe(value, command)
+        oracle_h.labels(command).observe(value)
+        counter.inc(command, amount=i)
+        oracle_c.labels(command).inc(i)
+        plain.inc()
+        oracle_u.inc()
+    assert generate_latest(ours) == generate_latest(theirs)
+    # By hand: report had -0.5, 0.001 and 0.01 at or below 0.01 (a bound counts as below).
+    assert b't_seconds_bucket{command="report",le="0.01"} 3.0' in generate_latest(ours)
+
+
 def test_long_lived_caches_hold_nothing_the_collector_must_walk():
     """The label, history and reputation caches give back the engine's records but keep plain
     tuples, which the garbage collector stops tracking (see api.caches)."""
@@ -473,7 +510,7 @@ def test_long_lived_caches_hold_nothing_the_collector_must_walk():
     labels.store({("ja3", H): (label,), ("ja3_dovecot", H): ()})
     known = UserHistory(frozenset({FingerprintRef("ja3", H)}), 4)
     history.put("ivan", known)
-    reputation.put((("ja3", H),), Reputation(3, 7, 3600))
+    reputation.put((("ja3", H),), "", Reputation(3, 7, 3600))
     # A tuple is untracked once its items are: a nested entry may need a pass per level.
     for _ in range(4):
         gc.collect()
@@ -576,7 +613,7 @@ def test_inline_writer_writes_a_full_batch_once_without_a_tick_per_request():
         loop.call_soon = counting  # type: ignore[method-assign]
         try:
             for i in range(35):  # no await in between: the loop cannot run a tick
-                writer.failure((1.0, f"u{i}", ("ja3", H)))
+                writer.failure((1.0, f"u{i}", ("ja3", H), "192.0.2.0/24", "credentials"))
         finally:
             loop.call_soon = real  # type: ignore[method-assign]
         await asyncio.sleep(0)

@@ -170,6 +170,46 @@ def test_label_form_rejects_bad_values(client, session):
     assert r.status_code == 422
 
 
+def test_tarpit_label_and_its_edit_form(client, session):
+    def stored() -> dict:
+        items = client.get("/api/v1/labels", headers={"X-Admin-Token": ADMIN}).json()["items"]
+        assert len(items) == 1, items
+        return items[0]
+
+    # From the fingerprint page a tarpit without seconds takes the service's (default 5 s).
+    r = client.post(
+        f"/console/fingerprints/ja3/{H}/label",
+        data={"action": "tarpit", "csrf": session["csrf"], "category": "scanner"},
+        headers=session["cookies"],
+    )
+    assert r.status_code == 303 and "tarpit+5+s" in r.headers["location"], r.headers
+    label = stored()
+    assert (label["action"], label["tarpit_seconds"], label["category"]) == ("tarpit", 5, "scanner")
+    edit = f"/console/labels/{label['id']}"
+    assert "Edit label" in client.get(edit, headers=session["cookies"]).text
+    r = client.post(
+        edit, data={"action": "block", "csrf": session["csrf"]}, headers=session["cookies"]
+    )
+    assert r.status_code == 422 and "action must be one of" in r.text
+    # The edit form sets no seconds of its own: the label keeps none.
+    r = client.post(
+        edit,
+        data={"action": "tarpit", "csrf": session["csrf"], "confidence": "40", "note": "slow"},
+        headers=session["cookies"],
+    )
+    assert r.status_code == 303 and r.headers["location"] == f"{edit}?done=Saved."
+    label = stored()
+    assert (label["action"], label["tarpit_seconds"], label["category"]) == ("tarpit", None, None)
+    assert (label["confidence"], label["note"], label["source"]) == (40, "slow", "manual")
+    r = client.post(
+        edit,
+        data={"action": "allow", "tarpit_seconds": "9", "csrf": session["csrf"]},
+        headers=session["cookies"],
+    )
+    assert r.status_code == 303
+    assert (stored()["action"], stored()["tarpit_seconds"]) == ("allow", None)
+
+
 def test_decisions_filters_and_explanations(client, session):
     for i in range(3):
         client.post("/?command=allow", content=allow_24(f"user{i}", f"s{i}"), headers=AUTH)

@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +44,16 @@ from testbed.netns import (
     veth_pair,
     wait_for_listen,
 )
-from tests.support.api import ADMIN, API_KEY
+from tests.support.api import ADMIN, API_KEY, http_in_namespace
 from tests.support.database import fresh_pg_database
-from tests.support.dovecot import dovecot_conf, prepare_dovecot_files
+from tests.support.dovecot import (
+    PY_CLIENT,
+    TOOL_CLIENT,
+    dovecot_conf,
+    log_tails,
+    prepare_dovecot_files,
+    wait_for_text,
+)
 from tests.support.tshark import tcp_client_hellos
 
 _NETNS_OK, _NETNS_WHY = netns_available()
@@ -73,90 +79,6 @@ REJECT_MSG = "TLS client refused by ja3svc"
 IMAPS_PORT, IMAP_PORT, POLICY_PORT = 10993, 10143, 18642
 CLIENT_TIMEOUT = 30.0
 
-PY_IMAP_CLIENT = """
-import imaplib, json, ssl, sys
-mode, host, port, user, password = sys.argv[1:6]
-ctx = ssl.create_default_context()
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-if mode == "imaps":
-    conn = imaplib.IMAP4_SSL(host, int(port), ssl_context=ctx, timeout=20)
-else:
-    conn = imaplib.IMAP4(host, int(port), timeout=20)
-    conn.starttls(ctx)
-sport = conn.sock.getsockname()[1]
-try:
-    conn.login(user, password)
-    ok, text = True, ""
-except imaplib.IMAP4.error as exc:
-    ok, text = False, str(exc)
-try:
-    conn.logout()
-except Exception:
-    pass
-print(json.dumps({"ok": ok, "text": text, "sport": sport}))
-"""
-
-# gnutls-cli is interactive: LOGIN is written only after the TLS session is up (and, for IMAPS,
-# after the greeting), and stdin stays open until the tagged answer arrived (EOF on stdin makes
-# gnutls-cli close the connection). Every read is bounded.
-GNUTLS_IMAP_CLIENT = """
-import json, queue, subprocess, sys, threading, time
-mode, host, port, user, password = sys.argv[1:6]
-argv = ["gnutls-cli", "--insecure", "--port", port, host]
-if mode == "starttls":
-    argv.insert(1, "--starttls-proto=imap")
-proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT)
-lines = queue.Queue()
-def reader():
-    for raw in proc.stdout:
-        lines.put(raw.decode(errors="replace").rstrip("\\r\\n"))
-    lines.put(None)
-threading.Thread(target=reader, daemon=True).start()
-seen = []
-def wait_for(prefix, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
-        if line is None:
-            raise SystemExit("gnutls-cli ended: " + json.dumps(seen))
-        seen.append(line)
-        if line.startswith(prefix):
-            return line
-try:
-    wait_for("- Handshake was completed")
-    if mode == "imaps":
-        wait_for("* OK")
-    proc.stdin.write(f"a1 LOGIN {user} {password}\\r\\n".encode())
-    proc.stdin.flush()
-    answer = wait_for("a1 ")
-    proc.stdin.write(b"a2 LOGOUT\\r\\n")
-    proc.stdin.flush()
-    proc.stdin.close()
-    proc.wait(10)
-finally:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(5)
-print(json.dumps({"ok": answer.startswith("a1 OK"), "text": answer, "sport": None}))
-"""
-
-# Admin and metrics calls from inside the server namespace (the service listens on its
-# 127.0.0.1, which the test process in the root namespace cannot reach).
-HTTP_CALL = """
-import json, sys, urllib.error, urllib.request
-method, url, token, body = sys.argv[1:5]
-req = urllib.request.Request(url, data=body.encode() if body else None, method=method,
-    headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-try:
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        status, text = resp.status, resp.read().decode()
-except urllib.error.HTTPError as exc:
-    status, text = exc.code, exc.read().decode()
-print(json.dumps({"status": status, "body": text}))
-"""
-
 SERVICE_TOML = """\
 [policy]
 api_keys = ["{key}"]
@@ -181,16 +103,9 @@ class Stack:
     logs: dict[str, Path] = field(default_factory=dict)
 
     def http(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        res = self.net.server.run(
-            [sys.executable, "-c", HTTP_CALL, method, f"http://127.0.0.1:{POLICY_PORT}{path}",
-             ADMIN, json.dumps(body) if body is not None else ""],
-            timeout=20,
-        )  # fmt: skip
-        out = json.loads(res.stdout)
-        try:
-            return out["status"], json.loads(out["body"])
-        except json.JSONDecodeError:
-            return out["status"], out["body"]
+        url = f"http://127.0.0.1:{POLICY_PORT}{path}"
+        payload = json.dumps(body) if body is not None else ""
+        return http_in_namespace(self.net.server, method, url, ADMIN, payload)
 
     def metrics(self) -> dict[str, float]:
         status, text = self.http("GET", "/metrics")
@@ -203,31 +118,23 @@ class Stack:
         return values
 
     def log_tail(self) -> str:
-        parts = []
-        for name, path in self.logs.items():
-            with contextlib.suppress(OSError):
-                parts.append(f"--- {name}\n{path.read_text(errors='replace')[-3000:]}")
-        return "\n".join(parts)
+        return log_tails(self.logs)
 
 
 def imap_login(stack: Stack, client: str, mode: str, user: str) -> dict[str, Any]:
-    script = PY_IMAP_CLIENT if client == "python" else GNUTLS_IMAP_CLIENT
+    """One IMAP login from the client namespace by imaplib (``python``) or gnutls-cli."""
     port = IMAPS_PORT if mode == "imaps" else IMAP_PORT
-    argv = [sys.executable, "-c", script, mode, stack.net.server.ipv4, str(port), user, PASSWORD]
+    # The shared clients name implicit TLS "tls" (they speak POP3 too).
+    tls = {"imaps": "tls", "starttls": "starttls"}[mode]
+    args = [tls, stack.net.server.ipv4, str(port), user, PASSWORD]
+    if client == "python":
+        argv = [sys.executable, "-c", PY_CLIENT, "imap", *args]
+    else:
+        argv = [sys.executable, "-c", TOOL_CLIENT, "gnutls", *args]
     res = stack.net.client.run(argv, timeout=CLIENT_TIMEOUT, check=False)
     assert res.returncode == 0, (client, mode, res.stdout, res.stderr, stack.log_tail())
     result: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
     return result
-
-
-def wait_for_text(path: Path, text: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            if text in path.read_text(errors="replace"):
-                return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -279,9 +186,12 @@ def stack(request: pytest.FixtureRequest, net: VethPair) -> Iterator[Stack]:
             def start(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
                 log = procs.enter_context(open(workdir / f"{name}.log", "wb"))
                 stack.logs[name] = workdir / f"{name}.log"
+                # Killed on exit, also on failure; SIGTERM first, and time to take it: the
+                # service and the capture flush and exit 0 on it.
                 return procs.enter_context(
-                    spawn_with_env(net, argv, env, log)  # killed on exit, also on failure
-                )
+                    spawn(net.server, argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                          cwd=ROOT, stop_timeout=15)
+                )  # fmt: skip
 
             if deployment == "in_process":
                 start(
@@ -317,28 +227,6 @@ def stack(request: pytest.FixtureRequest, net: VethPair) -> Iterator[Stack]:
     finally:
         if not os.environ.get("JA3SVC_E2E_KEEP"):  # keep the logs when debugging
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def spawn_with_env(
-    net: VethPair, argv: list[str], env: dict[str, str], log: Any
-) -> Iterator[subprocess.Popen[bytes]]:
-    """``spawn`` with an environment and cwd (the service runs from the source tree)."""
-    proc = net.server.popen(
-        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
-    )
-    try:
-        yield proc
-    finally:
-        # SIGTERM first: the service and the capture flush and exit 0 on it.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
-            proc.wait(5)
 
 
 def tshark_client_ja3(pcap: Path) -> list[dict[str, Any]]:

@@ -32,7 +32,8 @@ import pytest
 
 from testbed.netns import VethPair, netns_available, spawn, tcpdump, veth_pair, wait_for_listen
 from tests.support import trixie
-from tests.support.api import ADMIN
+from tests.support.api import ADMIN, http_in_namespace
+from tests.support.dovecot import log_tails, wait_for_text
 from tests.support.tshark import tcp_client_hellos
 
 _NETNS_OK, _NETNS_WHY = netns_available()
@@ -67,21 +68,6 @@ ports = [{imaps}, {imap}, {pop3s}, {pop3}]
 metrics_log_seconds = 0
 """
 
-# Admin calls from inside the server namespace (the service listens on its 127.0.0.1).
-HTTP_CALL = """
-import json, sys, urllib.error, urllib.request
-method, url, token, body, content_type = sys.argv[1:6]
-req = urllib.request.Request(url, data=body.encode() if body else None, method=method,
-    headers={"Authorization": "Bearer " + token, "X-API-Key": token,
-             "Content-Type": content_type})
-try:
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        status, text = resp.status, resp.read().decode()
-except urllib.error.HTTPError as exc:
-    status, text = exc.code, exc.read().decode()
-print(json.dumps({"status": status, "body": text}))
-"""
-
 
 @dataclass
 class Stack:
@@ -96,18 +82,11 @@ class Stack:
         return self.wd.host / "dovecot.log"
 
     def http(self, method: str, path: str, body: Any = None, token: str = ADMIN) -> Any:
+        url = f"http://127.0.0.1:{README_PORT}{path}"
         payload = body if isinstance(body, str) else (json.dumps(body) if body else "")
-        res = self.net.server.run(
-            [sys.executable, "-c", HTTP_CALL, method, f"http://127.0.0.1:{README_PORT}{path}",
-             token, payload, "application/json"],
-            timeout=20,
-        )  # fmt: skip
-        out = json.loads(res.stdout)
-        assert out["status"] < 300, (method, path, out)
-        try:
-            return json.loads(out["body"])
-        except json.JSONDecodeError:
-            return out["body"]
+        status, answer = http_in_namespace(self.net.server, method, url, token, payload)
+        assert status < 300, (method, path, status, answer)
+        return answer
 
     def label(self, **fields: Any) -> None:
         self.http("POST", "/api/v1/labels", {"source": "manual", "confidence": 100, **fields})
@@ -131,11 +110,7 @@ class Stack:
         return rows
 
     def log_tail(self) -> str:
-        parts = []
-        for name, path in {**self.logs, "dovecot": self.dovecot_log}.items():
-            with contextlib.suppress(OSError):
-                parts.append(f"--- {name}\n{path.read_text(errors='replace')[-3000:]}")
-        return "\n".join(parts)
+        return log_tails({**self.logs, "dovecot": self.dovecot_log})
 
 
 @pytest.fixture(scope="module")
@@ -178,12 +153,13 @@ def stack(request: pytest.FixtureRequest, root: Path, net: VethPair) -> Iterator
         with contextlib.ExitStack() as procs:
             log = procs.enter_context(open(wd.host / "serve.log", "wb"))
             stack.logs["serve"] = wd.host / "serve.log"
-            proc = net.server.popen(serve, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, env=env, cwd=REPO)  # fmt: skip
-            procs.callback(_stop, proc)
+            # SIGTERM, and time to take it: the service flushes and exits 0 on it.
+            procs.enter_context(spawn(net.server, serve, stdout=log, stderr=subprocess.STDOUT,
+                                      env=env, cwd=REPO, stop_timeout=15))  # fmt: skip
             wait_for_listen(net.server, README_PORT, timeout=30)
             if deployment == "capture":
-                _wait_text(wd.host / "serve.log", "capture in the policy service", 30)
+                started = wait_for_text(wd.host / "serve.log", "capture in the policy service", 30)
+                assert started, stack.log_tail()
             dovecot = trixie.in_root(root, ["dovecot", "-F", "-c", f"{wd.inner}/dovecot.conf"])
             procs.enter_context(
                 spawn(net.server, dovecot, stderr=open(wd.host / "dovecot.err", "wb"))
@@ -191,27 +167,6 @@ def stack(request: pytest.FixtureRequest, root: Path, net: VethPair) -> Iterator
             for port in (trixie.IMAPS, trixie.IMAP, trixie.POP3S, trixie.POP3):
                 wait_for_listen(net.server, port, timeout=30)
             yield stack
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, 15)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-        proc.wait(5)
-
-
-def _wait_text(path: Path, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            if text in path.read_text(errors="replace"):
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} not in {path}")
 
 
 def _logged(stack: Stack, user: str, count: int = 1) -> list[dict[str, Any]]:

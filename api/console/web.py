@@ -43,6 +43,8 @@ from ja3svc.label_formats import (
     RENDERERS,
     render_suricata_dataset,
 )
+from ja3svc.policy import Reputation
+from ja3svc.policy.engine import reputation_scope
 from ja3svc.policy.explain import RULE_TEXT, explain_rule
 from ja3svc.timefmt import age, iso, parse_time, short
 from ja3svc.vocabulary import (
@@ -216,6 +218,23 @@ def _kind_value(kind: str, value: str) -> tuple[str, str]:
         return kind, fingerprint_value(kind, value)
     except InvalidLabel as exc:
         raise _Refused(422, f"{exc}.") from None
+
+
+def _label_fields(form: FormData, tarpit_default: int | None) -> dict[str, Any]:
+    """What a label form sets: the action (checked) and the fields beside it; a tarpit without
+    tarpit_seconds gets ``tarpit_default``."""
+    action = _text(form, "action", 10)
+    if action not in LABEL_ACTIONS:
+        raise _Refused(422, f"action must be one of {', '.join(LABEL_ACTIONS)}.")
+    tarpit = _int(form, "tarpit_seconds", 1, 3600) if action == "tarpit" else None
+    return {
+        "action": action,
+        "tarpit_seconds": tarpit_default if action == "tarpit" and tarpit is None else tarpit,
+        "client_name": _text(form, "client_name", 200) or None,
+        "category": _text(form, "category", 32) or None,
+        "confidence": _int(form, "confidence", 0, 100, 100),
+        "note": _text(form, "note", 2000) or None,
+    }
 
 
 def _done(path: str, message: str) -> _Redirect:
@@ -556,6 +575,21 @@ async def fingerprint_search(request: Request) -> Response:
     return _page(request, "search.html", q=q, hits=hits, title="Find a fingerprint")
 
 
+def _everywhere(service: PolicyService, failures: dict[str, Any], window: int) -> str:
+    """What the reputation rules do with the fingerprint on a network it did not fail from:
+    "reject", "tarpit" or "" (its failing networks themselves may be held up regardless)."""
+    rep = Reputation(
+        failures["distinct_accounts"], failures["failures"], window, "", 0,
+        failures["counted_accounts"], failures["networks"], failures["succeeded_accounts"],
+    )  # fmt: skip
+    cfg = service.config
+    if reputation_scope(rep, cfg, cfg.reputation_reject_accounts):
+        return "reject"
+    if reputation_scope(rep, cfg, cfg.reputation_tarpit_accounts):
+        return "tarpit"
+    return ""
+
+
 @router.get("/fingerprints/{kind}/{value}", response_class=HTMLResponse)
 async def fingerprint(request: Request, kind: str, value: str) -> Response:
     await _session_token(request)
@@ -579,6 +613,7 @@ async def fingerprint(request: Request, kind: str, value: str) -> Response:
             "window": window,
             "tarpit_at": p.reputation_tarpit_accounts,
             "reject_at": p.reputation_reject_accounts,
+            "everywhere": _everywhere(service, info["failures"], window),
         },
         title=f"{kind} {value}",
     )
@@ -589,30 +624,16 @@ async def label_fingerprint(request: Request, kind: str, value: str) -> Response
     token = await _session_token(request)
     form = await _form(request, token)
     kind, value = _kind_value(kind, value)
-    action = _text(form, "action", 10)
-    if action not in LABEL_ACTIONS:
-        raise _Refused(422, f"action must be one of {', '.join(LABEL_ACTIONS)}.")
-    tarpit = _int(form, "tarpit_seconds", 1, 3600) if action == "tarpit" else None
-    if action == "tarpit" and tarpit is None:
-        tarpit = _service(request).settings.tarpit_seconds
-    fields = {
-        "kind": kind,
-        "value": value,
-        "action": action,
-        "tarpit_seconds": tarpit,
-        "source": "manual",
-        "client_name": _text(form, "client_name", 200) or None,
-        "category": _text(form, "category", 32) or None,
-        "confidence": _int(form, "confidence", 0, 100, 100),
-        "note": _text(form, "note", 2000) or None,
-    }
     service = _service(request)
+    label = _label_fields(form, service.settings.tarpit_seconds)
+    fields = {"kind": kind, "value": value, **label, "source": "manual"}
     try:
         await asyncio.to_thread(service.store.upsert_label, fields)
     except ValueError as exc:
         raise _Refused(422, str(exc)) from None
     service.labels.invalidate((kind, value))
-    what = f"tarpit {tarpit} s" if action == "tarpit" else action
+    action = label["action"]
+    what = f"tarpit {label['tarpit_seconds']} s" if action == "tarpit" else action
     raise _done(f"/console/fingerprints/{kind}/{value}", f"Labelled {what} (source manual).")
 
 
@@ -705,27 +726,7 @@ async def labels(request: Request) -> Response:
     await _session_token(request)
     filt, values = _label_filter(request.query_params)
     before = _int(request.query_params, "before", 1, 2**62)
-    page = await _db(request, _label_rows, filt, PAGE_SIZE, before)
-    base = {k: v for k, v in values.items() if v}
-    return _page(
-        request,
-        "labels.html",
-        rows=page.rows,
-        page=page,
-        values=values,
-        kinds=FINGERPRINT_KINDS,
-        actions=LABEL_ACTIONS,
-        formats=IMPORT_FORMATS,
-        exports=list(EXPORT_FORMATS),
-        export_query=urlencode(base),
-        next_url=(
-            "/console/labels?" + urlencode({**base, "before": page.next_before})
-            if page.next_before
-            else ""
-        ),
-        preview=None,
-        title="Labels",
-    )
+    return await _labels_page(request, filt, values, before)
 
 
 @router.get("/labels/export")
@@ -773,17 +774,8 @@ async def edit_label_form(request: Request, label_id: int) -> Response:
 async def edit_label(request: Request, label_id: int) -> Response:
     token = await _session_token(request)
     form = await _form(request, token)
-    action = _text(form, "action", 10)
-    if action not in LABEL_ACTIONS:
-        raise _Refused(422, f"action must be one of {', '.join(LABEL_ACTIONS)}.")
-    fields = {
-        "action": action,
-        "tarpit_seconds": _int(form, "tarpit_seconds", 1, 3600) if action == "tarpit" else None,
-        "client_name": _text(form, "client_name", 200) or None,
-        "category": _text(form, "category", 32) or None,
-        "confidence": _int(form, "confidence", 0, 100, 100),
-        "note": _text(form, "note", 2000) or None,
-    }
+    # A tarpit left without seconds keeps none: the configured tarpit applies when it matches.
+    fields = _label_fields(form, None)
     service = _service(request)
     try:
         row = await asyncio.to_thread(service.store.update_label, label_id, fields)
@@ -857,7 +849,22 @@ async def import_labels(request: Request) -> Response:
         "confidence": confidence,
     }
     filt, values = _label_filter({})
-    page = await _db(request, _label_rows, filt, PAGE_SIZE, None)
+    return await _labels_page(request, filt, values, None, preview)
+
+
+async def _labels_page(
+    request: Request,
+    filt: LabelFilter,
+    values: dict[str, str],
+    before: int | None,
+    preview: dict[str, Any] | None = None,
+) -> Response:
+    """The labels page: one page of the list under ``filt`` (the form shows ``values``), and
+    after an import its ``preview`` above the list."""
+    page = await _db(request, _label_rows, filt, PAGE_SIZE, before)
+    base = {k: v for k, v in values.items() if v}
+    # The answer to an import is about the file: it offers no "Older" link to page on from.
+    onward = page.next_before if preview is None else None
     return _page(
         request,
         "labels.html",
@@ -868,8 +875,8 @@ async def import_labels(request: Request) -> Response:
         actions=LABEL_ACTIONS,
         formats=IMPORT_FORMATS,
         exports=list(EXPORT_FORMATS),
-        export_query="",
-        next_url="",
+        export_query=urlencode(base),
+        next_url=("/console/labels?" + urlencode({**base, "before": onward}) if onward else ""),
         preview=preview,
         title="Labels",
     )

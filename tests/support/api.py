@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.from_thread
 import httpx
 from ja3svc.config.settings import PolicySettings, Settings
+
+if TYPE_CHECKING:
+    from testbed.netns import Endpoint
 
 API_KEY = "dovecot-secret"
 ADMIN = "admin-secret"
@@ -105,3 +110,35 @@ class AppClient:
 
     def delete(self, url: str, **kw: Any) -> httpx.Response:
         return self.request("DELETE", url, **kw)
+
+
+# One HTTP call run by the host's interpreter inside a network namespace: the end-to-end tests'
+# services listen on that namespace's 127.0.0.1, which the test process cannot reach. The token
+# goes as both the admin bearer token and Dovecot's API key.
+_HTTP_CALL = """
+import json, sys, urllib.error, urllib.request
+method, url, token, body = sys.argv[1:5]
+req = urllib.request.Request(url, data=body.encode() if body else None, method=method,
+    headers={"Authorization": "Bearer " + token, "X-API-Key": token,
+             "Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        status, text = resp.status, resp.read().decode()
+except urllib.error.HTTPError as exc:
+    status, text = exc.code, exc.read().decode()
+print(json.dumps({"status": status, "body": text}))
+"""
+
+
+def http_in_namespace(
+    endpoint: Endpoint, method: str, url: str, token: str, body: str = ""
+) -> tuple[int, Any]:
+    """Status and body (parsed when it is JSON) of ``method url`` made from ``endpoint``."""
+    res: subprocess.CompletedProcess[str] = endpoint.run(
+        [sys.executable, "-c", _HTTP_CALL, method, url, token, body], timeout=20
+    )
+    out = json.loads(res.stdout)
+    try:
+        return out["status"], json.loads(out["body"])
+    except json.JSONDecodeError:
+        return out["status"], out["body"]

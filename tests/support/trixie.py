@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.dovecot import PY_CLIENT, TOOL_CLIENT
+
 REPO = Path(__file__).resolve().parents[2]
 TRIXIE_ROOT_SCRIPT = REPO / ".ci" / "trixie-root"
 PASSWORD = "secret"
@@ -211,112 +213,10 @@ def wait_login_lines(path: Path, user: str, count: int, timeout: float = 10.0) -
         rows = [r for r in login_log(path) if r["user"] == user and r["ja3_hash"]]
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
+        time.sleep(0.1)  # Dovecot's log is read again, not spun on (2 cores are shared)
 
 
 # --- clients ---------------------------------------------------------------------------------
-
-# Python's imaplib/poplib in the root (Python 3.13, OpenSSL 3.5). argv: proto mode host port
-# user password; prints {"ok", "text", "sport"}.
-PY_CLIENT = r"""
-import imaplib, json, poplib, ssl, sys
-proto, mode, host, port, user, password = sys.argv[1:7]
-ctx = ssl.create_default_context()
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-ok, text = True, ""
-if proto == "imap":
-    if mode == "tls":
-        conn = imaplib.IMAP4_SSL(host, int(port), ssl_context=ctx, timeout=20)
-    else:
-        conn = imaplib.IMAP4(host, int(port), timeout=20)
-        conn.starttls(ctx)
-    sport = conn.sock.getsockname()[1]
-    try:
-        conn.login(user, password)
-    except imaplib.IMAP4.error as exc:
-        ok, text = False, str(exc)
-    try:
-        conn.logout()
-    except Exception:
-        pass
-else:
-    if mode == "tls":
-        conn = poplib.POP3_SSL(host, int(port), context=ctx, timeout=20)
-    else:
-        conn = poplib.POP3(host, int(port), timeout=20)
-        conn.stls(ctx)
-    sport = conn.sock.getsockname()[1]
-    try:
-        conn.user(user)
-        conn.pass_(password)
-    except poplib.error_proto as exc:
-        ok, text = False, str(exc)
-    try:
-        conn.quit()
-    except Exception:
-        pass
-print(json.dumps({"ok": ok, "text": text, "sport": sport}))
-"""
-
-# Interactive TLS tools (gnutls-cli, tstclnt): LOGIN is written once the greeting arrived over
-# TLS; stdin stays open until the tagged answer (EOF would close the connection). argv: tool
-# mode host port user password [extra tool options...].
-TOOL_CLIENT = r"""
-import json, queue, subprocess, sys, threading, time
-tool, mode, host, port, user, password = sys.argv[1:7]
-extra = sys.argv[7:]
-if tool == "gnutls":
-    argv = ["gnutls-cli", "--insecure", "--port", port, *extra, host]
-    if mode == "starttls":
-        argv.insert(1, "--starttls-proto=imap")
-    ready = "- Handshake was completed"
-else:
-    argv = ["tstclnt", "-h", host, "-p", port, "-o", *extra]
-    ready = None
-proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT)
-lines = queue.Queue()
-def reader():
-    for raw in proc.stdout:
-        lines.put(raw.decode(errors="replace").rstrip("\r\n"))
-    lines.put(None)
-threading.Thread(target=reader, daemon=True).start()
-seen = []
-def wait_for(prefix, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
-        if line is None:
-            raise SystemExit(tool + " ended: " + json.dumps(seen[-20:]))
-        seen.append(line)
-        if line.startswith(prefix):
-            return line
-answer = ""
-try:
-    if ready:
-        wait_for(ready)
-    if mode != "starttls":
-        wait_for("* OK")
-    proc.stdin.write(f"a1 LOGIN {user} {password}\r\n".encode())
-    proc.stdin.flush()
-    answer = wait_for("a1 ", timeout=60.0)
-    proc.stdin.write(b"a2 LOGOUT\r\n")
-    proc.stdin.flush()
-    try:
-        wait_for("a2 ", timeout=5.0)
-    except Exception:
-        pass
-    proc.stdin.close()
-    try:
-        proc.wait(3)
-    except subprocess.TimeoutExpired:
-        pass  # tstclnt may stay after the server closed; the login is over either way
-finally:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(5)
-print(json.dumps({"ok": answer.startswith("a1 OK"), "text": answer, "sport": None}))
-"""
 
 # Chrome's hello (GREASE cipher, permuted extensions) from curl_cffi, which impersonates it;
 # runs on the host's interpreter (in the client namespace). argv: host port user password.
