@@ -35,12 +35,16 @@ from typing import Any
 
 import pytest
 from ja3svc.capture import live_source
+from ja3svc.capture.live_engine import LiveEngine, NativeLiveEngine, PythonLiveEngine
 from ja3svc.capture.live_source import LiveSource, default_filter
+from ja3svc.capture.pcap_run import native_module
 from ja3svc.capture.worker import CaptureWorker
 from ja3svc.store.correlation import ConnectionFingerprints, find_client_hello
 from ja3svc.store.sighting_writer import WriterStats
 
 from ja3svc.connections import RecentConnections
+from ja3svc.dovecot import DEFAULT_PROFILE
+from ja3svc.engine import FingerprintEngine
 from ja3svc.record import HelloRecord
 from testbed.netns import (
     VethPair,
@@ -224,11 +228,24 @@ class Session:
     stop_seconds: float = 0.0
 
 
-@pytest.fixture(scope="module", params=["ring", "recv"])
+def _engine(name: str) -> LiveEngine:
+    if name == "native":
+        assert native_module() is not None, "ja3svc._native is not built: pip install -e ."
+        return NativeLiveEngine(DEFAULT_PROFILE, 200_000, 300.0)
+    return PythonLiveEngine(FingerprintEngine(dovecot_profile=DEFAULT_PROFILE))
+
+
+# How the interface is read x which engine: the Rust engine takes whole ring blocks (or recv
+# batches) in one call each, the Python reference one packet at a time.
+@pytest.fixture(
+    scope="module",
+    params=[("ring", "native"), ("recv", "native"), ("ring", "python"), ("recv", "python")],
+    ids=lambda p: "-".join(p),
+)
 def session(
     request: pytest.FixtureRequest, lab: VethPair, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Session]:
-    mode: str = request.param
+    mode, engine_name = request.param
     pcap = tmp_path_factory.mktemp("live") / "oracle.pcap"
     net = lab
     source = open_source_in(
@@ -241,7 +258,11 @@ def session(
     assert source.modes[net.client.ifname].split()[0] == mode, source.modes
     writer = ListWriter()
     worker = CaptureWorker(
-        source, writer=writer, recent=RecentConnections(1000, 300), flush_interval=0.2
+        source,
+        writer=writer,
+        recent=RecentConnections(1000, 300),
+        engine=_engine(engine_name),
+        flush_interval=0.2,
     )
     ports: dict[int, int] = {}
     worker.start()
