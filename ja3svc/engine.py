@@ -420,6 +420,14 @@ class FingerprintEngine:
         """An 802.11 data frame with an LLC/SNAP header; control, management, null-data and
         protected (encrypted) frames carry nothing to read."""
         fc0, fc1 = frame[off], frame[off + 1]
+        if fc0 & 0x0C != 0x08 and fc1 & 0x0C == 0x08:
+            # Cisco access points and controllers send the frame control field byte-swapped
+            # (Wireshark's capwap.swap_fc, on by default, swaps every frame). Swapped only when
+            # that alone makes it a data frame, so a standard data frame is never swapped; a
+            # management frame with Retry set reads as data swapped, but still has to carry the
+            # LLC/SNAP header checked below. A swapped frame whose flags byte looks like a data
+            # type (Retry without More Fragments) is not swapped and fails that check: skipped.
+            fc0, fc1 = fc1, fc0
         if fc0 & 0x4C != 0x08 or fc1 & 0x40:
             self.stats["skipped.non_ip"] += 1
             return _NOTHING

@@ -235,8 +235,13 @@ pub(crate) fn capwap(e: &mut Engine, ts: f64, frame: &[u8], off: usize, depth: u
 /// An 802.11 data frame with an LLC/SNAP header; control, management, null-data and protected
 /// (encrypted) frames carry nothing to read.
 fn ieee80211(e: &mut Engine, ts: f64, frame: &[u8], off: usize, depth: u32) -> Step {
-    let fc0 = at(frame, off)?;
-    let fc1 = at(frame, off + 1)?;
+    let mut fc0 = at(frame, off)?;
+    let mut fc1 = at(frame, off + 1)?;
+    if fc0 & 0x0C != 0x08 && fc1 & 0x0C == 0x08 {
+        // Cisco access points and controllers send the frame control field byte-swapped
+        // (Wireshark's capwap.swap_fc): swapped only when that alone makes it a data frame.
+        std::mem::swap(&mut fc0, &mut fc1);
+    }
     if fc0 & 0x4C != 0x08 || fc1 & 0x40 != 0 {
         e.stats.add("skipped.non_ip", 1);
         return Ok(());
