@@ -39,3 +39,23 @@ class PcapRun:
     def bytes_read(self) -> int: ...
     def counters(self) -> dict[str, int]: ...
     def flow_stats(self) -> dict[str, int]: ...
+
+class LiveRun:
+    """One live capture through one Rust engine, fed a whole TPACKET_V3 ring block per call
+    (or, on the recv path, a list of packets); hellos come back as dicts shaped like
+    ``PcapRun``'s (``file`` is "live"). The GIL is released while the engine works."""
+
+    def __init__(
+        self, dovecot_profile: str, max_flows: int = 200_000, idle_timeout: float = 300.0
+    ) -> None: ...
+    def feed_block(
+        self, block: bytes, linktype: int
+    ) -> tuple[list[dict[str, Any]], int, int, int, bool]:
+        """(hellos, packets, wire bytes, truncated packets, block malformed)."""
+    def feed_packets(
+        self, packets: list[tuple[float, int, bytes, int]]
+    ) -> list[dict[str, Any]]: ...
+    def finish(self) -> list[dict[str, Any]]: ...
+    def counters(self) -> dict[str, int]: ...
+    def flow_stats(self) -> dict[str, int]:
+        """flows, evicted_full, expired_idle, closed, and active (flows in the table now)."""

@@ -472,6 +472,39 @@ def test_cut_at_every_offset(name: str) -> None:
         assert_same(data[:cut], seed=cut)
 
 
+def test_totals_add_up_over_captures_and_time_each_one_read() -> None:
+    """Over a whole capture, a damaged one, one cut inside its file header and one refused as
+    not a capture, both engines sum the same totals; each capture read adds its time, the
+    refused one nothing."""
+    good = (PCAPS / "openssl-tls13.pcap").read_bytes()
+    inputs = [good, good[:-30], good[:10], b"not a capture, a line of text", good]
+
+    def python(data: bytes, totals: RunTotals) -> None:
+        fingerprint_stream(io.BytesIO(data), "cap", lambda _r, _f: None, totals)
+
+    def native(data: bytes, totals: RunTotals) -> None:
+        fingerprint_stream_native(io.BytesIO(data), "cap", totals, "openssl-3.0")
+
+    sums = []
+    for run in (python, native):
+        totals = RunTotals()
+        for data in inputs:
+            before = totals.seconds
+            try:
+                run(data, totals)
+            except NotACaptureError:
+                assert totals.seconds == before
+            else:
+                assert totals.seconds > before
+        totals.seconds = 0.0
+        sums.append(totals)
+    assert sums[0] == sums[1]
+    each = [run_python(data).totals for data in inputs]
+    for name in ("packets", "bytes", "flows", "hellos"):
+        assert getattr(sums[0], name) == sum(getattr(t, name) for t in each) > 0
+    assert len(sums[0].damaged) == 2  # the file header and the last record cut short
+
+
 # --- the command line ------------------------------------------------------------------------
 
 

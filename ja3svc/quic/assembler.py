@@ -183,7 +183,7 @@ class QuicInitialAssembler:
             if opened is None:
                 continue
             epoch, payload = opened
-            for body in self._absorb(payload, epoch.client_stream, CLIENT_HELLO):
+            for body in self._absorb(payload, packet.version, epoch.client_stream, CLIENT_HELLO):
                 digest = sha256(body).digest()
                 if digest in self._returned:
                     self.repeated_hellos += 1
@@ -222,7 +222,7 @@ class QuicInitialAssembler:
                 self.errors["server_" + exc.reason] += 1
                 continue
             epoch.server_largest = max(epoch.server_largest, pn)
-            hellos.extend(self._absorb(payload, epoch.server_stream, SERVER_HELLO))
+            hellos.extend(self._absorb(payload, packet.version, epoch.server_stream, SERVER_HELLO))
         for body in hellos:
             if body[2:34] != HELLO_RETRY_REQUEST_RANDOM:
                 self._server_finished = True
@@ -267,8 +267,10 @@ class QuicInitialAssembler:
         self._server_finished = False
         return epoch, payload
 
-    def _absorb(self, payload: bytes, stream: CryptoStream, wanted: int) -> list[bytes]:
-        frames, reason = crypto_frames(payload)
+    def _absorb(
+        self, payload: bytes, version: QuicVersion, stream: CryptoStream, wanted: int
+    ) -> list[bytes]:
+        frames, reason = crypto_frames(payload, version.google_frames)
         if reason:
             self.errors[reason] += 1
         for offset, data in frames:

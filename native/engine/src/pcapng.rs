@@ -3,7 +3,7 @@
 //! Enhanced, Simple and obsolete Packet Blocks; every other block skipped by its length. Every
 //! length is checked before it is trusted, with the reference's messages.
 
-use crate::capture::{div_round, CaptureError, Divisor, PacketSink, Step};
+use crate::capture::{damaged, div_round, holds, CaptureError, Divisor, PacketSink, Step};
 
 pub const SHB_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 pub const SHB: u32 = 0x0A0D0D0A;
@@ -115,17 +115,12 @@ impl PcapngState {
     /// Check the first SHB's byte-order magic and version up front, so a file that merely
     /// starts with the SHB type is "not a capture" rather than "damaged".
     pub fn open(buf: &[u8], eof: bool) -> Result<Option<Self>, CaptureError> {
-        if buf.len() < 16 {
-            if !eof {
-                return Ok(None);
-            }
-            return Err(CaptureError::Damaged {
-                offset: 0,
-                reason: format!(
-                    "file ends inside the first section header block ({} of 28 bytes)",
-                    buf.len()
-                ),
-            });
+        // Its first 16 bytes: up to the version, all that is read here.
+        let cut_short = |have: usize| {
+            format!("file ends inside the first section header block ({have} of 28 bytes)")
+        };
+        if !holds(buf, 16, eof, 0, cut_short).map_err(damaged)? {
+            return Ok(None);
         }
         let big_endian = match byte_order(&buf[8..12]) {
             Some(b) => b,
@@ -155,14 +150,10 @@ impl PcapngState {
         packets: &mut u64,
         sink: &mut PacketSink<'_>,
     ) -> Result<Step, (u64, String)> {
-        if rest.len() < 12 {
-            if !eof || rest.is_empty() {
-                return Ok(Step::NeedMore);
-            }
-            return Err((
-                offset,
-                format!("file ends inside a block header ({} of 12 bytes)", rest.len()),
-            ));
+        let cut_short =
+            |have: usize| format!("file ends inside a block header ({have} of 12 bytes)");
+        if !holds(rest, 12, eof, offset, cut_short)? {
+            return Ok(Step::NeedMore);
         }
         let btype = self.u32(rest, 0);
         if btype == SHB {
@@ -185,16 +176,13 @@ impl PcapngState {
             return Err((offset, p));
         }
         let blen_u = blen as usize;
-        if rest.len() < blen_u {
-            if !eof {
-                return Ok(Step::NeedMore);
-            }
+        let cut_short = |have: usize| {
             let name = block_name(btype);
             let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
-            return Err((
-                offset,
-                format!("file ends inside {article} {name} ({} of {blen} bytes present)", rest.len()),
-            ));
+            format!("file ends inside {article} {name} ({have} of {blen} bytes present)")
+        };
+        if !holds(rest, blen_u, eof, offset, cut_short)? {
+            return Ok(Step::NeedMore);
         }
         let b = &rest[..blen_u];
         let trailer = self.u32(b, blen_u - 4) as u64;

@@ -1,4 +1,4 @@
-"""Make the QUIC captures of versions other than v1 and v2 (IETF drafts 23-34, Facebook mvfst).
+"""Make the QUIC captures of versions other than v1 and v2 (drafts 23-34, mvfst, Google T050/T051).
 
 Real stacks where one still exists. Current aioquic speaks only v1 and v2; older releases speak
 drafts, so each runs from a throwaway venv outside the repository (root: tcpdump records lo)::
@@ -12,7 +12,8 @@ No stack available here speaks the other versions, so ``reprotect`` builds them 
 draft-29 capture: every Initial packet is decrypted under draft-29's keys and encrypted again,
 byte for byte the same plaintext and packet number, under the target version's salt, with the
 version field rewritten in every long header (Handshake packets keep their protection: nobody
-can read them without the TLS secrets anyway)::
+can read them without the TLS secrets anyway). For Google's T050/T051 the frames inside are also
+re-encoded the way those versions frame them (see ``_google_frames``)::
 
     python tests/pcaps/quic/regenerate_versions.py reprotect
     python tests/pcaps/quic/regenerate.py expectations   # tshark, the oracle, for every capture
@@ -49,6 +50,8 @@ SALTS = {
     "draft-23": "c3eef712c72ebb5a11a7d2432bb46365bef9f502",  # drafts 23 to 28
     "draft-29": "afbfec289993d24c9e9786f19c6111e04390a899",  # drafts 29 to 32
     "v1": "38762cf7f55934b34d179ae6a4c80cadccbb7f0a",  # RFC 9001, and drafts 33 and 34
+    "t050": "7ff579e5acd072915580304c43a2367c60488310",  # Chromium's quic_versions.cc
+    "t051": "7a4edef4e7ccee5fa4506c19124fc8ccda6e033d",
 }
 SOURCE = ("draft29.pcap", 0xFF00001D, "draft-29")
 # Re-protected captures: file name -> (version number, salt name).
@@ -64,7 +67,48 @@ REPROTECTED: dict[str, tuple[int, str]] = {
     "mvfst-faceb001.pcap": (0xFACEB001, "draft-22"),
     "mvfst-faceb002.pcap": (0xFACEB002, "draft-23"),
     "mvfst-faceb00e.pcap": (0xFACEB00E, "draft-23"),
+    "gquic-t050.pcap": (0x54303530, "t050"),
+    "gquic-t051.pcap": (0x54303531, "t051"),
 }
+# Google's T050/T051 put IETF long headers around Google QUIC frames: CRYPTO is type 0x08 (then
+# the same varint offset and length as IETF's 0x06), ACK is Google's 01nullmm layout.
+GOOGLE_FRAMES = {0x54303530, 0x54303531}
+
+
+def _google_frames(plain: bytes) -> bytes:
+    """The IETF frames aioquic put in an Initial, re-encoded as Google QUIC frames, same length.
+
+    Only what aioquic's Initials hold is handled: PADDING, CRYPTO, and an ACK with one range.
+    """
+    out, pos = bytearray(), 0
+    while pos < len(plain):
+        frame_type = plain[pos]
+        if frame_type == 0x00:
+            out.append(0)
+            pos += 1
+        elif frame_type == 0x06:
+            _, p = _varint(plain, pos + 1)
+            length, p = _varint(plain, p)
+            out += b"\x08" + plain[pos + 1 : p + length]
+            pos = p + length
+        elif frame_type == 0x02:
+            largest, p = _varint(plain, pos + 1)
+            _, p = _varint(plain, p)  # ack delay
+            ranges, p = _varint(plain, p)
+            first, p = _varint(plain, p)
+            assert ranges == 0 and largest < 256 and first < 255, "only one small range"
+            # 0x40: no extra blocks, 1-byte largest acked, 1-byte block length; the delay is a
+            # 16-bit float (0 here); the block length counts packets; no timestamps.
+            out += bytes([0x40, largest, 0, 0, first + 1, 0])
+            pos = p
+        else:
+            raise ValueError(f"frame type {frame_type:#x} is not converted")
+    # A Google ACK can be a byte longer than an IETF one with a 1-byte delay: trailing PADDING
+    # absorbs the difference, so the packet keeps its length.
+    if len(out) > len(plain):
+        assert not any(out[len(plain) :]), "no trailing padding to absorb the longer ACK"
+        del out[len(plain) :]
+    return bytes(out.ljust(len(plain), b"\x00"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,6 +246,8 @@ def _reprotect_datagram(
             old_header = bytes([first]) + data[start + 1 : pn_offset] + pn_bytes
             plain = okeys.aead.decrypt(okeys.nonce(pn), bytes(packet[pn_at + pn_len :]), old_header)
             new_header = bytes([first]) + bytes(packet[1:pn_at]) + pn_bytes
+            if version in GOOGLE_FRAMES:
+                plain = _google_frames(plain)
             sealed = nkeys.aead.encrypt(nkeys.nonce(pn), plain, new_header)
             packet = bytearray(new_header + sealed)
             mask = nkeys.mask(bytes(packet[pn_at + 4 : pn_at + 20]))

@@ -288,7 +288,9 @@ impl QuicInitialAssembler {
             let Some(epoch) = self.epoch.as_mut() else {
                 continue;
             };
-            for body in absorb(cap_errors, &payload, &mut epoch.client_stream, CLIENT_HELLO) {
+            let stream = &mut epoch.client_stream;
+            let google = packet.version.google_frames;
+            for body in absorb(cap_errors, &payload, google, stream, CLIENT_HELLO) {
                 let digest: [u8; 32] = Sha256::digest(&body).into();
                 if self.returned.contains(&digest) {
                     self.repeated_hellos += 1;
@@ -349,6 +351,7 @@ impl QuicInitialAssembler {
             hellos.extend(absorb(
                 &mut self.errors,
                 &payload,
+                packet.version.google_frames,
                 &mut epoch.server_stream,
                 SERVER_HELLO,
             ));
@@ -416,15 +419,17 @@ impl QuicInitialAssembler {
     }
 }
 
-/// Feed a decrypted payload's CRYPTO frames to a stream; the bodies of the completed messages
-/// of the `wanted` type (any other type is counted as unexpected).
+/// Feed a decrypted payload's CRYPTO frames (in Google's framing if `google_frames`) to a stream;
+/// the bodies of the completed messages of the `wanted` type (any other type is counted as
+/// unexpected).
 fn absorb(
     errors: &mut Errors,
     payload: &[u8],
+    google_frames: bool,
     stream: &mut CryptoStream,
     wanted: u8,
 ) -> Vec<Vec<u8>> {
-    let (frames, reason) = crypto_frames(payload);
+    let (frames, reason) = crypto_frames(payload, google_frames);
     if let Some(reason) = reason {
         count(errors, reason.as_str());
     }

@@ -37,6 +37,9 @@ pub struct QuicVersion {
     /// The two long-header type bits (byte 0, bits 4-5) -> packet type. QUIC v2 permutes them
     /// on purpose (RFC 9369 section 3.2) so middleboxes cannot ossify on v1's values.
     pub packet_types: [PacketType; 4],
+    /// Google's T050/T051 carry Google QUIC frames (CRYPTO is 0x08, ACK Google's layout) inside
+    /// IETF long headers; every other version here has IETF frames.
+    pub google_frames: bool,
 }
 
 impl QuicVersion {
@@ -79,6 +82,16 @@ const SALT_DRAFT_29: [u8; 20] = [
     0x43, 0x90, 0xa8, 0x99,
 ]; // drafts 29-32
 
+// Chromium's salts for Google's TLS-in-QUIC versions.
+const SALT_T050: [u8; 20] = [
+    0x7f, 0xf5, 0x79, 0xe5, 0xac, 0xd0, 0x72, 0x91, 0x55, 0x80, 0x30, 0x4c, 0x43, 0xa2, 0x36, 0x7c,
+    0x60, 0x48, 0x83, 0x10,
+];
+const SALT_T051: [u8; 20] = [
+    0x7a, 0x4e, 0xde, 0xf4, 0xe7, 0xcc, 0xee, 0x5f, 0xa4, 0x50, 0x6c, 0x19, 0x12, 0x4f, 0xc8, 0xcc,
+    0xda, 0x6e, 0x03, 0x3d,
+];
+
 /// A version before RFC 9000 (or a vendor's): v1's labels and type bits, its own salt.
 const fn pre_rfc(number: u32, salt: [u8; 20]) -> QuicVersion {
     QuicVersion {
@@ -88,6 +101,7 @@ const fn pre_rfc(number: u32, salt: [u8; 20]) -> QuicVersion {
         iv_label: b"quic iv",
         hp_label: b"quic hp",
         packet_types: V1_TYPES,
+        google_frames: false,
     }
 }
 
@@ -98,6 +112,7 @@ pub static V1: QuicVersion = QuicVersion {
     iv_label: b"quic iv",
     hp_label: b"quic hp",
     packet_types: V1_TYPES,
+    google_frames: false,
 };
 
 pub static V2: QuicVersion = QuicVersion {
@@ -112,6 +127,7 @@ pub static V2: QuicVersion = QuicVersion {
         PacketType::ZeroRtt,
         PacketType::Handshake,
     ],
+    google_frames: false,
 };
 
 /// IETF drafts 23 to 34, wire numbers 0xff0000NN for draft NN, indexed by NN - 23.
@@ -137,6 +153,17 @@ static DRAFTS: [QuicVersion; 12] = [
 static MVFST_D22: QuicVersion = pre_rfc(0xface_b001, SALT_DRAFT_22);
 static MVFST_D27: QuicVersion = pre_rfc(0xface_b002, SALT_DRAFT_23);
 static MVFST_EXPERIMENTAL: QuicVersion = pre_rfc(0xface_b00e, SALT_DRAFT_23);
+// Google's "T050" and "T051": IETF long headers and v1's labels, Google QUIC frames inside.
+pub const T050: u32 = 0x5430_3530;
+pub const T051: u32 = 0x5430_3531;
+static GOOGLE_T050: QuicVersion = QuicVersion {
+    google_frames: true,
+    ..pre_rfc(T050, SALT_T050)
+};
+static GOOGLE_T051: QuicVersion = QuicVersion {
+    google_frames: true,
+    ..pre_rfc(T051, SALT_T051)
+};
 
 /// The version whose Initials can be decrypted here, by its wire number.
 pub fn version(number: u32) -> Option<&'static QuicVersion> {
@@ -147,6 +174,8 @@ pub fn version(number: u32) -> Option<&'static QuicVersion> {
         0xface_b001 => Some(&MVFST_D22),
         0xface_b002 => Some(&MVFST_D27),
         0xface_b00e => Some(&MVFST_EXPERIMENTAL),
+        T050 => Some(&GOOGLE_T050),
+        T051 => Some(&GOOGLE_T051),
         _ => None,
     }
 }

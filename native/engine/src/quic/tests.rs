@@ -659,6 +659,13 @@ fn every_draft_number_finds_its_own_entry() {
     }
     assert!(version(0xff00_0016).is_none());
     assert!(version(0xff00_0023).is_none());
+    // Google's TLS versions have their own salts and Google's frames; Q050 (no TLS) is absent.
+    for number in [0x5430_3530, 0x5430_3531] {
+        let v = version(number).unwrap();
+        assert!(v.google_frames && v.salt != version(QUIC_V1).unwrap().salt);
+    }
+    assert!(!version(QUIC_V1).unwrap().google_frames);
+    assert!(version(0x5130_3530).is_none());
 }
 
 #[test]
