@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ja3svc.policy.facts import (
     RECENT_DOVECOT_HASHES,
@@ -169,20 +169,22 @@ class HistoryCache:
 
 
 class ReputationCache:
-    """``Reputation`` of a request's fingerprints (the tuple of its identity refs), briefly."""
+    """``Reputation`` of a request's fingerprints (the tuple of its identity refs) as seen from
+    its remote network, briefly."""
 
     def __init__(self, maxsize: int, ttl: float) -> None:
-        self._lru: TtlMap[tuple[Ref, ...], tuple[int, int, int]] = TtlMap(maxsize, ttl)
+        # Plain tuples: the collector untracks those of atoms, not a named tuple's subclass.
+        self._lru: TtlMap[tuple[tuple[Ref, ...], str], tuple[Any, ...]] = TtlMap(maxsize, ttl)
 
-    def get(self, key: tuple[Ref, ...]) -> Reputation | None:
-        found = self._lru.get(key)
+    def get(self, key: tuple[Ref, ...], network: str = "") -> Reputation | None:
+        found = self._lru.get((key, network))
         return None if found is None else Reputation._make(found)
 
-    def put(self, key: tuple[Ref, ...], rep: Reputation) -> None:
-        self._lru.put(key, (rep.distinct_failed_accounts, rep.failures, rep.window_seconds))
+    def put(self, key: tuple[Ref, ...], network: str, rep: Reputation) -> None:
+        self._lru.put((key, network), tuple(rep))
 
-    def discard(self, key: tuple[Ref, ...]) -> None:
-        self._lru.discard(key)
+    def discard(self, key: tuple[Ref, ...], network: str = "") -> None:
+        self._lru.discard((key, network))
 
     def __len__(self) -> int:
         return len(self._lru)

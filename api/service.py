@@ -40,6 +40,7 @@ from ja3svc.policy import (
     UserHistory,
     Verdict,
     evaluate,
+    network_of,
     parse_action,
 )
 
@@ -69,6 +70,8 @@ def policy_config(p: PolicySettings) -> PolicyConfig:
         user_actions={u: parse_action(a) for u, a in p.user_actions.items()},
         reputation_tarpit_accounts=p.reputation_tarpit_accounts,
         reputation_reject_accounts=p.reputation_reject_accounts,
+        reputation_min_networks=p.reputation_min_networks,
+        reputation_success_ratio=p.reputation_success_ratio,
         log_only=p.log_only,
         reject_message=p.reject_message,
         fail_open=p.fail_open,
@@ -132,6 +135,14 @@ class PolicyService:
         # one account need no query. Updated in place by this worker's own success reports.
         self._history = HistoryCache(100_000, settings.label_cache_seconds)
         self._ja3_kinds = tuple(settings.ja3_label_kinds)
+        # The lowest reputation threshold in force: below it no verdict needs the fingerprint's
+        # successful accounts counted (PolicyStore.allow_facts).
+        thresholds = [
+            n
+            for n in (settings.reputation_tarpit_accounts, settings.reputation_reject_accounts)
+            if n
+        ]
+        self._min_reputation_accounts = min(thresholds, default=0) or 1
         # Dovecot hash -> the other fingerprints of the hellos a capture saw giving it (under
         # any OpenSSL profile), for requests that bring the hash alone.
         self._equivalents: TtlMap[str, tuple[Ref, ...]] = TtlMap(
@@ -287,12 +298,17 @@ class PolicyService:
             return parsed
         return self.parse_facts(req, parsed.request.stage, parsed.request.peer, (), found)
 
+    def _network(self, facts: RequestFacts) -> str:
+        """The remote network reputation is scoped by (memoised in the core)."""
+        s = self.settings
+        return network_of(facts.remote_ip, s.reputation_ipv4_prefix, s.reputation_ipv6_prefix)
+
     def _cached(self, parsed: ParsedFacts) -> _Cached:
         """What the caches know fresh for the facts' fingerprints and account."""
         facts = parsed.request
         labels: list[LabelFact] = []
         misses = self.labels.collect(facts.fingerprints, labels)
-        rep = self._reputation.get(parsed.identity)
+        rep = self._reputation.get(parsed.identity, self._network(facts))
         history = self._history.get(facts.login) if facts.login else _NO_HISTORY
         return _Cached(labels, misses, rep, history)
 
@@ -303,13 +319,16 @@ class PolicyService:
         facts = parsed.request
         labels, misses, rep, history = cached
         rep_key = parsed.identity
+        network = self._network(facts)
         if not self.degraded:
             args = (
                 misses,
                 facts.login if history is None else None,
                 list(rep_key) if rep is None else [],
+                network,
                 self.settings.reputation_window_seconds,
                 self.clock(),
+                self._min_reputation_accounts,
             )
             found = await self._query(self.store.allow_facts, *args)
             if found is not None:
@@ -318,7 +337,7 @@ class PolicyService:
                     labels.extend(found.labels.get(ref, ()))
                 if found.reputation is not None:
                     rep = found.reputation
-                    self._reputation.put(rep_key, rep)
+                    self._reputation.put(rep_key, network, rep)
                 if found.history is not None:
                     history = found.history
                     self._history.put(facts.login, history)
@@ -421,9 +440,11 @@ class PolicyService:
             # A policy rejection is our own doing, not evidence against the fingerprint;
             # counting it would make a tarpit feed itself.
             if facts.login:
+                network = self._network(facts)
+                fail_type = req.attributes.get("fail_type", "")[:16]
                 for ref in parsed.identity:
-                    self.writer.failure((now, facts.login, ref))
-                self._reputation.discard(tuple(parsed.identity))
+                    self.writer.failure((now, facts.login, ref, network, fail_type))
+                self._reputation.discard(tuple(parsed.identity), network)
         self.metrics.reports.inc(outcome)
         if self.settings.audit_log:
             self.writer.decision(

@@ -32,7 +32,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
-from ja3svc.store.policy_store import DecisionRecord, PolicyStore, Ref, StoreBusy
+from ja3svc.store.policy_store import DecisionRecord, Failure, PolicyStore, Ref, StoreBusy
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 log = logging.getLogger("ja3svc.api.writer")
@@ -50,7 +50,6 @@ _UNREACHABLE = (
 )
 
 Success = tuple[float, str, Ref]
-Failure = tuple[float, str, Ref]
 Item = tuple[str, object]
 CHECKPOINT_SECONDS = 10.0
 

@@ -31,9 +31,12 @@ the figure reported is the rate tcpreplay prints). The capture is always preload
 Runs as root; creates two network namespaces of its own (testbed/netns.py) and removes
 them, and every process it started, on exit. Each step is bounded in time.
 
+Tools: ja3svc (the Rust engine, the default), ja3svc-py (the same command with
+JA3SVC_ENGINE=python) and tshark; --tools picks among them.
+
 Usage: python benchmarks/live_capture.py [--packets 200000]
            [--rates 20000,50000,100000,200000,max] [--separate] [--buffer-mib 64]
-           [--max-lag 2.0] [--json OUT]
+           [--tools ja3svc,ja3svc-py,tshark] [--max-lag 2.0] [--json OUT]
 """
 
 from __future__ import annotations
@@ -187,12 +190,15 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.1) 
 
 class Ja3svcRun:
     name = "ja3svc"
+    engine = "native"  # JA3SVC_ENGINE: the Rust engine, fed whole ring blocks
 
     def __init__(self, ep: Endpoint, work: Path, bpf: str) -> None:
-        self.db = work / "ja3svc.sqlite3"
+        self.db = work / f"{self.name}.sqlite3"
+        (work / self.name).mkdir(exist_ok=True)  # its own data directory (spool)
         env = {
             **os.environ,
-            "JA3SVC_DATA_DIR": str(work),
+            "JA3SVC_ENGINE": self.engine,
+            "JA3SVC_DATA_DIR": str(work / self.name),
             "JA3SVC_CAPTURE__METRICS_LOG_SECONDS": str(METRICS_LOG_SECONDS),
             "JA3SVC_CAPTURE__RECEIVE_BUFFER_BYTES": str(BUFFER_MIB << 20),
         }
@@ -249,6 +255,14 @@ class Ja3svcRun:
         result.found = len(found & planted.keys)
 
 
+class Ja3svcPythonRun(Ja3svcRun):
+    """The same command on the pure-Python engine (one call per packet): the fallback where
+    the extension is absent, for comparison."""
+
+    name = "ja3svc-py"
+    engine = "python"
+
+
 class TsharkRun:
     name = "tshark"
 
@@ -300,6 +314,7 @@ class TsharkRun:
 
 TOOLS: dict[str, Callable[[Endpoint, Path, str], Ja3svcRun | TsharkRun]] = {
     "ja3svc": Ja3svcRun,
+    "ja3svc-py": Ja3svcPythonRun,
     "tshark": TsharkRun,
 }
 
@@ -421,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                                  args.max_lag)  # fmt: skip
                 for res in steps:
                     results.append(res)
-                    print(f"  {res.tool:<7} {rate:>7} requested, {res.achieved_pps:>9,.0f} pps "
+                    print(f"  {res.tool:<9} {rate:>7} requested, {res.achieved_pps:>9,.0f} pps "
                           f"sent: {res.found}/{res.planted} hellos, kernel drops "
                           f"{res.kernel_drops}, packets {res.packets}, lag {_lag_text(res)}, "
                           f"stopped {res.seconds_after_replay}s after replay {res.note} "
@@ -439,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
                 default=None,
             )
             text = f"{best.rate} requested, {best.achieved_pps:,.0f} pps sent" if best else "none"
-            print(f"  {tool:<7} {text}")
+            print(f"  {tool:<9} {text}")
     if args.json:
         rows = [{**asdict(r), "complete": r.complete, "passed": r.passed} for r in results]
         args.json.write_text(json.dumps(rows, indent=1))

@@ -6,8 +6,9 @@
    client hellos, random peers) stored through ``SightingWriter``; prints sightings/s, then
    stores them again to time the idempotent duplicate path.
 2. With ``--capture FILE``: runs ``ja3svc pcap FILE`` without storing, then with ``--store``
-   into a fresh SQLite file and a fresh PostgreSQL database, and prints each time and the ratio
-   to the plain run (target: storing costs less than 2x).
+   into a fresh SQLite file and a fresh PostgreSQL database (their schema created beforehand:
+   the figure is the cost of storing, not of a first migration), and prints each time and the
+   ratio to the plain run of the same run (target: storing costs less than 1.5x).
 
 PostgreSQL: a throw-away database ``ja3svc_bench_<random>`` is created on the server named by
 ``--pg-url`` (default: the local test server) and dropped afterwards; skipped if unreachable.
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, url in targets:
                 if name == "sqlite":
                     url = f"sqlite:///{tmp}/capture.sqlite3"
+                    Database.from_url(url, upgrade=True).dispose()
                 stored = run_pcap(
                     args.capture, "--store", "--database-url", url, "--sensor", "bench"
                 )

@@ -49,9 +49,11 @@ from ja3svc.capture.capture_file import PacketTuple
 
 __all__ = [
     "DEFAULT_SNAPLEN",
+    "Batch",
     "CaptureOpenError",
     "InterfaceStats",
     "LiveSource",
+    "RingBlock",
     "default_filter",
 ]
 
@@ -111,8 +113,8 @@ _RING_BLOCK_OVERHEAD = 256
 # tpacket_req3: block_size, block_nr, frame_size, frame_nr, retire_blk_tov, sizeof_priv,
 # feature_req_word.
 _TPACKET_REQ3 = struct.Struct("=7I")
-# tpacket_block_desc from hdr.bh1: block_status, num_pkts, offset_to_first_pkt.
-_BLOCK_DESC = struct.Struct("=III")
+# tpacket_block_desc from hdr.bh1: block_status, num_pkts, offset_to_first_pkt, blk_len.
+_BLOCK_DESC = struct.Struct("=IIII")
 _BLOCK_STATUS_OFFSET = 8
 # tpacket3_hdr: tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_len, (tp_status), tp_mac.
 _TPACKET3_HDR = struct.Struct("=IIIII4xH")
@@ -233,6 +235,51 @@ class _RingUnavailable(OSError):
     """The kernel or the environment refused the ring; the recv path takes over."""
 
 
+@dataclass
+class RingBlock:
+    """One TPACKET_V3 block copied out of an interface's ring: many packets in one bytes
+    object, for an engine to read in one call (the Rust engine) or through ``packets``."""
+
+    data: bytes
+    linktype: int
+    stats: InterfaceStats
+
+    def packets(self) -> list[PacketTuple]:
+        """The block's packets as (timestamp, linktype, frame, wire length); counted."""
+        data, linktype = self.data, self.linktype
+        unpack_hdr = _TPACKET3_HDR.unpack_from
+        _status, num_pkts, offset, _used = _BLOCK_DESC.unpack_from(data, _BLOCK_STATUS_OFFSET)
+        out: list[PacketTuple] = []
+        append = out.append
+        wire_bytes = truncated = 0
+        try:
+            for _ in range(num_pkts):
+                next_offset, sec, nsec, snap, wire, mac = unpack_hdr(data, offset)
+                start = offset + mac
+                append((sec + nsec * 1e-9, linktype, data[start : start + snap], wire))
+                wire_bytes += wire
+                if wire > snap:
+                    truncated += 1
+                if not next_offset:
+                    break
+                offset += next_offset
+        except struct.error:
+            pass  # a layout the kernel never writes: keep the packets read so far
+        self.count(len(out), wire_bytes, truncated)
+        return out
+
+    def count(self, packets: int, wire_bytes: int, truncated: int) -> None:
+        """Add what the block held to its interface's counters (whoever read it says)."""
+        stats = self.stats
+        stats.packets += packets
+        stats.bytes += wire_bytes
+        stats.truncated += truncated
+
+
+# What one read of an interface gives: a ring block, or packets read one by one (recv path).
+Batch = RingBlock | list[PacketTuple]
+
+
 class _Ring:
     """A TPACKET_V3 RX ring mapped into this process, read block by block in ring order."""
 
@@ -245,38 +292,31 @@ class _Ring:
     def describe(self) -> str:
         return f"ring {self.block_count}x{self.block_size >> 10} KiB"
 
-    def take(self, linktype: int, max_blocks: int, out: list[PacketTuple]) -> tuple[int, int]:
-        """Copy the packets of up to ``max_blocks`` ready blocks into ``out``; give each block
-        back as soon as it is copied. Returns (blocks, truncated packets)."""
+    def take(self, max_blocks: int) -> list[bytes]:
+        """Copy up to ``max_blocks`` ready blocks out of the ring, each as one bytes object
+        (block descriptor included, up to the end of its last packet), and give each block
+        back as soon as it is copied: one copy per block, whatever its number of packets."""
         mm = self.mm
         block_size, count = self.block_size, self.block_count
-        unpack_hdr = _TPACKET3_HDR.unpack_from
-        append = out.append
         index = self.next_block
-        blocks = truncated = 0
+        out: list[bytes] = []
         for _ in range(max_blocks):
             base = index * block_size
-            status, num_pkts, first = _BLOCK_DESC.unpack_from(mm, base + _BLOCK_STATUS_OFFSET)
+            status, _n, first, used = _BLOCK_DESC.unpack_from(mm, base + _BLOCK_STATUS_OFFSET)
             if not status & TP_STATUS_USER:
                 break
-            offset = base + first
-            for _ in range(num_pkts):
-                next_offset, sec, nsec, snap, wire, mac = unpack_hdr(mm, offset)
-                start = offset + mac
-                # Slicing an mmap copies into a new bytes object: the frame outlives the block.
-                append((sec + nsec * 1e-9, linktype, mm[start : start + snap], wire))
-                if wire > snap:
-                    truncated += 1
-                offset += next_offset
+            # blk_len is where the kernel's next packet would have gone; a value outside the
+            # block (never seen) falls back to the whole block, which is always safe to copy.
+            end = used if first <= used <= block_size else block_size
+            out.append(mm[base : base + end])
             # The kernel publishes a block by its status word alone; every byte we need was
             # copied above, so it may refill the block from now on.
             _U32.pack_into(mm, base + _BLOCK_STATUS_OFFSET, TP_STATUS_KERNEL)
-            blocks += 1
             index += 1
             if index == count:
                 index = 0
         self.next_block = index
-        return blocks, truncated
+        return out
 
     def close(self) -> None:
         self.mm.close()
@@ -430,6 +470,13 @@ class LiveSource:
     def packets(self) -> Iterator[PacketTuple]:
         """Yield packets until ``stop()``; timestamps are epoch seconds (the kernel's receive
         time on the ring path, the time of reading on the recv path)."""
+        for batch in self.batches():
+            yield from batch.packets() if isinstance(batch, RingBlock) else batch
+
+    def batches(self) -> Iterator[Batch]:
+        """Yield what each read gives until ``stop()``: a ``RingBlock`` on the ring path (its
+        packets are counted by whoever reads them: ``RingBlock.packets`` or ``.count``), a list
+        of up to DRAIN_BATCH packets (already counted) on the recv path."""
         poller = select.poll()
         by_fd: dict[int, _Tap] = {}
         for tap in self._taps:
@@ -441,37 +488,36 @@ class LiveSource:
         buf = bytearray(self.snaplen)
         taps = self._taps
         stop = self._stop
-        batch: list[PacketTuple] = []
         while not stop.is_set():
             # Read every interface until all are empty, then sleep in poll(): on the ring
             # path a busy interface costs no system call at all.
             idle = True
             for tap in taps:
-                batch.clear()
                 stats = tap.stats
+                batch: list[PacketTuple] = []
+                blocks: list[bytes] = []
                 try:
                     if tap.ring is not None:
-                        blocks, truncated = tap.ring.take(
-                            stats.linktype, RING_BLOCKS_PER_ROUND, batch
-                        )
-                        if blocks:
-                            idle = False
+                        blocks = tap.ring.take(RING_BLOCKS_PER_ROUND)
                     else:
                         truncated = self._recv_batch(tap, buf, batch)
-                        if batch:
-                            idle = False
                 except OSError as exc:
                     if stop.is_set():
                         return
                     raise CaptureOpenError(f"{stats.interface}: {exc.strerror or exc}") from exc
-                if batch:
+                # Everything read is handed on, even after stop(): it is already out of the
+                # kernel, so cutting it short would lose packets (hellos among them). One ring
+                # block or DRAIN_BATCH packets: a few ms.
+                if blocks:
+                    idle = False
+                    for data in blocks:
+                        yield RingBlock(data, stats.linktype, stats)
+                elif batch:
+                    idle = False
                     stats.packets += len(batch)
                     stats.bytes += sum([p[3] for p in batch])
                     stats.truncated += truncated
-                    # The whole batch, even after stop(): it is counted and already out of the
-                    # kernel, so cutting it short lost packets (hellos among them) that the
-                    # counters said were read. One ring block or DRAIN_BATCH packets: a few ms.
-                    yield from batch
+                    yield batch
             if idle:
                 for fd, event in poller.poll(POLL_TIMEOUT_MS):
                     tap_ = by_fd.get(fd)

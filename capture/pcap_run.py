@@ -6,10 +6,12 @@ This is the file-reading worker loop behind ``ja3svc pcap``; it knows nothing of
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -48,15 +50,25 @@ class RunTotals:
     counters: Counter[str] = field(default_factory=Counter)
     damaged: list[str] = field(default_factory=list)
 
-    def add_engine(self, engine: FingerprintEngine) -> None:
-        fs = engine.flows.stats
-        self.add_counts(
-            engine.stats, {"flows": fs.flows, "evicted_full": fs.evicted_full,
-                           "expired_idle": fs.expired_idle}
-        )  # fmt: skip
+    @contextmanager
+    def timing(self) -> Iterator[None]:
+        """Add the time one capture takes to ``seconds``, however it ends, unless it raises
+        (an input refused as not a capture counts for nothing)."""
+        started = time.perf_counter()
+        yield
+        self.seconds += time.perf_counter() - started
 
-    def add_counts(self, counters: Mapping[str, int], flow_stats: Mapping[str, int]) -> None:
-        """One engine's counters and flow-table figures (either engine reports both)."""
+    def add_capture(
+        self,
+        packets: int,
+        bytes_read: int,
+        counters: Mapping[str, int],
+        flow_stats: Mapping[str, int],
+    ) -> None:
+        """One capture's packets and bytes read, its engine's counters and flow-table figures
+        (either engine reports them all)."""
+        self.packets += packets
+        self.bytes += bytes_read
         self.flows += flow_stats["flows"]
         self.counters.update(counters)
         self.hellos += counters.get("hellos.client", 0) + counters.get("hellos.server", 0)
@@ -85,34 +97,31 @@ def fingerprint_stream(
     been processed; it does not raise. ``dovecot_profile`` is for the fresh engine (a given
     ``engine`` has its own).
     """
-    started = time.perf_counter()
-    try:
-        reader = open_capture(stream, name)
-    except CaptureDamagedError as exc:  # a capture whose file header itself is cut short
-        totals.damaged.append(str(exc))
-        totals.seconds += time.perf_counter() - started
-        return
-    from ja3svc.engine import FingerprintEngine
+    with totals.timing():
+        try:
+            reader = open_capture(stream, name)
+        except CaptureDamagedError as exc:  # a capture whose file header itself is cut short
+            totals.damaged.append(str(exc))
+            return
+        from ja3svc.engine import FingerprintEngine
 
-    engine = engine or FingerprintEngine(dovecot_profile=dovecot_profile)
-    feed = engine.feed_frame
-    count = 0
-    try:
-        for ts, linktype, frame, wire_length in reader:
-            found = feed(ts, linktype, frame, wire_length)
-            count += 1
-            if found:
-                for record in found:
-                    sink(record, count)
-            if progress is not None and not count & (PROGRESS_EVERY - 1):
-                progress(reader.bytes_read)
-    except CaptureDamagedError as exc:
-        totals.damaged.append(str(exc))  # the message already names the file and offset
-    engine.finish()
-    totals.packets += reader.packets_read
-    totals.bytes += reader.bytes_read
-    totals.add_engine(engine)
-    totals.seconds += time.perf_counter() - started
+        engine = engine or FingerprintEngine(dovecot_profile=dovecot_profile)
+        feed = engine.feed_frame
+        count = 0
+        try:
+            for ts, linktype, frame, wire_length in reader:
+                found = feed(ts, linktype, frame, wire_length)
+                count += 1
+                if found:
+                    for record in found:
+                        sink(record, count)
+                if progress is not None and not count & (PROGRESS_EVERY - 1):
+                    progress(reader.bytes_read)
+        except CaptureDamagedError as exc:
+            totals.damaged.append(str(exc))  # the message already names the file and offset
+        engine.finish()
+        flow_stats = dataclasses.asdict(engine.flows.stats)
+        totals.add_capture(reader.packets_read, reader.bytes_read, engine.stats, flow_stats)
 
 
 # --- the Rust engine -----------------------------------------------------------------------
@@ -149,6 +158,7 @@ def fingerprint_stream_native(
     *,
     write_json: Callable[[str], None] | None = None,
     sink: Callable[[dict[str, Any]], None] | None = None,
+    store: Callable[[list[dict[str, Any]]], None] | None = None,
     progress: ProgressCallback | None = None,
     path: str | None = None,
     max_flows: int = 200_000,
@@ -159,66 +169,69 @@ def fingerprint_stream_native(
     The capture goes to Rust in chunks (the GIL released while it works). With ``write_json``
     each chunk's hellos come back as finished JSON lines, so no Python object is built per
     hello; otherwise ``sink`` gets one dict per hello, equal to ``HelloRecord.as_dict``.
+    ``store`` gets each chunk's hellos as one list of such dicts (beside either output).
     When ``path`` names the regular file ``stream`` reads (not compressed), Rust reads it
     itself, sparing a copy of every byte through Python.
     """
     native = native_module()
     if native is None:
         raise RuntimeError("the Rust engine (ja3svc._native) is not built in this install")
-    started = time.perf_counter()
-    opened = stream
-    stream, magic = read_magic(stream, name)  # gzip is read through in Python
-    run = native.PcapRun(name, dovecot_profile, write_json is not None, max_flows, idle_timeout)
-    if path is not None and stream is opened and os.path.isfile(path):
-        run.open_file(path)
-        while (found := run.feed_file()) is not None:
-            if found:
-                if write_json is not None:
-                    write_json(found)
-                elif sink is not None:
-                    for record in found:
+    with totals.timing():
+        opened = stream
+        stream, magic = read_magic(stream, name)  # gzip is read through in Python
+        json = write_json is not None
+        run = native.PcapRun(
+            name, dovecot_profile, json, max_flows, idle_timeout, store is not None
+        )
+
+        def deliver(found: Any) -> None:
+            text, records = (
+                (found if store is not None else (found, None)) if json else (None, found)
+            )
+            if text and write_json is not None:
+                write_json(text)
+            if records:
+                if sink is not None:
+                    for record in records:
                         sink(record)
-            if run.error is not None:
+                if store is not None:
+                    store(records)
+
+        if path is not None and stream is opened and os.path.isfile(path):
+            run.open_file(path)
+            while (found := run.feed_file()) is not None:
+                deliver(found)
+                if run.error is not None:
+                    break
+                if progress is not None:
+                    progress(run.bytes_read)
+            magic = b""  # the loop below only finishes the run (or reports its damage)
+        read1 = getattr(stream, "read1", None)
+        read: Callable[[int], bytes | None] = read1 if read1 is not None else stream.read
+        chunk: bytes | None = magic
+        bytes_read = None
+        while True:
+            deliver(run.feed(chunk) if chunk else run.finish())
+            error = run.error
+            if error is not None:
+                if error[0] == "not_a_capture":
+                    raise NotACaptureError(f"{name}: {error[1]}")
+                totals.damaged.append(str(CaptureDamagedError(name, error[1], error[2])))
+                if not run.format:  # the file header itself is cut short: nothing was read
+                    return
+                break
+            if not chunk:
                 break
             if progress is not None:
                 progress(run.bytes_read)
-        magic = b""  # the loop below only finishes the run (or reports its damage)
-    read1 = getattr(stream, "read1", None)
-    read: Callable[[int], bytes | None] = read1 if read1 is not None else stream.read
-    chunk: bytes | None = magic
-    bytes_read = None
-    while True:
-        found = run.feed(chunk) if chunk else run.finish()
-        if found:
-            if write_json is not None:
-                write_json(found)
-            elif sink is not None:
-                for record in found:
-                    sink(record)
-        error = run.error
-        if error is not None:
-            if error[0] == "not_a_capture":
-                raise NotACaptureError(f"{name}: {error[1]}")
-            totals.damaged.append(str(CaptureDamagedError(name, error[1], error[2])))
-            if not run.format:  # the file header itself is cut short: nothing was read
-                totals.seconds += time.perf_counter() - started
-                return
-            break
-        if not chunk:
-            break
-        if progress is not None:
-            progress(run.bytes_read)
-        try:
-            chunk = read(CHUNK_SIZE)
-        except CaptureDamagedError as exc:  # compressed input that breaks off
-            totals.damaged.append(str(exc))
-            if not run.format:
-                totals.seconds += time.perf_counter() - started
-                return
-            run.abandon()
-            bytes_read = exc.offset
-            break
-    totals.packets += run.packets_read
-    totals.bytes += run.bytes_read if bytes_read is None else bytes_read
-    totals.add_counts(run.counters(), run.flow_stats())
-    totals.seconds += time.perf_counter() - started
+            try:
+                chunk = read(CHUNK_SIZE)
+            except CaptureDamagedError as exc:  # compressed input that breaks off
+                totals.damaged.append(str(exc))
+                if not run.format:
+                    return
+                run.abandon()
+                bytes_read = exc.offset
+                break
+        bytes_read = run.bytes_read if bytes_read is None else bytes_read
+        totals.add_capture(run.packets_read, bytes_read, run.counters(), run.flow_stats())

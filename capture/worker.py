@@ -3,11 +3,12 @@
 Two threads, so that a slow or unreachable database never stalls packet reading (a stalled
 reader is what makes the kernel drop packets):
 
-- the capture thread (``run``) reads packets from the ``LiveSource``, feeds the same
-  ``FingerprintEngine`` that ``ja3svc pcap`` uses, puts every client hello into the in-memory
-  ``RecentConnections`` table (policy correlation in the same process, no IO) and hands every
-  sighting record to a bounded queue; when the queue is full the record is dropped and counted
-  (``userspace_drops``) rather than blocking;
+- the capture thread (``run``) reads from the ``LiveSource`` a ring block (or recv batch) at a
+  time, feeds it to the engine ``ja3svc pcap`` uses (``capture.live_engine``: the Rust one, a
+  whole block per call, or the Python reference where the extension is absent), puts every
+  client hello into the in-memory ``RecentConnections`` table (policy correlation in the same
+  process, no IO) and hands every sighting record to a bounded queue; when the queue is full
+  the record is dropped and counted (``userspace_drops``) rather than blocking;
 - the writer thread takes records from the queue into the batched ``SightingWriter`` and flushes
   at least every ``flush_interval_seconds`` (so the policy service of another host finds a
   sighting in the database within about a second), reads the kernel's drop counters and logs
@@ -27,18 +28,19 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ja3svc.capture.live_engine import LiveEngine, live_engine
 from ja3svc.capture.live_source import InterfaceStats, LiveSource, default_filter
 from ja3svc.capture.shared_connections import SharedConnections
 
 from ja3svc.connections import RecentConnections
 from ja3svc.dovecot import DEFAULT_PROFILE
-from ja3svc.engine import FingerprintEngine
-from ja3svc.flow_table import FlowTable
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy; the worker also runs without a database
     from ja3svc.config.settings import CaptureSettings, Settings
     from ja3svc.store.database import Database
     from ja3svc.store.sighting_writer import SightingWriter
+
+    from ja3svc.record import HelloRecord
 
 __all__ = ["CaptureWorker", "open_source"]
 
@@ -82,7 +84,7 @@ class CaptureWorker:
         *,
         writer: SightingWriter | None = None,
         recent: RecentConnections | None = None,
-        engine: FingerprintEngine | None = None,
+        engine: LiveEngine | None = None,
         dovecot_profile: str = DEFAULT_PROFILE,
         flush_interval: float = 1.0,
         metrics_log_interval: float = 60.0,
@@ -91,14 +93,13 @@ class CaptureWorker:
         self.source = source
         self.writer = writer
         self.recent = SharedConnections(recent if recent is not None else RecentConnections())
-        self.engine = engine or FingerprintEngine(dovecot_profile=dovecot_profile)
+        self.engine = engine or live_engine(dovecot_profile, 200_000, 300.0)
         self.dovecot_profile = self.engine.dovecot_profile
         self.flush_interval = flush_interval
         self.metrics_log_interval = metrics_log_interval
         self.started_at = time.time()
         self.userspace_drops = 0
         self.write_errors = 0
-        self.engine_errors = 0
         self.records = 0
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_max)
         self._capture_thread: threading.Thread | None = None
@@ -133,9 +134,8 @@ class CaptureWorker:
             source,
             writer=writer,
             recent=RecentConnections(c.recent_connections_max, c.correlation_window_seconds),
-            engine=FingerprintEngine(
-                FlowTable(c.max_flows, c.flow_idle_seconds),
-                dovecot_profile=settings.dovecot_openssl_profile,
+            engine=live_engine(
+                settings.dovecot_openssl_profile, c.max_flows, c.flow_idle_seconds
             ),
             flush_interval=c.flush_interval_seconds,
             metrics_log_interval=c.metrics_log_seconds,
@@ -192,6 +192,9 @@ class CaptureWorker:
     def _finish(self) -> None:
         self._stopping.set()
         self.source.stop()
+        # Before the writer's stop mark: whatever the engine still completes must be stored.
+        for record in self.engine.finish():
+            self._take(record)
         try:
             # A full queue must not block shutdown: the writer drains it, and waits get bounded.
             self._queue.put(_STOP, timeout=10.0)
@@ -199,33 +202,38 @@ class CaptureWorker:
             log.error("writer queue stuck; %d sightings not stored", self._queue.qsize())
         if self._writer_thread is not None:
             self._writer_thread.join(30.0)
-        self.engine.finish()
         self._log_metrics("capture stopped")
         self.source.close()
 
     # --- capture thread ------------------------------------------------------------------------
 
+    @property
+    def engine_errors(self) -> int:
+        return self.engine.errors
+
     def _capture_loop(self) -> None:
-        feed = self.engine.feed_frame
-        put_recent = self.recent.put
-        enqueue = self._queue.put_nowait
-        for ts, linktype, frame, wire_length in self.source.packets():
+        feed = self.engine.feed
+        take = self._take
+        for batch in self.source.batches():
             try:
-                found = feed(ts, linktype, frame, wire_length)
-                if not found:
-                    continue
-                for record in found:
-                    self.records += 1
-                    put_recent(record)  # client hellos only: the table ignores the others
-                    try:
-                        enqueue(record)
-                    except queue.Full:
-                        self.userspace_drops += 1
+                found = feed(batch)
             except Exception:
-                # One odd packet must not end days of capture; the count shows it happened.
-                self.engine_errors += 1
-                if self.engine_errors <= 10:
-                    log.exception("error fingerprinting a packet (counted, capture continues)")
+                # The engines count a bad packet themselves; this is anything else (a bug):
+                # counted, and the capture goes on with the next block.
+                self.engine.errors += 1
+                if self.engine.errors <= 10:
+                    log.exception("error fingerprinting packets (counted, capture continues)")
+                continue
+            for record in found:
+                take(record)
+
+    def _take(self, record: HelloRecord) -> None:
+        self.records += 1
+        self.recent.put(record)  # client hellos only: the table ignores the others
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.userspace_drops += 1
 
     # --- writer thread -------------------------------------------------------------------------
 
@@ -294,8 +302,7 @@ class CaptureWorker:
     def metrics(self) -> dict[str, int | float]:
         """Counters as a flat dict of numbers (cheap; safe from any thread)."""
         ifaces = self.source.read_kernel_stats()
-        flows = self.engine.flows
-        es = self.engine.stats
+        figures = self.engine.figures()
         out: dict[str, int | float] = {
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "packets": sum(s.packets for s in ifaces),
@@ -306,14 +313,14 @@ class CaptureWorker:
             "kernel_ring_freezes": sum(s.kernel_freezes for s in ifaces),
             "ring_interfaces": sum(s.mode == "ring" for s in ifaces),
             "userspace_drops": self.userspace_drops,
-            "hellos": es.get("hellos.client", 0),
-            "server_hellos": es.get("hellos.server", 0),
-            "tcp_gaps": es.get("skipped.tcp_gap", 0),
+            "hellos": figures["hellos"],
+            "server_hellos": figures["server_hellos"],
+            "tcp_gaps": figures["tcp_gaps"],
             "engine_errors": self.engine_errors,
-            "flows": flows.stats.flows,
-            "flows_active": len(flows),
-            "flows_evicted": flows.stats.evicted_full,
-            "flows_expired": flows.stats.expired_idle,
+            "flows": figures["flows"],
+            "flows_active": figures["flows_active"],
+            "flows_evicted": figures["flows_evicted"],
+            "flows_expired": figures["flows_expired"],
             "write_queue": self._queue.qsize(),
             "write_errors": self.write_errors,
         }

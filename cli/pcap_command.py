@@ -36,6 +36,7 @@ from ja3svc.record import HelloRecord
 
 if TYPE_CHECKING:
     from ja3svc.config.settings import Settings
+    from ja3svc.store.sighting_writer import SightingWriter
 
 # The output object of one hello: HelloRecord.as_dict() with the file and frame it came from.
 OutputRow = dict[str, Any]
@@ -144,9 +145,7 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     emit, finish = _output(args.format, args.summary, out)
     # The default output on the Rust engine: Rust writes the JSON lines itself.
-    native_json = (
-        engine == "native" and args.format == "json" and not args.summary and not args.store
-    )
+    native_json = engine == "native" and args.format == "json" and not args.summary
     line_buffered = out.isatty()
 
     def write_json(text: str) -> None:
@@ -170,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
             status = EXIT_USAGE
             continue
         label = "<stdin>" if name == "-" else name
-        store_add = None if store is None else store.writer_for(label)
+        writer = None if store is None else store.writer_for(label)
+        store_add = None if writer is None else writer.add
 
         def sink(
             s: HelloRecord,
@@ -182,14 +182,6 @@ def run(args: argparse.Namespace) -> int:
             if store_add is not None:
                 store_add(s)
 
-        def native_sink(
-            d: OutputRow, store_add: Callable[[HelloRecord], None] | None = store_add
-        ) -> None:
-            # The Rust engine hands over the output object; the store takes the typed record.
-            emit(d)
-            if store_add is not None:
-                store_add(HelloRecord.from_dict(d))
-
         progress = _progress_bar(stream, label) if not args.no_progress else None
         damaged_before = len(totals.damaged)
         try:
@@ -199,7 +191,9 @@ def run(args: argparse.Namespace) -> int:
                 fingerprint_stream_native(
                     stream, label, totals, profile,
                     write_json=write_json if native_json else None,
-                    sink=None if native_json else native_sink,
+                    sink=None if native_json else emit,
+                    # The Rust engine's records go to the store as they are, a list at a time.
+                    store=None if writer is None else writer.add_dicts,
                     progress=progress, path=None if name == "-" else name,
                 )  # fmt: skip
         except NotACaptureError as exc:
@@ -412,6 +406,11 @@ def _print_totals(t: RunTotals, err: TextIO) -> None:
 # --- optional database sink -------------------------------------------------------------
 
 
+# Sightings per transaction for `pcap --store`: commits (each one a disk flush) stop
+# mattering, and a batch still takes only a few MB while it waits for the database.
+PCAP_STORE_BATCH = 10_000
+
+
 class _StoreRefused(Exception):
     """``--store`` cannot work: the message is the one line the user sees."""
 
@@ -447,18 +446,19 @@ class _Store:
         self.sensor = args.sensor
         self.writers: list[Any] = []
 
-    def writer_for(self, label: str) -> Callable[[HelloRecord], None]:
+    def writer_for(self, label: str) -> SightingWriter:
         """What stores the hellos of one input (its own writer: the sensor names the file)."""
         from ja3svc.store.sighting_writer import SightingWriter
 
         writer = SightingWriter(
             self.db,
             sensor=self.sensor or f"file:{os.path.basename(label)}",
-            batch_size=self.settings.store.batch_size,
+            # Offline, nothing waits for a sighting: big batches, one transaction each.
+            batch_size=max(self.settings.store.batch_size, PCAP_STORE_BATCH),
             spool_dir=self.settings.resolved_spool_dir(),
         )
         self.writers.append(writer)
-        return writer.add
+        return writer
 
     def close(self) -> None:
         for writer in self.writers:

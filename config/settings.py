@@ -93,6 +93,14 @@ class PolicySettings(BaseModel):
     reputation_window_seconds: int = Field(default=3600, ge=1)
     reputation_tarpit_accounts: int = Field(default=5, ge=0)  # 0 disables
     reputation_reject_accounts: int = Field(default=20, ge=0)  # 0 disables
+    # Reputation is scoped by remote network (README, "Reputation model"): the prefix lengths
+    # of one network, and what it takes for failures to count on every network: that many
+    # distinct networks, and more failed existing accounts than this many times the accounts
+    # that logged in successfully with the fingerprint in the window.
+    reputation_ipv4_prefix: int = Field(default=24, ge=8, le=32)
+    reputation_ipv6_prefix: int = Field(default=56, ge=16, le=128)
+    reputation_min_networks: int = Field(default=3, ge=1)
+    reputation_success_ratio: float = Field(default=1.0, ge=0.0)
     log_only: bool = False
     reject_message: str = "Login refused by policy."
     # Database unreachable and the label cache cannot answer: proceed (True) or reject.

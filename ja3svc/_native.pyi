@@ -10,7 +10,8 @@ class PcapRun:
 
     With ``json=True`` every call returns the JSON lines (each ending in a newline) of the
     hellos the bytes completed, exactly as ``ja3svc pcap`` prints them; with ``json=False`` a
-    list of dicts ``{"file": label, "frame": n, **HelloSighting.as_dict(dovecot_profile)}``.
+    list of dicts ``{"file": label, "frame": n, **HelloSighting.as_dict(dovecot_profile)}``;
+    with ``json=True, records=True`` the pair (JSON text, list of dicts).
     The GIL is released while the engine works.
     """
 
@@ -21,6 +22,7 @@ class PcapRun:
         json: bool,
         max_flows: int = 200_000,
         idle_timeout: float = 300.0,
+        records: bool = False,
     ) -> None: ...
     def feed(self, chunk: bytes) -> Any: ...
     def finish(self) -> Any: ...
@@ -37,3 +39,23 @@ class PcapRun:
     def bytes_read(self) -> int: ...
     def counters(self) -> dict[str, int]: ...
     def flow_stats(self) -> dict[str, int]: ...
+
+class LiveRun:
+    """One live capture through one Rust engine, fed a whole TPACKET_V3 ring block per call
+    (or, on the recv path, a list of packets); hellos come back as dicts shaped like
+    ``PcapRun``'s (``file`` is "live"). The GIL is released while the engine works."""
+
+    def __init__(
+        self, dovecot_profile: str, max_flows: int = 200_000, idle_timeout: float = 300.0
+    ) -> None: ...
+    def feed_block(
+        self, block: bytes, linktype: int
+    ) -> tuple[list[dict[str, Any]], int, int, int, bool]:
+        """(hellos, packets, wire bytes, truncated packets, block malformed)."""
+    def feed_packets(
+        self, packets: list[tuple[float, int, bytes, int]]
+    ) -> list[dict[str, Any]]: ...
+    def finish(self) -> list[dict[str, Any]]: ...
+    def counters(self) -> dict[str, int]: ...
+    def flow_stats(self) -> dict[str, int]:
+        """flows, evicted_full, expired_idle, closed, and active (flows in the table now)."""

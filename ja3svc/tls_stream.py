@@ -7,10 +7,15 @@ reports a problem and stops looking at that direction.
 States and what moves between them:
 
     DETECT   start of stream, or plaintext (STARTTLS): a TLS handshake record header must start
-             the stream (possibly after one plaintext warning alert) or start a chunk / follow a
-             newline in plaintext -> HEADER; TLS records of another type at the start (capture
-             began mid-connection) -> DONE; too much
-             plaintext without a hello -> DONE.
+             the stream (possibly after one plaintext warning alert), or in plaintext follow a
+             newline, or start a chunk that does not continue a line of text (after a binary
+             prologue such as SOCKS, or XMPP's <proceed/>) -> HEADER; TLS records of another
+             type or an SSLv2 hello at the start (capture began mid-connection) -> DONE; too
+             much plaintext without a hello -> DONE. The stream's start is judged once its
+             first record header is whole (5 bytes; 6 to see a handshake type, 12 after a
+             possible warning alert), however small the first segments are; a segment of a
+             text protocol that starts with 16 03 inside a line (an argument of a command
+             before STARTTLS) is plaintext.
     HEADER   expecting a 5-byte record header (kept across chunks) -> BODY; an invalid header
              -> DONE with problem "bad_record_header"; application data (23) -> DONE, because
              everything after it is encrypted.
@@ -89,11 +94,33 @@ def _is_sslv2_client_hello(data: bytes) -> bool:
     )
 
 
+_RUN_EMPTY, _RUN_TEXT, _RUN_BINARY = range(3)
+# Bytes of a line of text: printable ASCII, tab and CR. (Bytes >= 0x80 count as binary: a
+# binary prologue such as a SOCKS reply can hold a 0x0a followed by only such bytes.)
+_TEXT_BYTES = bytes([9, 13, *range(0x20, 0x7F)])
+
+
+def _text_run_after(run: int, data: bytes, pos: int) -> int:
+    """What the bytes since the last line break are after plaintext ``data[pos:]``: nothing,
+    text (a text protocol's line in progress: a segment boundary there is no place for a
+    hello), or binary (a binary prologue such as SOCKS, which may end at a segment boundary).
+
+    A line breaks at "\n", and at ">" for XMPP, whose <proceed/> ends without one.
+    """
+    brk = max(data.rfind(b"\n", pos), data.rfind(b">", pos))
+    if brk >= 0:
+        run, pos = _RUN_EMPTY, brk + 1
+    if pos == len(data) or run == _RUN_BINARY:
+        return run
+    return _RUN_BINARY if data[pos:].translate(None, _TEXT_BYTES) else _RUN_TEXT
+
+
 class TlsStreamParser:
     """TLS record and handshake reassembly for one direction of one TCP stream."""
 
     __slots__ = (
         "_after_ccs",
+        "_at_start",
         "_hs_buf",
         "_hs_skip",
         "_msg_starts_record",
@@ -102,6 +129,7 @@ class TlsStreamParser:
         "_record_left",
         "_record_length",
         "_record_type",
+        "_text_run",
         "hellos",
         "started",
         "state",
@@ -110,6 +138,10 @@ class TlsStreamParser:
     def __init__(self) -> None:
         self.state = DETECT
         self.started = False  # any byte seen yet
+        self._at_start = True  # the stream's first bytes not judged yet (TLS, plaintext, ...)
+        # In plaintext: what the bytes since the last line break are (_RUN_EMPTY, _RUN_TEXT,
+        # _RUN_BINARY).
+        self._text_run = _RUN_EMPTY
         self.hellos = 0
         self._pending = b""  # an incomplete record header (HEADER) or stream start (DETECT)
         self._record_type = 0
@@ -163,42 +195,29 @@ class TlsStreamParser:
     def _detect(self, data: bytes, pos: int) -> int:
         """Find where TLS starts in this chunk; return its offset, or -1 to wait for more."""
         end = len(data)
-        at_stream_start = not self.started
         self.started = True
+        if self._at_start:
+            return self._detect_start(data)
         if (
-            end - pos < 6
+            self._text_run != _RUN_TEXT
+            and end - pos < 6
             and data[pos] == CONTENT_HANDSHAKE
             and self._plaintext_seen < MAX_PLAINTEXT
         ):
-            # A record header split before its sixth byte (or the 5-byte header alone): decide
-            # once the first handshake byte is here; the pending bytes count as plaintext so a
-            # stream of tiny 0x16 chunks cannot keep this forever.
+            # A record header split before its sixth byte: decide once the first handshake
+            # byte is here; the pending bytes count as plaintext so a stream of tiny 0x16 chunks
+            # cannot keep this forever.
             self._pending = data[pos:]
             self._plaintext_seen += end - pos
             return -1
-        if _is_handshake_header(data, pos):
+        if self._text_run != _RUN_TEXT and _is_handshake_header(data, pos):
+            # A chunk that starts a line, or follows a binary prologue (a SOCKS reply, a
+            # PostgreSQL SSLRequest, ...) after which the client starts TLS with a new write.
             self.state = HEADER
             return pos
-        if at_stream_start and pos == 0:
-            if _may_be_plain_warning_alert(data):
-                # A server that does not know the SNI name may send a warning alert
-                # (unrecognized_name) before its ServerHello: the hello follows in the next
-                # record. Decide once that record's header is here (the alert may be a segment
-                # of its own); anything else after the alert is a session under way.
-                if end < 12:
-                    self.started = False
-                    self._pending = data
-                    return -1
-                if _is_handshake_header(data, 7):
-                    self.state = HEADER
-                    return 0
-            if end > 1 and data[0] in _TLS_MIDSTREAM_TYPES and data[1] == 3:
-                self.state = DONE  # joined an established TLS connection; no hello to come
-                return end
-            if _is_sslv2_client_hello(data):
-                self.state = DONE
-                return end
-        # Plaintext: a STARTTLS hello starts right after the server's line that ended in "\n".
+        # Plaintext: a STARTTLS hello starts right after the line (the client's command, the
+        # server's answer) that ended in "\n". Inside a line of text it is never a hello,
+        # wherever a segment happens to end.
         i = data.find(b"\x16\x03", pos + 1)
         while i != -1:
             if data[i - 1] == 0x0A and end - i >= 5 and _is_handshake_header(data, i):
@@ -216,11 +235,47 @@ class TlsStreamParser:
             ):
                 self._pending = data[t:]
                 self._plaintext_seen += t - pos
+                self._text_run = _RUN_EMPTY
                 return -1
+        self._text_run = _text_run_after(self._text_run, data, pos)
         self._plaintext_seen += end - pos
         if self._plaintext_seen > MAX_PLAINTEXT:
             self.state = DONE
         return end
+
+    def _detect_start(self, data: bytes) -> int:
+        """Judge the stream's first bytes (``data`` holds all of them so far), once there are
+        enough of them whatever the segment sizes; return 0 to go on reading them, -1 to wait,
+        or the end of ``data`` when the direction is done."""
+        end = len(data)
+        if data[0] == CONTENT_HANDSHAKE:
+            needed = 6  # the record header and the handshake type
+        elif _may_be_plain_warning_alert(data):
+            needed = 12  # the alert record and the next record's header and handshake type
+        else:
+            needed = 5  # a record header, or the start of an SSLv2 hello
+        if end < needed:
+            self._pending = data
+            return -1
+        self._at_start = False
+        if _is_handshake_header(data, 0):
+            self.state = HEADER
+            return 0
+        if _may_be_plain_warning_alert(data) and _is_handshake_header(data, 7):
+            # A server that does not know the SNI name may send a warning alert
+            # (unrecognized_name) before its ServerHello: the hello follows in the next record.
+            self.state = HEADER
+            return 0
+        if (
+            data[0] in _TLS_MIDSTREAM_TYPES and data[1] == 3 and data[2] <= 4
+        ) or _is_sslv2_client_hello(data):
+            # Joined an established TLS connection (or an SSLv2-framed hello, which has nothing
+            # to fingerprint): no hello to come in this direction.
+            self.state = DONE
+            return end
+        # Plaintext (a STARTTLS protocol's greeting or first command, or anything else), which
+        # _detect reads from here on.
+        return 0
 
     def _header(self, data: bytes, pos: int, out: list[StreamItem]) -> int:
         ctype = data[pos]

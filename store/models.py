@@ -229,6 +229,10 @@ class AuthFailure(Base):
     kind: Mapped[str] = mapped_column(String(16))
     value: Mapped[str] = mapped_column(String(_HASH))
     username: Mapped[str] = mapped_column(String(_USERNAME))
+    # The remote address's network as CIDR text (ja3svc.policy.network_of) and Dovecot 2.4's
+    # fail_type ("credentials", "account", ...); NULL when unknown (Dovecot 2.3, older rows).
+    network: Mapped[str | None] = mapped_column(String(50))
+    fail_type: Mapped[str | None] = mapped_column(String(16))
 
 
 class Decision(Base):

@@ -41,9 +41,12 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    and_,
     bindparam,
+    case,
     delete,
     func,
+    literal_column,
     or_,
     select,
 )
@@ -51,7 +54,14 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
-from ja3svc.policy.facts import LabelFact, Reputation, UserHistory, dovecot_hash_history
+from ja3svc.policy.facts import (
+    NETWORK_ONLY_FAIL_TYPES,
+    UNCOUNTED_FAIL_TYPES,
+    LabelFact,
+    Reputation,
+    UserHistory,
+    dovecot_hash_history,
+)
 from ja3svc.vocabulary import FingerprintKey as Ref
 from ja3svc.vocabulary import check_label
 
@@ -62,6 +72,11 @@ T = TypeVar("T")
 # value: two per audit row. An adapter for None is found first and changes nothing (None still
 # binds as NULL); it is module-wide, and so harmless for every other user of sqlite3.
 sqlite3.register_adapter(type(None), lambda value: value)
+
+
+# One failed login to record: (ts, username, fingerprint, remote network or "", Dovecot's
+# fail_type or "").
+Failure = tuple[float, str, Ref, str, str]
 
 
 class StoreBusy(Exception):
@@ -234,24 +249,35 @@ class PolicyStore:
         when no capture saw such a hello). At most ``EQUIVALENT_HELLOS`` hellos."""
         return self._backend.read(lambda run: _equivalents(run, dovecot_hash))
 
-    def reputation(self, refs: Sequence[Ref], window: int, now: float) -> Reputation:
-        return self._backend.read(lambda run: _reputation(run, refs, window, now))
+    def reputation(
+        self, refs: Sequence[Ref], network: str, window: int, now: float, min_accounts: int = 1
+    ) -> Reputation:
+        return self._backend.read(
+            lambda run: _reputation(run, refs, network, window, now, min_accounts)
+        )
 
     def allow_facts(
         self,
         label_refs: Sequence[Ref],
         username: str | None,
         identity_refs: Sequence[Ref],
+        network: str,
         window: int,
         now: float,
+        min_accounts: int = 1,
     ) -> AllowFacts:
         """Labels of ``label_refs``, the history of ``username`` (None: not needed) and the
-        reputation of ``identity_refs`` (empty: not needed), in one read transaction."""
+        reputation of ``identity_refs`` (empty: not needed) seen from ``network``, in one read
+        transaction (``min_accounts``: see ``_reputation``)."""
 
         def work(run: _Run) -> AllowFacts:
             labels = _labels(run, label_refs) if label_refs else {}
             history = _history(run, username) if username else None
-            rep = _reputation(run, identity_refs, window, now) if identity_refs else None
+            rep = (
+                _reputation(run, identity_refs, network, window, now, min_accounts)
+                if identity_refs
+                else None
+            )
             return AllowFacts(labels, history, rep)
 
         return self._backend.read(work)
@@ -288,7 +314,7 @@ class PolicyStore:
     def write_batch(
         self,
         successes: Sequence[tuple[float, str, Ref]],
-        failures: Sequence[tuple[float, str, Ref]],
+        failures: Sequence[Failure],
         decisions: Sequence[DecisionRecord],
         wait: bool = True,
     ) -> None:
@@ -438,9 +464,12 @@ class PolicyStore:
             s.execute(select(1))
 
 
-def reputation_in(session: Session, refs: Sequence[Ref], window: int, now: float) -> Reputation:
-    """The reputation the verdict path computes for ``refs``, read in ``session``."""
-    return _reputation(_CoreRun(session), refs, window, now)
+def reputation_in(
+    session: Session, refs: Sequence[Ref], window: int, now: float, network: str = ""
+) -> Reputation:
+    """The reputation the verdict path computes for ``refs`` (from ``network``; "": the counts
+    that do not depend on it), read in ``session``, successful accounts always counted."""
+    return _reputation(_CoreRun(session), refs, network, window, now, 0)
 
 
 def _merge_successes(
@@ -534,10 +563,41 @@ _EQUIVALENTS = _Query(
 )
 
 
+_A = AuthFailure
+# Failure types that count nowhere, and that count on their own network only (see
+# ja3svc.policy.facts). NULL: no type given (Dovecot 2.3, rows from before revision 0005).
+# The types are SQL literals, not binds: every statement's binds are p0..pN (see _Query).
+def _not_of(types: tuple[str, ...]) -> Any:
+    quoted = [literal_column("'" + t.replace("'", "''") + "'") for t in types]
+    return or_(_A.fail_type.is_(None), _A.fail_type.not_in(quoted))
+
+
+_COUNTED_ON_NETWORK = _not_of(UNCOUNTED_FAIL_TYPES)
+_COUNTED_EVERYWHERE = _not_of(UNCOUNTED_FAIL_TYPES + NETWORK_ONLY_FAIL_TYPES)
+
+
 @functools.lru_cache(maxsize=32)
 def _reputation_query(n: int) -> _Query:
-    stmt = select(func.count(func.distinct(AuthFailure.username)), func.count()).where(
-        _pairs(AuthFailure.kind, AuthFailure.value, n), AuthFailure.ts >= _p(2 * n)
+    """Failures with any of ``n`` refs since p(2n), counted per scope for network p(2n+1)."""
+    distinct = func.count(func.distinct(_A.username))
+    stmt = select(
+        distinct,
+        func.count(),
+        func.count(func.distinct(
+            case((and_(_A.network == _p(2 * n + 1), _COUNTED_ON_NETWORK), _A.username))
+        )),
+        func.count(func.distinct(case((_COUNTED_EVERYWHERE, _A.username)))),
+        func.count(func.distinct(case((_COUNTED_EVERYWHERE, _A.network)))),
+    ).where(_pairs(_A.kind, _A.value, n), _A.ts >= _p(2 * n))  # fmt: skip
+    return _Query(stmt, 2 * n + 2)
+
+
+@functools.lru_cache(maxsize=32)
+def _succeeded_query(n: int) -> _Query:
+    """Distinct accounts with a successful login with any of ``n`` refs since p(2n)."""
+    stmt = select(func.count(func.distinct(UserFingerprint.username))).where(
+        _pairs(UserFingerprint.kind, UserFingerprint.value, n),
+        UserFingerprint.last_seen >= _p(2 * n),
     )
     return _Query(stmt, 2 * n + 1)
 
@@ -578,13 +638,27 @@ def _equivalents(run: _Run, dovecot_hash: str) -> tuple[Ref, ...]:
     return tuple(refs)
 
 
-def _reputation(run: _Run, refs: Sequence[Ref], window: int, now: float) -> Reputation:
+def _reputation(
+    run: _Run, refs: Sequence[Ref], network: str, window: int, now: float, min_accounts: int
+) -> Reputation:
+    """The counts of ``Reputation`` for ``refs`` as seen from ``network``. Successful accounts
+    are counted only when ``min_accounts`` (the lowest threshold that applies) or more failed
+    accounts count everywhere: below that no verdict depends on them, and a popular
+    fingerprint's accounts are the longest count of the three."""
     if not refs:
-        return Reputation(window_seconds=window)
+        return Reputation(window_seconds=window, network=network)
     params: list[object] = [x for ref in refs for x in ref]
     params.append(now - window)
-    accounts, failures = run.rows(_reputation_query(len(refs)), params)[0]
-    return Reputation(int(accounts), int(failures), window)
+    accounts, failures, on_network, counted, networks = run.rows(
+        _reputation_query(len(refs)), [*params, network]
+    )[0]
+    succeeded = 0
+    if counted and counted >= min_accounts:
+        succeeded = run.rows(_succeeded_query(len(refs)), params)[0][0]
+    return Reputation(
+        int(accounts), int(failures), window, network, int(on_network), int(counted),
+        int(networks), int(succeeded),
+    )  # fmt: skip
 
 
 # The columns each write fills, in the order of the tuples ``_write`` builds.
@@ -593,7 +667,7 @@ _WRITES: dict[str, tuple[Any, tuple[str, ...]]] = {
         UserFingerprint,
         ("username", "kind", "value", "first_seen", "last_seen", "successes"),
     ),
-    "auth_failures": (AuthFailure, ("ts", "kind", "value", "username")),
+    "auth_failures": (AuthFailure, ("ts", "kind", "value", "username", "network", "fail_type")),
     "decisions": (
         Decision,
         (
@@ -641,7 +715,7 @@ def _write(
     run: _Run,
     dialect: str,
     merged: dict[tuple[str, str, str], tuple[float, float, int]],
-    failures: Sequence[tuple[float, str, Ref]],
+    failures: Sequence[Failure],
     decisions: Sequence[DecisionRecord],
 ) -> None:
     # Keys are unique within each list (successes are merged): an upsert touching one row
@@ -650,7 +724,7 @@ def _write(
         rows = [(u, k, v, f, la, n) for (u, k, v), (f, la, n) in merged.items()]
         run.insert_rows(_insert_query(dialect, "user_fingerprints"), rows)
     if failures:
-        rows = [(ts, k, v, u) for ts, u, (k, v) in failures]
+        rows = [(ts, k, v, u, net or None, ft or None) for ts, u, (k, v), net, ft in failures]
         run.insert_rows(_insert_query(dialect, "auth_failures"), rows)
     if decisions:
         rows = [_decision_tuple(d) for d in decisions]

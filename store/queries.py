@@ -477,5 +477,11 @@ def lookup(
             "window_seconds": window,
             "distinct_accounts": rep.distinct_failed_accounts,
             "failures": rep.failures,
+            # The scope "everywhere" of the reputation rules (ja3svc.policy.engine): failed
+            # accounts that exist, the networks they failed from, and the accounts that logged
+            # in successfully with the fingerprint in the window.
+            "counted_accounts": rep.counted_failed_accounts,
+            "networks": rep.failed_networks,
+            "succeeded_accounts": rep.succeeded_accounts,
         },
     }

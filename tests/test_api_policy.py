@@ -398,7 +398,7 @@ def test_writer_drops_and_counts_when_full(tmp_path):
     dropped: list[int] = []
     writer = BatchWriter(PolicyStore.from_database(db), on_drop=dropped.append, max_queue=3)
     for i in range(5):  # not started: nothing drains, the bound applies
-        writer.failure((1.0, f"u{i}", ("ja3", H)))
+        writer.failure((1.0, f"u{i}", ("ja3", H), "192.0.2.0/24", "credentials"))
     assert dropped == [1, 1]
     assert writer.flush(1.0)  # without a thread the queue is written inline
     assert PolicyStore.from_database(db).stats()["auth_failures"] == 3
@@ -412,7 +412,7 @@ def test_large_write_batch_spans_several_statements(database):
 
     store = PolicyStore.from_database(database)
     successes = [(1000.0 + i, f"u{i % 150}", ("ja3_dovecot", H)) for i in range(450)]
-    failures = [(2000.0 + i, f"f{i}", ("ja3", H)) for i in range(301)]
+    failures = [(2000.0 + i, f"f{i}", ("ja3", H), "192.0.2.0/24", "") for i in range(301)]
     decisions = [
         DecisionRecord(
             3000.0 + i,
@@ -510,7 +510,7 @@ def test_long_lived_caches_hold_nothing_the_collector_must_walk():
     labels.store({("ja3", H): (label,), ("ja3_dovecot", H): ()})
     known = UserHistory(frozenset({FingerprintRef("ja3", H)}), 4)
     history.put("ivan", known)
-    reputation.put((("ja3", H),), Reputation(3, 7, 3600))
+    reputation.put((("ja3", H),), "", Reputation(3, 7, 3600))
     # A tuple is untracked once its items are: a nested entry may need a pass per level.
     for _ in range(4):
         gc.collect()
@@ -613,7 +613,7 @@ def test_inline_writer_writes_a_full_batch_once_without_a_tick_per_request():
         loop.call_soon = counting  # type: ignore[method-assign]
         try:
             for i in range(35):  # no await in between: the loop cannot run a tick
-                writer.failure((1.0, f"u{i}", ("ja3", H)))
+                writer.failure((1.0, f"u{i}", ("ja3", H), "192.0.2.0/24", "credentials"))
         finally:
             loop.call_soon = real  # type: ignore[method-assign]
         await asyncio.sleep(0)

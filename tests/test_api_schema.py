@@ -13,7 +13,6 @@ says by a pattern that text fields refuse it.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -21,35 +20,20 @@ from pathlib import Path
 
 import pytest
 
-from testbed.processes import free_port, stop, wait_port
+from testbed.processes import stop
 from tests.conftest import BACKENDS
 from tests.support.api import ADMIN, API_KEY
+from tests.support.cli import serve_process
 from tests.support.database import fresh_pg_database
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _serve(tmp_path: Path, database_url: str) -> tuple[subprocess.Popen[bytes], int, Path]:
-    port = free_port()
     conf = tmp_path / "serve.toml"
     conf.write_text(
         f'database_url = "{database_url}"\n[store]\nauto_upgrade = true\n'
         f'[policy]\napi_keys = ["{API_KEY}"]\nadmin_token = "{ADMIN}"\n'
     )
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ja3svc.cli.main", "serve", "--port", str(port),
-             "--config", str(conf), "--log-level", "warning"],
-            cwd=ROOT, env={**os.environ, "JA3SVC_DATA_DIR": str(tmp_path)},
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        wait_port(port, proc)
-    except (RuntimeError, TimeoutError):
-        stop(proc)
-        raise AssertionError(log.read_text()[-3000:]) from None
-    return proc, port, log
+    return serve_process(tmp_path, conf)
 
 
 def _schemathesis(port: int, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

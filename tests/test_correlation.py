@@ -19,29 +19,14 @@ from ja3svc.store.sighting_writer import SightingWriter
 from ja3svc.connections import RecentConnections
 from ja3svc.policy import ConnectionPeer, FingerprintRef
 from ja3svc.record import HelloRecord
-
-T0 = 1_700_000_000.0
-
-
-def _hello(src: str, sport: int, ts: float, index: int = 1, ja3_hash: str = "a" * 32):
-    return HelloRecord.from_dict({
-        "ts": ts,
-        "src": src,
-        "sport": sport,
-        "dst": "192.0.2.10",
-        "dport": 993,
-        "hello": "client",
-        "index": index,
-        "ja3_hash": ja3_hash,
-    })
-
+from tests.support.hellos import T0, client_hello
 
 # --- the table shared with a capture thread, and waited on by the async lookup ------------------
 
 
 def test_lookup_returns_as_soon_as_the_hello_arrives():
     table = SharedConnections(RecentConnections())
-    timer = threading.Timer(0.2, table.put, args=(_hello("198.51.100.7", 50000, T0),))
+    timer = threading.Timer(0.2, table.put, args=(client_hello("198.51.100.7", 50000, T0),))
     timer.start()
     try:
         started = time.monotonic()
@@ -62,7 +47,7 @@ def test_concurrent_puts_and_lookups():
     def writer(base: int) -> None:
         try:
             for i in range(2000):
-                table.put(_hello("198.51.100.7", base + i % 700, T0 + i, 1))
+                table.put(client_hello("198.51.100.7", base + i % 700, T0 + i, 1))
         except BaseException as exc:
             errors.append(exc)
 

@@ -16,6 +16,7 @@ Needs root and `ip netns`; skipped otherwise, with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
@@ -34,12 +35,16 @@ from typing import Any
 
 import pytest
 from ja3svc.capture import live_source
+from ja3svc.capture.live_engine import LiveEngine, NativeLiveEngine, PythonLiveEngine
 from ja3svc.capture.live_source import LiveSource, default_filter
+from ja3svc.capture.pcap_run import native_module
 from ja3svc.capture.worker import CaptureWorker
 from ja3svc.store.correlation import ConnectionFingerprints, find_client_hello
 from ja3svc.store.sighting_writer import WriterStats
 
 from ja3svc.connections import RecentConnections
+from ja3svc.dovecot import DEFAULT_PROFILE
+from ja3svc.engine import FingerprintEngine
 from ja3svc.record import HelloRecord
 from testbed.netns import (
     VethPair,
@@ -223,11 +228,24 @@ class Session:
     stop_seconds: float = 0.0
 
 
-@pytest.fixture(scope="module", params=["ring", "recv"])
+def _engine(name: str) -> LiveEngine:
+    if name == "native":
+        assert native_module() is not None, "ja3svc._native is not built: pip install -e ."
+        return NativeLiveEngine(DEFAULT_PROFILE, 200_000, 300.0)
+    return PythonLiveEngine(FingerprintEngine(dovecot_profile=DEFAULT_PROFILE))
+
+
+# How the interface is read x which engine: the Rust engine takes whole ring blocks (or recv
+# batches) in one call each, the Python reference one packet at a time.
+@pytest.fixture(
+    scope="module",
+    params=[("ring", "native"), ("recv", "native"), ("ring", "python"), ("recv", "python")],
+    ids=lambda p: "-".join(p),
+)
 def session(
     request: pytest.FixtureRequest, lab: VethPair, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Session]:
-    mode: str = request.param
+    mode, engine_name = request.param
     pcap = tmp_path_factory.mktemp("live") / "oracle.pcap"
     net = lab
     source = open_source_in(
@@ -240,7 +258,11 @@ def session(
     assert source.modes[net.client.ifname].split()[0] == mode, source.modes
     writer = ListWriter()
     worker = CaptureWorker(
-        source, writer=writer, recent=RecentConnections(1000, 300), flush_interval=0.2
+        source,
+        writer=writer,
+        recent=RecentConnections(1000, 300),
+        engine=_engine(engine_name),
+        flush_interval=0.2,
     )
     ports: dict[int, int] = {}
     worker.start()
@@ -435,6 +457,35 @@ def test_several_interfaces_each_with_a_ring(lab: VethPair):
 # --- the command: privilege drop, database, signals, errors ------------------------------------
 
 
+@dataclass
+class CommandRun:
+    proc: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)  # its stderr, as it comes
+    returncode: int | None = None
+
+
+@contextlib.contextmanager
+def capture_command(lab: VethPair, argv: list[str], data_dir: Path) -> Iterator[CommandRun]:
+    """``argv`` (a ``ja3svc capture``) in the client namespace with ``data_dir`` as its data
+    directory, past its "capture started" line. On exit SIGTERM, on which the command flushes
+    and exits 0; its exit status is kept in ``returncode``."""
+    env = {**os.environ, "JA3SVC_DATA_DIR": str(data_dir)}
+    proc = lab.client.popen(
+        argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    )
+    run = CommandRun(proc)
+    reader = threading.Thread(target=lambda: run.lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        assert wait_until(lambda: any("capture started" in x for x in run.lines), 30), run.lines
+        yield run
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        run.returncode = proc.wait(timeout=20)
+        reader.join(5)
+
+
 @pytest.mark.postgres
 def test_capture_command_as_nobody_stores_into_postgresql(
     lab: VethPair, pg_migrated_url: str, tmp_path: Path
@@ -454,38 +505,29 @@ def test_capture_command_as_nobody_stores_into_postgresql(
     # own under a world-traversable parent, as systemd's StateDirectory= would give.
     data_dir = Path(tempfile.mkdtemp(prefix="ja3svc-live-", dir="/tmp"))
     data_dir.chmod(0o755)
-    env = {**os.environ, "JA3SVC_DATA_DIR": str(data_dir)}
-    proc = lab.client.popen(
-        argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
-    reader.start()
     try:
-        assert wait_until(lambda: any("capture started" in x for x in lines), 30), lines
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        assert fields["Uid"].split() == ["65534"] * 4
-        assert fields["Gid"].split() == ["65534"] * 4
-        assert int(fields["CapEff"], 16) == 0 and int(fields["CapPrm"], 16) == 0
-        assert fields["NoNewPrivs"].strip() == "1"
+        with capture_command(lab, argv, data_dir) as run:
+            status = Path(f"/proc/{run.proc.pid}/status").read_text()
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            assert fields["Uid"].split() == ["65534"] * 4
+            assert fields["Gid"].split() == ["65534"] * 4
+            assert int(fields["CapEff"], 16) == 0 and int(fields["CapPrm"], 16) == 0
+            assert fields["NoNewPrivs"].strip() == "1"
 
-        since = time.time() - 1
-        port = python_client(lab, HTTPS)
-        # The worker flushes every second: the policy's bounded wait finds it.
-        record = asyncio.run(find_client_hello(db, lab.client.ipv4, port, since, wait_seconds=5))
-        assert record is not None, (port, lines)
-        found = record.as_dict()
-        assert (found["sport"], found["dport"], found["sensor"]) == (port, HTTPS, "netns-test")
-        assert found["ja3"] and found["ja3_hash"]
+            since = time.time() - 1
+            port = python_client(lab, HTTPS)
+            # The worker flushes every second: the policy's bounded wait finds it.
+            found_hello = find_client_hello(db, lab.client.ipv4, port, since, wait_seconds=5)
+            record = asyncio.run(found_hello)
+            assert record is not None, (port, run.lines)
+            found = record.as_dict()
+            assert (found["sport"], found["dport"], found["sensor"]) == (port, HTTPS, "netns-test")
+            assert found["ja3"] and found["ja3_hash"]
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        rc = proc.wait(timeout=20)
-        reader.join(5)
         db.dispose()
         shutil.rmtree(data_dir, ignore_errors=True)
-    assert rc == 0, lines
+    lines = run.lines
+    assert run.returncode == 0, lines
     # The ring is set up before the privilege drop, so nobody still reads through it.
     started = [json.loads(x) for x in lines if "capture started" in x]
     assert started[0]["modes"][lab.client.ifname].startswith("ring"), started
@@ -503,35 +545,25 @@ def test_capture_command_starts_while_the_database_is_down_and_spools(lab: VethP
     url = "postgresql+psycopg://postgres@127.0.0.1:5999/ja3svc_down"
     argv = ["ja3svc", "capture", "--interface", lab.client.ifname, "--sensor", "down-test",
             "--database-url", url]  # fmt: skip
-    env = {**os.environ, "JA3SVC_DATA_DIR": str(data_dir)}
-    proc = lab.client.popen(
-        argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
-    reader.start()
     try:
-        assert wait_until(lambda: any("capture started" in x for x in lines), 30), lines
-        assert any("database unreachable at start" in x for x in lines), lines
-        port = python_client(lab, HTTPS)
-        spooled: list[dict[str, Any]] = []
+        with capture_command(lab, argv, data_dir) as run:
+            lines = run.lines
+            assert any("database unreachable at start" in x for x in lines), lines
+            port = python_client(lab, HTTPS)
+            spooled: list[dict[str, Any]] = []
 
-        def found() -> bool:
-            spooled.clear()
-            for f in data_dir.rglob("*.jsonl"):
-                spooled.extend(json.loads(x)["record"] for x in f.read_text().splitlines() if x)
-            return any(r.get("sport") == port for r in spooled)
+            def found() -> bool:
+                spooled.clear()
+                for f in data_dir.rglob("*.jsonl"):
+                    spooled.extend(json.loads(x)["record"] for x in f.read_text().splitlines() if x)
+                return any(r.get("sport") == port for r in spooled)
 
-        assert wait_until(found, 20), (port, spooled[:3], lines)
-        record = next(r for r in spooled if r.get("sport") == port)
-        assert record["dport"] == HTTPS and record["ja3_hash"]
+            assert wait_until(found, 20), (port, spooled[:3], lines)
+            record = next(r for r in spooled if r.get("sport") == port)
+            assert record["dport"] == HTTPS and record["ja3_hash"]
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        rc = proc.wait(timeout=20)
-        reader.join(5)
         shutil.rmtree(data_dir, ignore_errors=True)
-    assert rc == 0, lines
+    assert run.returncode == 0, lines
     assert not any("Traceback" in x for x in lines)
 
 

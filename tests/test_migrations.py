@@ -106,3 +106,62 @@ def test_decisions_of_one_account_use_the_index(tmp_path):
     db.dispose()
     assert "ix_decisions_username_id" in plan, plan
     assert "TEMP B-TREE" not in plan, plan  # newest first straight from the index
+
+
+def test_0005_upgrades_a_0004_database_keeping_its_failures(empty_database_url):
+    """A database at 0004 with failures in it (as ja3svc 0.2 wrote them) upgrades to 0005: its
+    rows keep their values with NULL network and failure type, count as failures of existing
+    accounts from no known network, and rows of the new shape are written beside them; the
+    downgrade drops the two columns and keeps the rows."""
+    import time
+
+    from ja3svc.store.policy_store import PolicyStore
+    from sqlalchemy import text
+
+    db = Database.from_url(empty_database_url, upgrade=False)
+    db.upgrade("0004")
+    now = time.time()
+    with db.write_engine.begin() as conn:
+        for i in range(3):
+            conn.execute(
+                text(
+                    "INSERT INTO auth_failures (ts, kind, value, username) "
+                    "VALUES (:ts, :k, :v, :u)"
+                ),
+                {"ts": now - i, "k": "ja3_dovecot", "v": "a" * 32, "u": f"old{i}"},
+            )
+    db.upgrade("0005")
+    assert db.current_revision() == "0005"
+    columns = {c["name"]: c for c in inspect(db.engine).get_columns("auth_failures")}
+    assert columns["network"]["nullable"] and columns["fail_type"]["nullable"]
+    store = PolicyStore.from_database(db)
+    ref = ("ja3_dovecot", "a" * 32)
+    store.write_batch(
+        [],
+        [
+            (now, "new1", ref, "203.0.113.0/24", "credentials"),
+            (now, "new2", ref, "203.0.113.0/24", "account"),
+        ],
+        [],
+    )
+    rep = store.reputation([ref], "203.0.113.0/24", 3600, now + 1)
+    # 5 accounts failed; 2 from this network; the unknown name "new2" counts there only; the
+    # old rows' network is unknown, so only 203.0.113.0/24 is a counted network.
+    assert rep.distinct_failed_accounts == 5 and rep.failures == 5
+    assert rep.network_failed_accounts == 2
+    assert rep.counted_failed_accounts == 4 and rep.failed_networks == 1
+    with db.engine.connect() as conn:
+        old = conn.execute(
+            text("SELECT username, network, fail_type FROM auth_failures ORDER BY username")
+        ).all()
+    assert [tuple(r) for r in old] == [
+        ("new1", "203.0.113.0/24", "credentials"), ("new2", "203.0.113.0/24", "account"),
+        ("old0", None, None), ("old1", None, None), ("old2", None, None),
+    ]  # fmt: skip
+    store.close()
+    db.downgrade("0004")
+    names = {c["name"] for c in inspect(db.engine).get_columns("auth_failures")}
+    assert "network" not in names and "fail_type" not in names
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM auth_failures")).scalar() == 5
+    db.dispose()

@@ -396,6 +396,115 @@ def test_pcapng_nanosecond_and_offset_timestamps() -> None:
     assert len(ref.lines) == 1  # one flow: the same hello four times is one hello
 
 
+@st.composite
+def generated_pcapng(draw: st.DrawFn) -> tuple[bytes, int]:
+    """Sections in either byte order whose interfaces set if_tsresol, if_tsoffset, if_fcslen and
+    a snaplen, with hellos in Enhanced, obsolete and Simple Packet Blocks (FCS trailers, snaplen
+    cuts, interface numbers that were never declared), maybe cut off anywhere."""
+    out = b""
+    packet = 0
+    for _section in range(draw(st.integers(1, 2))):
+        order = draw(st.sampled_from("<>"))
+
+        def block(btype: int, body: bytes, order: str = order) -> bytes:
+            body += b"\x00" * (-len(body) % 4)
+            n = 12 + len(body)
+            return struct.pack(order + "II", btype, n) + body + struct.pack(order + "I", n)
+
+        out += block(0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+        fcs_of: list[int] = []
+        for _ in range(draw(st.integers(0, 3))):
+            options = b""
+            if draw(st.booleans()):
+                resol = draw(st.sampled_from([0, 6, 9, 0x80 | 20]))
+                options += struct.pack(order + "HHB3x", 9, 1, resol)
+            if draw(st.booleans()):
+                shift = draw(st.integers(-5_000, 5_000))
+                options += struct.pack(order + "HHq", 14, 8, shift)
+            fcs = draw(st.sampled_from([0, 0, 4, 32]))  # 32 is bits: 4 bytes
+            if fcs:
+                options += struct.pack(order + "HHB3x", 13, 1, fcs)
+            fcs_of.append(fcs // 8 if fcs >= 8 else fcs)
+            snaplen = draw(st.sampled_from([0, 0, 60, 262144]))
+            out += block(1, struct.pack(order + "HHI", 1, 0, snaplen) + options)
+        for _ in range(draw(st.integers(0, 5))):
+            packet += 1
+            msg = pb.client_hello_record(pb.client_hello_body([0x1301], [pb.sni_ext(f"h{packet}")]))
+            l4 = pb.tcp(40000 + packet, 443, 1, 1, pb.TCP_ACK | pb.TCP_PSH, msg)
+            frame = pb.ethernet(pb.ipv4("10.0.0.1", "10.0.1.1", l4))
+            kind = draw(st.sampled_from(["epb", "epb", "pb", "spb"]))
+            # Now and then an interface number the section never declared.
+            undeclared = not fcs_of or draw(st.integers(0, 7)) == 0
+            iface = len(fcs_of) if undeclared else draw(st.integers(0, len(fcs_of) - 1))
+            if iface < len(fcs_of) and fcs_of[iface]:
+                frame += draw(st.binary(min_size=4, max_size=4))
+            orig = len(frame) + draw(st.sampled_from([0, 0, 100]))
+            caplen = len(frame) - draw(st.sampled_from([0, 0, 2, 30]))
+            count = draw(st.integers(0, 1 << 62))
+            if kind == "spb":
+                out += block(3, struct.pack(order + "I", orig) + frame)
+                continue
+            head = (
+                struct.pack(order + "I", iface)
+                if kind == "epb"
+                else struct.pack(order + "HH", iface, draw(st.integers(0, 9)))
+            )
+            claimed = caplen + draw(st.sampled_from([0] * 7 + [5]))  # 5: more than the block
+            times = struct.pack(order + "IIII", count >> 32, count & 0xFFFFFFFF, claimed, orig)
+            out += block(6 if kind == "epb" else 2, head + times + frame[:caplen])
+    if draw(st.booleans()):
+        out = out[: draw(st.integers(0, len(out)))]
+    return out, draw(st.integers(0, 1000))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(generated_pcapng())
+def test_generated_pcapng_block_kinds(case: tuple[bytes, int]) -> None:
+    data, seed = case
+    assert_same(data, seed=seed)
+
+
+@pytest.mark.parametrize("name", ["openssl-tls12-bigendian.pcap", "dumpcap.pcapng"])
+def test_cut_at_every_offset(name: str) -> None:
+    """Every end inside a file header, record or block header, and record or block body."""
+    data = (PCAPS / name).read_bytes()[:1200]
+    for cut in range(len(data) + 1):
+        assert_same(data[:cut], seed=cut)
+
+
+def test_totals_add_up_over_captures_and_time_each_one_read() -> None:
+    """Over a whole capture, a damaged one, one cut inside its file header and one refused as
+    not a capture, both engines sum the same totals; each capture read adds its time, the
+    refused one nothing."""
+    good = (PCAPS / "openssl-tls13.pcap").read_bytes()
+    inputs = [good, good[:-30], good[:10], b"not a capture, a line of text", good]
+
+    def python(data: bytes, totals: RunTotals) -> None:
+        fingerprint_stream(io.BytesIO(data), "cap", lambda _r, _f: None, totals)
+
+    def native(data: bytes, totals: RunTotals) -> None:
+        fingerprint_stream_native(io.BytesIO(data), "cap", totals, "openssl-3.0")
+
+    sums = []
+    for run in (python, native):
+        totals = RunTotals()
+        for data in inputs:
+            before = totals.seconds
+            try:
+                run(data, totals)
+            except NotACaptureError:
+                assert totals.seconds == before
+            else:
+                assert totals.seconds > before
+        totals.seconds = 0.0
+        sums.append(totals)
+    assert sums[0] == sums[1]
+    each = [run_python(data).totals for data in inputs]
+    for name in ("packets", "bytes", "flows", "hellos"):
+        assert getattr(sums[0], name) == sum(getattr(t, name) for t in each) > 0
+    assert len(sums[0].damaged) == 2  # the file header and the last record cut short
+
+
 # --- the command line ------------------------------------------------------------------------
 
 

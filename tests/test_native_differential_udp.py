@@ -169,3 +169,37 @@ def test_generated_quic_and_dtls_captures(case: tuple[bytes, int]) -> None:
     data, seed = case
     ref = assert_same(data, seed=seed)
     assert ref.totals.packets > 0
+
+
+def test_malformed_hellos_are_counted_under_the_same_names() -> None:
+    """Hellos whose message is whole but whose fields overrun it, from both sides over TCP,
+    QUIC and DTLS: each engine counts each under its transport's name (and finds no hello)."""
+    good_client = pb.client_hello_body([0x1301], [pb.sni_ext("x.test")])
+    good_server = pb.server_hello_body(0x1301, [pb.versions_ext(0x0304)], random=bytes(32))
+    client_body, server_body = good_client[:-3], good_server[:-3]  # extensions overrun
+    dtls_client = client_body[:35] + pb.vec(1, b"") + client_body[35:]  # an empty cookie
+    c, s = "10.0.0.1", "10.0.1.1"
+    frames = [
+        pb.ethernet(pb.ipv4(c, s, pb.tcp(40001, 443, 1, 1, pb.TCP_ACK,
+                                         pb.record(22, pb.handshake(1, client_body))))),
+        pb.ethernet(pb.ipv4(s, c, pb.tcp(443, 40001, 1, 2, pb.TCP_ACK,
+                                         pb.record(22, pb.handshake(2, server_body))))),
+        pb.ethernet(pb.ipv4(c, s, udp(50001, 443, initial(crypto(0, pb.handshake(1, client_body))))
+                            , PROTO_UDP)),
+        pb.ethernet(pb.ipv4(s, c, udp(443, 50001, initial(
+            b"\x02\x00\x00\x00\x00" + crypto(0, pb.handshake(2, server_body)),
+            server=True, pad_to=0)), PROTO_UDP)),
+        pb.ethernet(pb.ipv4(c, s, udp(50002, 4433, dtls_record(dtls_handshake(1, dtls_client))),
+                            PROTO_UDP)),
+        pb.ethernet(pb.ipv4(s, c, udp(4433, 50002,
+                                      dtls_record(dtls_handshake(2, server_body, seq=1), seq=1)),
+                            PROTO_UDP)),
+    ]  # fmt: skip
+    data = pb.pcap_bytes([(1_700_000_000.0 + i, f) for i, f in enumerate(frames)])
+    ref = assert_same(data)
+    assert ref.records == []
+    assert {k: v for k, v in ref.totals.counters.items() if k.startswith("malformed.")} == {
+        f"malformed.{prefix}{side}_hello_truncated": 1
+        for prefix in ("", "quic_", "dtls_")
+        for side in ("client", "server")
+    }

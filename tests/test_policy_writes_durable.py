@@ -3,7 +3,6 @@ under load costs no report (the queue keeps them until the database is back)."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -14,29 +13,15 @@ from ja3svc.store.database import Database
 from ja3svc.store.policy_store import DecisionRecord, PolicyStore
 from sqlalchemy import text
 
-from tests.support.api import API_KEY, DOVECOT_HEADERS, AppClient, H, make_settings
+from tests.support.api import API_KEY, DOVECOT_HEADERS, AppClient, H, make_settings, report_24
 from tests.support.database import postgres_stopped
 
 AUTH = {**DOVECOT_HEADERS, "X-API-Key": API_KEY}
 
 
 def _report(login: str, session: str) -> str:
-    return json.dumps(
-        {
-            "attrs": {"ja3": H},
-            "device_id": "",
-            "fail_type": "credentials",
-            "login": login,
-            "protocol": "imap",
-            "pwhash": "0c54",
-            "remote": "192.0.2.1",
-            "session_id": session,
-            "success": False,
-            "policy_reject": False,
-            "tls": True,
-        },
-        separators=(",", ":"),
-    ).replace("\\\\u", "\\u")  # a hostile login's escape stays one escape
+    body = report_24(login, session, False, remote="192.0.2.1")
+    return body.replace("\\\\u", "\\u")  # a hostile login's escape stays one escape
 
 
 def _count(db: Database, table: str) -> int:

@@ -38,8 +38,8 @@ def stored(database, tmp_path):
     )  # fmt: skip
     assert status == 0, err
     now = time.time()
-    failures = [(now - i, f"user{i}", ("ja3", ja3[2])) for i in range(4)]
-    failures += [(now, "user9", ("ja3", ja3[1]))] * 2
+    failures = [(now - i, f"user{i}", ("ja3", ja3[2]), "", "") for i in range(4)]
+    failures += [(now, "user9", ("ja3", ja3[1]), "", "")] * 2
     successes = [(now, "alice", ("ja3", ja3[0])), (now, "bob", ("ja3", ja3[0]))]
     PolicyStore.from_database(database).write_batch(successes, failures, [])
     with AppClient(create_app(make_settings(tmp_path), database=database)) as client:

@@ -4,41 +4,26 @@ connections, the connection cap under 20,000 idle sockets, and the refusal to ru
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from testbed.processes import free_port, stop, wait_port
+from testbed.processes import free_port, stop
 from tests.support.api import API_KEY, allow_24
+from tests.support.cli import serve_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _serve(tmp_path: Path, serve_toml: str = "", *args: str, keys: bool = True):
-    port = free_port()
     conf = tmp_path / "serve.toml"
     policy = f'[policy]\napi_keys = ["{API_KEY}"]\nadmin_token = "adm"\n' if keys else ""
     conf.write_text(
         f'database_url = "sqlite:///{tmp_path / "s.sqlite3"}"\n{policy}[serve]\n{serve_toml}\n'
     )
-    log = tmp_path / "serve.log"
-    out = log.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ja3svc.cli.main", "serve", "--port", str(port),
-         "--config", str(conf), "--log-level", "warning", *args],
-        cwd=ROOT, env={**os.environ, "JA3SVC_DATA_DIR": str(tmp_path)}, stdout=out,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    out.close()
-    try:
-        wait_port(port, proc)
-    except (RuntimeError, TimeoutError):
-        stop(proc)
-        raise AssertionError(log.read_text()[-3000:]) from None
-    return proc, port, log
+    return serve_process(tmp_path, conf, *args)
 
 
 def _request(port: int, body: bytes, path: str = "/policy?command=allow") -> bytes:

@@ -43,6 +43,8 @@ from ja3svc.label_formats import (
     RENDERERS,
     render_suricata_dataset,
 )
+from ja3svc.policy import Reputation
+from ja3svc.policy.engine import reputation_scope
 from ja3svc.policy.explain import RULE_TEXT, explain_rule
 from ja3svc.timefmt import age, iso, parse_time, short
 from ja3svc.vocabulary import (
@@ -573,6 +575,21 @@ async def fingerprint_search(request: Request) -> Response:
     return _page(request, "search.html", q=q, hits=hits, title="Find a fingerprint")
 
 
+def _everywhere(service: PolicyService, failures: dict[str, Any], window: int) -> str:
+    """What the reputation rules do with the fingerprint on a network it did not fail from:
+    "reject", "tarpit" or "" (its failing networks themselves may be held up regardless)."""
+    rep = Reputation(
+        failures["distinct_accounts"], failures["failures"], window, "", 0,
+        failures["counted_accounts"], failures["networks"], failures["succeeded_accounts"],
+    )  # fmt: skip
+    cfg = service.config
+    if reputation_scope(rep, cfg, cfg.reputation_reject_accounts):
+        return "reject"
+    if reputation_scope(rep, cfg, cfg.reputation_tarpit_accounts):
+        return "tarpit"
+    return ""
+
+
 @router.get("/fingerprints/{kind}/{value}", response_class=HTMLResponse)
 async def fingerprint(request: Request, kind: str, value: str) -> Response:
     await _session_token(request)
@@ -596,6 +613,7 @@ async def fingerprint(request: Request, kind: str, value: str) -> Response:
             "window": window,
             "tarpit_at": p.reputation_tarpit_accounts,
             "reject_at": p.reputation_reject_accounts,
+            "everywhere": _everywhere(service, info["failures"], window),
         },
         title=f"{kind} {value}",
     )

@@ -14,6 +14,7 @@ from ja3svc.policy.facts import (
     RequestFacts,
     Stage,
     UserHistory,
+    network_of,
 )
 
 __all__ = [
@@ -33,5 +34,6 @@ __all__ = [
     "UserHistory",
     "Verdict",
     "evaluate",
+    "network_of",
     "parse_action",
 ]

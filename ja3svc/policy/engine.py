@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ja3svc.policy.facts import Action, LabelFact, PolicyInputs, Stage
+from ja3svc.policy.facts import Action, LabelFact, PolicyInputs, Reputation, Stage
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,10 @@ class PolicyConfig:
     user_actions: Mapping[str, tuple[Action, int | None]] = field(default_factory=dict)
     reputation_tarpit_accounts: int = 5  # 0 disables
     reputation_reject_accounts: int = 20  # 0 disables
+    # Failures judged everywhere (not only on their own network) need this many networks, and
+    # more failed existing accounts than this many times the fingerprint's successful accounts.
+    reputation_min_networks: int = 3
+    reputation_success_ratio: float = 1.0
     log_only: bool = False
     reject_message: str = "Login refused by policy."
     fail_open: bool = True
@@ -177,26 +181,50 @@ def rule_established_fingerprint(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | 
     return None
 
 
-def rule_reputation_reject(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
-    n = inp.reputation.distinct_failed_accounts
-    if cfg.reputation_reject_accounts and n >= cfg.reputation_reject_accounts:
-        return Hit(
-            Action.REJECT,
-            f"fingerprint failed logins of {n} accounts in {inp.reputation.window_seconds}s "
-            f"(reject at {cfg.reputation_reject_accounts})",
+def reputation_scope(rep: Reputation, cfg: PolicyConfig, threshold: int) -> str | None:
+    """Why ``rep`` reaches ``threshold`` failed accounts in a scope the request falls in, or
+    None. Two scopes (README, "Reputation model"):
+
+    - the request's own network: the accounts that failed with the fingerprint from there, of
+      any failure type (a sprayer's network is held up, unknown login names included);
+    - everywhere, only when the failures cannot be one network's doing or made-up names:
+      accounts that exist (``fail_type`` not ``account``), from at least
+      ``reputation_min_networks`` networks, and more than ``reputation_success_ratio`` times
+      the accounts that logged in successfully with the fingerprint in the same window (a
+      popular client's many real users outweigh what an attacker can fail with its hello).
+    """
+    if not threshold:
+        return None
+    window = rep.window_seconds
+    n = rep.network_failed_accounts
+    if rep.network and n >= threshold:
+        return f"fingerprint failed logins of {n} accounts from {rep.network} in {window}s"
+    n = rep.counted_failed_accounts
+    if (
+        n >= threshold
+        and rep.failed_networks >= cfg.reputation_min_networks
+        and n > cfg.reputation_success_ratio * rep.succeeded_accounts
+    ):
+        return (
+            f"fingerprint failed logins of {n} existing accounts from {rep.failed_networks} "
+            f"networks in {window}s, against {rep.succeeded_accounts} accounts that logged in "
+            "with it"
         )
     return None
+
+
+def rule_reputation_reject(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
+    why = reputation_scope(inp.reputation, cfg, cfg.reputation_reject_accounts)
+    if why is None:
+        return None
+    return Hit(Action.REJECT, f"{why} (reject at {cfg.reputation_reject_accounts})")
 
 
 def rule_reputation_tarpit(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
-    n = inp.reputation.distinct_failed_accounts
-    if cfg.reputation_tarpit_accounts and n >= cfg.reputation_tarpit_accounts:
-        return Hit(
-            Action.TARPIT,
-            f"fingerprint failed logins of {n} accounts in {inp.reputation.window_seconds}s "
-            f"(tarpit at {cfg.reputation_tarpit_accounts})",
-        )
-    return None
+    why = reputation_scope(inp.reputation, cfg, cfg.reputation_tarpit_accounts)
+    if why is None:
+        return None
+    return Hit(Action.TARPIT, f"{why} (tarpit at {cfg.reputation_tarpit_accounts})")
 
 
 def rule_randomising_client(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:

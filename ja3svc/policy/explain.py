@@ -16,11 +16,13 @@ RULE_TEXT: dict[str, str] = {
     "label_allow": "An allow label matched: allow-listed, no rule below was asked.",
     "label_tarpit": "A tarpit label (or a deny label below the confidence bar) matched.",
     "reputation_reject": "This fingerprint failed logins of many distinct accounts recently "
-    "(reputation_reject_accounts).",
+    "(reputation_reject_accounts), from this network, or from several networks on existing "
+    "accounts outnumbering its successful ones.",
     "established_fingerprint": "The account has logged in successfully with this fingerprint "
     "before (user_min_successes): its own history outweighs failures others had with it.",
     "reputation_tarpit": "This fingerprint failed logins of several distinct accounts recently "
-    "(reputation_tarpit_accounts).",
+    "(reputation_tarpit_accounts), from this network, or from several networks on existing "
+    "accounts outnumbering its successful ones.",
     "randomising_client": "Dovecot's hash is new, but this account's client brings a new hash "
     "to nearly every login (GREASE or permuted extensions): not treated as a new client.",
     "new_fingerprint_for_user": "An established account logged in with a fingerprint it never "

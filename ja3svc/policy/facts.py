@@ -13,6 +13,8 @@ caches key by, so no conversion is needed between them.
 from __future__ import annotations
 
 import enum
+import functools
+import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple, Protocol
 
@@ -125,11 +127,63 @@ def dovecot_hash_history(rows: Iterable[tuple[str, str, int, float]]) -> tuple[i
 
 
 class Reputation(NamedTuple):
-    """Failed logins with a fingerprint across distinct accounts within the window."""
+    """Failed logins with a fingerprint within the window, counted in the scopes the reputation
+    rules judge by (see ``ja3svc.policy.engine.reputation_scope``).
 
+    A copied hello fails logins wherever its copier sits, so failures are scoped: by the remote
+    network they came from (``network_of``) and by Dovecot's ``fail_type`` (failures on accounts
+    that do not exist say nothing about the accounts that do), and weighed against the accounts
+    that logged in successfully with the fingerprint.
+    """
+
+    # Every failure in the window, every network and type (the facts behind the explanation).
     distinct_failed_accounts: int = 0
     failures: int = 0
     window_seconds: int = 0
+    # The request's remote network ("203.0.113.0/24"; "" when Dovecot sent no usable address)
+    # and the distinct accounts that failed with the fingerprint from it (any failure type but
+    # the server's own: internal, policy).
+    network: str = ""
+    network_failed_accounts: int = 0
+    # Distinct accounts whose failure counts everywhere (failure types that say an existing
+    # account was tried: credentials, expired, disabled, or none given), and how many distinct
+    # networks those failures came from.
+    counted_failed_accounts: int = 0
+    failed_networks: int = 0
+    # Distinct accounts that logged in successfully with the fingerprint within the window. The
+    # store only counts them when ``counted_failed_accounts`` could matter (it is 0 otherwise).
+    succeeded_accounts: int = 0
+
+
+# Dovecot 2.4's fail_type values (report only): the failures of these types do not count
+# anywhere: "internal" is the server's own trouble, "policy" a policy service's refusal.
+UNCOUNTED_FAIL_TYPES = ("internal", "policy")
+# ... and these count only against the network they came from: "account" is a login name the
+# password database does not know, which a sprayer produces at will and which no real user's
+# client produces for long.
+NETWORK_ONLY_FAIL_TYPES = ("account",)
+
+# Prefix lengths of a "network" (see network_of): an IPv4 /24 is the smallest block routed
+# between networks, and an IPv6 /56 the usual smallest delegation to one customer (RIPE-690).
+IPV4_NETWORK_PREFIX = 24
+IPV6_NETWORK_PREFIX = 56
+
+
+@functools.lru_cache(maxsize=65536)
+def network_of(
+    address: str, ipv4_prefix: int = IPV4_NETWORK_PREFIX, ipv6_prefix: int = IPV6_NETWORK_PREFIX
+) -> str:
+    """The network ``address`` belongs to, as CIDR text (``"203.0.113.0/24"``,
+    ``"2001:db8:0:100::/56"``); an IPv4-mapped IPv6 address counts as its IPv4 address. ``""``
+    for anything that is not an IP address (Dovecot sends ``remote`` as text it was given)."""
+    try:
+        ip = ipaddress.ip_address(address.strip().partition("%")[0])
+    except ValueError:
+        return ""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix
+    return str(ipaddress.ip_network((ip, prefix), strict=False))
 
 
 class PolicyInputs(NamedTuple):

@@ -26,7 +26,14 @@ from hashlib import sha256
 from ja3svc.byte_ranges import merge_range
 from ja3svc.hello import HELLO_RETRY_REQUEST_RANDOM
 from ja3svc.quic.frames import crypto_frames
-from ja3svc.quic.keys import HANDSHAKE, INITIAL, QuicVersion, initial_keys, initial_secrets
+from ja3svc.quic.keys import (
+    HANDSHAKE,
+    INITIAL,
+    VERSIONS,
+    QuicVersion,
+    initial_keys,
+    initial_secrets,
+)
 from ja3svc.quic.keys import PacketKeys as _PacketKeys
 from ja3svc.quic.packets import LongPacket, PacketError, split_long_packets, unprotect
 
@@ -176,7 +183,7 @@ class QuicInitialAssembler:
             if opened is None:
                 continue
             epoch, payload = opened
-            for body in self._absorb(payload, epoch.client_stream, CLIENT_HELLO):
+            for body in self._absorb(payload, packet.version, epoch.client_stream, CLIENT_HELLO):
                 digest = sha256(body).digest()
                 if digest in self._returned:
                     self.repeated_hellos += 1
@@ -215,7 +222,7 @@ class QuicInitialAssembler:
                 self.errors["server_" + exc.reason] += 1
                 continue
             epoch.server_largest = max(epoch.server_largest, pn)
-            hellos.extend(self._absorb(payload, epoch.server_stream, SERVER_HELLO))
+            hellos.extend(self._absorb(payload, packet.version, epoch.server_stream, SERVER_HELLO))
         for body in hellos:
             if body[2:34] != HELLO_RETRY_REQUEST_RANDOM:
                 self._server_finished = True
@@ -260,8 +267,10 @@ class QuicInitialAssembler:
         self._server_finished = False
         return epoch, payload
 
-    def _absorb(self, payload: bytes, stream: CryptoStream, wanted: int) -> list[bytes]:
-        frames, reason = crypto_frames(payload)
+    def _absorb(
+        self, payload: bytes, version: QuicVersion, stream: CryptoStream, wanted: int
+    ) -> list[bytes]:
+        frames, reason = crypto_frames(payload, version.google_frames)
         if reason:
             self.errors[reason] += 1
         for offset, data in frames:
@@ -281,19 +290,16 @@ class QuicInitialAssembler:
 
 
 def looks_like_quic_initial(datagram: bytes) -> bool:
-    """Cheap test for a client's QUIC v1/v2 Initial, for the hot path before any allocation.
+    """Cheap test for a client's QUIC Initial, for the hot path before any allocation.
 
-    Checks: long header, a version we can decrypt, the Initial type bits of that version, a
-    DCID length within the limits, and the 1200-byte minimum every client Initial datagram must
-    be padded to (RFC 9000 section 14.1) - the strongest filter against look-alike UDP traffic.
+    Checks: long header, a version we can decrypt (one dictionary lookup), the Initial type bits
+    of that version, a DCID length within the limits, and the 1200-byte minimum every client
+    Initial datagram must be padded to (RFC 9000 section 14.1) - the strongest filter against
+    look-alike UDP traffic.
     """
     if len(datagram) < 1200 or not datagram[0] & 0x80:
         return False
-    number = int.from_bytes(datagram[1:5], "big")
-    if number == 0x00000001:
-        initial_bits = 0
-    elif number == 0x6B3343CF:
-        initial_bits = 1
-    else:
+    version = VERSIONS.get(int.from_bytes(datagram[1:5], "big"))
+    if version is None:
         return False
-    return (datagram[0] >> 4) & 0x03 == initial_bits and datagram[5] <= 20
+    return version.packet_types[(datagram[0] >> 4) & 0x03] is INITIAL and datagram[5] <= 20

@@ -4,6 +4,12 @@ Initial packets may only carry PADDING, PING, ACK, CRYPTO and CONNECTION_CLOSE (
 section 12.4, table 3). Every one of those can be skipped by its own encoding. Any other frame
 type has a length we cannot know, so parsing stops there and keeps what it already found (Chrome
 and others interleave PING and PADDING between CRYPTO frames, so those must not stop it).
+
+Google's T050 and T051 wrap Google QUIC frames in IETF long headers: one-byte types, CRYPTO 0x08
+(then IETF's varint offset and length), PING 0x07, CONNECTION_CLOSE 0x02 (4-byte error, 2-byte
+reason length), and ACK as the types 0x40-0x7f (01nullmm: a flag for extra blocks, then the
+byte widths of the largest acknowledged number and of the block lengths), followed by the
+receive timestamps. Wireshark's packet-gquic.c and lsquic's parse_gquic_be.c read them alike.
 """
 
 from __future__ import annotations
@@ -20,8 +26,15 @@ CONNECTION_CLOSE, CONNECTION_CLOSE_APP = 0x1C, 0x1D
 _NOT_ZERO = re.compile(rb"[^\x00]")
 
 
-def crypto_frames(payload: bytes) -> tuple[list[tuple[int, bytes]], str | None]:
-    """Each CRYPTO frame's (offset, data), and why parsing stopped early (None if it did not)."""
+def crypto_frames(
+    payload: bytes, google: bool = False
+) -> tuple[list[tuple[int, bytes]], str | None]:
+    """Each CRYPTO frame's (offset, data), and why parsing stopped early (None if it did not).
+
+    ``google`` selects Google QUIC framing (T050/T051, ``QuicVersion.google_frames``).
+    """
+    if google:
+        return _google_crypto_frames(payload)
     found: list[tuple[int, bytes]] = []
     end = len(payload)
     pos = 0
@@ -72,4 +85,66 @@ def _skip_ack(payload: bytes, pos: int, end: int, ecn: bool) -> int:
     if ecn:
         for _ in range(3):  # ECT(0), ECT(1), ECN-CE counts
             _, pos = read_varint(payload, pos, end)
+    return pos
+
+
+GOOGLE_CONNECTION_CLOSE, GOOGLE_PING, GOOGLE_CRYPTO = 0x02, 0x07, 0x08
+_WIDTHS = (1, 2, 4, 6)  # Google's two-bit field widths
+
+
+def _google_crypto_frames(payload: bytes) -> tuple[list[tuple[int, bytes]], str | None]:
+    found: list[tuple[int, bytes]] = []
+    end = len(payload)
+    pos = 0
+    try:
+        while pos < end:
+            frame_type = payload[pos]
+            pos += 1
+            if frame_type == PADDING:
+                m = _NOT_ZERO.search(payload, pos)
+                pos = m.start() if m else end
+            elif frame_type == GOOGLE_PING:
+                continue
+            elif frame_type == GOOGLE_CRYPTO:
+                offset, pos = read_varint(payload, pos, end)
+                length, pos = read_varint(payload, pos, end)
+                if length > end - pos:
+                    return found, "truncated_crypto_frame"
+                found.append((offset, payload[pos : pos + length]))
+                pos += length
+            elif frame_type & 0xC0 == 0x40:
+                pos = _skip_google_ack(payload, pos, end, frame_type)
+            elif frame_type == GOOGLE_CONNECTION_CLOSE:
+                if pos + 6 > end:
+                    return found, "truncated_frame"
+                pos += 6 + int.from_bytes(payload[pos + 4 : pos + 6], "big")
+                if pos > end:
+                    return found, "truncated_frame"
+            else:
+                return found, "unexpected_frame"
+    except PacketError as exc:
+        return found, exc.reason
+    return found, None
+
+
+def _skip_google_ack(payload: bytes, pos: int, end: int, frame_type: int) -> int:
+    """Past a Google ACK frame whose type byte was at ``pos - 1``; every field is fixed-size."""
+    block = _WIDTHS[frame_type & 0x03]
+    pos += _WIDTHS[(frame_type >> 2) & 0x03] + 2  # largest acknowledged, 16-bit float delay
+    if frame_type & 0x20:
+        if pos >= end:
+            raise PacketError("truncated_frame")
+        blocks = payload[pos]
+        pos += 1 + block + blocks * (1 + block)  # first block, then (gap, length) per block
+    else:
+        pos += block
+    if pos >= end:
+        raise PacketError("truncated_frame")
+    timestamps = payload[pos]
+    pos += 1
+    if timestamps:
+        # The first: 1-byte packet delta and 4-byte time; each further one 1 + 2 bytes.
+        pos += 5 + 3 * (timestamps - 1)
+    if pos > end:
+        raise PacketError("truncated_frame")
     return pos

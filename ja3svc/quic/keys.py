@@ -33,28 +33,58 @@ class QuicVersion:
     # The two long-header type bits (byte 0, bits 4-5) -> packet type. QUIC v2 permutes them on
     # purpose (RFC 9369 section 3.2) so middleboxes cannot ossify on v1's values.
     packet_types: tuple[str, str, str, str]
+    # Google's T050/T051 carry Google QUIC frames (CRYPTO is 0x08, ACK Google's layout) inside
+    # IETF long headers; every other version here has IETF frames.
+    google_frames: bool = False
 
     def type_bits(self, packet_type: str) -> int:
         return self.packet_types.index(packet_type)
 
 
+_V1_TYPES = (INITIAL, ZERO_RTT, HANDSHAKE, RETRY)
+
+# Initial salts (RFC 9001 section 5.2 and the drafts before it; Chromium's for Google's TLS-in-QUIC
+# versions T050 and T051). Every version here but v2 uses the v1 labels and v1's long-header type
+# bits.
+SALT_V1 = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")  # also draft-33 and -34
+SALT_V2 = bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9")
+SALT_DRAFT_22 = bytes.fromhex("7fbcdb0e7c66bbe9193a96cd21519ebd7a02644a")
+SALT_DRAFT_23 = bytes.fromhex("c3eef712c72ebb5a11a7d2432bb46365bef9f502")  # drafts 23-28
+SALT_DRAFT_29 = bytes.fromhex("afbfec289993d24c9e9786f19c6111e04390a899")  # drafts 29-32
+SALT_T050 = bytes.fromhex("7ff579e5acd072915580304c43a2367c60488310")  # Chromium's
+SALT_T051 = bytes.fromhex("7a4edef4e7ccee5fa4506c19124fc8ccda6e033d")
+T050, T051 = 0x54303530, 0x54303531  # "T050", "T051"
+
+# Versions from before RFC 9000 still seen on the wire. IETF drafts are 0xff0000NN for draft NN.
+# Facebook's mvfst numbers its own versions after the draft they follow, as Wireshark does:
+# 0xfaceb001 is draft-22, 0xfaceb002 and 0xfaceb00e ("experimental") draft-27.
+PRE_RFC_SALTS: dict[int, bytes] = {
+    **{0xFF000000 + draft: SALT_DRAFT_23 for draft in range(23, 29)},
+    **{0xFF000000 + draft: SALT_DRAFT_29 for draft in range(29, 33)},
+    **{0xFF000000 + draft: SALT_V1 for draft in range(33, 35)},
+    0xFACEB001: SALT_DRAFT_22,
+    0xFACEB002: SALT_DRAFT_23,
+    0xFACEB00E: SALT_DRAFT_23,
+}
+
 VERSIONS: dict[int, QuicVersion] = {
-    QUIC_V1: QuicVersion(
-        QUIC_V1,
-        bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a"),
-        b"quic key",
-        b"quic iv",
-        b"quic hp",
-        (INITIAL, ZERO_RTT, HANDSHAKE, RETRY),
-    ),
+    QUIC_V1: QuicVersion(QUIC_V1, SALT_V1, b"quic key", b"quic iv", b"quic hp", _V1_TYPES),
     QUIC_V2: QuicVersion(
         QUIC_V2,
-        bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9"),
+        SALT_V2,
         b"quicv2 key",
         b"quicv2 iv",
         b"quicv2 hp",
         (RETRY, INITIAL, ZERO_RTT, HANDSHAKE),
     ),
+    **{
+        number: QuicVersion(number, salt, b"quic key", b"quic iv", b"quic hp", _V1_TYPES)
+        for number, salt in PRE_RFC_SALTS.items()
+    },
+    **{
+        number: QuicVersion(number, salt, b"quic key", b"quic iv", b"quic hp", _V1_TYPES, True)
+        for number, salt in ((T050, SALT_T050), (T051, SALT_T051))
+    },
 }
 
 

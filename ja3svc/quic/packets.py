@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ja3svc.quic.keys import INITIAL, RETRY, VERSIONS, PacketKeys, QuicVersion
 
-MAX_CID_LENGTH = 20  # RFC 9000 section 17.2: version 1 and 2 connection IDs are at most 20 bytes
+MAX_CID_LENGTH = 20  # RFC 9000 section 17.2 (and every draft since 22): CIDs are at most 20 bytes
 SAMPLE_LENGTH = 16
 
 
@@ -56,7 +56,8 @@ def split_long_packets(datagram: bytes) -> tuple[list[LongPacket], str | None]:
     """The long-header packets of a datagram, and why splitting stopped early (None if it did not).
 
     Stopping at a short header, a Retry or a Version Negotiation packet is normal, not an error.
-    Versions other than 1 and 2 cannot be decrypted here and are reported as ``unknown_version``.
+    Versions not in ``keys.VERSIONS`` cannot be decrypted here and are reported as
+    ``unknown_version``.
     """
     packets: list[LongPacket] = []
     n = len(datagram)

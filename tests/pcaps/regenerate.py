@@ -165,7 +165,12 @@ PY_REFRAME = (
 import socket, ssl, struct, sys, time
 host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-tls = insecure().wrap_bio(incoming, outgoing, server_hostname=host)
+context = insecure()
+if mode == "midsession-null":
+    # TLS 1.2 with a NULL cipher: the application data records carry their plaintext as is.
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers("NULL-SHA256:@SECLEVEL=0")
+tls = context.wrap_bio(incoming, outgoing, server_hostname=host)
 sock = socket.create_connection((host, port), timeout=10)
 # Nagle off plus a pause between sends: each send leaves as its own segment.
 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -181,6 +186,10 @@ def first_flight(data):
     record, rest = data[: 5 + length], data[5 + length :]
     if mode == "header-alone":
         send_pieces([record[:5], record[5:] + rest])
+    elif mode == "tiny-first":
+        send_pieces([record[:1], record[1:2], record[2:5], record[5:] + rest])
+    elif mode == "midsession-null":
+        send_pieces([data])
     elif mode == "split-records":
         body = record[5:]
         cut = len(body) // 2
@@ -190,6 +199,7 @@ def first_flight(data):
         raise SystemExit(f"unknown mode {mode}")
 
 first = True
+hello_record = b""
 deadline = time.monotonic() + 10
 while time.monotonic() < deadline:
     try:
@@ -201,6 +211,7 @@ while time.monotonic() < deadline:
     if data:
         if first:
             first_flight(data)
+            hello_record = data
             first = False
         else:
             sock.sendall(data)
@@ -212,7 +223,63 @@ while time.monotonic() < deadline:
     incoming.write(chunk)
 else:
     raise SystemExit("handshake timed out")
+if mode == "midsession-null":
+    # One application data record whose (unencrypted) payload is a newline and then this
+    # connection's own ClientHello record; its first byte leaves in a segment of its own (the
+    # capture is cut to start there, as if it had joined the session then).
+    tls.write(b"x\\n" + hello_record)
+    record = outgoing.read()
+    assert record[0] == 23, "expected an application data record"
+    send_pieces([record[:1], record[1:]])
+    time.sleep(0.2)
 sock.close()
+"""
+)
+
+# argv: host -- IMAP before STARTTLS with a command argument that starts a TCP segment with a
+# whole TLS ClientHello record (one of this client's, from OpenSSL via MemoryBIO; its newline bytes,
+# e.g. in extension type 10, make Dovecot answer a few junk lines with BAD), then a real
+# STARTTLS handshake.
+PY_IMAP_PLAINTEXT_RECORD = (
+    PY_INSECURE
+    + """
+import socket, ssl, sys, time
+host = sys.argv[1]
+
+def hello_record():
+    # With ALPN, unlike the real hello after STARTTLS: the two differ in JA3.
+    ctx = insecure()
+    ctx.set_alpn_protocols(["imap"])
+    out = ssl.MemoryBIO()
+    tls = ctx.wrap_bio(ssl.MemoryBIO(), out, server_hostname=host)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+def line(sock):
+    buf = b""
+    while not buf.endswith(b"\\r\\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            raise SystemExit("server closed")
+        buf += chunk
+    return buf
+
+sock = socket.create_connection((host, 143), timeout=10)
+sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+line(sock)  # greeting
+sock.sendall(b"a001 NOOP ")
+time.sleep(0.05)
+sock.sendall(hello_record() + b"\\r\\n")
+time.sleep(0.3)
+sock.sendall(b"a002 STARTTLS\\r\\n")
+while not line(sock).startswith(b"a002 OK"):
+    pass
+with insecure().wrap_socket(sock, server_hostname=host) as tls:
+    tls.sendall(b"a003 LOGOUT\\r\\n")
+    tls.recv(4096)
 """
 )
 
@@ -429,6 +496,50 @@ def make_reframed(out: Path, ctx: Ctx) -> list[Conn]:
                 [PY, "-c", PY_REFRAME, SERVER_NAME, "443", mode],
             )
             for mode in ("header-alone", "split-records")
+        ]
+
+
+def make_tiny_first_segments(out: Path, ctx: Ctx) -> list[Conn]:
+    whole = ctx.tmp / "tiny-first-segments-whole.pcap"
+    # TLS 1.2 offers only NULL-SHA256 (TLS 1.3 suites are set apart and stay the default).
+    with https_net(ctx, "-cipher", "NULL-SHA256:@SECLEVEL=0") as net:
+        with tcpdump(net.client, whole):
+            conns = [
+                client_run(
+                    net.client,
+                    ctx,
+                    "python MemoryBIO, TLS 1.2 NULL-SHA256, capture cut to start at the "
+                    "1-byte first segment of an application data record (joined mid-session)",
+                    [PY, "-c", PY_REFRAME, SERVER_NAME, "443", "midsession-null"],
+                ),
+                client_run(
+                    net.client,
+                    ctx,
+                    "python MemoryBIO, hello record header in segments of 1, 1 and 3 bytes",
+                    [PY, "-c", PY_REFRAME, SERVER_NAME, "443", "tiny-first"],
+                ),
+            ]
+    conns[0].client_hellos = conns[0].server_hellos = 0
+    # The first frame the capture keeps: the client's 1-byte segment (the application data
+    # record's content type) of the first connection.
+    first = run_tool(
+        ["tshark", "-r", str(whole), "-Y", "tcp.len == 1 && tcp.stream == 0",
+         "-T", "fields", "-e", "frame.number"]
+    ).split()[0]  # fmt: skip
+    run_tool(["editcap", "-F", "pcap", "-r", str(whole), str(out), f"{first}-1000000"])
+    return conns
+
+
+def make_starttls_plaintext_record(out: Path, ctx: Ctx) -> list[Conn]:
+    with veth_pair(hosts=HOSTS) as net, dovecot(net.server, ctx), tcpdump(net.client, out):
+        return [
+            client_run(
+                net.client,
+                ctx,
+                "python socket: IMAP command whose argument starts a segment with a ClientHello "
+                "record, then STARTTLS and Python ssl",
+                [PY, "-c", PY_IMAP_PLAINTEXT_RECORD, SERVER_NAME],
+            )
         ]
 
 
@@ -782,6 +893,13 @@ CAPTURES: list[Capture] = [
         make_reframed,
     ),
     Capture(
+        "tiny-first-segments.pcap",
+        "Python ssl via MemoryBIO (TLS bytes from OpenSSL, segmentation by the script)",
+        "capture joined mid-session at a 1-byte segment (NULL cipher, a hello record inside "
+        "the application data); hello record header in 1-, 1- and 3-byte segments",
+        make_tiny_first_segments,
+    ),
+    Capture(
         "node-https.pcap",
         "Node.js https.get",
         "Node's OpenSSL-based hello",
@@ -817,6 +935,13 @@ CAPTURES: list[Capture] = [
         "openssl s_client -starttls imap, Python imaplib",
         "hello after IMAP STARTTLS plaintext on port 143 (Dovecot 2.3)",
         dovecot_scenario("imap"),
+    ),
+    Capture(
+        "dovecot-starttls-plaintext-record.pcap",
+        "Python socket and ssl against Dovecot 2.3 IMAP",
+        "before STARTTLS, a command argument starting a segment with a ClientHello record "
+        "(plaintext, not TLS); then the real STARTTLS hello",
+        make_starttls_plaintext_record,
     ),
     Capture(
         "dovecot-starttls-pop3.pcap",

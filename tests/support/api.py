@@ -36,7 +36,9 @@ REPORT_24_FAIL = (
 )
 
 
-def allow_24(login: str = "ivan", session: str = "/FqFqBBhPMV/AAAB", ja3: str = H) -> str:
+def allow_24(
+    login: str = "ivan", session: str = "/FqFqBBhPMV/AAAB", ja3: str = H, remote: str = "127.0.0.1"
+) -> str:
     """A 2.4 allow: the report body's attributes with fail_type "" and no report booleans."""
     return json.dumps(
         {
@@ -46,7 +48,7 @@ def allow_24(login: str = "ivan", session: str = "/FqFqBBhPMV/AAAB", ja3: str = 
             "login": login,
             "protocol": "imap",
             "pwhash": "0c54",
-            "remote": "127.0.0.1",
+            "remote": remote,
             "session_id": session,
             "tls": True,
         },
@@ -54,8 +56,10 @@ def allow_24(login: str = "ivan", session: str = "/FqFqBBhPMV/AAAB", ja3: str = 
     )
 
 
-def report_24(login: str, session: str, success: bool, ja3: str = H) -> str:
-    body = json.loads(allow_24(login, session, ja3))
+def report_24(
+    login: str, session: str, success: bool, ja3: str = H, remote: str = "127.0.0.1"
+) -> str:
+    body = json.loads(allow_24(login, session, ja3, remote))
     body["fail_type"] = "" if success else "credentials"
     body.pop("tls")
     body.update(success=success, policy_reject=False, tls=True)

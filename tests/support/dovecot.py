@@ -140,38 +140,33 @@ proto, mode, host, port, user, password = sys.argv[1:7]
 ctx = ssl.create_default_context()
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
-ok, text = True, ""
 if proto == "imap":
     if mode == "tls":
         conn = imaplib.IMAP4_SSL(host, int(port), ssl_context=ctx, timeout=20)
     else:
         conn = imaplib.IMAP4(host, int(port), timeout=20)
         conn.starttls(ctx)
-    sport = conn.sock.getsockname()[1]
-    try:
-        conn.login(user, password)
-    except imaplib.IMAP4.error as exc:
-        ok, text = False, str(exc)
-    try:
-        conn.logout()
-    except Exception:
-        pass
+    login, refused, logout = conn.login, imaplib.IMAP4.error, conn.logout
 else:
     if mode == "tls":
         conn = poplib.POP3_SSL(host, int(port), context=ctx, timeout=20)
     else:
         conn = poplib.POP3(host, int(port), timeout=20)
         conn.stls(ctx)
-    sport = conn.sock.getsockname()[1]
-    try:
+    def login(user, password):
         conn.user(user)
         conn.pass_(password)
-    except poplib.error_proto as exc:
-        ok, text = False, str(exc)
-    try:
-        conn.quit()
-    except Exception:
-        pass
+    refused, logout = poplib.error_proto, conn.quit
+sport = conn.sock.getsockname()[1]
+ok, text = True, ""
+try:
+    login(user, password)
+except refused as exc:
+    ok, text = False, str(exc)
+try:
+    logout()
+except Exception:
+    pass
 print(json.dumps({"ok": ok, "text": text, "sport": sport}))
 """
 

@@ -166,11 +166,14 @@ def resegment(
     """Re-split every data segment into ``size``-byte pieces that overlap the next piece by
     ``overlap`` bytes (a TLS record header at the start of a segment gets a segment of its own),
     then permute the pieces of each direction inside windows of ``window`` pieces and send every
-    ``duplicate_every``-th piece twice. SYN/FIN/RST packets keep their place."""
+    ``duplicate_every``-th piece twice. SYN/FIN/RST packets keep their place, and so does the
+    first data segment of a direction the capture joined mid-connection (no SYN before it):
+    where such a capture starts is where its stream starts."""
     rng = random.Random(seed)
     packets = in_seq_order(packets)
     out: list[TcpPacket] = []
     pending: dict[tuple[str, int, str, int], list[TcpPacket]] = {}
+    started: set[tuple[str, int, str, int]] = set()  # directions with a SYN or data
 
     def flush(flow: tuple[str, int, str, int]) -> None:
         pieces = pending.pop(flow, [])
@@ -183,7 +186,10 @@ def resegment(
                     out.append(piece)
 
     for p in packets:
-        if not p.payload or p.flags & (TCP_SYN | TCP_FIN | TCP_RST):
+        joined = bool(p.payload) and p.flow not in started and not p.flags & TCP_SYN
+        if p.payload or p.flags & TCP_SYN:
+            started.add(p.flow)
+        if not p.payload or p.flags & (TCP_SYN | TCP_FIN | TCP_RST) or joined:
             flush(p.flow)
             out.append(p)
             continue

@@ -18,6 +18,7 @@ from ja3svc.policy import (
     Stage,
     UserHistory,
     evaluate,
+    network_of,
     parse_action,
 )
 
@@ -71,7 +72,7 @@ def test_confident_deny_beats_allow_and_allow_beats_tarpit():
 
 
 def test_allow_label_overrides_bad_reputation():
-    inp = PolicyInputs(req(), labels=(label("allow"),), reputation=Reputation(999, 999, 60))
+    inp = PolicyInputs(req(), labels=(label("allow"),), reputation=on_network(999, 60))
     assert evaluate(inp, CFG).action is Action.ALLOW
 
 
@@ -94,6 +95,14 @@ def test_reject_applies_after_auth_too():
     assert evaluate(inp, CFG).status == -1
 
 
+NET = "203.0.113.0/24"
+
+
+def on_network(accounts: int, window: int = 3600) -> Reputation:
+    """``accounts`` failed with the fingerprint from the request's own network, nowhere else."""
+    return Reputation(accounts, accounts * 3, window, NET, accounts, accounts, 1, 0)
+
+
 @pytest.mark.parametrize(
     ("accounts", "rule", "status"),
     [
@@ -103,15 +112,87 @@ def test_reject_applies_after_auth_too():
         (20, "reputation_reject", -1),
     ],
 )
-def test_reputation_thresholds(accounts, rule, status):
-    v = evaluate(PolicyInputs(req(), reputation=Reputation(accounts, accounts * 3, 3600)), CFG)
+def test_reputation_thresholds_on_the_failing_network(accounts, rule, status):
+    v = evaluate(PolicyInputs(req(), reputation=on_network(accounts)), CFG)
     assert (v.rule, v.status) == (rule, status)
+    if status:
+        assert f"from {NET} in 3600s" in v.reasons[-1]
 
 
 def test_reputation_zero_threshold_disables():
     cfg = dataclasses.replace(CFG, reputation_tarpit_accounts=0, reputation_reject_accounts=0)
-    v = evaluate(PolicyInputs(req(), reputation=Reputation(10_000, 10_000, 60)), cfg)
+    v = evaluate(PolicyInputs(req(), reputation=on_network(10_000, 60)), cfg)
     assert v.action is Action.ALLOW
+
+
+def test_failures_from_one_network_do_not_count_on_another():
+    # 1,000 accounts failed from one network: a login from another network is not held up.
+    rep = Reputation(1000, 1000, 3600, "198.51.100.0/24", 0, 1000, 1, 0)
+    v = evaluate(PolicyInputs(req(), reputation=rep), CFG)
+    assert (v.rule, v.status) == ("unknown_fingerprint", 0)
+    # Nor from two networks (reputation_min_networks is 3) ...
+    v = evaluate(PolicyInputs(req(), reputation=rep._replace(failed_networks=2)), CFG)
+    assert v.status == 0
+    # ... but from three, with nobody logging in successfully with it: everywhere.
+    v = evaluate(PolicyInputs(req(), reputation=rep._replace(failed_networks=3)), CFG)
+    assert (v.rule, v.status) == ("reputation_reject", -1)
+    assert "1000 existing accounts from 3 networks" in v.reasons[-1]
+    assert "against 0 accounts that logged in with it" in v.reasons[-1]
+
+
+@pytest.mark.parametrize(
+    ("counted", "succeeded", "rule"),
+    [
+        (20, 19, "reputation_reject"),
+        (20, 20, "unknown_fingerprint"),  # not more failed than successful accounts
+        (60, 50, "reputation_reject"),
+        (40, 50, "unknown_fingerprint"),
+        (6, 5, "reputation_tarpit"),
+    ],
+)
+def test_failures_everywhere_are_weighed_against_successful_accounts(counted, succeeded, rule):
+    rep = Reputation(counted, counted, 3600, "198.51.100.0/24", 0, counted, 5, succeeded)
+    assert evaluate(PolicyInputs(req(), reputation=rep), CFG).rule == rule
+    # A stricter ratio: twice as many failed accounts as successful ones are needed.
+    strict = dataclasses.replace(CFG, reputation_success_ratio=2.0)
+    if counted <= 2 * succeeded:
+        assert evaluate(PolicyInputs(req(), reputation=rep), strict).rule == "unknown_fingerprint"
+
+
+def test_unknown_accounts_count_on_their_network_only():
+    # 500 failures on names the password database does not know (fail_type "account"), from 5
+    # networks: they are not counted everywhere (counted_failed_accounts is 0) ...
+    rep = Reputation(500, 500, 3600, "198.51.100.0/24", 0, 0, 0, 0)
+    assert evaluate(PolicyInputs(req(), reputation=rep), CFG).status == 0
+    # ... but the network they came from is held up by them.
+    rep = rep._replace(network_failed_accounts=100)
+    assert evaluate(PolicyInputs(req(), reputation=rep), CFG).rule == "reputation_reject"
+
+
+def test_no_network_known_leaves_the_scope_everywhere_only():
+    rep = Reputation(50, 50, 3600, "", 50, 0, 0, 0)
+    assert evaluate(PolicyInputs(req(), reputation=rep), CFG).status == 0
+
+
+@pytest.mark.parametrize(
+    ("address", "network"),
+    [
+        ("203.0.113.77", "203.0.113.0/24"),
+        ("::ffff:203.0.113.77", "203.0.113.0/24"),
+        ("2001:db8:1234:56ff:1::9", "2001:db8:1234:5600::/56"),
+        ("fe80::1%eth0", "fe80::/56"),
+        ("", ""),
+        ("not-an-address", ""),
+        ("203.0.113.256", ""),
+    ],
+)
+def test_network_of(address, network):
+    assert network_of(address) == network
+
+
+def test_network_of_other_prefixes():
+    assert network_of("203.0.113.77", 16, 48) == "203.0.0.0/16"
+    assert network_of("2001:db8:1234:56ff::1", 16, 48) == "2001:db8:1234::/48"
 
 
 def test_new_fingerprint_for_established_account():
@@ -129,7 +210,7 @@ def test_new_fingerprint_for_established_account():
 
 @pytest.mark.parametrize("failed_accounts", [5, 20, 1000])
 def test_established_fingerprint_outweighs_reputation(failed_accounts):
-    rep = Reputation(failed_accounts, failed_accounts * 2, 3600)
+    rep = Reputation(failed_accounts, failed_accounts * 2, 3600, NET, failed_accounts)
     own = UserHistory(frozenset({FingerprintRef("ja3_dovecot", H)}), successes=5)
     v = evaluate(PolicyInputs(req(), history=own, reputation=rep), CFG)
     assert (v.rule, v.status, v.enforced) == ("established_fingerprint", 0, True)
@@ -206,5 +287,5 @@ def test_degraded_fail_closed_rejects_only_without_cached_labels():
 
 
 def test_same_inputs_same_verdict():
-    inp = PolicyInputs(req(), labels=(label("tarpit"),), reputation=Reputation(3, 3, 60))
+    inp = PolicyInputs(req(), labels=(label("tarpit"),), reputation=on_network(3, 60))
     assert evaluate(inp, CFG) == evaluate(inp, CFG)

@@ -28,6 +28,7 @@ from ja3svc.quic import (
     QuicInitialAssembler,
     looks_like_quic_initial,
 )
+from ja3svc.quic.frames import crypto_frames
 from ja3svc.quic.keys import VERSIONS, PacketKeys, initial_keys, initial_secrets
 from ja3svc.quic.packets import decode_packet_number
 from tests.support.paths import FOXIO, PCAPS
@@ -330,6 +331,50 @@ def test_hello_split_over_three_initials_out_of_order() -> None:
     assert parse_client_hello(message[4:]).sni == "example.com"
 
 
+# PING, CRYPTO, PADDING, both ACK layouts (with blocks and timestamps) and CONNECTION_CLOSE in
+# Google's framing (T050/T051); the Rust engine's frames.rs tests hold the same bytes.
+GOOGLE_FRAMES = bytes.fromhex(
+    "07"  # PING
+    "0805026c6f"  # CRYPTO offset 5, "lo"
+    "0000"  # PADDING
+    "400500000100"  # ACK: 1-byte fields, one block, no timestamps
+    # ACK 01100101: extra blocks, 2-byte largest and block lengths; 2 blocks; 2 timestamps
+    "650100" "0000" "02" "0003" "010001" "010001" "02" "0100000000" "020000"
+    "0200000001000178"  # CONNECTION_CLOSE, reason "x"
+    "08000168"  # CRYPTO offset 0, "h"
+)  # fmt: skip
+
+
+def test_google_framing_of_t050_and_t051() -> None:
+    assert crypto_frames(GOOGLE_FRAMES, google=True) == ([(5, b"lo"), (0, b"h")], None)
+    # The same bytes read as IETF frames stop at once: 0x07 is not an Initial frame there.
+    assert crypto_frames(GOOGLE_FRAMES) == ([], "unexpected_frame")
+    assert VERSIONS[0x54303530].google_frames and VERSIONS[0x54303531].google_frames
+    assert not any(v.google_frames for n, v in VERSIONS.items() if n >> 8 != 0x543035)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ("08000561", "truncated_crypto_frame"),
+        ("400000", "truncated_frame"),
+        ("60000000ff01", "truncated_frame"),
+        ("400000000109", "truncated_frame"),
+        ("02000000000009", "truncated_frame"),
+        ("06000161", "unexpected_frame"),  # IETF's CRYPTO type
+        ("8000", "unexpected_frame"),  # a STREAM frame
+    ],
+)
+def test_google_framing_stops_at_unknown_or_truncated_frames(payload: str, reason: str) -> None:
+    assert crypto_frames(bytes.fromhex(payload), google=True)[1] == reason
+
+
+def test_google_framing_survives_every_truncation() -> None:
+    for cut in range(len(GOOGLE_FRAMES)):
+        found, _ = crypto_frames(GOOGLE_FRAMES[:cut], google=True)
+        assert len(found) <= 2
+
+
 def test_chrome_style_frames_ping_padding_and_ack_between_reversed_crypto_frames() -> None:
     message = RFC_CLIENT_CRYPTO_FRAME[4:]
     frames = (
@@ -445,6 +490,11 @@ def test_looks_like_quic_initial() -> None:
     v2_as_v1_type = bytes([0xC3]) + _packet(QUIC_V2, "client")[1:]  # v2 Initial bits are 01
     assert not looks_like_quic_initial(v2_as_v1_type)
     assert not looks_like_quic_initial(b"")
+    draft29 = udp_datagrams(OWN_PCAPS / "draft29.pcap")[0].payload
+    assert looks_like_quic_initial(draft29)
+    # Draft-22 itself and Google's Q050 (no TLS) have no keys here: not taken for QUIC.
+    for number in (0xFF000016, 0x51303530):
+        assert not looks_like_quic_initial(draft29[:1] + number.to_bytes(4, "big") + draft29[5:])
 
 
 @settings(max_examples=300, deadline=None)
@@ -474,6 +524,7 @@ def test_random_decrypted_payloads_never_raise(payload: bytes) -> None:
     """Garbage *inside* a valid Initial reaches the frame parser and the stream."""
     assembler = QuicInitialAssembler()
     assembler.feed(initial(payload, pad_to=0 if len(payload) >= 20 else 20))
+    crypto_frames(payload, google=True)  # T050/T051's framing
 
 
 def test_public_surface() -> None:
@@ -569,6 +620,26 @@ def test_own_capture_ja3_matches_tshark(name: str) -> None:
     assert [(f, ja3s_string(parse_server_hello(b))) for f, _, b in servers] == [
         (r["frame"], r["ja3s"]) for r in expected["server"]
     ]
+
+
+def test_own_captures_cover_every_version_with_keys() -> None:
+    """A capture per version in the table, each with a hello tshark decoded in both directions.
+
+    draft27/29/32.pcap are real aioquic 0.8.8 and 0.9.25 connections; no stack available here
+    speaks the other drafts, mvfst's versions or Google's T050/T051, so regenerate_versions.py
+    re-protects draft29.pcap's Initials under each one's salt (for T050/T051 also re-encoding
+    the frames in Google's framing). tshark derives the keys and reads the frames on its own, so
+    a wrong salt or frame layout in ja3svc shows as a capture whose hellos ja3svc misses.
+    """
+    on_the_wire = {}
+    for name in OWN_EXPECTED:
+        first = udp_datagrams(OWN_PCAPS / name)[0].payload
+        on_the_wire.setdefault(int.from_bytes(first[1:5], "big"), []).append(name)
+    assert set(VERSIONS) <= set(on_the_wire), sorted(set(VERSIONS) - set(on_the_wire))
+    for number, names in on_the_wire.items():
+        for name in names:
+            expected = OWN_EXPECTED[name]
+            assert expected["client"] and expected["server"], (hex(number), name)
 
 
 def test_own_captures_cover_split_reordered_retry_and_v2() -> None:

@@ -340,3 +340,69 @@ def test_one_or_two_bytes_at_stream_start_are_no_error(first: bytes) -> None:
     p = TlsStreamParser()
     assert p.feed(first) == []
     assert not any(kind == 0 for kind, _ in p.feed(b"x" * 10))
+
+
+# --- the stream's start, judged on enough bytes ----------------------------------------------
+
+
+@pytest.mark.parametrize("first", [1, 2, 3, 4])
+def test_session_under_way_is_recognised_behind_a_tiny_first_chunk(first: int) -> None:
+    # Ciphertext holding "\n" + a valid hello record must not be searched as plaintext just
+    # because the first segment had fewer bytes than a record header.
+    stream = record(APPDATA, b"ciphertext\n" + HELLO_RECORD, 0x0303) + HELLO_RECORD
+    p = TlsStreamParser()
+    assert feed_all([stream[:first], stream[first:]], p) == []
+    assert p.done
+
+
+@pytest.mark.parametrize("first", [1, 2, 3, 4])
+def test_sslv2_hello_is_recognised_behind_a_tiny_first_chunk(first: int) -> None:
+    v2 = bytes.fromhex("801f 01 0301 0003 0000 0010 000004") + bytes(16)
+    p = TlsStreamParser()
+    assert feed_all([v2[:first], v2[first:]], p) == []
+    assert p.done
+
+
+@pytest.mark.parametrize("first", [1, 2, 3, 4, 5])
+def test_hello_behind_a_tiny_first_chunk(first: int) -> None:
+    assert feed_all([HELLO_RECORD[:first], HELLO_RECORD[first:]]) == [(CH, HELLO)]
+
+
+def test_short_plaintext_start_then_starttls() -> None:
+    # A 4-byte first line ("OK\r\n") waits for a fifth byte, then reads as plaintext.
+    assert feed_all([b"OK\r\n", HELLO_RECORD]) == [(CH, HELLO)]
+    assert feed_all([b"OK", b"\r\n", HELLO_RECORD[:3], HELLO_RECORD[3:]]) == [(CH, HELLO)]
+
+
+# --- plaintext: a hello starts a line, wherever the segments end -----------------------------
+
+
+@pytest.mark.parametrize("cut", [0, 3, 5, 6])
+def test_segment_starting_with_a_record_header_inside_a_line_is_plaintext(cut: int) -> None:
+    # IMAP before STARTTLS: a command's argument that happens to begin a TCP segment with
+    # 16 03 01 ... 01 is not a TLS record (tshark's IMAP dissector keeps it as IMAP).
+    p = TlsStreamParser()
+    pieces = [HELLO_RECORD[:cut], HELLO_RECORD[cut:]] if cut else [HELLO_RECORD]
+    chunks = [b"a001 LOGIN ", *pieces]
+    assert feed_all(chunks, p) == []
+    assert not p.done
+    assert feed_all([b"\r\na002 STARTTLS\r\n", HELLO_RECORD], p) == [(CH, HELLO)]
+
+
+def test_hello_after_a_newline_ending_the_previous_segment() -> None:
+    assert feed_all([b"a002 STARTTLS\r\n", HELLO_RECORD[:1], HELLO_RECORD[1:]]) == [(CH, HELLO)]
+
+
+def test_hello_after_a_binary_prologue_in_its_own_segment() -> None:
+    # SOCKS5 (RFC 1928): greeting, then CONNECT to port 443; the client's TLS starts with a new
+    # write after the proxy's reply, with no newline anywhere (the FoxIO socks capture has one).
+    socks = [b"\x05\x01\x00", b"\x05\x01\x00\x03\x0bexample.com\x01\xbb"]
+    assert feed_all([*socks, HELLO_RECORD]) == [(CH, HELLO)]
+    # PostgreSQL's SSLRequest (length 8, code 80877103) before the hello.
+    assert feed_all([b"\x00\x00\x00\x08\x04\xd2\x16\x2f", HELLO_RECORD]) == [(CH, HELLO)]
+
+
+def test_hello_after_an_xmpp_proceed() -> None:
+    # XMPP (RFC 6120): <starttls/> ends with ">" and no newline.
+    stream = [b"<?xml version='1.0'?><stream:stream to='example.com'>", b"<starttls/>"]
+    assert feed_all([*stream, HELLO_RECORD]) == [(CH, HELLO)]

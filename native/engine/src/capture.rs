@@ -49,6 +49,31 @@ pub enum Step {
     NeedMore,
 }
 
+/// Whether `rest` holds the `need` bytes of what comes next (a file header, record or block).
+/// Ok(false): wait for more input, or, at the end of the input with nothing left, a clean end.
+/// An end of input inside it is damage at `offset`, described by `cut_short(bytes present)`.
+#[inline]
+pub fn holds(
+    rest: &[u8],
+    need: usize,
+    eof: bool,
+    offset: u64,
+    cut_short: impl FnOnce(usize) -> String,
+) -> Result<bool, (u64, String)> {
+    if rest.len() >= need {
+        Ok(true)
+    } else if !eof || rest.is_empty() {
+        Ok(false)
+    } else {
+        Err((offset, cut_short(rest.len())))
+    }
+}
+
+/// A format's damage report as the error `open` returns.
+pub fn damaged((offset, reason): (u64, String)) -> CaptureError {
+    CaptureError::Damaged { offset, reason }
+}
+
 impl Default for CaptureStream {
     fn default() -> Self {
         Self::new()
@@ -275,6 +300,16 @@ fn div_round_u64(n: u64, d: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holds_waits_ends_cleanly_or_reports_the_cut() {
+        let msg = |have: usize| format!("{have} of 4");
+        assert_eq!(holds(b"abcd", 4, false, 7, msg), Ok(true));
+        assert_eq!(holds(b"abcde", 4, true, 7, msg), Ok(true));
+        assert_eq!(holds(b"ab", 4, false, 7, msg), Ok(false));
+        assert_eq!(holds(b"", 4, true, 7, msg), Ok(false)); // nothing left: a clean end
+        assert_eq!(holds(b"ab", 4, true, 7, msg), Err((7, "2 of 4".to_string())));
+    }
 
     #[test]
     fn correctly_rounded_nanoseconds() {

@@ -176,7 +176,6 @@ impl Engine {
         link::ethernet(self, ts, frame, 0, 0)
     }
 
-    /// TCP at `l4` (the IP packet ends at `end`); `addrs` is source then destination address.
     /// A segment that is a bare ACK plus at most the 6 bytes of zeros Ethernet pads a 54-byte
     /// frame with, before this direction has sent anything: no TLS stream starts with zeros.
     fn ethernet_padding_in_ack(
@@ -195,6 +194,7 @@ impl Engine {
             && frame[payload_at..end].iter().all(|&b| b == 0)
     }
 
+    /// TCP at `l4` (the IP packet ends at `end`); `addrs` is source then destination address.
     pub(crate) fn tcp(
         &mut self,
         ts: f64,
@@ -204,7 +204,7 @@ impl Engine {
         addrs: &[u8],
         alen: usize,
     ) -> Step {
-        let key = FlowKey::new(&[addrs, slice(frame, l4, l4 + 4)]);
+        let key = transport_key(frame, l4, addrs);
         let flags = at(frame, l4 + 13)?;
         let payload_at = l4 + ((at(frame, l4 + 12)? >> 4) as usize) * 4;
         let key = match key {
@@ -232,8 +232,7 @@ impl Engine {
                     self.stats.add("malformed.tcp_header", 1);
                     return Ok(());
                 }
-                let sport = u16::from_be_bytes([frame[l4], frame[l4 + 1]]);
-                let dport = u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]);
+                let (sport, dport) = ports(frame, l4);
                 let rkey = key.reverse(alen);
                 (self.flows.create(ts, key, rkey, sport, dport), 0)
             }
@@ -311,21 +310,11 @@ impl Engine {
                 }
                 StreamItem::Hello(kind, body) => (kind, body),
             };
-            let flow = self.flows.flow_mut(idx);
             let client = kind == HANDSHAKE_CLIENT_HELLO;
-            let parsed = if client {
-                parse_client_hello(&body).map(Hello::Client)
-            } else {
-                parse_server_hello(&body).map(Hello::Server)
+            let Some(hello) = self.parse_hello(&body, client, Transport::Tcp) else {
+                continue;
             };
-            let hello = match parsed {
-                Ok(h) => h,
-                Err(e) => {
-                    let side_name = if client { "client" } else { "server" };
-                    self.stats.add_owned(format!("malformed.{side_name}_hello_{}", e.as_str()), 1);
-                    continue;
-                }
-            };
+            let flow = self.flows.flow_mut(idx);
             let index;
             {
                 let d = &mut flow.dirs[side as usize];
@@ -381,7 +370,7 @@ impl Engine {
         addrs: &[u8],
         alen: usize,
     ) -> Step {
-        let key = match FlowKey::new(&[addrs, &frame[l4..l4 + 4]]) {
+        let key = match transport_key(frame, l4, addrs) {
             Some(k) => k,
             None => return Ok(()),
         };
@@ -430,42 +419,49 @@ impl Engine {
             return Ok(());
         }
         let transport = session.transport;
-        let sport = u16::from_be_bytes([frame[l4], frame[l4 + 1]]);
-        let dport = u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]);
+        let (sport, dport) = ports(frame, l4);
         let n = bodies.len() as u64;
         let mut found = 0;
         for (i, body) in bodies.iter().enumerate() {
-            let parsed = if from_client {
-                parse_client_hello(body).map(Hello::Client)
-            } else {
-                parse_server_hello(body).map(Hello::Server)
-            };
-            match parsed {
-                Ok(hello) => {
-                    found += 1;
-                    self.found.push(Sighting {
-                        frame: self.frames,
-                        ts,
-                        src: Addr::from_slice(&addrs[..alen]),
-                        sport,
-                        dst: Addr::from_slice(&addrs[alen..]),
-                        dport,
-                        transport,
-                        index: count - n + i as u64 + 1,
-                        hello,
-                    });
-                }
-                Err(e) => {
-                    let side = if from_client { "client" } else { "server" };
-                    self.stats.add_owned(
-                        format!("malformed.{}_{side}_hello_{}", transport.as_str(), e.as_str()),
-                        1,
-                    );
-                }
+            if let Some(hello) = self.parse_hello(body, from_client, transport) {
+                found += 1;
+                self.found.push(Sighting {
+                    frame: self.frames,
+                    ts,
+                    src: Addr::from_slice(&addrs[..alen]),
+                    sport,
+                    dst: Addr::from_slice(&addrs[alen..]),
+                    dport,
+                    transport,
+                    index: count - n + i as u64 + 1,
+                    hello,
+                });
             }
         }
         self.stats.add(if from_client { "hellos.client" } else { "hellos.server" }, found);
         Ok(())
+    }
+
+    /// A hello's body as its sender's side; a malformed one is counted (QUIC's and DTLS's
+    /// under their own names) and None.
+    fn parse_hello(&mut self, body: &[u8], client: bool, transport: Transport) -> Option<Hello> {
+        let parsed = if client {
+            parse_client_hello(body).map(Hello::Client)
+        } else {
+            parse_server_hello(body).map(Hello::Server)
+        };
+        match parsed {
+            Ok(hello) => Some(hello),
+            Err(e) => {
+                let side = if client { "client" } else { "server" };
+                let name = match transport {
+                    Transport::Tcp => format!("malformed.{side}_hello_{}", e.as_str()),
+                    t => format!("malformed.{}_{side}_hello_{}", t.as_str(), e.as_str()),
+                };
+                self.stats.add_owned(name, 1);
+                None
+            }
+        }
     }
 
     /// End of input: count what was left incomplete.
@@ -473,6 +469,20 @@ impl Engine {
         let n = self.flows.flush();
         self.stats.add("skipped.tcp_gap_at_end", n);
     }
+}
+
+/// The direction key of the TCP or UDP header at `l4`: the addresses, then both ports as
+/// they stand. None when longer than any key (a packet of no flow).
+#[inline]
+fn transport_key(frame: &[u8], l4: usize, addrs: &[u8]) -> Option<FlowKey> {
+    FlowKey::new(&[addrs, slice(frame, l4, l4 + 4)])
+}
+
+/// Source and destination port of the TCP or UDP header at `l4` (its first 4 bytes present).
+#[inline]
+fn ports(frame: &[u8], l4: usize) -> (u16, u16) {
+    let port = |i: usize| u16::from_be_bytes([frame[i], frame[i + 1]]);
+    (port(l4), port(l4 + 2))
 }
 
 /// Python's `frame[a:b]`: clamped, never an error.

@@ -1,7 +1,7 @@
 //! Classic libpcap files (port of `capture/pcap_format.py`): both byte orders, micro- and
 //! nanosecond timestamps, the FCS bits of the link type field, bounded record sizes.
 
-use crate::capture::{CaptureError, PacketSink, Step};
+use crate::capture::{damaged, holds, CaptureError, PacketSink, Step};
 
 pub const FILE_HEADER_SIZE: usize = 24;
 pub const RECORD_HEADER_SIZE: usize = 16;
@@ -32,17 +32,11 @@ impl PcapState {
 
     /// Parse the file header; None to wait for more input; Some((state, header size)).
     pub fn open(buf: &[u8], eof: bool) -> Result<Option<(Self, usize)>, CaptureError> {
-        if buf.len() < FILE_HEADER_SIZE {
-            if !eof {
-                return Ok(None);
-            }
-            return Err(CaptureError::Damaged {
-                offset: buf.len() as u64,
-                reason: format!(
-                    "pcap file header cut short ({} of {FILE_HEADER_SIZE} bytes)",
-                    buf.len()
-                ),
-            });
+        let cut_short = |have: usize| {
+            format!("pcap file header cut short ({have} of {FILE_HEADER_SIZE} bytes)")
+        };
+        if !holds(buf, FILE_HEADER_SIZE, eof, buf.len() as u64, cut_short).map_err(damaged)? {
+            return Ok(None);
         }
         let big_endian = buf[0] == 0xa1;
         let divisor = if buf[2] == 0x3c || buf[1] == 0x3c { 1e9 } else { 1e6 };
@@ -79,17 +73,11 @@ impl PcapState {
         packets: &mut u64,
         sink: &mut PacketSink<'_>,
     ) -> Result<Step, (u64, String)> {
-        if rest.len() < RECORD_HEADER_SIZE {
-            if !eof || rest.is_empty() {
-                return Ok(Step::NeedMore);
-            }
-            return Err((
-                offset,
-                format!(
-                    "file ends inside a pcap record header ({} of {RECORD_HEADER_SIZE} bytes)",
-                    rest.len()
-                ),
-            ));
+        let cut_short = |have: usize| {
+            format!("file ends inside a pcap record header ({have} of {RECORD_HEADER_SIZE} bytes)")
+        };
+        if !holds(rest, RECORD_HEADER_SIZE, eof, offset, cut_short)? {
+            return Ok(Step::NeedMore);
         }
         let incl = self.u32(rest, 8) as u64;
         if incl > self.max_record {
@@ -103,17 +91,12 @@ impl PcapState {
             ));
         }
         let stop = RECORD_HEADER_SIZE + incl as usize;
-        if rest.len() < stop {
-            if !eof {
-                return Ok(Step::NeedMore);
-            }
-            return Err((
-                offset,
-                format!(
-                    "file ends inside a pcap record ({} of {incl} frame bytes present)",
-                    rest.len() - RECORD_HEADER_SIZE
-                ),
-            ));
+        let cut_short = |have: usize| {
+            let frame = have - RECORD_HEADER_SIZE;
+            format!("file ends inside a pcap record ({frame} of {incl} frame bytes present)")
+        };
+        if !holds(rest, stop, eof, offset, cut_short)? {
+            return Ok(Step::NeedMore);
         }
         let sec = self.u32(rest, 0) as f64;
         let frac = self.u32(rest, 4) as f64;

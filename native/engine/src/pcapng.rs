@@ -3,7 +3,7 @@
 //! Enhanced, Simple and obsolete Packet Blocks; every other block skipped by its length. Every
 //! length is checked before it is trusted, with the reference's messages.
 
-use crate::capture::{div_round, CaptureError, Divisor, PacketSink, Step};
+use crate::capture::{damaged, div_round, holds, CaptureError, Divisor, PacketSink, Step};
 
 pub const SHB_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 pub const SHB: u32 = 0x0A0D0D0A;
@@ -115,17 +115,12 @@ impl PcapngState {
     /// Check the first SHB's byte-order magic and version up front, so a file that merely
     /// starts with the SHB type is "not a capture" rather than "damaged".
     pub fn open(buf: &[u8], eof: bool) -> Result<Option<Self>, CaptureError> {
-        if buf.len() < 16 {
-            if !eof {
-                return Ok(None);
-            }
-            return Err(CaptureError::Damaged {
-                offset: 0,
-                reason: format!(
-                    "file ends inside the first section header block ({} of 28 bytes)",
-                    buf.len()
-                ),
-            });
+        // Its first 16 bytes: up to the version, all that is read here.
+        let cut_short = |have: usize| {
+            format!("file ends inside the first section header block ({have} of 28 bytes)")
+        };
+        if !holds(buf, 16, eof, 0, cut_short).map_err(damaged)? {
+            return Ok(None);
         }
         let big_endian = match byte_order(&buf[8..12]) {
             Some(b) => b,
@@ -155,14 +150,10 @@ impl PcapngState {
         packets: &mut u64,
         sink: &mut PacketSink<'_>,
     ) -> Result<Step, (u64, String)> {
-        if rest.len() < 12 {
-            if !eof || rest.is_empty() {
-                return Ok(Step::NeedMore);
-            }
-            return Err((
-                offset,
-                format!("file ends inside a block header ({} of 12 bytes)", rest.len()),
-            ));
+        let cut_short =
+            |have: usize| format!("file ends inside a block header ({have} of 12 bytes)");
+        if !holds(rest, 12, eof, offset, cut_short)? {
+            return Ok(Step::NeedMore);
         }
         let btype = self.u32(rest, 0);
         if btype == SHB {
@@ -185,16 +176,13 @@ impl PcapngState {
             return Err((offset, p));
         }
         let blen_u = blen as usize;
-        if rest.len() < blen_u {
-            if !eof {
-                return Ok(Step::NeedMore);
-            }
+        let cut_short = |have: usize| {
             let name = block_name(btype);
             let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
-            return Err((
-                offset,
-                format!("file ends inside {article} {name} ({} of {blen} bytes present)", rest.len()),
-            ));
+            format!("file ends inside {article} {name} ({have} of {blen} bytes present)")
+        };
+        if !holds(rest, blen_u, eof, offset, cut_short)? {
+            return Ok(Step::NeedMore);
         }
         let b = &rest[..blen_u];
         let trailer = self.u32(b, blen_u - 4) as u64;
@@ -208,27 +196,12 @@ impl PcapngState {
             ));
         }
         match btype {
-            EPB => {
-                let iface = self.u32(b, 8) as u64;
-                let hi = self.u32(b, 12) as u64;
-                let lo = self.u32(b, 16) as u64;
-                let caplen = self.u32(b, 20) as u64;
-                let orig = self.u32(b, 24) as u64;
-                if caplen > blen - 32 {
-                    return Err((offset, too_long(btype, caplen, blen - 32)));
-                }
-                let i = match self.interfaces.get(iface as usize) {
-                    Some(i) => *i,
-                    None => return Err((offset, undeclared(iface, self.interfaces.len()))),
-                };
-                self.last_ts = div_round((hi << 32) | lo, i.divisor);
-                if i.offset != 0 {
-                    self.last_ts += i.offset as f64;
-                }
-                *packets += 1;
-                let frame = &b[28..28 + caplen as usize];
-                let (frame, orig) = if i.fcs > 0 { strip_fcs(frame, orig, i.fcs) } else { (frame, orig) };
-                sink(self.last_ts, i.linktype, frame, orig);
+            EPB | PB => {
+                // They differ only in the width of the interface number (PB's is followed by
+                // a 16-bit drop count); the timestamp, lengths and frame sit at the same places.
+                let iface = if btype == EPB { self.u32(b, 8) as u64 } else { self.u16(b, 8) as u64 };
+                let (i, frame, orig) = self.timed_packet(b, btype, iface, offset)?;
+                self.emit(i, frame, orig, packets, sink);
             }
             SHB => {
                 let (major, minor) = (self.u16(b, 12), self.u16(b, 14));
@@ -252,35 +225,53 @@ impl PcapngState {
                 if i.snaplen > 0 {
                     caplen = caplen.min(i.snaplen);
                 }
-                let frame = &b[12..12 + caplen as usize];
-                let (frame, orig) = if i.fcs > 0 { strip_fcs(frame, orig, i.fcs) } else { (frame, orig) };
-                *packets += 1;
-                sink(self.last_ts, i.linktype, frame, orig);
-            }
-            PB => {
-                let iface = self.u16(b, 8) as u64;
-                let hi = self.u32(b, 12) as u64;
-                let lo = self.u32(b, 16) as u64;
-                let caplen = self.u32(b, 20) as u64;
-                let orig = self.u32(b, 24) as u64;
-                if caplen > blen - 32 {
-                    return Err((offset, too_long(btype, caplen, blen - 32)));
-                }
-                let i = match self.interfaces.get(iface as usize) {
-                    Some(i) => *i,
-                    None => return Err((offset, undeclared(iface, self.interfaces.len()))),
-                };
-                // Python adds the (integer) offset even when it is 0: x + 0 == x for floats
-                // that are not -0.0, and a division of non-negative counts never gives -0.0.
-                self.last_ts = div_round((hi << 32) | lo, i.divisor) + i.offset as f64;
-                let frame = &b[28..28 + caplen as usize];
-                let (frame, orig) = if i.fcs > 0 { strip_fcs(frame, orig, i.fcs) } else { (frame, orig) };
-                *packets += 1;
-                sink(self.last_ts, i.linktype, frame, orig);
+                self.emit(i, &b[12..12 + caplen as usize], orig, packets, sink);
             }
             _ => {} // carries nothing we need: skipped by length
         }
         Ok(Step::Consumed(blen_u))
+    }
+
+    /// An EPB's or PB's timestamp, lengths and interface (number `iface`), each checked
+    /// against the block and the section; sets `last_ts`. The interface, frame and wire length.
+    fn timed_packet<'b>(
+        &mut self,
+        b: &'b [u8],
+        btype: u32,
+        iface: u64,
+        offset: u64,
+    ) -> Result<(Interface, &'b [u8], u64), (u64, String)> {
+        let room = b.len() as u64 - 32;
+        let hi = self.u32(b, 12) as u64;
+        let lo = self.u32(b, 16) as u64;
+        let caplen = self.u32(b, 20) as u64;
+        let orig = self.u32(b, 24) as u64;
+        if caplen > room {
+            return Err((offset, too_long(btype, caplen, room)));
+        }
+        let i = match self.interfaces.get(iface as usize) {
+            Some(i) => *i,
+            None => return Err((offset, undeclared(iface, self.interfaces.len()))),
+        };
+        // The reference adds the (integer) offset to a PB's time always and to an EPB's only
+        // when it is not 0: the same, as x + 0 == x for every float but -0.0, and a division
+        // of non-negative counts never gives -0.0.
+        self.last_ts = div_round((hi << 32) | lo, i.divisor) + i.offset as f64;
+        Ok((i, &b[28..28 + caplen as usize], orig))
+    }
+
+    /// One packet to the sink, without whatever its interface says is FCS.
+    fn emit(
+        &self,
+        i: Interface,
+        frame: &[u8],
+        orig: u64,
+        packets: &mut u64,
+        sink: &mut PacketSink<'_>,
+    ) {
+        let (frame, orig) = if i.fcs > 0 { strip_fcs(frame, orig, i.fcs) } else { (frame, orig) };
+        *packets += 1;
+        sink(self.last_ts, i.linktype, frame, orig);
     }
 
     /// An IDB: link type, snaplen and the options that change how packets read.

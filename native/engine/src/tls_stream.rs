@@ -62,6 +62,39 @@ fn is_sslv2_client_hello(data: &[u8]) -> bool {
         && (data[3] == 3 || (data[3] == 0 && data[4] == 2))
 }
 
+/// What the plaintext bytes since the last line break are: nothing, a line of text in
+/// progress (a segment boundary there is no place for a hello), or binary (a prologue such as
+/// SOCKS, which may end at a segment boundary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextRun {
+    Empty,
+    Text,
+    Binary,
+}
+
+/// Printable ASCII, tab and CR. Bytes >= 0x80 count as binary: a SOCKS reply can hold a 0x0a
+/// followed by only such bytes.
+fn is_text_byte(b: u8) -> bool {
+    b == 9 || b == 13 || (0x20..0x7F).contains(&b)
+}
+
+/// The run after plaintext `data[pos..]`. A line breaks at "\n", and at ">" for XMPP, whose
+/// `<proceed/>` ends without a newline.
+fn text_run_after(run: TextRun, data: &[u8], pos: usize) -> TextRun {
+    let tail = &data[pos..];
+    let (run, tail) = match tail.iter().rposition(|&b| b == b'\n' || b == b'>') {
+        Some(i) => (TextRun::Empty, &tail[i + 1..]),
+        None => (run, tail),
+    };
+    if tail.is_empty() || run == TextRun::Binary {
+        run
+    } else if tail.iter().all(|&b| is_text_byte(b)) {
+        TextRun::Text
+    } else {
+        TextRun::Binary
+    }
+}
+
 fn find(data: &[u8], needle: &[u8; 2], from: usize) -> Option<usize> {
     if from >= data.len() {
         return None;
@@ -73,6 +106,10 @@ fn find(data: &[u8], needle: &[u8; 2], from: usize) -> Option<usize> {
 pub struct TlsStreamParser {
     state: State,
     started: bool,
+    /// The stream's first bytes not judged yet (TLS, plaintext, a session under way).
+    at_start: bool,
+    /// In plaintext: what the bytes since the last line break are.
+    text_run: TextRun,
     hellos: u32,
     pending: Vec<u8>,
     record_type: u8,
@@ -90,6 +127,8 @@ impl Default for TlsStreamParser {
         Self {
             state: State::Detect,
             started: false,
+            at_start: true,
+            text_run: TextRun::Empty,
             hellos: 0,
             pending: Vec::new(),
             record_type: 0,
@@ -162,51 +201,29 @@ impl TlsStreamParser {
     /// Where TLS starts in this chunk (None: wait for more bytes).
     fn detect(&mut self, data: &[u8], pos: usize) -> Option<usize> {
         let end = data.len();
-        let at_stream_start = !self.started;
         self.started = true;
-        if end - pos < 6 && data[pos] == CONTENT_HANDSHAKE && self.plaintext_seen < MAX_PLAINTEXT {
+        if self.at_start {
+            return self.detect_start(data);
+        }
+        if self.text_run != TextRun::Text
+            && end - pos < 6
+            && data[pos] == CONTENT_HANDSHAKE
+            && self.plaintext_seen < MAX_PLAINTEXT
+        {
             // A record header split before its sixth byte: decide once it is here; the pending
             // bytes count as plaintext so tiny 0x16 chunks cannot keep this forever.
             self.pending = data[pos..].to_vec();
             self.plaintext_seen += end - pos;
             return None;
         }
-        if is_handshake_header(data, pos) {
+        if self.text_run != TextRun::Text && is_handshake_header(data, pos) {
+            // A chunk that starts a line, or follows a binary prologue (SOCKS, a PostgreSQL
+            // SSLRequest, ...) after which the client starts TLS with a new write.
             self.state = State::Header;
             return Some(pos);
         }
-        if at_stream_start && pos == 0 {
-            if may_be_plain_warning_alert(data) {
-                // A server that does not know the SNI name may send a warning alert
-                // (unrecognized_name) before its ServerHello: the hello follows in the next
-                // record. Decide once that record's header is here (the alert may be a segment
-                // of its own); anything else after the alert is a session under way.
-                if end < 12 {
-                    self.started = false;
-                    self.pending = data.to_vec();
-                    return None;
-                }
-                if is_handshake_header(data, 7) {
-                    self.state = State::Header;
-                    return Some(0);
-                }
-            }
-            if end > 1
-                && matches!(
-                    data[0],
-                    CONTENT_CCS | CONTENT_ALERT | CONTENT_APPLICATION_DATA | CONTENT_HEARTBEAT
-                )
-                && data[1] == 3
-            {
-                self.state = State::Done; // joined an established TLS connection
-                return Some(end);
-            }
-            if is_sslv2_client_hello(data) {
-                self.state = State::Done;
-                return Some(end);
-            }
-        }
-        // Plaintext: a STARTTLS hello starts right after the server's line that ended in "\n".
+        // Plaintext: a STARTTLS hello starts right after the line that ended in "\n"; inside
+        // a line of text it is never a hello, wherever a segment happens to end.
         let mut found = find(data, b"\x16\x03", pos + 1);
         while let Some(i) = found {
             if data[i - 1] == 0x0A && end - i >= 5 && is_handshake_header(data, i) {
@@ -224,14 +241,58 @@ impl TlsStreamParser {
             {
                 self.pending = data[t..].to_vec();
                 self.plaintext_seen += t - pos;
+                self.text_run = TextRun::Empty;
                 return None;
             }
         }
+        self.text_run = text_run_after(self.text_run, data, pos);
         self.plaintext_seen += end - pos;
         if self.plaintext_seen > MAX_PLAINTEXT {
             self.state = State::Done;
         }
         Some(end)
+    }
+
+    /// Judge the stream's first bytes (`data` holds all of them so far) once there are enough
+    /// of them, whatever the segment sizes: Some(0) to go on reading them, None to wait, or
+    /// Some(end) when the direction is done.
+    fn detect_start(&mut self, data: &[u8]) -> Option<usize> {
+        let end = data.len();
+        let needed = if data[0] == CONTENT_HANDSHAKE {
+            6 // the record header and the handshake type
+        } else if may_be_plain_warning_alert(data) {
+            12 // the alert record and the next record's header and handshake type
+        } else {
+            5 // a record header, or the start of an SSLv2 hello
+        };
+        if end < needed {
+            self.pending = data.to_vec();
+            return None;
+        }
+        self.at_start = false;
+        if is_handshake_header(data, 0) {
+            self.state = State::Header;
+            return Some(0);
+        }
+        if may_be_plain_warning_alert(data) && is_handshake_header(data, 7) {
+            // A server that does not know the SNI name may send a warning alert
+            // (unrecognized_name) before its ServerHello: the hello follows in the next record.
+            self.state = State::Header;
+            return Some(0);
+        }
+        let midstream = matches!(
+            data[0],
+            CONTENT_CCS | CONTENT_ALERT | CONTENT_APPLICATION_DATA | CONTENT_HEARTBEAT
+        ) && data[1] == 3
+            && data[2] <= 4;
+        if midstream || is_sslv2_client_hello(data) {
+            // Joined an established TLS connection (or an SSLv2-framed hello, which has
+            // nothing to fingerprint): no hello to come in this direction.
+            self.state = State::Done;
+            return Some(end);
+        }
+        // Plaintext, which `detect` reads from here on.
+        Some(0)
     }
 
     fn header(&mut self, data: &[u8], pos: usize, out: &mut Vec<StreamItem>) -> usize {
@@ -364,6 +425,53 @@ mod tests {
             p.feed(std::slice::from_ref(b), &mut out);
         }
         assert_eq!(out, vec![StreamItem::Hello(1, b"BODY".to_vec())]);
+    }
+
+    #[test]
+    fn application_data_in_one_byte_pieces_at_start_is_done() {
+        let mut p = TlsStreamParser::default();
+        let mut out = Vec::new();
+        let mut stream = record(23, b"ciphertext\n");
+        stream.extend(record(22, &hello_msg(1, b"BODY")));
+        for b in &stream {
+            p.feed(std::slice::from_ref(b), &mut out);
+        }
+        assert!(p.done() && out.is_empty());
+    }
+
+    #[test]
+    fn chunk_starting_with_a_header_inside_a_line_is_plaintext() {
+        let mut p = TlsStreamParser::default();
+        let mut out = Vec::new();
+        p.feed(b"a001 LOGIN ", &mut out);
+        p.feed(&record(22, &hello_msg(1, b"BODY")), &mut out);
+        assert!(out.is_empty() && !p.done());
+        p.feed(b"\r\n", &mut out);
+        p.feed(&record(22, &hello_msg(1, b"BODY")), &mut out);
+        assert_eq!(out, vec![StreamItem::Hello(1, b"BODY".to_vec())]);
+    }
+
+    #[test]
+    fn hello_after_a_binary_prologue_or_an_xmpp_tag_in_its_own_chunk() {
+        let hello = record(22, &hello_msg(1, b"BODY"));
+        for prologue in [&b"\x04\x01\x01\xbb\x5d\xb8\xd8\x77\x00"[..], b"<starttls/>"] {
+            let mut p = TlsStreamParser::default();
+            let mut out = Vec::new();
+            p.feed(prologue, &mut out);
+            p.feed(&hello, &mut out);
+            assert_eq!(out, vec![StreamItem::Hello(1, b"BODY".to_vec())]);
+        }
+    }
+
+    #[test]
+    fn sslv2_hello_behind_a_one_byte_chunk_is_done() {
+        let mut v2 = vec![0x80, 0x1f, 1, 3, 1, 0, 3, 0, 0, 0, 16, 0, 0, 4];
+        v2.extend([0; 16]);
+        let mut p = TlsStreamParser::default();
+        let mut out = Vec::new();
+        p.feed(&v2[..1], &mut out);
+        p.feed(&v2[1..], &mut out);
+        assert!(p.done() && out.is_empty());
     }
 
     #[test]

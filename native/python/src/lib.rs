@@ -28,6 +28,8 @@ struct PcapRun {
     /// The capture file when Rust reads it itself (`read_file`).
     file: Option<std::fs::File>,
     json: bool,
+    /// With `json`: also hand back the records as dicts (for `--store`), beside the text.
+    records: bool,
     error: Option<CaptureError>,
     finished: bool,
 }
@@ -86,21 +88,28 @@ impl PcapRun {
 
     fn json_lines(&mut self) -> String {
         let mut out = String::with_capacity(self.engine.found.len() * 700);
-        for s in self.engine.found.drain(..) {
-            write_record(&s, &self.label, self.profile, &mut self.memo, &mut out);
+        for s in &self.engine.found {
+            write_record(s, &self.label, self.profile, &mut self.memo, &mut out);
+        }
+        if !self.records {
+            self.engine.found.clear();
         }
         out
     }
 
     /// The found hellos as the caller wants them: JSON text or a list of dicts.
+    /// With `json` and `records`, the pair (text, list of dicts).
     fn take_found<'py>(&mut self, py: Python<'py>, text: String) -> PyResult<Bound<'py, PyAny>> {
-        if self.json {
+        if self.json && !self.records {
             return Ok(text.into_pyobject(py)?.into_any());
         }
         let list = PyList::empty(py);
         let found: Vec<Sighting> = self.engine.found.drain(..).collect();
         for s in &found {
             list.append(record_dict(py, s, &self.label, self.profile, &mut self.memo)?)?;
+        }
+        if self.json {
+            return Ok((text, list).into_pyobject(py)?.into_any());
         }
         Ok(list.into_any())
     }
@@ -185,13 +194,16 @@ fn record_dict<'py>(
 #[pymethods]
 impl PcapRun {
     #[new]
-    #[pyo3(signature = (label, dovecot_profile, json, max_flows = 200_000, idle_timeout = 300.0))]
+    #[pyo3(signature = (
+        label, dovecot_profile, json, max_flows = 200_000, idle_timeout = 300.0, records = false
+    ))]
     fn new(
         label: String,
         dovecot_profile: &str,
         json: bool,
         max_flows: usize,
         idle_timeout: f64,
+        records: bool,
     ) -> PyResult<Self> {
         let profile = DovecotProfile::from_name(dovecot_profile).ok_or_else(|| {
             PyValueError::new_err(format!("unknown OpenSSL profile {dovecot_profile:?}"))
@@ -204,6 +216,7 @@ impl PcapRun {
             memo: Memo::default(),
             file: None,
             json,
+            records: json && records,
             error: None,
             finished: false,
         })
@@ -305,9 +318,178 @@ impl PcapRun {
     }
 }
 
+// --- live capture ----------------------------------------------------------------------------
+
+/// Offsets in a TPACKET_V3 block (<linux/if_packet.h>): `tpacket_block_desc` starts with
+/// version and offset_to_priv, then `tpacket_hdr_v1` (block_status, num_pkts,
+/// offset_to_first_pkt, blk_len, ...).
+const BLOCK_NUM_PKTS: usize = 12;
+const BLOCK_FIRST_PKT: usize = 16;
+/// `tpacket3_hdr`: tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_len, tp_status, tp_mac.
+const PKT_HDR_LEN: usize = 26;
+
+fn u32_at(b: &[u8], i: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?))
+}
+
+fn u16_at(b: &[u8], i: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(i..i + 2)?.try_into().ok()?))
+}
+
+/// What one ring block held: packets, their wire bytes, how many were cut at the snap length,
+/// and whether the block's layout was broken (the rest of it is then skipped).
+#[derive(Default)]
+struct BlockCounts {
+    packets: u64,
+    wire_bytes: u64,
+    truncated: u64,
+    malformed: bool,
+}
+
+/// Feed every packet of one TPACKET_V3 block (a copy of it, taken out of the ring by the
+/// caller) to the engine. The offsets come from the kernel, but are checked like wire data.
+fn feed_ring_block(engine: &mut Engine, block: &[u8], linktype: u32) -> BlockCounts {
+    let mut c = BlockCounts::default();
+    let (Some(count), Some(first)) = (u32_at(block, BLOCK_NUM_PKTS), u32_at(block, BLOCK_FIRST_PKT))
+    else {
+        c.malformed = true;
+        return c;
+    };
+    let mut offset = first as usize;
+    for _ in 0..count {
+        let hdr = match block.get(offset..offset + PKT_HDR_LEN) {
+            Some(h) => h,
+            None => {
+                c.malformed = true;
+                break;
+            }
+        };
+        let (next, sec, nsec) = (u32_at(hdr, 0), u32_at(hdr, 4), u32_at(hdr, 8));
+        let (snap, wire, mac) = (u32_at(hdr, 12), u32_at(hdr, 16), u16_at(hdr, 24));
+        let (Some(next), Some(sec), Some(nsec), Some(snap), Some(wire), Some(mac)) =
+            (next, sec, nsec, snap, wire, mac)
+        else {
+            c.malformed = true;
+            break;
+        };
+        let start = offset + mac as usize;
+        let Some(frame) = block.get(start..start + snap as usize) else {
+            c.malformed = true;
+            break;
+        };
+        engine.feed_frame(sec as f64 + nsec as f64 * 1e-9, linktype, frame);
+        c.packets += 1;
+        c.wire_bytes += wire as u64;
+        if wire > snap {
+            c.truncated += 1;
+        }
+        if next == 0 {
+            break; // the last packet of the block
+        }
+        offset += next as usize;
+    }
+    c
+}
+
+/// One live capture through one engine: fed whole TPACKET_V3 ring blocks (or, on the recv
+/// path, lists of packets), one call per block; the hellos come back as dicts, the same as
+/// `PcapRun`'s with the label "live" and frame numbers counted from the start of the capture.
+#[pyclass(module = "ja3svc._native")]
+struct LiveRun {
+    engine: Engine,
+    profile: DovecotProfile,
+    memo: Memo,
+}
+
+impl LiveRun {
+    fn found<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        let found: Vec<Sighting> = self.engine.found.drain(..).collect();
+        for s in &found {
+            list.append(record_dict(py, s, "live", self.profile, &mut self.memo)?)?;
+        }
+        Ok(list)
+    }
+}
+
+#[pymethods]
+impl LiveRun {
+    #[new]
+    #[pyo3(signature = (dovecot_profile, max_flows = 200_000, idle_timeout = 300.0))]
+    fn new(dovecot_profile: &str, max_flows: usize, idle_timeout: f64) -> PyResult<Self> {
+        let profile = DovecotProfile::from_name(dovecot_profile).ok_or_else(|| {
+            PyValueError::new_err(format!("unknown OpenSSL profile {dovecot_profile:?}"))
+        })?;
+        Ok(LiveRun {
+            engine: Engine::new(max_flows, idle_timeout, profile),
+            profile,
+            memo: Memo::default(),
+        })
+    }
+
+    /// Every packet of one ring block (its bytes as copied out of the ring): returns
+    /// (hellos, packets, wire bytes, truncated packets, block malformed).
+    fn feed_block<'py>(
+        &mut self,
+        py: Python<'py>,
+        block: &[u8],
+        linktype: u32,
+    ) -> PyResult<(Bound<'py, PyList>, u64, u64, u64, bool)> {
+        let engine = &mut self.engine;
+        let c = py.detach(|| feed_ring_block(engine, block, linktype));
+        Ok((self.found(py)?, c.packets, c.wire_bytes, c.truncated, c.malformed))
+    }
+
+    /// Packets read one at a time (the recv path): a list of (ts, linktype, frame, wire
+    /// length) tuples, as `LiveSource.packets()` yields them; returns the hellos.
+    fn feed_packets<'py>(
+        &mut self,
+        py: Python<'py>,
+        packets: Vec<(f64, u32, Vec<u8>, u64)>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let engine = &mut self.engine;
+        py.detach(|| {
+            for (ts, linktype, frame, _wire) in &packets {
+                engine.feed_frame(*ts, *linktype, frame);
+            }
+        });
+        self.found(py)
+    }
+
+    /// End of capture: the hellos still waiting in the engine.
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let engine = &mut self.engine;
+        py.detach(|| engine.finish());
+        self.found(py)
+    }
+
+    /// The engine's counters (the reference's `engine.stats`), zero counts left out.
+    fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in &self.engine.stats.map {
+            d.set_item(k.as_ref(), *v)?;
+        }
+        Ok(d)
+    }
+
+    /// The flow table's counters (flows, evicted_full, expired_idle, closed) and its size now
+    /// (active).
+    fn flow_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.engine.flows.stats;
+        let d = PyDict::new(py);
+        d.set_item("flows", s.flows)?;
+        d.set_item("evicted_full", s.evicted_full)?;
+        d.set_item("expired_idle", s.expired_idle)?;
+        d.set_item("closed", s.closed)?;
+        d.set_item("active", self.engine.flows.len())?;
+        Ok(d)
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PcapRun>()?;
+    m.add_class::<LiveRun>()?;
     // Whether every part of the hot path is in Rust (QUIC and DTLS included); until it is,
     // `ja3svc pcap` keeps the Python engine as its default.
     m.add(

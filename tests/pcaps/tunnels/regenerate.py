@@ -15,7 +15,7 @@ kernel (or a GTP-U gateway, a CAPWAP access point or controller, a PPP link) wou
 expected values come from tshark only (an oracle independent of ja3svc), which decodes every one
 of these encapsulations. For CAPWAP tshark is told (CAPWAP_PREFS) to read the 802.11 frame
 control field in the standard byte order: by default it assumes the byte-swapped field some
-Cisco access points send.
+Cisco access points send, which capwap-cisco-*.pcap have (tshark told so explicitly).
 """
 
 from __future__ import annotations
@@ -96,15 +96,23 @@ AP_PORT = 32768  # the access point's own port: the controller answers from 5247
 BSSID = bytes.fromhex("020000000010")
 
 
-def capwap(inner: bytes, from_client: bool) -> Packet:
+def capwap(
+    inner: bytes, from_client: bool, *, swap_fc: bool = False, retry: bool = False
+) -> Packet:
     """CAPWAP data (RFC 5415) between an access point and its controller, carrying the native
     802.11 frame (T=1, wireless binding 1). Uplink: a QoS data frame to the distribution system
-    (26-byte header); downlink: a plain data frame from it (24 bytes). LLC/SNAP before the IP."""
+    (26-byte header); downlink: a plain data frame from it (24 bytes). LLC/SNAP before the IP.
+    ``swap_fc``: the two frame control bytes swapped, as Cisco access points and controllers
+    send them; ``retry``: the uplink frames have the Retry flag (the access point forwards the
+    first copy it received, which may be a retransmission)."""
     sta, router = bytes.fromhex(MACS[0].replace(":", "")), bytes.fromhex(MACS[1].replace(":", ""))
+    fc = (b"\x88\x09" if retry else b"\x88\x01") if from_client else b"\x08\x02"
+    if swap_fc:
+        fc = fc[::-1]
     if from_client:  # To DS: addr1 BSSID, addr2 source, addr3 destination; then QoS control
-        dot11 = b"\x88\x01\x00\x00" + BSSID + sta + router + b"\x00\x00" + b"\x00\x00"
+        dot11 = fc + b"\x00\x00" + BSSID + sta + router + b"\x00\x00" + b"\x00\x00"
     else:  # From DS: addr1 destination, addr2 BSSID, addr3 source
-        dot11 = b"\x08\x02\x00\x00" + sta + BSSID + router + b"\x00\x00"
+        dot11 = fc + b"\x00\x00" + sta + BSSID + router + b"\x00\x00"
     ethertype = b"\x08\x00" if inner[0] >> 4 == 4 else b"\x86\xdd"
     llc = b"\xaa\xaa\x03\x00\x00\x00" + ethertype
     # Preamble 0; HLEN 2 (8 bytes), RID 1, WBID 1 (IEEE 802.11), T=1; no flags, no fragment.
@@ -115,7 +123,18 @@ def capwap(inner: bytes, from_client: bool) -> Packet:
     return ether(from_client, IP(src=a, dst=b, ttl=64) / udp)
 
 
+def capwap_cisco(inner: bytes, from_client: bool) -> Packet:
+    return capwap(inner, from_client, swap_fc=True)
+
+
+def capwap_cisco_retry(inner: bytes, from_client: bool) -> Packet:
+    # Swapped, the uplink flags byte 0x09 (To DS, Retry) reads as a data frame type too.
+    return capwap(inner, from_client, swap_fc=True, retry=True)
+
+
 CAPWAP_PREFS = ("capwap.swap_fc:FALSE",)
+# tshark's default, spelled out: the frame control field is read byte-swapped.
+CAPWAP_CISCO_PREFS = ("capwap.swap_fc:TRUE",)
 
 
 def ppp(inner: bytes, from_client: bool) -> bytes:
@@ -134,6 +153,17 @@ CAPTURES: dict[str, tuple[int, Callable[[bytes, bool], Packet | bytes], str]] = 
     "gtpu-6.pcap": (6, gtpu, "IPv6 in GTP-U (UDP 2152), with and without extension headers"),
     "capwap-4.pcap": (4, capwap, "IPv4 in 802.11 data frames in CAPWAP data (UDP 5247)"),
     "capwap-6.pcap": (6, capwap, "IPv6 in 802.11 data frames in CAPWAP data (UDP 5247)"),
+    "capwap-cisco-4.pcap": (
+        4,
+        capwap_cisco_retry,
+        "IPv4 in 802.11 data frames in CAPWAP data (UDP 5247), frame control byte-swapped (Cisco),"
+        " uplink frames with Retry set",
+    ),
+    "capwap-cisco-6.pcap": (
+        6,
+        capwap_cisco,
+        "IPv6 in 802.11 data frames in CAPWAP data (UDP 5247), frame control byte-swapped (Cisco)",
+    ),
     "ppp-4.pcap": (4, ppp, "IPv4 on the PPP link type (9), with and without FF 03"),
     "ppp-6.pcap": (6, ppp, "IPv6 on the PPP link type (9), with and without FF 03"),
 }
@@ -206,7 +236,11 @@ def main(names: Iterable[str] = CAPTURES) -> None:
     for name in names:
         version, wrap, covers = CAPTURES[name]
         write(name, version, wrap)
-        prefs = CAPWAP_PREFS if wrap is capwap else ()
+        prefs = {
+            capwap: CAPWAP_PREFS,
+            capwap_cisco: CAPWAP_CISCO_PREFS,
+            capwap_cisco_retry: CAPWAP_CISCO_PREFS,
+        }.get(wrap, ())
         hellos = tshark_hellos(HERE / name, *prefs)
         doc = {
             "capture": name,

@@ -288,7 +288,9 @@ impl QuicInitialAssembler {
             let Some(epoch) = self.epoch.as_mut() else {
                 continue;
             };
-            for body in absorb(cap_errors, &payload, &mut epoch.client_stream, CLIENT_HELLO) {
+            let stream = &mut epoch.client_stream;
+            let google = packet.version.google_frames;
+            for body in absorb(cap_errors, &payload, google, stream, CLIENT_HELLO) {
                 let digest: [u8; 32] = Sha256::digest(&body).into();
                 if self.returned.contains(&digest) {
                     self.repeated_hellos += 1;
@@ -349,6 +351,7 @@ impl QuicInitialAssembler {
             hellos.extend(absorb(
                 &mut self.errors,
                 &payload,
+                packet.version.google_frames,
                 &mut epoch.server_stream,
                 SERVER_HELLO,
             ));
@@ -416,15 +419,17 @@ impl QuicInitialAssembler {
     }
 }
 
-/// Feed a decrypted payload's CRYPTO frames to a stream; the bodies of the completed messages
-/// of the `wanted` type (any other type is counted as unexpected).
+/// Feed a decrypted payload's CRYPTO frames (in Google's framing if `google_frames`) to a stream;
+/// the bodies of the completed messages of the `wanted` type (any other type is counted as
+/// unexpected).
 fn absorb(
     errors: &mut Errors,
     payload: &[u8],
+    google_frames: bool,
     stream: &mut CryptoStream,
     wanted: u8,
 ) -> Vec<Vec<u8>> {
-    let (frames, reason) = crypto_frames(payload);
+    let (frames, reason) = crypto_frames(payload, google_frames);
     if let Some(reason) = reason {
         count(errors, reason.as_str());
     }
@@ -448,20 +453,20 @@ fn absorb(
     bodies
 }
 
-/// Cheap test for a client's QUIC v1/v2 Initial, for the hot path before any allocation.
+/// Cheap test for a client's QUIC Initial, for the hot path before any allocation.
 ///
-/// Checks: long header, a version we can decrypt, the Initial type bits of that version, a DCID
-/// length within the limits, and the 1200-byte minimum every client Initial datagram must be
-/// padded to (RFC 9000 section 14.1), the strongest filter against look-alike UDP traffic.
+/// Checks: long header, a version we can decrypt (one `match` on the number), the Initial type
+/// bits of that version, a DCID length within the limits, and the 1200-byte minimum every client
+/// Initial datagram must be padded to (RFC 9000 section 14.1), the strongest filter against
+/// look-alike UDP traffic.
 pub fn looks_like_quic_initial(datagram: &[u8]) -> bool {
     if datagram.len() < 1200 || datagram[0] & 0x80 == 0 {
         return false;
     }
-    let initial_bits =
-        match u32::from_be_bytes([datagram[1], datagram[2], datagram[3], datagram[4]]) {
-            super::keys::QUIC_V1 => 0,
-            super::keys::QUIC_V2 => 1,
-            _ => return false,
-        };
-    (datagram[0] >> 4) & 0x03 == initial_bits && datagram[5] <= 20
+    let number = u32::from_be_bytes([datagram[1], datagram[2], datagram[3], datagram[4]]);
+    let Some(version) = super::keys::version(number) else {
+        return false;
+    };
+    let type_bits = usize::from((datagram[0] >> 4) & 0x03);
+    version.packet_types[type_bits] == PacketType::Initial && datagram[5] <= 20
 }

@@ -26,7 +26,7 @@ pub enum PacketType {
     Retry,
 }
 
-/// The constants that differ between QUIC v1 and v2.
+/// The constants that differ between QUIC versions.
 #[derive(Debug, PartialEq, Eq)]
 pub struct QuicVersion {
     pub number: u32,
@@ -37,6 +37,9 @@ pub struct QuicVersion {
     /// The two long-header type bits (byte 0, bits 4-5) -> packet type. QUIC v2 permutes them
     /// on purpose (RFC 9369 section 3.2) so middleboxes cannot ossify on v1's values.
     pub packet_types: [PacketType; 4],
+    /// Google's T050/T051 carry Google QUIC frames (CRYPTO is 0x08, ACK Google's layout) inside
+    /// IETF long headers; every other version here has IETF frames.
+    pub google_frames: bool,
 }
 
 impl QuicVersion {
@@ -50,29 +53,71 @@ impl QuicVersion {
     }
 }
 
+const V1_TYPES: [PacketType; 4] = [
+    PacketType::Initial,
+    PacketType::ZeroRtt,
+    PacketType::Handshake,
+    PacketType::Retry,
+];
+
+// Initial salts (RFC 9001 section 5.2 and the drafts before it).
+const SALT_V1: [u8; 20] = [
+    0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17, 0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad,
+    0xcc, 0xbb, 0x7f, 0x0a,
+]; // also draft-33, -34
+const SALT_V2: [u8; 20] = [
+    0x0d, 0xed, 0xe3, 0xde, 0xf7, 0x00, 0xa6, 0xdb, 0x81, 0x93, 0x81, 0xbe, 0x6e, 0x26, 0x9d, 0xcb,
+    0xf9, 0xbd, 0x2e, 0xd9,
+];
+const SALT_DRAFT_22: [u8; 20] = [
+    0x7f, 0xbc, 0xdb, 0x0e, 0x7c, 0x66, 0xbb, 0xe9, 0x19, 0x3a, 0x96, 0xcd, 0x21, 0x51, 0x9e, 0xbd,
+    0x7a, 0x02, 0x64, 0x4a,
+];
+const SALT_DRAFT_23: [u8; 20] = [
+    0xc3, 0xee, 0xf7, 0x12, 0xc7, 0x2e, 0xbb, 0x5a, 0x11, 0xa7, 0xd2, 0x43, 0x2b, 0xb4, 0x63, 0x65,
+    0xbe, 0xf9, 0xf5, 0x02,
+]; // drafts 23-28
+const SALT_DRAFT_29: [u8; 20] = [
+    0xaf, 0xbf, 0xec, 0x28, 0x99, 0x93, 0xd2, 0x4c, 0x9e, 0x97, 0x86, 0xf1, 0x9c, 0x61, 0x11, 0xe0,
+    0x43, 0x90, 0xa8, 0x99,
+]; // drafts 29-32
+
+// Chromium's salts for Google's TLS-in-QUIC versions.
+const SALT_T050: [u8; 20] = [
+    0x7f, 0xf5, 0x79, 0xe5, 0xac, 0xd0, 0x72, 0x91, 0x55, 0x80, 0x30, 0x4c, 0x43, 0xa2, 0x36, 0x7c,
+    0x60, 0x48, 0x83, 0x10,
+];
+const SALT_T051: [u8; 20] = [
+    0x7a, 0x4e, 0xde, 0xf4, 0xe7, 0xcc, 0xee, 0x5f, 0xa4, 0x50, 0x6c, 0x19, 0x12, 0x4f, 0xc8, 0xcc,
+    0xda, 0x6e, 0x03, 0x3d,
+];
+
+/// A version before RFC 9000 (or a vendor's): v1's labels and type bits, its own salt.
+const fn pre_rfc(number: u32, salt: [u8; 20]) -> QuicVersion {
+    QuicVersion {
+        number,
+        salt,
+        key_label: b"quic key",
+        iv_label: b"quic iv",
+        hp_label: b"quic hp",
+        packet_types: V1_TYPES,
+        google_frames: false,
+    }
+}
+
 pub static V1: QuicVersion = QuicVersion {
     number: QUIC_V1,
-    salt: [
-        0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17, 0x9a, 0xe6, 0xa4, 0xc8, 0x0c,
-        0xad, 0xcc, 0xbb, 0x7f, 0x0a,
-    ],
+    salt: SALT_V1,
     key_label: b"quic key",
     iv_label: b"quic iv",
     hp_label: b"quic hp",
-    packet_types: [
-        PacketType::Initial,
-        PacketType::ZeroRtt,
-        PacketType::Handshake,
-        PacketType::Retry,
-    ],
+    packet_types: V1_TYPES,
+    google_frames: false,
 };
 
 pub static V2: QuicVersion = QuicVersion {
     number: QUIC_V2,
-    salt: [
-        0x0d, 0xed, 0xe3, 0xde, 0xf7, 0x00, 0xa6, 0xdb, 0x81, 0x93, 0x81, 0xbe, 0x6e, 0x26, 0x9d,
-        0xcb, 0xf9, 0xbd, 0x2e, 0xd9,
-    ],
+    salt: SALT_V2,
     key_label: b"quicv2 key",
     iv_label: b"quicv2 iv",
     hp_label: b"quicv2 hp",
@@ -82,6 +127,42 @@ pub static V2: QuicVersion = QuicVersion {
         PacketType::ZeroRtt,
         PacketType::Handshake,
     ],
+    google_frames: false,
+};
+
+/// IETF drafts 23 to 34, wire numbers 0xff0000NN for draft NN, indexed by NN - 23.
+const FIRST_DRAFT: u32 = 0xff00_0017;
+const LAST_DRAFT: u32 = 0xff00_0022;
+static DRAFTS: [QuicVersion; 12] = [
+    pre_rfc(0xff00_0017, SALT_DRAFT_23),
+    pre_rfc(0xff00_0018, SALT_DRAFT_23),
+    pre_rfc(0xff00_0019, SALT_DRAFT_23),
+    pre_rfc(0xff00_001a, SALT_DRAFT_23),
+    pre_rfc(0xff00_001b, SALT_DRAFT_23),
+    pre_rfc(0xff00_001c, SALT_DRAFT_23),
+    pre_rfc(0xff00_001d, SALT_DRAFT_29),
+    pre_rfc(0xff00_001e, SALT_DRAFT_29),
+    pre_rfc(0xff00_001f, SALT_DRAFT_29),
+    pre_rfc(0xff00_0020, SALT_DRAFT_29),
+    pre_rfc(0xff00_0021, SALT_V1),
+    pre_rfc(0xff00_0022, SALT_V1),
+];
+
+// Facebook's mvfst numbers its versions after the draft they follow, as Wireshark does:
+// 0xfaceb001 is draft-22, 0xfaceb002 and 0xfaceb00e ("experimental") draft-27.
+static MVFST_D22: QuicVersion = pre_rfc(0xface_b001, SALT_DRAFT_22);
+static MVFST_D27: QuicVersion = pre_rfc(0xface_b002, SALT_DRAFT_23);
+static MVFST_EXPERIMENTAL: QuicVersion = pre_rfc(0xface_b00e, SALT_DRAFT_23);
+// Google's "T050" and "T051": IETF long headers and v1's labels, Google QUIC frames inside.
+pub const T050: u32 = 0x5430_3530;
+pub const T051: u32 = 0x5430_3531;
+static GOOGLE_T050: QuicVersion = QuicVersion {
+    google_frames: true,
+    ..pre_rfc(T050, SALT_T050)
+};
+static GOOGLE_T051: QuicVersion = QuicVersion {
+    google_frames: true,
+    ..pre_rfc(T051, SALT_T051)
 };
 
 /// The version whose Initials can be decrypted here, by its wire number.
@@ -89,6 +170,12 @@ pub fn version(number: u32) -> Option<&'static QuicVersion> {
     match number {
         QUIC_V1 => Some(&V1),
         QUIC_V2 => Some(&V2),
+        FIRST_DRAFT..=LAST_DRAFT => Some(&DRAFTS[(number - FIRST_DRAFT) as usize]),
+        0xface_b001 => Some(&MVFST_D22),
+        0xface_b002 => Some(&MVFST_D27),
+        0xface_b00e => Some(&MVFST_EXPERIMENTAL),
+        T050 => Some(&GOOGLE_T050),
+        T051 => Some(&GOOGLE_T051),
         _ => None,
     }
 }

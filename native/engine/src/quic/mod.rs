@@ -1,5 +1,8 @@
 //! QUIC v1 (RFC 9001) and v2 (RFC 9369) Initial packets: the TLS hellos inside them.
 //!
+//! Also the versions before RFC 9000 still seen on the wire (IETF drafts 23-34, Facebook mvfst,
+//! Google T050/T051): `keys::version` knows every version whose Initials can be read.
+//!
 //! Public surface: [`QuicInitialAssembler`] (one per connection, fed UDP payloads) and
 //! [`looks_like_quic_initial`] (the cheap pre-check). The submodules hold the wire pieces:
 //! `keys` (key derivation and packet protection), `packets` (long headers, coalescing),

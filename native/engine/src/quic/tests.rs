@@ -629,6 +629,43 @@ fn looks_like_quic_initial_filters() {
     v2_as_v1_type[0] = 0xc3; // v2's Initial bits are 01
     assert!(!looks_like_quic_initial(&v2_as_v1_type));
     assert!(!looks_like_quic_initial(b""));
+    // Only the version field is read before the table lookup: a v1 packet renumbered as a draft
+    // with keys passes, draft-22 and Google's Q050 (no keys here) do not.
+    for (number, taken) in [
+        (0xff00_001d_u32, true),
+        (0xface_b00e, true),
+        (0xff00_0016, false),
+        (0x5130_3530, false),
+    ] {
+        let mut packet = unhex(V1_CLIENT_PACKET);
+        packet[1..5].copy_from_slice(&number.to_be_bytes());
+        assert_eq!(looks_like_quic_initial(&packet), taken, "{number:#x}");
+    }
+}
+
+#[test]
+fn every_draft_number_finds_its_own_entry() {
+    // The drafts sit in an array indexed by number - 23: each entry must carry its own number,
+    // and the salt must change exactly where the drafts changed it (29 and 33).
+    for draft in 23u32..=34 {
+        let v = version(0xff00_0000 + draft).unwrap();
+        assert_eq!(v.number, 0xff00_0000 + draft);
+        let same_as = match draft {
+            23..=28 => 0xff00_0017,
+            29..=32 => 0xff00_001d,
+            _ => QUIC_V1,
+        };
+        assert_eq!(v.salt, version(same_as).unwrap().salt, "draft {draft}");
+    }
+    assert!(version(0xff00_0016).is_none());
+    assert!(version(0xff00_0023).is_none());
+    // Google's TLS versions have their own salts and Google's frames; Q050 (no TLS) is absent.
+    for number in [0x5430_3530, 0x5430_3531] {
+        let v = version(number).unwrap();
+        assert!(v.google_frames && v.salt != version(QUIC_V1).unwrap().salt);
+    }
+    assert!(!version(QUIC_V1).unwrap().google_frames);
+    assert!(version(0x5130_3530).is_none());
 }
 
 #[test]
