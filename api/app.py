@@ -123,16 +123,19 @@ class BodyTooLarge(HTTPException):
 
 
 def _body_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
-    """Content-Length (0 without a body), or None for a chunked body."""
-    for name, value in headers:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return 1 << 62  # the server's parser let it through; refuse it as too large
-        if name == b"transfer-encoding":
-            return None
-    return 0
+    """Content-Length (0 without a body), or None for a chunked body (Transfer-Encoding wins
+    over a Content-Length, as in HTTP/1.1)."""
+    # One dict built in C: a Python loop over the headers cost more, on every policy request.
+    fields = dict(headers)
+    if b"transfer-encoding" in fields:
+        return None
+    value = fields.get(b"content-length")
+    if value is None:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        return 1 << 62  # the server's parser let it through; refuse it as too large
 
 
 def _capped(receive: Any, limit: int) -> Any:
