@@ -192,6 +192,9 @@ class CaptureWorker:
     def _finish(self) -> None:
         self._stopping.set()
         self.source.stop()
+        # Before the writer's stop mark: whatever the engine still completes must be stored.
+        for record in self.engine.finish():
+            self._take(record)
         try:
             # A full queue must not block shutdown: the writer drains it, and waits get bounded.
             self._queue.put(_STOP, timeout=10.0)
@@ -199,8 +202,6 @@ class CaptureWorker:
             log.error("writer queue stuck; %d sightings not stored", self._queue.qsize())
         if self._writer_thread is not None:
             self._writer_thread.join(30.0)
-        for record in self.engine.finish():
-            self._take(record)
         self._log_metrics("capture stopped")
         self.source.close()
 

@@ -418,32 +418,28 @@ class FingerprintEngine:
 
     def _ieee80211(self, ts: float, frame: bytes, off: int, depth: int) -> Sequence[HelloRecord]:
         """An 802.11 data frame with an LLC/SNAP header; control, management, null-data and
-        protected (encrypted) frames carry nothing to read."""
+        protected (encrypted) frames carry nothing to read.
+
+        Cisco access points and controllers send the frame control field byte-swapped
+        (Wireshark's capwap.swap_fc, on by default, swaps every frame). The swapped order is
+        read when only it makes a data frame, and tried second when both orders do (a swapped
+        frame with Retry set, whose flags byte looks like a data type) and the standard order
+        has no LLC/SNAP header where it says. A standard data frame that decodes is never
+        swapped, and a swapped reading still has to find the LLC/SNAP header.
+        """
         fc0, fc1 = frame[off], frame[off + 1]
-        if fc0 & 0x0C != 0x08 and fc1 & 0x0C == 0x08:
-            # Cisco access points and controllers send the frame control field byte-swapped
-            # (Wireshark's capwap.swap_fc, on by default, swaps every frame). Swapped only when
-            # that alone makes it a data frame, so a standard data frame is never swapped; a
-            # management frame with Retry set reads as data swapped, but still has to carry the
-            # LLC/SNAP header checked below. A swapped frame whose flags byte looks like a data
-            # type (Retry without More Fragments) is not swapped and fails that check: skipped.
-            fc0, fc1 = fc1, fc0
-        if fc0 & 0x4C != 0x08 or fc1 & 0x40:
+        if fc0 & 0x0C == 0x08:
+            llc = _dot11_llc(frame, off, fc0, fc1)
+            if llc < 0 and fc1 & 0x0C == 0x08:
+                llc = _dot11_llc(frame, off, fc1, fc0)
+        elif fc1 & 0x0C == 0x08:
+            llc = _dot11_llc(frame, off, fc1, fc0)
+        else:
+            llc = -1
+        if llc < 0:
             self.stats["skipped.non_ip"] += 1
             return _NOTHING
-        llc = off + 24
-        if fc1 & 0x03 == 0x03:
-            llc += 6  # a fourth address between two distribution systems
-        if fc0 & 0x80:
-            llc += 2  # QoS control
-            if fc1 & 0x80:
-                llc += 4  # HT control
-        if frame[llc] == 0xAA and frame[llc + 1] == 0xAA and frame[llc + 2] == 0x03:
-            return self._ethertype(
-                ts, frame, (frame[llc + 6] << 8) | frame[llc + 7], llc + 8, depth
-            )
-        self.stats["skipped.non_ip"] += 1
-        return _NOTHING
+        return self._ethertype(ts, frame, (frame[llc + 6] << 8) | frame[llc + 7], llc + 8, depth)
 
     def _tunnelled(
         self, ts: float, frame: bytes, inner: int, off: int, depth: int
@@ -573,6 +569,23 @@ class FingerprintEngine:
         """End of input: count what was left incomplete."""
         for _ in self.flows.flush():
             self.stats["skipped.tcp_gap_at_end"] += 1
+
+
+def _dot11_llc(frame: bytes, off: int, fc0: int, fc1: int) -> int:
+    """Where the LLC/SNAP header of the 802.11 frame at `off` is, read with frame control bytes
+    `fc0` `fc1`: -1 unless an unprotected data frame with a payload carries one there."""
+    if fc0 & 0x4C != 0x08 or fc1 & 0x40:
+        return -1
+    llc = off + 24
+    if fc1 & 0x03 == 0x03:
+        llc += 6  # a fourth address between two distribution systems
+    if fc0 & 0x80:
+        llc += 2  # QoS control
+        if fc1 & 0x80:
+            llc += 4  # HT control
+    if frame[llc] == 0xAA and frame[llc + 1] == 0xAA and frame[llc + 2] == 0x03:
+        return llc
+    return -1
 
 
 def _ethernet_padding_in_ack(

@@ -7,7 +7,7 @@
 //! etherparse validates and fails at different points with its own error kinds, so the counters
 //! would not match the reference's. The code is the reference's, read for read.
 
-use crate::engine::{at, be16_at, Engine, Step};
+use crate::engine::{at, be16_at, Engine, Short, Step};
 use crate::ip;
 
 pub const LINKTYPE_NULL: u32 = 0;
@@ -233,18 +233,37 @@ pub(crate) fn capwap(e: &mut Engine, ts: f64, frame: &[u8], off: usize, depth: u
 }
 
 /// An 802.11 data frame with an LLC/SNAP header; control, management, null-data and protected
-/// (encrypted) frames carry nothing to read.
+/// (encrypted) frames carry nothing to read. Cisco access points and controllers send the frame
+/// control field byte-swapped (Wireshark's capwap.swap_fc): the swapped order is read when only
+/// it makes a data frame, and tried second when both do (a swapped frame with Retry set) and the
+/// standard order finds no LLC/SNAP header (as in `ja3svc/engine.py`).
 fn ieee80211(e: &mut Engine, ts: f64, frame: &[u8], off: usize, depth: u32) -> Step {
-    let mut fc0 = at(frame, off)?;
-    let mut fc1 = at(frame, off + 1)?;
-    if fc0 & 0x0C != 0x08 && fc1 & 0x0C == 0x08 {
-        // Cisco access points and controllers send the frame control field byte-swapped
-        // (Wireshark's capwap.swap_fc): swapped only when that alone makes it a data frame.
-        std::mem::swap(&mut fc0, &mut fc1);
+    let fc0 = at(frame, off)?;
+    let fc1 = at(frame, off + 1)?;
+    let llc = if fc0 & 0x0C == 0x08 {
+        match dot11_llc(frame, off, fc0, fc1)? {
+            None if fc1 & 0x0C == 0x08 => dot11_llc(frame, off, fc1, fc0)?,
+            found => found,
+        }
+    } else if fc1 & 0x0C == 0x08 {
+        dot11_llc(frame, off, fc1, fc0)?
+    } else {
+        None
+    };
+    match llc {
+        Some(llc) => ethertype(e, ts, frame, be16_at(frame, llc + 6)?, llc + 8, depth),
+        None => {
+            e.stats.add("skipped.non_ip", 1);
+            Ok(())
+        }
     }
+}
+
+/// Where the LLC/SNAP header of the 802.11 frame at `off` is, read with frame control bytes
+/// `fc0` `fc1`: None unless an unprotected data frame with a payload carries one there.
+fn dot11_llc(frame: &[u8], off: usize, fc0: u8, fc1: u8) -> Result<Option<usize>, Short> {
     if fc0 & 0x4C != 0x08 || fc1 & 0x40 != 0 {
-        e.stats.add("skipped.non_ip", 1);
-        return Ok(());
+        return Ok(None);
     }
     let mut llc = off + 24;
     if fc1 & 0x03 == 0x03 {
@@ -256,9 +275,7 @@ fn ieee80211(e: &mut Engine, ts: f64, frame: &[u8], off: usize, depth: u32) -> S
             llc += 4; // HT control
         }
     }
-    if at(frame, llc)? == 0xAA && at(frame, llc + 1)? == 0xAA && at(frame, llc + 2)? == 0x03 {
-        return ethertype(e, ts, frame, be16_at(frame, llc + 6)?, llc + 8, depth);
-    }
-    e.stats.add("skipped.non_ip", 1);
-    Ok(())
+    let snap =
+        at(frame, llc)? == 0xAA && at(frame, llc + 1)? == 0xAA && at(frame, llc + 2)? == 0x03;
+    Ok(snap.then_some(llc))
 }

@@ -96,14 +96,17 @@ AP_PORT = 32768  # the access point's own port: the controller answers from 5247
 BSSID = bytes.fromhex("020000000010")
 
 
-def capwap(inner: bytes, from_client: bool, *, swap_fc: bool = False) -> Packet:
+def capwap(
+    inner: bytes, from_client: bool, *, swap_fc: bool = False, retry: bool = False
+) -> Packet:
     """CAPWAP data (RFC 5415) between an access point and its controller, carrying the native
     802.11 frame (T=1, wireless binding 1). Uplink: a QoS data frame to the distribution system
     (26-byte header); downlink: a plain data frame from it (24 bytes). LLC/SNAP before the IP.
     ``swap_fc``: the two frame control bytes swapped, as Cisco access points and controllers
-    send them."""
+    send them; ``retry``: the uplink frames have the Retry flag (the access point forwards the
+    first copy it received, which may be a retransmission)."""
     sta, router = bytes.fromhex(MACS[0].replace(":", "")), bytes.fromhex(MACS[1].replace(":", ""))
-    fc = b"\x88\x01" if from_client else b"\x08\x02"
+    fc = (b"\x88\x09" if retry else b"\x88\x01") if from_client else b"\x08\x02"
     if swap_fc:
         fc = fc[::-1]
     if from_client:  # To DS: addr1 BSSID, addr2 source, addr3 destination; then QoS control
@@ -122,6 +125,11 @@ def capwap(inner: bytes, from_client: bool, *, swap_fc: bool = False) -> Packet:
 
 def capwap_cisco(inner: bytes, from_client: bool) -> Packet:
     return capwap(inner, from_client, swap_fc=True)
+
+
+def capwap_cisco_retry(inner: bytes, from_client: bool) -> Packet:
+    # Swapped, the uplink flags byte 0x09 (To DS, Retry) reads as a data frame type too.
+    return capwap(inner, from_client, swap_fc=True, retry=True)
 
 
 CAPWAP_PREFS = ("capwap.swap_fc:FALSE",)
@@ -147,8 +155,9 @@ CAPTURES: dict[str, tuple[int, Callable[[bytes, bool], Packet | bytes], str]] = 
     "capwap-6.pcap": (6, capwap, "IPv6 in 802.11 data frames in CAPWAP data (UDP 5247)"),
     "capwap-cisco-4.pcap": (
         4,
-        capwap_cisco,
-        "IPv4 in 802.11 data frames in CAPWAP data (UDP 5247), frame control byte-swapped (Cisco)",
+        capwap_cisco_retry,
+        "IPv4 in 802.11 data frames in CAPWAP data (UDP 5247), frame control byte-swapped (Cisco),"
+        " uplink frames with Retry set",
     ),
     "capwap-cisco-6.pcap": (
         6,
@@ -227,7 +236,11 @@ def main(names: Iterable[str] = CAPTURES) -> None:
     for name in names:
         version, wrap, covers = CAPTURES[name]
         write(name, version, wrap)
-        prefs = {capwap: CAPWAP_PREFS, capwap_cisco: CAPWAP_CISCO_PREFS}.get(wrap, ())
+        prefs = {
+            capwap: CAPWAP_PREFS,
+            capwap_cisco: CAPWAP_CISCO_PREFS,
+            capwap_cisco_retry: CAPWAP_CISCO_PREFS,
+        }.get(wrap, ())
         hellos = tshark_hellos(HERE / name, *prefs)
         doc = {
             "capture": name,
