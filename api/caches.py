@@ -152,7 +152,7 @@ class HistoryCache:
             return
         known, successes, single, recent = found
         new = tuple([r for r in refs if r not in known])
-        if any(k == "ja3_dovecot" for k, _ in new):
+        if new and "ja3_dovecot" in dict(new):  # no generator per report
             # A Dovecot hash new to the account is its most recent one and single-use so far.
             # (A known hash's second use is not subtracted here; the database has it exact
             # once this entry expires.)
