@@ -170,6 +170,10 @@ async def _send_413(send: Any, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# Subdirectory of the spool directory for policy writes (sightings' spool files are beside it).
+POLICY_SPOOL = "policy"
+
+
 def create_app(
     settings: Settings,
     *,
@@ -198,8 +202,9 @@ def create_app(
 
         connection_lookup = ConnectionFingerprints.from_settings(settings, None, database)
     service = PolicyService(
-        settings.policy, PolicyStore.from_database(database), connection_lookup, clock
-    )
+        settings.policy, PolicyStore.from_database(database), connection_lookup, clock,
+        spool_dir=settings.resolved_spool_dir() / POLICY_SPOOL,
+    )  # fmt: skip
     serve = settings.serve
     limits.configure(
         serve.max_connections, serve.idle_timeout_seconds, serve.header_timeout_seconds

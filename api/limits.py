@@ -54,6 +54,8 @@ COUNTERS: dict[str, float] = {
     "header_timeouts_total": 0,
     "policy_overload_total": 0,  # allows answered by fail_open because max_inflight were busy
     "policy_write_retries_total": 0,  # queued writes tried again after the database failed
+    "policy_writes_spooled_total": 0,  # written to the spool: the database was unreachable
+    "policy_writes_replayed_total": 0,  # read back from the spool into the database
 }
 
 

@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from ja3svc.api.auth import DovecotCredentials
@@ -102,11 +103,13 @@ class _Cached(NamedTuple):
     history: UserHistory | None
 
 
-def _count_retry(n: int) -> None:
+def _counter(name: str) -> Callable[[int], None]:
     from ja3svc.api.limits import COUNTERS
 
-    # Writes kept queued because the database was unreachable (retried on the next tick).
-    COUNTERS["policy_write_retries_total"] += n
+    def count(n: int) -> None:
+        COUNTERS[name] += n
+
+    return count
 
 
 class PolicyService:
@@ -116,6 +119,7 @@ class PolicyService:
         store: PolicyStore,
         connection_lookup: ConnectionLookup | None = None,
         clock: Callable[[], float] = time.time,
+        spool_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.config = policy_config(settings)
@@ -151,7 +155,12 @@ class PolicyService:
         self.writer = BatchWriter(
             store,
             on_drop=lambda n: self.metrics.writer_dropped.inc(amount=n),
-            on_retry=_count_retry,
+            # Writes kept queued because the database was unreachable (no spool_dir), or
+            # spooled to disk, and read back from the spool once it was back.
+            on_retry=_counter("policy_write_retries_total"),
+            spool_dir=spool_dir,
+            on_spool=_counter("policy_writes_spooled_total"),
+            on_replay=_counter("policy_writes_replayed_total"),
         )
         # A few threads only: PostgreSQL pools are small. A local SQLite file is queried inline
         # on the event loop instead: its indexed lookups take ~0.1-0.3 ms, while a hop to a

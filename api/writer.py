@@ -3,7 +3,11 @@
 Dovecot never reads a report's answer but waits for it, so ``report`` answers at once and its
 rows are queued here and written in batches, one transaction each: by a thread for a network
 database, by the event loop itself for a SQLite file (see the last paragraph). The queue is
-bounded: when the database is down we drop and count rather than grow without limit.
+bounded; when the database is unreachable the rows go to a spool file on disk (the sightings'
+spool, ``ja3svc.store.spool``, in its own directory) and are replayed, in order, before anything
+newer is written once it is back, by this worker or, after a restart, by the next one to start.
+Without a spool (scripts, tests) they stay queued in memory and are dropped and counted beyond
+the bound.
 
 Why a deque and a timer instead of ``queue.Queue``: the producer is the event loop, which queues
 one or two rows per request. ``Queue.put`` notifies a condition every time, waking the writer
@@ -30,10 +34,16 @@ import collections
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from ja3svc.store.policy_store import DecisionRecord, Failure, PolicyStore, Ref, StoreBusy
+from ja3svc.store.spool import Spool, SpoolItem, replay_file
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+
+from ja3svc.policy import LabelFact
 
 log = logging.getLogger("ja3svc.api.writer")
 
@@ -52,6 +62,43 @@ _UNREACHABLE = (
 Success = tuple[float, str, Ref]
 Item = tuple[str, object]
 CHECKPOINT_SECONDS = 10.0
+# After a replay found the database unreachable, spool without trying it for this long.
+SPOOL_RETRY_SECONDS = 1.0
+# The spool files' "sensor" field, and the prefix of their names.
+SPOOL_SENSOR = "policy"
+
+
+def _to_record(item: Item) -> dict[str, Any]:
+    """A queued write as one spool line's record (JSON: lists for tuples)."""
+    kind, payload = item
+    if kind == "d":
+        d: DecisionRecord = payload  # type: ignore[assignment]
+        return {"t": "d", "row": [*d[:-1], [list(lb) for lb in d.labels]]}
+    return {"t": kind, "row": payload}
+
+
+def _from_record(record: dict[str, Any]) -> Item:
+    kind, row = record["t"], record["row"]
+    if kind == "d":
+        labels = tuple(LabelFact(*lb) for lb in row[-1])
+        return ("d", DecisionRecord(*row[:-1], labels))
+    if kind == "s":
+        ts, user, (k, v) = row
+        return ("s", (ts, user, (k, v)))
+    if kind == "f":
+        ts, user, (k, v), network, fail_type = row
+        return ("f", (ts, user, (k, v), network, fail_type))
+    raise ValueError(f"unknown policy write {kind!r}")
+
+
+class _Interrupted(Exception):
+    """The database became busy or unreachable in the middle of a batch written row by row:
+    ``rest`` are the rows not written yet."""
+
+    def __init__(self, rest: list[Item], cause: BaseException) -> None:
+        super().__init__(type(cause).__name__)
+        self.rest = rest
+        self.cause = cause
 
 
 class _Marker:
@@ -72,10 +119,19 @@ class BatchWriter:
         max_queue: int = 100_000,
         batch: int = 5_000,
         interval: float = 0.2,
+        spool_dir: Path | None = None,
+        on_spool: Callable[[int], None] = lambda n: None,
+        on_replay: Callable[[int], None] = lambda n: None,
     ) -> None:
         self._store = store
         self._on_drop = on_drop
         self._on_retry = on_retry
+        self._on_spool = on_spool
+        self._on_replay = on_replay
+        self._spool = Spool(spool_dir, SPOOL_SENSOR) if spool_dir is not None else None
+        # Spool files may hold writes (ours, or a previous process's): replay before writing.
+        self._spooled = self._spool is not None and bool(self._spool.files())
+        self._retry_at = 0.0  # time.monotonic() before which the spool is not replayed
         self._down = False  # the last write found the database unreachable
         # Appends and pops from opposite ends of a deque are thread-safe without a lock.
         self._items: collections.deque[Item | _Marker] = collections.deque()
@@ -187,7 +243,9 @@ class BatchWriter:
         self._put(("d", item))
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything queued so far is written (tests, admin reads and shutdown)."""
+        """Wait until everything queued so far is written, or spooled if the database is
+        unreachable (tests, admin reads and shutdown); the spool is tried first."""
+        self._retry_at = 0.0
         if self._loop is not None:
             if self._on_loop():
                 self._drain(wait=True)
@@ -219,7 +277,22 @@ class BatchWriter:
         """Write everything queued now, ``batch`` rows per transaction. Without ``wait``, a
         batch that finds the database locked by another process goes back to the front of the
         queue, in order, for the next tick (flush markers behind it wait with it)."""
+        if self._spooled:
+            # While the database is known down, straight to the spool: a replay attempt reads
+            # the spool files back, too costly for every tick of an outage.
+            replayed = False if time.monotonic() < self._retry_at else self._replay(wait)
+            if replayed is None:  # busy: everything waits for the next tick
+                self._busy = True
+                return
+            if not replayed:  # still unreachable: behind the spooled writes, in order
+                if time.monotonic() >= self._retry_at:
+                    self._retry_at = time.monotonic() + SPOOL_RETRY_SECONDS
+                self._spool_queue()
+                return
         while self._items:
+            if self._spooled:  # a batch of this drain was spooled: the rest goes behind it
+                self._spool_queue()
+                return
             items: list[Item] = []
             markers: list[_Marker] = []
             while self._items and len(items) < self._batch:
@@ -237,40 +310,128 @@ class BatchWriter:
 
     def _write(self, items: list[Item], wait: bool = True) -> bool:
         """False when the batch was not written and stays queued: the database was busy
-        (``wait`` off) or unreachable (kept, in order, until it is back or the queue is full).
-        True when it was written; a row the database refuses is dropped and counted alone, the
-        rest of its batch is written."""
+        (``wait`` off), or unreachable with no spool (kept, in order, until it is back or the
+        queue is full). True when it was written, or spooled because the database is
+        unreachable; a row the database refuses is dropped and counted alone, the rest of its
+        batch is written."""
+        try:
+            self._store_items(items, wait)
+        except _Interrupted as exc:
+            if isinstance(exc.cause, StoreBusy):
+                self._items.extendleft(reversed(exc.rest))
+                return True  # what was written stays written; the rest waits at the front
+            self._unreachable(exc.rest, exc.cause, requeue=True)
+            return True
+        except StoreBusy:
+            return False
+        except _UNREACHABLE as exc:
+            return self._unreachable(items, exc, requeue=False)
+        if self._down:
+            self._down = False
+            log.warning("database reachable again: queued policy writes written")
+        return True
+
+    def _store_items(self, items: list[Item], wait: bool) -> None:
+        """Write ``items`` in one transaction, or row by row when the database refuses one of
+        them (dropping and counting that row). Raises StoreBusy or an unreachable error when
+        nothing was written, :class:`_Interrupted` when part was."""
         by_kind: dict[str, list[object]] = {"s": [], "f": [], "d": []}
         for kind, payload in items:
             by_kind[kind].append(payload)
         successes, failures, decisions = by_kind["s"], by_kind["f"], by_kind["d"]
         try:
             self._store.write_batch(successes, failures, decisions, wait)  # type: ignore[arg-type]
-        except StoreBusy:
-            return False
-        except _UNREACHABLE as exc:
-            self._on_retry(len(items))
-            if not self._down:
-                self._down = True
-                log.warning(
-                    "database unreachable: keeping policy writes queued",
-                    extra={"fields": {"queued": len(self._items) + len(items),
-                                      "error": type(exc).__name__}},
-                )  # fmt: skip
-            return False
+        except (StoreBusy, *_UNREACHABLE):
+            raise
         except Exception as exc:  # one bad row must not take its batch with it
             if len(items) == 1:
                 log.warning("dropping a policy write the database refuses: %s", type(exc).__name__)
                 self._on_drop(1)
-            else:
-                for item in items:
-                    if not self._write([item], wait):
-                        # Unreachable or busy meanwhile: the rest goes back to the queue.
-                        rest = items[items.index(item) :]
-                        self._items.extendleft(reversed(rest))
-                        return True
+                return
+            for i, item in enumerate(items):
+                try:
+                    self._store_items([item], wait)
+                except (StoreBusy, *_UNREACHABLE) as cause:
+                    if i == 0:
+                        raise
+                    raise _Interrupted(items[i:], cause) from cause
+
+    def _unreachable(self, items: list[Item], exc: BaseException, requeue: bool) -> bool:
+        """``items`` could not be written for want of the database: spooled (True), else kept
+        queued for the next tick (False; put back here when ``requeue``)."""
+        if not self._down:
+            self._down = True
+            where = "spooling" if self._spool is not None else "keeping queued"
+            log.warning(
+                f"database unreachable: {where} policy writes",
+                extra={"fields": {"queued": len(self._items) + len(items),
+                                  "error": type(exc).__name__}},
+            )  # fmt: skip
+        if self._spool is not None:
+            self._to_spool(items)
             return True
+        self._on_retry(len(items))
+        if requeue:
+            self._items.extendleft(reversed(items))
+            return True
+        return False
+
+    # --- the spool -------------------------------------------------------------------------
+
+    def _to_spool(self, items: list[Item]) -> None:
+        assert self._spool is not None
+        self._spool.append([(SPOOL_SENSOR, _to_record(item)) for item in items])
+        self._spooled = True
+        self._on_spool(len(items))
+
+    def _spool_queue(self) -> None:
+        """Move everything queued now to the spool (the database is known unreachable); flush
+        markers are released: their writes are on disk."""
+        items: list[Item] = []
+        markers: list[_Marker] = []
+        while self._items:
+            item = self._items.popleft()
+            if isinstance(item, _Marker):
+                markers.append(item)
+            else:
+                items.append(item)
+        if items:
+            self._to_spool(items)
+        for marker in markers:
+            marker.done.set()
+
+    def _replay(self, wait: bool) -> bool | None:
+        """Write every spool file of the directory, oldest first. True when none is left,
+        False when the database is still unreachable, None when it is busy (SQLite, ``wait``
+        off). A file another worker is replaying is left to it. At least once: a crash between
+        a batch's commit and the file's update replays that batch again."""
+        assert self._spool is not None
+
+        def write(batch: list[SpoolItem]) -> None:
+            items: list[Item] = []
+            for _, record in batch:
+                try:
+                    items.append(_from_record(record))
+                except (KeyError, TypeError, ValueError):
+                    log.warning("dropping an unreadable spooled policy write")
+                    self._on_drop(1)
+            try:
+                self._store_items(items, wait)
+            except _Interrupted as exc:
+                raise exc.cause from exc
+
+        for path in self._spool.files():
+            try:
+                n = replay_file(path, write, self._batch, blocking=False)
+            except StoreBusy:
+                return None
+            except _UNREACHABLE:
+                return False
+            if n:
+                self._on_replay(n)
+                log.warning("replayed %d spooled policy writes from %s", n, path.name)
+        self._spooled = False
         if self._down:
             self._down = False
-            log.warning("database reachable again: queued policy writes written")
+            log.warning("database reachable again: spooled policy writes written")
         return True

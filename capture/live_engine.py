@@ -23,9 +23,19 @@ from ja3svc.record import HelloRecord
 if TYPE_CHECKING:
     from ja3svc.engine import FingerprintEngine
 
-__all__ = ["LiveEngine", "NativeLiveEngine", "PythonLiveEngine", "live_engine"]
+__all__ = [
+    "EngineUnavailable",
+    "LiveEngine",
+    "NativeLiveEngine",
+    "PythonLiveEngine",
+    "live_engine",
+]
 
 log = logging.getLogger("ja3svc.capture")
+
+
+class EngineUnavailable(RuntimeError):
+    """``JA3SVC_ENGINE=native`` in an install without the extension; the message is one line."""
 
 
 class LiveEngine(Protocol):
@@ -94,7 +104,7 @@ class NativeLiveEngine:
     def __init__(self, dovecot_profile: str, max_flows: int, idle_timeout: float) -> None:
         native = native_module()
         if native is None:
-            raise RuntimeError("the Rust engine (ja3svc._native) is not built in this install")
+            raise EngineUnavailable("the Rust engine (ja3svc._native) is not built in this install")
         self.run: Any = native.LiveRun(dovecot_profile, max_flows, idle_timeout)
         self.dovecot_profile = dovecot_profile
         self.errors = 0
@@ -133,12 +143,12 @@ class NativeLiveEngine:
 
 def live_engine(dovecot_profile: str, max_flows: int, idle_timeout: float) -> LiveEngine:
     """The engine a capture uses (see the module docstring). ``JA3SVC_ENGINE=native`` without
-    the extension is a RuntimeError with one clear line; unset, a missing extension means the
+    the extension is ``EngineUnavailable`` with one clear line; unset, a missing extension means the
     Python engine and one warning."""
     chosen = default_engine()
     if chosen == "native":
         if native_module() is None:
-            raise RuntimeError(
+            raise EngineUnavailable(
                 "the Rust engine is not built in this install (it needs a Rust toolchain at "
                 f"install time); unset {ENGINE_ENV} or set it to python"
             )

@@ -66,6 +66,7 @@ def prepare_capture(
     the unprivileged user cannot follow). ``source`` must already be open. On failure the
     source is left open: the caller owns it.
     """
+    from ja3svc.capture.live_engine import EngineUnavailable
     from ja3svc.capture.worker import CaptureWorker
 
     # Database and writer first: SQLAlchemy loads the dialect and driver modules on the first
@@ -73,7 +74,10 @@ def prepare_capture(
     # usable after the drop.
     database = open_database(settings)
     try:
-        worker = CaptureWorker.from_settings(settings, source, database, sensor=sensor)
+        try:
+            worker = CaptureWorker.from_settings(settings, source, database, sensor=sensor)
+        except EngineUnavailable as exc:
+            raise SetupError(str(exc)) from None
         if user and os.geteuid() == 0:
             hand_over_files(settings, database, user)
         if before_drop is not None:

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -348,6 +349,37 @@ def test_the_capture_tells_which_openssl_this_dovecot_links(stack: Stack, first_
     assert 'ja3svc_dovecot_profile_connections_total{outcome="openssl-3.2"}' in metrics
     serve_log = stack.logs["serve"].read_text(errors="replace")
     assert serve_log.count("Dovecot OpenSSL profile detected") == 1, serve_log[-2000:]
+
+
+def test_a_login_name_dovecot_does_not_know_counts_on_its_network_only(
+    stack: Stack, first_round
+):
+    """Dovecot 2.4 reports a login whose name its passdb does not know with fail_type
+    "account" (Dovecot's report is the oracle: the service keeps it as sent): the failure is
+    recorded (every failed account counts on its own network) but not among the failures on
+    existing accounts that may count everywhere (README, "Reputation model")."""
+    nss = first_round[("nss", "imap", "tls")]["ja3_hash"]
+    path = f"/api/v1/fingerprints/ja3_dovecot/{nss}"
+    before = stack.http("GET", path)["failures"]
+    got = stack.login("nss", "no-such-user")
+    assert not got["ok"], (got, stack.log_tail())
+    deadline = time.monotonic() + 10
+    after = before
+    while time.monotonic() < deadline and after["distinct_accounts"] == before["distinct_accounts"]:
+        time.sleep(0.3)  # the report's write is batched
+        after = stack.http("GET", path)["failures"]
+    assert after["distinct_accounts"] == before["distinct_accounts"] + 1, (before, after)
+    assert after["counted_accounts"] == before["counted_accounts"], (before, after)
+    # And exactly what Dovecot sent, as the service stored it.
+    db = sqlite3.connect(stack.wd.host / "data" / "ja3svc.sqlite3")
+    try:
+        rows = db.execute(
+            "SELECT fail_type, network FROM auth_failures WHERE username = 'no-such-user'"
+        ).fetchall()
+    finally:
+        db.close()
+    network = ".".join(stack.net.client.ipv4.split(".")[:3]) + ".0/24"
+    assert rows and set(rows) == {("account", network)}, rows
 
 
 def test_no_tracebacks_in_the_service_log(stack: Stack, first_round):

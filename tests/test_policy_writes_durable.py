@@ -1,10 +1,17 @@
 """Policy writes are not lost: one bad report costs no other write, and a PostgreSQL outage
-under load costs no report (the queue keeps them until the database is back)."""
+under load costs no report, even across a restart of the service (they are spooled to disk
+until the database is back)."""
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from ja3svc.api.app import create_app
@@ -13,8 +20,11 @@ from ja3svc.store.database import Database
 from ja3svc.store.policy_store import DecisionRecord, PolicyStore
 from sqlalchemy import text
 
+from testbed.processes import free_port, stop, wait_port
 from tests.support.api import API_KEY, DOVECOT_HEADERS, AppClient, H, make_settings, report_24
 from tests.support.database import postgres_stopped
+
+ROOT = Path(__file__).resolve().parents[1]
 
 AUTH = {**DOVECOT_HEADERS, "X-API-Key": API_KEY}
 
@@ -102,8 +112,102 @@ def test_a_20_s_postgresql_stop_under_load_loses_no_report(pg_migrated_url, tmp_
     assert sent > 1000
     assert _count(db, "auth_failures") - failures0 == sent
     assert _count(db, "decisions") - decisions0 == sent
-    retried = [
-        line for line in metrics.splitlines() if line.startswith("ja3svc_http_policy_write_retries")
-    ]
-    assert retried and float(retried[0].rsplit(" ", 1)[1]) > 0
+    counters = {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in metrics.splitlines())
+        if name.startswith("ja3svc_http_policy_writes_")
+    }
+    # Spooled during the outage, and every spooled write read back.
+    spooled = counters["ja3svc_http_policy_writes_spooled_total"]
+    assert spooled > 0 and counters["ja3svc_http_policy_writes_replayed_total"] == spooled
     db.dispose()
+
+
+def _serve(tmp: Path, url: str) -> tuple[subprocess.Popen[bytes], int]:
+    conf = tmp / "serve.toml"
+    conf.write_text(f'database_url = "{url}"\n[policy]\napi_keys = ["{API_KEY}"]\n')
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ja3svc.cli.main", "serve", "--port", str(port),
+         "--config", str(conf)],
+        stdout=subprocess.DEVNULL, stderr=open(tmp / f"serve-{port}.log", "wb"), cwd=ROOT,
+        env={**os.environ, "JA3SVC_DATA_DIR": str(tmp)},
+    )  # fmt: skip
+    wait_port(port, proc, timeout=60)
+    return proc, port
+
+
+def _send_reports(port: int, first: int, n: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {**AUTH, "Content-Type": "application/json"}
+    try:
+        for i in range(first, first + n):
+            body = _report(f"user{i}@example.org", f"r{i}")
+            conn.request("POST", "/policy?command=report", body=body, headers=headers)
+            res = conn.getresponse()
+            assert (res.status, json.loads(res.read())) == (200, {"status": "ok"})
+    finally:
+        conn.close()
+
+
+def _metric(port: int, name: str) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text_ = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    for line in text_.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+@pytest.mark.postgres
+def test_reports_survive_a_restart_of_the_service_during_an_outage(pg_admin_url, tmp_path):
+    """Run only under `flock /tmp/ja3svc-fullsuite.lock` (it stops the shared server).
+
+    A real `ja3svc serve` on PostgreSQL takes 100 reports; PostgreSQL stops; it answers 300
+    more, is stopped (SIGTERM) and started again while the database is still down, and answers
+    200 more. PostgreSQL comes back: every one of the 600 reports is in the database, once, and
+    the spool directory is empty."""
+    from tests.support.database import fresh_pg_database
+
+    spool = tmp_path / "spool" / "policy"
+    with fresh_pg_database(pg_admin_url) as url:
+        db = Database.from_url(url, upgrade=True)
+        proc, port = _serve(tmp_path, url)
+        second = None
+        try:
+            _send_reports(port, 0, 100)
+            deadline = time.monotonic() + 30
+            while _count(db, "auth_failures") < 100 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert _count(db, "auth_failures") == 100
+            with postgres_stopped():
+                _send_reports(port, 100, 300)
+                stop(proc)  # SIGTERM: uvicorn's graceful shutdown, then the signal's status
+                files = list(spool.glob("*.jsonl"))
+                lines = sum(len(f.read_text().splitlines()) for f in files)
+                assert lines == 2 * 300, (files, lines)  # a failure and an audit row per report
+                second, port = _serve(tmp_path, url)
+                _send_reports(port, 400, 200)
+                time.sleep(0.5)  # a tick: the new reports are spooled too
+                assert _metric(port, "ja3svc_http_policy_writes_spooled_total") == 2 * 200
+            deadline = time.monotonic() + 60
+            while _count(db, "auth_failures") < 600 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert _count(db, "auth_failures") == 600
+            assert _count(db, "decisions") == 600
+            with db.engine.connect() as conn:
+                users = conn.execute(
+                    text("SELECT count(DISTINCT username) FROM auth_failures")
+                ).scalar()
+            assert users == 600
+            assert _metric(port, "ja3svc_http_policy_writes_replayed_total") == 2 * 500
+            assert not list(spool.glob("*.jsonl"))
+        finally:
+            stop(proc)
+            if second is not None:
+                stop(second)
+            db.dispose()

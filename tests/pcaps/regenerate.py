@@ -1328,9 +1328,10 @@ captures: {total // 1024} KiB.
 Not covered by live captures (no standard tool produces them here; crafted fixtures elsewhere):
 partially overlapping TCP segments, 802.1Q/QinQ, SLL v1, NULL/LOOP, raw IP,
 IPv4 options, IPv6 extension headers, GRE/VXLAN/GENEVE, SSLv2-compatible hellos, truncated
-files. `tunnels/` holds IP-in-IP (4in4, 6in4, 4in6, 6in6), GTP-U, CAPWAP and PPP (link type 9):
-the real packets of `openssl-tls13.pcap` and `ipv6.pcap` wrapped by `tunnels/regenerate.py`
-(this machine's kernel has no ipip/sit/ip6_tunnel), with their own tshark expectations.
+files. `tunnels/` holds IP-in-IP (4in4, 6in4, 4in6, 6in6), GTP-U, CAPWAP (802.11 frame control
+in the standard order, and byte-swapped as Cisco sends it) and PPP (link type 9): the real packets
+of `openssl-tls13.pcap` and `ipv6.pcap` wrapped by `tunnels/regenerate.py` (this machine's kernel
+has no ipip/sit/ip6_tunnel), with their own tshark expectations.
 
 ## ClientHello JA3 per capture (tshark)
 

@@ -141,3 +141,35 @@ def test_a_block_with_a_broken_layout_is_counted_not_fatal() -> None:
     native.feed(RingBlock(bytes(broken), packets[0][1], stats))
     assert native.errors == 1
     assert 0 < stats.packets < len(packets)
+
+
+def no_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this process look like an install without ja3svc._native."""
+    from ja3svc.capture import live_engine, pcap_run
+
+    monkeypatch.setattr(pcap_run, "native_module", lambda: None)
+    monkeypatch.setattr(live_engine, "native_module", lambda: None)
+
+
+def test_engine_choice_follows_pcap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ja3svc.capture.live_engine import live_engine
+
+    monkeypatch.delenv("JA3SVC_ENGINE", raising=False)
+    assert live_engine(DEFAULT_PROFILE, 10, 1.0).name == "native"
+    monkeypatch.setenv("JA3SVC_ENGINE", "python")
+    assert live_engine(DEFAULT_PROFILE, 10, 1.0).name == "python"
+
+
+def test_without_the_extension_python_or_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ja3svc.capture.live_engine import EngineUnavailable, live_engine
+
+    no_extension(monkeypatch)
+    monkeypatch.delenv("JA3SVC_ENGINE", raising=False)
+    caplog.set_level("WARNING", logger="ja3svc.capture")
+    assert live_engine(DEFAULT_PROFILE, 10, 1.0).name == "python"
+    assert any("Rust engine is not built" in r.getMessage() for r in caplog.records)
+    monkeypatch.setenv("JA3SVC_ENGINE", "native")
+    with pytest.raises(EngineUnavailable, match="not built"):
+        live_engine(DEFAULT_PROFILE, 10, 1.0)

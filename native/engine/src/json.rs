@@ -155,6 +155,18 @@ fn kv_str(name: &str, value: &str, out: &mut String) {
     write_str(value, out);
 }
 
+fn kv_int(name: &str, value: u64, out: &mut String) {
+    key(name, out);
+    let _ = write!(out, "{value}");
+}
+
+fn kv_addr(name: &str, value: &Addr, out: &mut String) {
+    key(name, out);
+    out.push('"');
+    write_addr(value, out);
+    out.push('"');
+}
+
 /// Append the record's JSON line (with its newline): `{"file": file, "frame": n, ...}` then
 /// the keys of `HelloSighting.as_dict`, as `ja3svc pcap` prints them.
 pub fn write_record(
@@ -166,28 +178,18 @@ pub fn write_record(
 ) {
     out.push_str("{\"file\":");
     write_str(file, out);
-    key("frame", out);
-    let _ = write!(out, "{}", s.frame);
+    kv_int("frame", s.frame, out);
     key("ts", out);
     py_float_repr(s.ts, out);
-    key("src", out);
-    out.push('"');
-    write_addr(&s.src, out);
-    out.push('"');
-    key("sport", out);
-    let _ = write!(out, "{}", s.sport);
-    key("dst", out);
-    out.push('"');
-    write_addr(&s.dst, out);
-    out.push('"');
-    key("dport", out);
-    let _ = write!(out, "{}", s.dport);
+    kv_addr("src", &s.src, out);
+    kv_int("sport", s.sport.into(), out);
+    kv_addr("dst", &s.dst, out);
+    kv_int("dport", s.dport.into(), out);
     kv_str("transport", s.transport.as_str(), out);
     match &s.hello {
         Hello::Client(h) => {
             kv_str("hello", "client", out);
-            key("index", out);
-            let _ = write!(out, "{}", s.index);
+            kv_int("index", s.index, out);
             key("sni", out);
             match &h.sni {
                 Some(n) => write_str(n, out),
@@ -223,8 +225,7 @@ pub fn write_record(
         }
         Hello::Server(h) => {
             kv_str("hello", "server", out);
-            key("index", out);
-            let _ = write!(out, "{}", s.index);
+            kv_int("index", s.index, out);
             key("sni", out);
             out.push_str("null");
             key("alpn", out);

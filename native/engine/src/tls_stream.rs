@@ -79,19 +79,24 @@ fn is_text_byte(b: u8) -> bool {
 }
 
 /// The run after plaintext `data[pos..]`. A line breaks at "\n", and at ">" for XMPP, whose
-/// `<proceed/>` ends without a newline.
+/// `<proceed/>` ends without a newline. Read backwards from the end, stopping at the first
+/// line break or non-text byte (a byte or two into binary data), with the same result as the
+/// reference's search for the last break and check of what follows it.
 fn text_run_after(run: TextRun, data: &[u8], pos: usize) -> TextRun {
-    let tail = &data[pos..];
-    let (run, tail) = match tail.iter().rposition(|&b| b == b'\n' || b == b'>') {
-        Some(i) => (TextRun::Empty, &tail[i + 1..]),
-        None => (run, tail),
-    };
-    if tail.is_empty() || run == TextRun::Binary {
+    let mut text_after = false; // a text byte seen between here and the end
+    for &b in data[pos..].iter().rev() {
+        if b == b'\n' || b == b'>' {
+            return if text_after { TextRun::Text } else { TextRun::Empty };
+        }
+        if !is_text_byte(b) {
+            return TextRun::Binary;
+        }
+        text_after = true;
+    }
+    if !text_after || run == TextRun::Binary {
         run
-    } else if tail.iter().all(|&b| is_text_byte(b)) {
-        TextRun::Text
     } else {
-        TextRun::Binary
+        TextRun::Text
     }
 }
 
@@ -256,6 +261,7 @@ impl TlsStreamParser {
     /// Judge the stream's first bytes (`data` holds all of them so far) once there are enough
     /// of them, whatever the segment sizes: Some(0) to go on reading them, None to wait, or
     /// Some(end) when the direction is done.
+    #[cold] // once per stream: kept out of `detect`, which runs for every plaintext chunk
     fn detect_start(&mut self, data: &[u8]) -> Option<usize> {
         let end = data.len();
         let needed = if data[0] == CONTENT_HANDSHAKE {

@@ -128,6 +128,26 @@ impl PcapRun {
     }
 }
 
+/// An engine's counters as a dict (PcapRun's and LiveRun's `counters`).
+fn counters_dict<'py>(py: Python<'py>, engine: &Engine) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in &engine.stats.map {
+        d.set_item(k.as_ref(), *v)?;
+    }
+    Ok(d)
+}
+
+/// An engine's flow-table counters as a dict (PcapRun's and LiveRun's `flow_stats`).
+fn flow_stats_dict<'py>(py: Python<'py>, engine: &Engine) -> PyResult<Bound<'py, PyDict>> {
+    let s = engine.flows.stats;
+    let d = PyDict::new(py);
+    d.set_item("flows", s.flows)?;
+    d.set_item("evicted_full", s.evicted_full)?;
+    d.set_item("expired_idle", s.expired_idle)?;
+    d.set_item("closed", s.closed)?;
+    Ok(d)
+}
+
 fn addr_str(a: &ja3svc_engine::engine::Addr) -> String {
     let mut s = String::new();
     write_addr(a, &mut s);
@@ -299,22 +319,12 @@ impl PcapRun {
 
     /// The engine's counters (the reference's `engine.stats`), zero counts left out.
     fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        for (k, v) in &self.engine.stats.map {
-            d.set_item(k.as_ref(), *v)?;
-        }
-        Ok(d)
+        counters_dict(py, &self.engine)
     }
 
     /// The flow table's counters: flows, evicted_full, expired_idle, closed.
     fn flow_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.engine.flows.stats;
-        let d = PyDict::new(py);
-        d.set_item("flows", s.flows)?;
-        d.set_item("evicted_full", s.evicted_full)?;
-        d.set_item("expired_idle", s.expired_idle)?;
-        d.set_item("closed", s.closed)?;
-        Ok(d)
+        flow_stats_dict(py, &self.engine)
     }
 }
 
@@ -465,22 +475,13 @@ impl LiveRun {
 
     /// The engine's counters (the reference's `engine.stats`), zero counts left out.
     fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        for (k, v) in &self.engine.stats.map {
-            d.set_item(k.as_ref(), *v)?;
-        }
-        Ok(d)
+        counters_dict(py, &self.engine)
     }
 
     /// The flow table's counters (flows, evicted_full, expired_idle, closed) and its size now
     /// (active).
     fn flow_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.engine.flows.stats;
-        let d = PyDict::new(py);
-        d.set_item("flows", s.flows)?;
-        d.set_item("evicted_full", s.evicted_full)?;
-        d.set_item("expired_idle", s.expired_idle)?;
-        d.set_item("closed", s.closed)?;
+        let d = flow_stats_dict(py, &self.engine)?;
         d.set_item("active", self.engine.flows.len())?;
         Ok(d)
     }

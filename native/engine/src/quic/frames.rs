@@ -67,24 +67,9 @@ fn walk<'a>(payload: &'a [u8], found: &mut Vec<(u64, &'a [u8])>) -> Result<(), F
         let (frame_type, next) = read_varint(payload, pos, end)?;
         pos = next;
         match frame_type {
-            PADDING => {
-                pos += payload[pos..]
-                    .iter()
-                    .position(|&b| b != 0)
-                    .unwrap_or(end - pos);
-            }
+            PADDING => pos = skip_padding(payload, pos),
             PING => {}
-            CRYPTO => {
-                let (offset, next) = read_varint(payload, pos, end)?;
-                let (length, next) = read_varint(payload, next, end)?;
-                pos = next;
-                if length > (end - pos) as u64 {
-                    return Err(FrameError::TruncatedCryptoFrame);
-                }
-                let length = length as usize;
-                found.push((offset, &payload[pos..pos + length]));
-                pos += length;
-            }
+            CRYPTO => pos = read_crypto(payload, pos, found)?,
             ACK | ACK_ECN => pos = skip_ack(payload, pos, end, frame_type == ACK_ECN)?,
             CONNECTION_CLOSE | CONNECTION_CLOSE_APP => {
                 (_, pos) = read_varint(payload, pos, end)?; // error code
@@ -102,6 +87,29 @@ fn walk<'a>(payload: &'a [u8], found: &mut Vec<(u64, &'a [u8])>) -> Result<(), F
         }
     }
     Ok(())
+}
+
+/// Past a run of PADDING (zero bytes) whose first byte, the frame type, was at `pos - 1`.
+fn skip_padding(payload: &[u8], pos: usize) -> usize {
+    pos + payload[pos..].iter().position(|&b| b != 0).unwrap_or(payload.len() - pos)
+}
+
+/// A CRYPTO frame's varint offset and length and its data, after the type byte at `pos - 1`
+/// (the same in IETF QUIC and in Google's frames): the data goes to `found`; where it ends.
+fn read_crypto<'a>(
+    payload: &'a [u8],
+    pos: usize,
+    found: &mut Vec<(u64, &'a [u8])>,
+) -> Result<usize, FrameError> {
+    let end = payload.len();
+    let (offset, next) = read_varint(payload, pos, end)?;
+    let (length, pos) = read_varint(payload, next, end)?;
+    if length > (end - pos) as u64 {
+        return Err(FrameError::TruncatedCryptoFrame);
+    }
+    let length = length as usize;
+    found.push((offset, &payload[pos..pos + length]));
+    Ok(pos + length)
 }
 
 fn skip_ack(payload: &[u8], pos: usize, end: usize, ecn: bool) -> Result<usize, PacketError> {
@@ -139,24 +147,9 @@ fn walk_google<'a>(payload: &'a [u8], found: &mut Vec<(u64, &'a [u8])>) -> Resul
         let frame_type = payload[pos];
         pos += 1;
         match frame_type {
-            0x00 => {
-                pos += payload[pos..]
-                    .iter()
-                    .position(|&b| b != 0)
-                    .unwrap_or(end - pos);
-            }
+            0x00 => pos = skip_padding(payload, pos),
             GOOGLE_PING => {}
-            GOOGLE_CRYPTO => {
-                let (offset, next) = read_varint(payload, pos, end)?;
-                let (length, next) = read_varint(payload, next, end)?;
-                pos = next;
-                if length > (end - pos) as u64 {
-                    return Err(FrameError::TruncatedCryptoFrame);
-                }
-                let length = length as usize;
-                found.push((offset, &payload[pos..pos + length]));
-                pos += length;
-            }
+            GOOGLE_CRYPTO => pos = read_crypto(payload, pos, found)?,
             0x40..=0x7f => pos = skip_google_ack(payload, pos, end, frame_type)?,
             GOOGLE_CONNECTION_CLOSE => {
                 if pos + 6 > end {

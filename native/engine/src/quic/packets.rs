@@ -93,6 +93,20 @@ pub struct LongPacket<'a> {
     pub end: usize,
 }
 
+/// A varint length at `pos` and where what it measures starts, when the datagram holds that
+/// much after it; `short` when it does not.
+fn read_length(
+    datagram: &[u8],
+    pos: usize,
+    short: PacketError,
+) -> Result<(usize, usize), PacketError> {
+    let (length, at) = read_varint(datagram, pos, datagram.len())?;
+    if length > (datagram.len() - at) as u64 {
+        return Err(short);
+    }
+    Ok((length as usize, at))
+}
+
 /// The long-header packets of a datagram, and why splitting stopped early (None if it did not).
 ///
 /// Stopping at a short header, a Retry or a Version Negotiation packet is normal, not an error.
@@ -147,29 +161,18 @@ pub fn split_long_packets(datagram: &[u8]) -> (Vec<LongPacket<'_>>, Option<Packe
             return (packets, None); // a Retry has no Length field and fills the datagram
         }
         if packet_type == PacketType::Initial {
-            let token_len = match read_varint(datagram, p, n) {
-                Ok((v, next)) => {
-                    p = next;
-                    v
-                }
+            match read_length(datagram, p, PacketError::TruncatedToken) {
+                Ok((token_len, next)) => p = next + token_len,
                 Err(e) => return (packets, Some(e)),
-            };
-            if token_len > (n - p) as u64 {
-                return (packets, Some(PacketError::TruncatedToken));
             }
-            p += token_len as usize;
         }
-        let length = match read_varint(datagram, p, n) {
-            Ok((v, next)) => {
+        let end = match read_length(datagram, p, PacketError::TruncatedPacket) {
+            Ok((length, next)) => {
                 p = next;
-                v
+                next + length
             }
             Err(e) => return (packets, Some(e)),
         };
-        if length > (n - p) as u64 {
-            return (packets, Some(PacketError::TruncatedPacket));
-        }
-        let end = p + length as usize;
         packets.push(LongPacket {
             start: pos,
             version,
