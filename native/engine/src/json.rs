@@ -23,8 +23,20 @@ pub fn py_float_repr(x: f64, out: &mut String) {
         out.push_str(if x > 0.0 { "Infinity" } else { "-Infinity" });
         return;
     }
-    // Rust's `{:e}` gives the shortest round-trip digits too: "1.2345e9", "0e0", "-5e-7".
-    let sci = format!("{x:e}");
+    // Rust's `{:e}` gives the shortest round-trip digits too: "1.2345e9", "0e0", "-5e-7". But
+    // where two strings of that length round-trip (x exactly halfway between them, as a
+    // timestamp in 2^-20 s units can be), it may take either, while Python takes the one
+    // nearest x, ties to even. Rust's fixed-precision `{:.Ne}` rounds exactly, ties to even: at
+    // the shortest length that is Python's choice.
+    let shortest = format!("{x:e}");
+    let len = shortest
+        .split_once('e')
+        .map_or(0, |(m, _)| m.bytes().filter(u8::is_ascii_digit).count());
+    let sci = if len > 1 {
+        format!("{x:.prec$e}", prec = len - 1)
+    } else {
+        shortest
+    };
     let (mant, exp) = sci.split_once('e').expect("exponent");
     let exp: i32 = exp.parse().expect("integer exponent");
     let (neg, mant) = match mant.strip_prefix('-') {
@@ -265,6 +277,9 @@ mod tests {
         assert_eq!(repr(1700000000.5), "1700000000.5");
         assert_eq!(repr(0.0), "0.0");
         assert_eq!(repr(-2.0), "-2.0");
+        // Exactly halfway between two shortest candidates (581 / 2^20): Python's
+        // repr(581 / 1048576) takes the even one, where `{:e}` alone gives ...313.
+        assert_eq!(repr(581.0 / 1048576.0), "0.0005540847778320312");
     }
 
     fn v6(s: &str) -> String {
