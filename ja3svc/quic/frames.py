@@ -42,17 +42,11 @@ def crypto_frames(
         while pos < end:
             frame_type, pos = read_varint(payload, pos, end)
             if frame_type == PADDING:
-                m = _NOT_ZERO.search(payload, pos)
-                pos = m.start() if m else end
+                pos = _skip_padding(payload, pos, end)
             elif frame_type == PING:
                 continue
             elif frame_type == CRYPTO:
-                offset, pos = read_varint(payload, pos, end)
-                length, pos = read_varint(payload, pos, end)
-                if length > end - pos:
-                    return found, "truncated_crypto_frame"
-                found.append((offset, payload[pos : pos + length]))
-                pos += length
+                pos = _crypto_frame(payload, pos, end, found)
             elif frame_type in (ACK, ACK_ECN):
                 pos = _skip_ack(payload, pos, end, frame_type == ACK_ECN)
             elif frame_type in (CONNECTION_CLOSE, CONNECTION_CLOSE_APP):
@@ -68,6 +62,23 @@ def crypto_frames(
     except PacketError as exc:
         return found, exc.reason
     return found, None
+
+
+def _skip_padding(payload: bytes, pos: int, end: int) -> int:
+    """Past a run of PADDING (type 0 in both framings): one search, not a frame per byte."""
+    m = _NOT_ZERO.search(payload, pos)
+    return m.start() if m else end
+
+
+def _crypto_frame(payload: bytes, pos: int, end: int, found: list[tuple[int, bytes]]) -> int:
+    """Read a CRYPTO frame's offset, length and data (the same layout in both framings) into
+    ``found``; return the position after it."""
+    offset, pos = read_varint(payload, pos, end)
+    length, pos = read_varint(payload, pos, end)
+    if length > end - pos:
+        raise PacketError("truncated_crypto_frame")
+    found.append((offset, payload[pos : pos + length]))
+    return pos + length
 
 
 def _skip_ack(payload: bytes, pos: int, end: int, ecn: bool) -> int:
@@ -101,17 +112,11 @@ def _google_crypto_frames(payload: bytes) -> tuple[list[tuple[int, bytes]], str 
             frame_type = payload[pos]
             pos += 1
             if frame_type == PADDING:
-                m = _NOT_ZERO.search(payload, pos)
-                pos = m.start() if m else end
+                pos = _skip_padding(payload, pos, end)
             elif frame_type == GOOGLE_PING:
                 continue
             elif frame_type == GOOGLE_CRYPTO:
-                offset, pos = read_varint(payload, pos, end)
-                length, pos = read_varint(payload, pos, end)
-                if length > end - pos:
-                    return found, "truncated_crypto_frame"
-                found.append((offset, payload[pos : pos + length]))
-                pos += length
+                pos = _crypto_frame(payload, pos, end, found)
             elif frame_type & 0xC0 == 0x40:
                 pos = _skip_google_ack(payload, pos, end, frame_type)
             elif frame_type == GOOGLE_CONNECTION_CLOSE:
