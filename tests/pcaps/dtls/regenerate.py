@@ -110,37 +110,28 @@ def _record(
     cert: Path,
     bpf: list[str] | None = None,
 ) -> None:
-    dump = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-U", "-w", str(out), *(bpf or ["udp", "port", str(PORT)])],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert dump.stderr is not None
-    # Packets sent before tcpdump prints "listening on" are lost, and on this kernel a
-    # few more hundred milliseconds pass before the filter sees anything.
-    dump.stderr.readline()
-    time.sleep(2)
-    server = subprocess.Popen(
-        ["openssl", "s_server", protocol, "-listen", "-accept", str(PORT),
-         "-key", str(key), "-cert", str(cert), "-naccept", "1", "-quiet",
-         "-cipher", "DEFAULT:@SECLEVEL=0"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        time.sleep(0.5)
-        client = subprocess.run(
-            ["openssl", "s_client", protocol, "-connect", f"127.0.0.1:{PORT}",
-             "-servername", "dtls.test", *client_options],
-            input=b"hello\n", capture_output=True, timeout=10, check=False,
+    sys.path.insert(0, str(HERE.parent))
+    from loopback import tcpdump_lo
+
+    with tcpdump_lo(out, bpf or ["udp", "port", str(PORT)]):
+        server = subprocess.Popen(
+            ["openssl", "s_server", protocol, "-listen", "-accept", str(PORT),
+             "-key", str(key), "-cert", str(cert), "-naccept", "1", "-quiet",
+             "-cipher", "DEFAULT:@SECLEVEL=0"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        if b"Cipher is" not in client.stdout:
-            print(client.stdout.decode()[-500:], client.stderr.decode()[-500:])
-        time.sleep(1)
-    finally:
-        server.kill()
-        server.wait()
-        dump.terminate()
-        dump.wait()
+        try:
+            time.sleep(0.5)
+            client = subprocess.run(
+                ["openssl", "s_client", protocol, "-connect", f"127.0.0.1:{PORT}",
+                 "-servername", "dtls.test", *client_options],
+                input=b"hello\n", capture_output=True, timeout=10, check=False,
+            )  # fmt: skip
+            if b"Cipher is" not in client.stdout:
+                print(client.stdout.decode()[-500:], client.stderr.decode()[-500:])
+        finally:
+            server.kill()
+            server.wait()
 
 
 def expectations() -> None:

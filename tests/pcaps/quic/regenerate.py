@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -111,22 +109,11 @@ def capture() -> None:
 def _record(
     out: Path, versions: list[int], alpn: list[str], retry: bool, cert: Path, key: Path
 ) -> None:
-    dump = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-U", "-w", str(out), "udp", "port", str(PORT)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        # Packets sent before tcpdump prints "listening on" are lost, and a few hundred
-        # milliseconds more pass before the filter really sees anything.
-        assert dump.stderr is not None
-        dump.stderr.readline()
-        time.sleep(2)
+    sys.path.insert(0, str(HERE.parent))
+    from loopback import tcpdump_lo
+
+    with tcpdump_lo(out, ["udp", "port", str(PORT)]):
         asyncio.run(_one_connection(versions, alpn, retry, cert, key))
-        time.sleep(1)
-    finally:
-        dump.terminate()
-        dump.wait()
 
 
 def _write_reordered(src: Path, dst: Path) -> None:

@@ -28,10 +28,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import struct
-import subprocess
 import sys
 import tempfile
-import time
 from hashlib import sha256
 from pathlib import Path
 
@@ -141,22 +139,11 @@ async def _one_connection(version: int, cert: Path, key: Path) -> None:
 
 
 def _record(out: Path, version: int, cert: Path, key: Path) -> None:
-    dump = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-U", "-w", str(out), "udp", "port", str(PORT)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        # Packets sent before tcpdump prints "listening on" are lost, and a few hundred
-        # milliseconds more pass before the filter really sees anything.
-        assert dump.stderr is not None
-        dump.stderr.readline()
-        time.sleep(2)
+    sys.path.insert(0, str(HERE.parent))
+    from loopback import tcpdump_lo
+
+    with tcpdump_lo(out, ["udp", "port", str(PORT)]):
         asyncio.run(asyncio.wait_for(_one_connection(version, cert, key), 20))
-        time.sleep(1)
-    finally:
-        dump.terminate()
-        dump.wait(timeout=10)
 
 
 def capture() -> None:
