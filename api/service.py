@@ -12,9 +12,8 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 from ja3svc.api.auth import DovecotCredentials
 from ja3svc.api.caches import HistoryCache, LabelCache, ReputationCache, SessionTracker, TtlMap
@@ -23,7 +22,7 @@ from ja3svc.api.dovecot_request import DovecotRequest, normalise_hash, parse_por
 from ja3svc.api.metrics import PolicyMetrics
 from ja3svc.api.writer import BatchWriter
 from ja3svc.config.settings import PolicySettings
-from ja3svc.store.policy_store import DecisionRecord, PolicyStore, Ref
+from ja3svc.store.policy_store import DecisionRecord, PolicyStore, Reads, Ref
 
 from ja3svc.policy import (
     RULES,
@@ -162,12 +161,12 @@ class PolicyService:
             on_spool=_counter("policy_writes_spooled_total"),
             on_replay=_counter("policy_writes_replayed_total"),
         )
-        # A few threads only: PostgreSQL pools are small. A local SQLite file is queried inline
-        # on the event loop instead: its indexed lookups take ~0.1-0.3 ms, while a hop to a
-        # thread costs more than that in GIL hand-offs (measured: 4x lower throughput), and
-        # WAL readers never wait for writers. A network database keeps the thread and deadline.
-        self._executor = ThreadPoolExecutor(4, thread_name_prefix="policy-db")
-        self._inline_db = store.writes_inline
+        # Reads on the event loop either way, never in threads: a hop to a thread cost more
+        # than a local SQLite file's indexed lookups (~0.1-0.3 ms; measured: 4x lower
+        # throughput), and on PostgreSQL it was the largest cost left on the loop (see
+        # store.policy_store._PgBackend). PostgreSQL's reads are awaited, with the deadline;
+        # a SQLite file's are run inline (WAL readers never wait for writers).
+        self._async_db = store.reads_async
         self._circuit_open_until = 0.0
         self.last_db_error = ""
         # Allows being judged now, and the most this worker takes at once (api.routes.policy).
@@ -186,7 +185,6 @@ class PolicyService:
 
     def stop(self) -> None:
         self.writer.stop()
-        self._executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     def forget_history(self, login: str) -> None:
@@ -274,16 +272,15 @@ class PolicyService:
             self.profiles.observe(parsed.ja3_hash, by_profile)
         return parsed
 
-    async def _query(self, fn: Callable[..., T], *args: Any) -> T | None:
-        """``fn(*args)``, a store read: on the event loop itself for a local SQLite file
-        (``store.writes_inline``, decided once in ``__init__``), else in the pool with the
-        deadline. None when it fails or times out (counted towards the circuit breaker)."""
+    async def _query(self, reads: Reads[T]) -> T | None:
+        """``reads`` asked of the store: awaited on the event loop with the deadline where
+        the store says so (``store.reads_async``: PostgreSQL), else run inline. None when it
+        fails or times out (counted towards the circuit breaker)."""
         try:
-            if self._inline_db:
-                return fn(*args)
-            loop = asyncio.get_running_loop()
+            if not self._async_db:
+                return self.store.run(reads)
             return await asyncio.wait_for(
-                loop.run_in_executor(self._executor, fn, *args), self.settings.db_timeout_seconds
+                self.store.run_async(reads), self.settings.db_timeout_seconds
             )
         except TimeoutError as exc:
             self._db_failed("timeout", exc)
@@ -298,7 +295,7 @@ class PolicyService:
         ja3 = parsed.ja3_hash
         found: tuple[Ref, ...] | None = None
         if not self.degraded:
-            found = await self._query(self.store.dovecot_equivalents, ja3)
+            found = await self._query(self.store.dovecot_equivalents_reads(ja3))
             if found is not None:
                 self._equivalents.put(ja3, found)
         if found is None:
@@ -339,7 +336,7 @@ class PolicyService:
                 self.clock(),
                 self._min_reputation_accounts,
             )
-            found = await self._query(self.store.allow_facts, *args)
+            found = await self._query(self.store.allow_facts_reads(*args))
             if found is not None:
                 self.labels.store(found.labels)
                 for ref in misses:

@@ -15,6 +15,7 @@ The admin API's methods below use ORM sessions: they are not on the request path
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import sqlite3
@@ -228,10 +229,26 @@ class PolicyStore:
         return self._write_sessions()
 
     # --- verdict path ---------------------------------------------------------------------
+    #
+    # Each read exists as ``*_reads`` (what to ask, not yet asked: the service runs it with
+    # ``run`` or ``run_async``, whichever ``reads_async`` says) and as a plain call.
+
+    def run(self, reads: Reads[T]) -> T:
+        """``reads`` asked now, on this thread."""
+        return self._backend.read(lambda run: _drive(run, reads))
+
+    async def run_async(self, reads: Reads[T]) -> T:
+        """``reads`` asked on the running event loop (only where ``reads_async``)."""
+        return await self._backend.read_async(reads)
+
+    @property
+    def reads_async(self) -> bool:
+        """True for PostgreSQL: the verdict path's reads are asked on the event loop with
+        ``run_async`` (see ``_PgBackend``); elsewhere they are local and quick (``run``)."""
+        return self._backend.asynchronous
 
     def labels_for(self, refs: Iterable[Ref]) -> dict[Ref, tuple[LabelFact, ...]]:
-        wanted = list(refs)
-        return self._backend.read(lambda run: _run_steps(run, _labels(wanted))[0])
+        return self.run(_labels(list(refs)))
 
     def actionable_labels(self, limit: int) -> list[LabelFact]:
         """Labels that change verdicts, newest first: the outage cache is preloaded with them."""
@@ -245,20 +262,45 @@ class PolicyStore:
             return [label_fact(r) for r in s.scalars(stmt)]
 
     def user_history(self, username: str) -> UserHistory:
-        return self._backend.read(lambda run: _run_steps(run, _history(username))[0])
+        return self.run(_history(username))
 
-    def dovecot_equivalents(self, dovecot_hash: str) -> tuple[Ref, ...]:
+    def dovecot_equivalents_reads(self, dovecot_hash: str) -> Reads[tuple[Ref, ...]]:
         """The other fingerprints of the hellos a capture saw giving ``dovecot_hash`` under
         any OpenSSL profile: their Dovecot hash under every profile, JA3, JA3N and JA4 (empty
         when no capture saw such a hello). At most ``EQUIVALENT_HELLOS`` hellos."""
-        return self._backend.read(lambda run: _run_steps(run, _equivalents(dovecot_hash))[0])
+        return _equivalents(dovecot_hash)
+
+    def dovecot_equivalents(self, dovecot_hash: str) -> tuple[Ref, ...]:
+        return self.run(self.dovecot_equivalents_reads(dovecot_hash))
 
     def reputation(
         self, refs: Sequence[Ref], network: str, window: int, now: float, min_accounts: int = 1
     ) -> Reputation:
-        return self._backend.read(
-            lambda run: _run_steps(run, _reputation(refs, network, window, now, min_accounts))[0]
+        return self.run(_reputation(refs, network, window, now, min_accounts))
+
+    def allow_facts_reads(
+        self,
+        label_refs: Sequence[Ref],
+        username: str | None,
+        identity_refs: Sequence[Ref],
+        network: str,
+        window: int,
+        now: float,
+        min_accounts: int = 1,
+    ) -> Reads[AllowFacts]:
+        """Labels of ``label_refs``, the history of ``username`` (None: not needed) and the
+        reputation of ``identity_refs`` (empty: not needed) seen from ``network``; the reads
+        go to the database together (one round trip on PostgreSQL, see ``_together``), plus
+        one when the successful accounts must be counted (``min_accounts``: see
+        ``_reputation``)."""
+        labels, history, rep = yield from _together(
+            _labels(label_refs) if label_refs else None,
+            _history(username) if username else None,
+            _reputation(identity_refs, network, window, now, min_accounts)
+            if identity_refs
+            else None,
         )
+        return AllowFacts(labels or {}, history, rep)
 
     def allow_facts(
         self,
@@ -270,27 +312,14 @@ class PolicyStore:
         now: float,
         min_accounts: int = 1,
     ) -> AllowFacts:
-        """Labels of ``label_refs``, the history of ``username`` (None: not needed) and the
-        reputation of ``identity_refs`` (empty: not needed) seen from ``network``; the reads
-        go to the database together (one round trip on PostgreSQL, see ``_run_steps``), plus
-        one when the successful accounts must be counted (``min_accounts``: see
-        ``_reputation``)."""
-
-        def work(run: _Run) -> AllowFacts:
-            labels, history, rep = _run_steps(
-                run,
-                _labels(label_refs) if label_refs else None,
-                _history(username) if username else None,
-                _reputation(identity_refs, network, window, now, min_accounts)
-                if identity_refs
-                else None,
+        return self.run(
+            self.allow_facts_reads(
+                label_refs, username, identity_refs, network, window, now, min_accounts
             )
-            return AllowFacts(labels or {}, history, rep)
-
-        return self._backend.read(work)
+        )
 
     def close(self) -> None:
-        """Close the connections held by the SQLite driver backend (the engines stay usable)."""
+        """Close the connections the driver backends hold (the engines stay usable)."""
         self._backend.close()
 
     @property
@@ -476,7 +505,7 @@ def reputation_in(
 ) -> Reputation:
     """The reputation the verdict path computes for ``refs`` (from ``network``; "": the counts
     that do not depend on it), read in ``session``, successful accounts always counted."""
-    return _run_steps(_CoreRun(session), _reputation(refs, network, window, now, 0))[0]
+    return _drive(_CoreRun(session), _reputation(refs, network, window, now, 0))
 
 
 def _merge_successes(
@@ -545,10 +574,40 @@ class _Query:
 # One read of a query function: a statement and its parameters.
 _Read = tuple[_Query, Sequence[object]]
 _Rows = Sequence[Sequence[Any]]
-# A query function is a generator: it yields the reads it needs, one at a time, is sent each
-# one's rows, and returns its answer. Written once, it runs on every backend, and the reads of
-# several of them go to the database together (``_run_steps``).
-_Steps = Generator[_Read, _Rows, T]
+# What the database is asked, not yet asked: a generator that yields lists of reads (sent
+# together: pipelined on PostgreSQL), is sent their rows, and returns its answer. Written once,
+# it runs on every backend, synchronously (``_drive``) or on the event loop (``_drive_async``).
+Reads = Generator[list[_Read], list[_Rows], T]
+
+
+def _one(query: _Query, params: Sequence[object]) -> Generator[list[_Read], list[_Rows], _Rows]:
+    """The rows of one read (``rows = yield from _one(...)``)."""
+    return (yield [(query, params)])[0]
+
+
+def _together(*reads: Reads[Any] | None) -> Reads[list[Any]]:
+    """Several ``Reads`` side by side (None: not needed, answers None): each round asks the
+    next reads of every one still running at once."""
+    results: list[Any] = [None] * len(reads)
+    pending: dict[int, list[_Read]] = {}
+    for i, gen in enumerate(reads):
+        if gen is not None:
+            try:
+                pending[i] = next(gen)
+            except StopIteration as done:
+                results[i] = done.value
+    while pending:
+        order = list(pending)
+        answers = yield [read for i in order for read in pending[i]]
+        at = 0
+        for i in order:
+            n = len(pending.pop(i))
+            try:
+                pending[i] = reads[i].send(answers[at : at + n])  # type: ignore[union-attr]
+            except StopIteration as done:
+                results[i] = done.value
+            at += n
+    return results
 
 
 class _Run(Protocol):
@@ -563,27 +622,14 @@ class _Run(Protocol):
         ...
 
 
-def _run_steps(run: _Run, *steps: _Steps[Any] | None) -> list[Any]:
-    """Run query functions side by side (None: not needed, answers None): each round sends
-    the next read of every function still running in one ``rows_many``."""
-    results: list[Any] = [None] * len(steps)
-    pending: dict[int, _Read] = {}
-    for i, gen in enumerate(steps):
-        if gen is not None:
-            try:
-                pending[i] = next(gen)
-            except StopIteration as done:
-                results[i] = done.value
-    while pending:
-        order = list(pending)
-        answers = run.rows_many([pending[i] for i in order])
-        pending = {}
-        for i, rows in zip(order, answers, strict=True):
-            try:
-                pending[i] = steps[i].send(rows)  # type: ignore[union-attr]
-            except StopIteration as done:
-                results[i] = done.value
-    return results
+def _drive(run: _Run, reads: Reads[T]) -> T:
+    """``reads`` asked on ``run``, round after round."""
+    try:
+        batch = next(reads)
+        while True:
+            batch = reads.send(run.rows_many(batch))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
 
 
 def _p(i: int) -> Any:
@@ -665,14 +711,14 @@ def _succeeded_query(n: int) -> _Query:
     return _Query(stmt, 2 * n + 1)
 
 
-def _labels(refs: Iterable[Ref]) -> _Steps[dict[Ref, tuple[LabelFact, ...]]]:
+def _labels(refs: Iterable[Ref]) -> Reads[dict[Ref, tuple[LabelFact, ...]]]:
     wanted = [r for r in set(refs) if r[0] in FINGERPRINT_KINDS]
     if not wanted:
         return {}
     found: dict[Ref, list[LabelFact]] = {r: [] for r in wanted}
     params = [x for ref in wanted for x in ref]
     for kind, value, action, client, category, tarpit, source, conf in (
-        yield _labels_query(len(wanted)), params
+        yield from _one(_labels_query(len(wanted)), params)
     ):
         found[(kind, value)].append(
             LabelFact(kind, value, action, client or "", category or "", tarpit, source, conf)
@@ -680,18 +726,18 @@ def _labels(refs: Iterable[Ref]) -> _Steps[dict[Ref, tuple[LabelFact, ...]]]:
     return {r: tuple(v) for r, v in found.items()}
 
 
-def _history(username: str) -> _Steps[UserHistory]:
-    rows = yield _HISTORY, (username,)
+def _history(username: str) -> Reads[UserHistory]:
+    rows = yield from _one(_HISTORY, (username,))
     single, recent = dovecot_hash_history(rows)  # type: ignore[arg-type]
     return UserHistory(
         frozenset((r[0], r[1]) for r in rows), sum(r[2] for r in rows), single, recent
     )
 
 
-def _equivalents(dovecot_hash: str) -> _Steps[tuple[Ref, ...]]:
+def _equivalents(dovecot_hash: str) -> Reads[tuple[Ref, ...]]:
     refs: dict[Ref, None] = {}
     for h30, h32, ja3, ja3n, ja4 in (
-        yield _EQUIVALENTS, (dovecot_hash, dovecot_hash, EQUIVALENT_HELLOS, 0)
+        yield from _one(_EQUIVALENTS, (dovecot_hash, dovecot_hash, EQUIVALENT_HELLOS, 0))
     ):
         for ref in (
             ("ja3_dovecot", h30), ("ja3_dovecot", h32), ("ja3", ja3), ("ja3n", ja3n), ("ja4", ja4)
@@ -703,7 +749,7 @@ def _equivalents(dovecot_hash: str) -> _Steps[tuple[Ref, ...]]:
 
 def _reputation(
     refs: Sequence[Ref], network: str, window: int, now: float, min_accounts: int
-) -> _Steps[Reputation]:
+) -> Reads[Reputation]:
     """The counts of ``Reputation`` for ``refs`` as seen from ``network``. Successful accounts
     are counted only when ``min_accounts`` (the lowest threshold that applies) or more failed
     accounts count everywhere: below that no verdict depends on them, and a popular
@@ -713,11 +759,11 @@ def _reputation(
     params: list[object] = [x for ref in refs for x in ref]
     params.append(now - window)
     accounts, failures, on_network, counted, networks = (
-        yield _reputation_query(len(refs)), [*params, network]
+        yield from _one(_reputation_query(len(refs)), [*params, network])
     )[0]
     succeeded = 0
     if counted and counted >= min_accounts:
-        succeeded = (yield _succeeded_query(len(refs)), params)[0][0]
+        succeeded = (yield from _one(_succeeded_query(len(refs)), params))[0][0]
     return Reputation(
         int(accounts), int(failures), window, network, int(on_network), int(counted),
         int(networks), int(succeeded),
@@ -831,8 +877,11 @@ def _labels_json(labels: tuple[LabelFact, ...]) -> str:
 
 class _Backend(Protocol):
     inline: bool
+    asynchronous: bool
 
     def read(self, work: Callable[[_Run], T]) -> T: ...
+
+    async def read_async(self, reads: Reads[T]) -> T: ...
 
     def write(self, work: Callable[[_Run, str], None], wait: bool) -> None: ...
 
@@ -856,7 +905,14 @@ class _CoreRun:
         self.conn.execute(query.stmt, [dict(zip(query.names, r, strict=True)) for r in rows])
 
 
-class _CoreBackend:
+class _NoAsyncReads:
+    asynchronous = False
+
+    async def read_async(self, reads: Reads[T]) -> T:
+        raise NotImplementedError("this backend's reads are synchronous (see reads_async)")
+
+
+class _CoreBackend(_NoAsyncReads):
     """SQLAlchemy connections from the engines' pools, one per call."""
 
     inline = False
@@ -936,7 +992,7 @@ def _values_sql(head: str, tail: str, rows: int, width: int, dialect: str) -> st
     return head + ", ".join(groups) + tail
 
 
-class _DriverBackend:
+class _DriverBackend(_NoAsyncReads):
     """A SQLite file: the statements' SQLite text as plain driver calls on one connection per
     thread.
 
@@ -1050,25 +1106,26 @@ class _DriverBackend:
             raise
 
 
+def _pg_args(reads: Sequence[_Read]) -> list[tuple[str, Sequence[object]]]:
+    out = []
+    for query, params in reads:
+        sql, order = query.postgresql()
+        out.append((sql, params if order is None else [params[i] for i in order]))
+    return out
+
+
 class _PgRun:
+    """A psycopg connection (the writer's, synchronous)."""
+
     __slots__ = ("conn",)
 
     def __init__(self, conn: Any) -> None:
-        self.conn = conn  # a psycopg connection
+        self.conn = conn
 
     def rows_many(self, reads: Sequence[_Read]) -> list[_Rows]:
         conn = self.conn
-        texts = [(query.postgresql(), params) for query, params in reads]
-        if len(texts) == 1:
-            (sql, order), params = texts[0]
-            return [conn.execute(sql, params if order is None else [params[i] for i in order])
-                    .fetchall()]  # fmt: skip
-        # Pipelined: every statement sent at once, one round trip for all their results.
         with conn.pipeline():
-            cursors = [
-                conn.execute(sql, params if order is None else [params[i] for i in order])
-                for (sql, order), params in texts
-            ]
+            cursors = [conn.execute(sql, params) for sql, params in _pg_args(reads)]
         return [cur.fetchall() for cur in cursors]
 
     def insert_rows(self, query: _Query, rows: Sequence[tuple[object, ...]]) -> None:
@@ -1076,42 +1133,104 @@ class _PgRun:
             self.conn.execute(sql, params)
 
 
-class _PgBackend:
-    """PostgreSQL: the statements' PostgreSQL text as plain psycopg calls on one connection
-    per thread (the service's query threads and the writer's).
+async def _drive_async(conn: Any, reads: Reads[T]) -> T:
+    """``reads`` asked on the psycopg AsyncConnection ``conn``, each round pipelined: every
+    statement sent at once, one round trip for all their rows."""
+    try:
+        batch = next(reads)
+        while True:
+            if len(batch) == 1:
+                ((sql, params),) = _pg_args(batch)
+                rows = [await (await conn.execute(sql, params)).fetchall()]
+            else:
+                async with conn.pipeline():
+                    cursors = [await conn.execute(sql, params) for sql, params in _pg_args(batch)]
+                rows = [await cur.fetchall() for cur in cursors]
+            batch = reads.send(rows)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
 
-    Profiled at 2,000 req/s through SQLAlchemy connections, an allow cost ten round trips: the
-    pool's pre-ping, BEGIN, each read, and the ROLLBACK that returned the connection, twice
-    (Dovecot's equivalents, then the facts); the query threads spent 58% of their samples
-    waiting for those answers and the service saturated at ~800 req/s. Here a connection is
-    opened once per thread in autocommit mode (no BEGIN, no ROLLBACK, no ping: a broken
-    connection is dropped on its error and the next call opens another), statements the
-    server has seen a few times are prepared (psycopg's ``prepare_threshold``), and the reads
-    one call needs are pipelined into one round trip (see ``_run_steps``). Each read is its own
-    snapshot; the facts only ever grow, so reading them a few microseconds apart changes no
-    verdict. A batch of writes is one transaction of multi-row INSERTs, pipelined.
+
+class _PgBackend:
+    """PostgreSQL through the driver (psycopg), with the statements' PostgreSQL text.
+
+    Profiled at 2,000 req/s through SQLAlchemy connections in a pool of query threads, an
+    allow cost ten round trips (the pool's pre-ping, BEGIN, each read, and the ROLLBACK that
+    returned the connection, twice: Dovecot's equivalents, then the facts); the threads spent
+    58% of their samples waiting for those answers and the service saturated at ~800 req/s.
+    With the driver in those threads instead, the hop itself (submitting to the pool, chaining
+    the futures back, the GIL hand-offs) was the largest cost left on the event loop.
+
+    So the verdict path's reads run on the event loop (``read_async``): a few psycopg
+    AsyncConnections in autocommit mode (no BEGIN, no ROLLBACK, no ping: a connection that
+    failed is closed, with the idle ones, and the next read opens another), the reads one
+    allow needs pipelined into one round trip (``_together``), statements the server has seen
+    a few times prepared (psycopg's ``prepare_threshold``). Each read is its own snapshot: the
+    facts only grow, and reading them microseconds apart changes no verdict. The service
+    bounds every read with its deadline; a read cut off by it closes its connection.
+
+    The writer's batches (a thread, ``write``) are one transaction of multi-row INSERTs on a
+    synchronous connection of that thread, pipelined. Reads outside the verdict path (admin,
+    scripts: ``read``) go through SQLAlchemy, as every other admin query does.
     """
 
     inline = False
+    asynchronous = True
+    POOL = 4  # connections for the verdict path's reads: PostgreSQL pools are small
 
     def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         cargs, cparams = engine.dialect.create_connect_args(engine.url)
         cparams.pop("context", None)  # SQLAlchemy's adapters: the driver's own are enough here
-        self._connect = functools.partial(
-            psycopg.connect,
-            *cargs,
-            **{"connect_timeout": PG_CONNECT_TIMEOUT_S, **cparams},
-            autocommit=True,
-            cursor_factory=psycopg.RawCursor,
-        )
+        self._params = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **cparams, "autocommit": True}
+        self._cargs = cargs
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
+        # The event loop's connections: idle ones, and a slot per connection in use or idle.
+        self._idle: list[Any] = []
+        self._slots: asyncio.Semaphore | None = None
+
+    # --- the verdict path's reads, on the event loop ---
+
+    async def read_async(self, reads: Reads[T]) -> T:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.POOL)
+        async with self._slots:
+            if self._idle:
+                conn = self._idle.pop()
+            else:
+                conn = await psycopg.AsyncConnection.connect(
+                    *self._cargs, **self._params, cursor_factory=psycopg.AsyncRawCursor
+                )
+            done = False
+            try:
+                result = await _drive_async(conn, reads)
+                done = True
+                return result
+            finally:
+                if done:
+                    self._idle.append(conn)
+                else:
+                    # Failed or cut off by the deadline: the connection's state is unknown. The
+                    # idle ones most likely share the fate of a lost server: close them too.
+                    _close_async(conn)
+                    idle, self._idle = self._idle, []
+                    for other in idle:
+                        _close_async(other)
+
+    # --- reads off the verdict path ---
+
+    def read(self, work: Callable[[_Run], T]) -> T:
+        with self._engine.connect() as conn:
+            return work(_CoreRun(conn))
+
+    # --- the writer's batches, on its thread ---
 
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
+            conn = psycopg.connect(*self._cargs, **self._params, cursor_factory=psycopg.RawCursor)
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -1139,13 +1258,6 @@ class _PgBackend:
         except Exception:  # already broken; nothing more to release
             pass
 
-    def read(self, work: Callable[[_Run], T]) -> T:
-        try:
-            return work(_PgRun(self._conn()))
-        except Exception as exc:
-            self._failed(exc)
-            raise
-
     def write(self, work: Callable[[_Run, str], None], wait: bool) -> None:
         try:
             conn = self._conn()
@@ -1158,11 +1270,23 @@ class _PgBackend:
     def close(self) -> None:
         with self._lock:
             conns, self._all = self._all, []
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            _close_async(conn)
         for conn in conns:
             try:
                 conn.close()
             except Exception:  # closing at shutdown: nothing to do about a failure
                 pass
+
+
+def _close_async(conn: Any) -> None:
+    """Close a psycopg AsyncConnection without awaiting (its ``close`` never suspends either:
+    it finishes the libpq connection, which is what this does)."""
+    try:
+        conn.pgconn.finish()
+    except Exception:  # already broken; nothing more to release
+        pass
 
 
 def _checked(fields: dict[str, Any]) -> dict[str, Any]:
