@@ -193,7 +193,10 @@ pub fn store_row(s: &Sighting, sensor: &str, profile: DovecotProfile, memo: &mut
             // The Dovecot-hash key needs both profiles' hashes (`DovecotProfile::ALL` order:
             // 3.0, 3.2), JA3, JA3N and JA4.
             let [h30, h32] = &f.ja3_dovecot_hashes;
-            if ![h30, h32, &f.ja3_hash, &f.ja4, &f.ja3n_hash].iter().any(|v| v.is_empty()) {
+            if ![h30, h32, &f.ja3_hash, &f.ja4, &f.ja3n_hash]
+                .iter()
+                .any(|v| v.is_empty())
+            {
                 row.dovecot_openssl30 = Some(clip(h30, 32));
                 row.dovecot_openssl32 = Some(clip(h32, 32));
             }
@@ -238,14 +241,32 @@ mod tests {
         assert_eq!(dumps("a\"b\\c"), r#""a\"b\\c""#);
         assert_eq!(dumps("\u{1}\u{7f}\n"), r#""\u0001\u007f\n""#);
         assert_eq!(dumps("é😀"), r#""\u00e9\ud83d\ude00""#);
-        assert_eq!(alpn_json([b"h2".as_slice(), b"http/1.1"].into_iter()), r#"["h2", "http/1.1"]"#);
+        assert_eq!(
+            alpn_json([b"h2".as_slice(), b"http/1.1"].into_iter()),
+            r#"["h2", "http/1.1"]"#
+        );
         assert_eq!(alpn_json(std::iter::empty()), "[]");
-        assert_eq!(alpn_json([b"\xffx".as_slice()].into_iter()), r#"["\\xffx"]"#);
+        assert_eq!(
+            alpn_json([b"\xffx".as_slice()].into_iter()),
+            r#"["\\xffx"]"#
+        );
     }
 
     #[test]
     fn columns_match_the_row() {
         assert_eq!(STORE_COLUMNS.len(), 25);
-        assert_eq!(&STORE_COLUMNS[..8], &["sensor", "ts", "src", "sport", "dst", "dport", "hello", "hello_index"]);
+        assert_eq!(
+            &STORE_COLUMNS[..8],
+            &[
+                "sensor",
+                "ts",
+                "src",
+                "sport",
+                "dst",
+                "dport",
+                "hello",
+                "hello_index"
+            ]
+        );
     }
 }
