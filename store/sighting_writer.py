@@ -5,13 +5,20 @@ Used by ``ja3svc pcap --store`` and the capture worker::
     w = SightingWriter(db, sensor="file:capture.pcap", spool_dir=settings.resolved_spool_dir())
     for record in engine.feed_frame(...):   # HelloRecord objects
         w.add(record)
+    w.add_rows(rows)                         # or rows the Rust engine built (ROW_COLUMNS)
     stats = w.close()
 
-One transaction per batch: the sightings go in with ``INSERT ... ON CONFLICT DO NOTHING
-RETURNING`` on their uniqueness key, and only the rows that came back (new sightings) are added
-to the fingerprint aggregates, with an atomic upsert (``times_seen = times_seen + excluded``).
-Storing the same capture twice therefore changes nothing, and concurrent writers on PostgreSQL
-lose no count: the database, not the writer, does the arithmetic.
+A hello becomes one row (``ROW_COLUMNS``): its sightings-table columns, clipped and sanitised for
+the columns, plus what the aggregates need. ``sighting_row`` builds it from a record (the
+reference); the Rust engine builds the same rows itself (``store_row`` in native/engine).
+
+One transaction per batch, and the database does the work: the rows go in bulk into a
+session-local staging table, the sightings not already stored (on their uniqueness key) move
+into the sightings table, and only those are added to the fingerprint and Dovecot-hash
+aggregates, with atomic upserts (``times_seen = times_seen + excluded.times_seen``). Storing
+the same capture twice therefore changes nothing, and concurrent writers on PostgreSQL lose no
+count (there ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` says which rows are new; SQLite's
+writer holds the write lock from BEGIN).
 
 When the database is unreachable the batch is appended to a spool file and replayed, in order,
 by the next flush that reaches the database (and by any writer starting with the same spool
@@ -210,16 +217,17 @@ def _aggregates_sql(rows: str, pg: bool) -> tuple[str, str]:
             f"last_seen = {greatest}({table}.last_seen, excluded.last_seen){extra}"
         )
 
-    # Hashes are functions of their strings, so min() of a group's strings is its string.
+    # Grouped kind by kind (each group's sort is small); hashes are functions of their
+    # strings, so min() of a group's strings is its string.
     per_kind = " UNION ALL ".join(
-        f"SELECT '{kind}' AS kind, {value} AS value, {string} AS full_string, ts FROM {rows} "
-        f"WHERE {value} <> ''"
+        f"SELECT '{kind}' AS kind, {value} AS value, min({string}) AS full_string, "
+        f"min(ts) AS first_seen, max(ts) AS last_seen, count(*) AS times_seen FROM {rows} "
+        f"WHERE {value} <> '' GROUP BY {value}"
         for kind, (value, string) in FINGERPRINT_FIELDS.items()
     )
     fingerprints = (
         "INSERT INTO fingerprints (kind, value, full_string, first_seen, last_seen, times_seen) "
-        "SELECT kind, value, min(full_string), min(ts), max(ts), count(*) "
-        f"FROM ({per_kind}) AS f WHERE true GROUP BY kind, value ORDER BY kind, value "
+        f"SELECT * FROM ({per_kind}) AS f WHERE true ORDER BY kind, value "
         + upsert(
             "fingerprints",
             "kind, value",
@@ -276,13 +284,16 @@ def _sqlite_sql() -> tuple[str, ...]:
 
     match = " AND ".join(f"s.{c} = {_STAGE}.{c}" for c in KEY_COLUMNS)
     return (
-        # UNIQUE: with INSERT OR IGNORE, the first copy of a key twice in one batch counts.
-        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ({_stage_ddl(sqlite.dialect())}, "
-        f"UNIQUE ({_KEY_NAMES}))",
-        f"INSERT OR IGNORE INTO {_STAGE} ({_ROW_NAMES}) VALUES ({_marks(len(ROW_COLUMNS))})",
+        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ({_stage_ddl(sqlite.dialect())})",
+        f"INSERT INTO {_STAGE} ({_ROW_NAMES}) VALUES ({_marks(len(ROW_COLUMNS))})",
         f"DELETE FROM {_STAGE} WHERE EXISTS (SELECT 1 FROM sightings s WHERE {match})",
+        # A key twice in one batch: its first copy is stored (and the conflict target names
+        # the key, so a row that breaks another constraint still fails the batch)...
         f"INSERT INTO sightings ({_SIGHTING_NAMES}) SELECT {_SIGHTING_NAMES} FROM {_STAGE} "
-        f"ORDER BY {_KEY_NAMES}",
+        f"WHERE true ORDER BY {_KEY_NAMES}, rowid ON CONFLICT ({_KEY_NAMES}) DO NOTHING",
+        # ... and only that copy counts.
+        f"DELETE FROM {_STAGE} WHERE rowid NOT IN "
+        f"(SELECT min(rowid) FROM {_STAGE} GROUP BY {_KEY_NAMES})",
         *_aggregates_sql(_STAGE, pg=False),
     )
 
@@ -309,17 +320,21 @@ def write_batch(conn: Connection, rows: list[Row]) -> tuple[int, int]:
         return 0, 0
     if conn.dialect.name == "postgresql":
         create, move = _pg_sql()
+        # The batch's sorts (dedup, join, groups) fit in memory, instead of going to disk.
+        conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         # IF NOT EXISTS: once per pooled connection; ON COMMIT DELETE ROWS empties it.
         conn.exec_driver_sql(create)
         _copy(conn, f"COPY {_STAGE} ({_ROW_NAMES}) FROM STDIN", rows)
         new = conn.exec_driver_sql(move).scalar_one()
     else:
-        create, load, drop_stored, move, *aggregates = _sqlite_sql()
+        create, load, drop_stored, move, drop_copies, *aggregates = _sqlite_sql()
         conn.exec_driver_sql(create)
         conn.exec_driver_sql(f"DELETE FROM {_STAGE}")
         conn.exec_driver_sql(load, rows)  # the driver's executemany
-        conn.exec_driver_sql(drop_stored)
+        staged = len(rows) - conn.exec_driver_sql(drop_stored).rowcount
         new = conn.exec_driver_sql(move).rowcount
+        if new < staged:
+            conn.exec_driver_sql(drop_copies)
         for sql in aggregates:
             conn.exec_driver_sql(sql)
     return new, len(rows) - new
