@@ -125,6 +125,30 @@ class DecisionRecord(NamedTuple):
     reason: str
     labels: tuple[LabelFact, ...]
 
+    @classmethod
+    def of(
+        cls,
+        *,
+        ts: float,
+        command: str,
+        username: str,
+        remote_ip: str,
+        remote_port: int | None,
+        ja3_hash: str,
+        status: int,
+        action: str,
+        rule: str,
+        reason: str,
+        labels: tuple[LabelFact, ...],
+    ) -> DecisionRecord:
+        """The keyword constructor of the request path, without the dict a keyword call to the
+        class costs (see ja3svc.policy.facts)."""
+        return tuple.__new__(
+            cls,
+            (ts, command, username, remote_ip, remote_port, ja3_hash, status, action, rule,
+             reason, labels),
+        )  # fmt: skip
+
 
 # Ids one decisions page reads at most (see PolicyStore.decision_page), and how far a decision's
 # id may stray from time order (batched writers of several workers).
@@ -685,8 +709,9 @@ _WRITES: dict[str, tuple[Any, tuple[str, ...]]] = {
         ),
     ),
 }
-# 999 bound parameters is the limit of SQLite builds before 3.32; the widest row has 11.
-_ROWS_PER_STATEMENT = 999 // 11
+# 999 bound parameters is the limit of SQLite builds before 3.32; the widest row has 11. A power
+# of two: see _DriverRun.insert_rows.
+_ROWS_PER_STATEMENT = 64
 
 
 @functools.lru_cache(maxsize=8)
@@ -828,14 +853,20 @@ class _DriverRun:
         return self._cursor(query, params).fetchall()  # type: ignore[no-any-return]
 
     def insert_rows(self, query: _Query, rows: Sequence[tuple[object, ...]]) -> None:
-        # One multi-row VALUES statement per _ROWS_PER_STATEMENT rows (see _DriverBackend),
-        # made from the one-row statement's SQLite text.
+        # Multi-row VALUES statements (see _DriverBackend) made from the one-row statement's
+        # SQLite text, of _ROWS_PER_STATEMENT rows and then the powers of two the rest is made
+        # of: a few shapes per table, which the driver's statement cache keeps prepared. One
+        # statement per batch size made SQLite parse and plan a new statement of up to a
+        # thousand parameters for nearly every batch (~3,500 instructions per request).
         head, tail, width = _values_parts(query)
-        for lo in range(0, len(rows), _ROWS_PER_STATEMENT):
-            chunk = rows[lo : lo + _ROWS_PER_STATEMENT]
+        lo, n = 0, len(rows)
+        while lo < n:
+            size = min(_ROWS_PER_STATEMENT, 1 << ((n - lo).bit_length() - 1))
             self.conn.execute(
-                _values_sql(head, tail, len(chunk), width), list(chain.from_iterable(chunk))
+                _values_sql(head, tail, size, width),
+                list(chain.from_iterable(rows[lo : lo + size])),
             )
+            lo += size
 
 
 @functools.lru_cache(maxsize=8)

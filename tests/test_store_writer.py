@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from ja3svc.record import HelloRecord
 from tests.support.database import postgres_stopped, synthetic_record
+from tests.support.records import assert_keyword_constructor
 
 # Nothing listens on port 1: a real connection failure, no mock.
 UNREACHABLE_PG = "postgresql+psycopg://postgres@127.0.0.1:1/none"
@@ -32,6 +33,12 @@ def _fingerprint(db: Database, kind: str, value: str) -> Fingerprint:
         return s.scalars(
             select(Fingerprint).where(Fingerprint.kind == kind, Fingerprint.value == value)
         ).one()
+
+
+def test_decision_record_keyword_constructor():
+    from ja3svc.store.policy_store import DecisionRecord
+
+    assert_keyword_constructor(DecisionRecord)
 
 
 def test_sightings_and_aggregates(database, make_record):
