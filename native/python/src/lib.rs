@@ -15,8 +15,14 @@ use ja3svc_engine::json::{write_addr, write_record};
 use ja3svc_engine::store_row::{clip, store_row, StoreRow, STORE_COLUMNS};
 use ja3svc_engine::{Engine, Sighting};
 
-/// Bytes the engine reads from a capture file per call.
+/// Bytes the engine reads from a capture file per read.
 const CHUNK_SIZE: usize = 1 << 20;
+/// Reads per `feed_file` call. Each call takes the GIL back once, and while another thread
+/// holds it (the sighting writer of `--store`, binding rows) that can take up to the
+/// interpreter's switch interval, 5 ms: at 1 MiB a call that was seconds per gigabyte.
+const CHUNKS_PER_CALL: usize = 16;
+/// ... unless this many hellos are waiting, which bounds the memory of one call's output.
+const MAX_FOUND_PER_CALL: usize = 4096;
 
 /// One capture through one engine.
 #[pyclass(module = "ja3svc._native")]
@@ -34,6 +40,8 @@ struct PcapRun {
     /// handed back beside the output.
     store_sensor: Option<String>,
     error: Option<CaptureError>,
+    /// A read error after some chunks of a `feed_file` call were read: raised by the next call.
+    read_error: Option<std::io::Error>,
     finished: bool,
 }
 
@@ -62,8 +70,11 @@ impl PcapRun {
         error
     }
 
-    /// Like `work` with the next chunk, read from the capture file in Rust. Ok(false) at its end.
+    /// Like `work` with the next chunks, read from the capture file in Rust. Ok(false) at its end.
     fn work_file(&mut self) -> std::io::Result<bool> {
+        if let Some(e) = self.read_error.take() {
+            return Err(e);
+        }
         if self.error.is_some() || self.finished {
             return Ok(false);
         }
@@ -71,22 +82,35 @@ impl PcapRun {
             Some(f) => f,
             None => return Ok(false),
         };
-        let engine = &mut self.engine;
-        let mut sink = |ts: f64, linktype: u32, frame: &[u8], _wire: u64| {
-            engine.feed_frame(ts, linktype, frame);
-        };
-        match self.stream.feed_from(file, CHUNK_SIZE, &mut sink)? {
-            Ok(0) => Ok(false),
-            Ok(_) => Ok(true),
-            Err(e) => {
-                self.finished = true;
-                if self.stream.format() != "" {
-                    self.engine.finish();
+        let mut read_any = false;
+        for _ in 0..CHUNKS_PER_CALL {
+            let engine = &mut self.engine;
+            let mut sink = |ts: f64, linktype: u32, frame: &[u8], _wire: u64| {
+                engine.feed_frame(ts, linktype, frame);
+            };
+            match self.stream.feed_from(file, CHUNK_SIZE, &mut sink) {
+                Ok(Ok(0)) => break,
+                Ok(Ok(_)) => read_any = true,
+                Ok(Err(e)) => {
+                    self.finished = true;
+                    if self.stream.format() != "" {
+                        self.engine.finish();
+                    }
+                    self.error = Some(e);
+                    return Ok(false);
                 }
-                self.error = Some(e);
-                Ok(false)
+                // The hellos of the chunks read before it are handed over first.
+                Err(e) if read_any => {
+                    self.read_error = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+            if self.engine.found.len() >= MAX_FOUND_PER_CALL {
+                break;
             }
         }
+        Ok(read_any)
     }
 
     /// What the found hellos become without Python: the JSON lines (with `json`) and the
@@ -297,6 +321,7 @@ impl PcapRun {
             json,
             store_sensor: store_sensor.map(|s| clip(s, 200)),
             error: None,
+            read_error: None,
             finished: false,
         })
     }
