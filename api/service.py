@@ -84,11 +84,11 @@ class ParsedFacts(NamedTuple):
     identity: tuple[Ref, ...]  # refs that successes/failures are recorded under
 
 
-# What the audit log and the metrics call things; Enum.value is a Python-level property, and
-# these are read for every verdict.
-_ACTION_NAME = {a: a.value for a in Action}
-_LOG_ONLY_NAME = {a: f"log:{a.value}" for a in Action}
-_ALLOW_COMMAND = {Stage.BEFORE_AUTH: "allow/before", Stage.AFTER_AUTH: "allow/after"}
+# What the audit log calls a log-only decision. Actions are named by ``_value_`` on the verdict
+# path: ``Enum.value`` is a Python-level property and an Enum's hash a Python-level method, so
+# neither a ``.value`` nor a dict keyed by the enum is free, and both ran for every verdict.
+_LOG_ONLY_NAME = {a._value_: f"log:{a._value_}" for a in Action}
+_ALLOW_COMMAND = ("allow/before", "allow/after")  # by "is it the after-auth allow?"
 _NO_HISTORY = UserHistory()
 _REPORT_REASON = {o: f"report: {o}" for o in ("success", "failure", "policy_reject")}
 
@@ -210,14 +210,17 @@ class PolicyService:
         peer: ConnectionPeer | None = None,
         correlated: tuple[FingerprintRef, ...] = (),
         equivalent: tuple[Ref, ...] = (),
+        ja3: str | None = None,
     ) -> ParsedFacts:
         """Facts of ``req`` (whose TCP peer is ``peer``, see ``peer_of``); ``correlated`` are
         the capture's fingerprints of that connection (they are matched and recorded);
         ``equivalent`` are other fingerprints of hellos known to give Dovecot's hash (matched
-        against labels and history only: the request itself did not show them)."""
+        against labels and history only: the request itself did not show them). ``ja3`` is
+        ``dovecot_hash(req)`` when the caller has it already."""
         s = self.settings
         attributes = req.attributes
-        ja3 = normalise_hash(req.first(s.ja3_attributes))
+        if ja3 is None:
+            ja3 = self.dovecot_hash(req)
         refs: list[FingerprintRef]
         identity: list[Ref]
         if ja3:
@@ -229,11 +232,11 @@ class PolicyService:
             if ref not in refs:
                 refs.append(ref)
                 identity.append((ref.kind, ref.value))
-        for kind, value in equivalent:
-            eq = FingerprintRef(kind, value)
-            if eq not in refs:
-                refs.append(eq)
-        facts = RequestFacts(
+        for ref in equivalent:
+            # The after-auth allow passes the first allow's refs back: no new tuple for them.
+            if ref not in refs:
+                refs.append(ref if type(ref) is FingerprintRef else FingerprintRef(*ref))
+        facts = RequestFacts.of(
             login=attributes.get(s.login_attribute, ""),
             stage=stage,
             fingerprints=tuple(refs),
@@ -245,6 +248,10 @@ class PolicyService:
             correlated=bool(correlated),
         )
         return ParsedFacts(facts, ja3, tuple(identity))
+
+    def dovecot_hash(self, req: DovecotRequest) -> str:
+        """The JA3 hash Dovecot sent, normalised; "" without one."""
+        return normalise_hash(req.first(self.settings.ja3_attributes))
 
     def peer_of(self, req: DovecotRequest) -> ConnectionPeer | None:
         peer_ip = req.first(self.settings.peer_ip_attributes)
@@ -259,14 +266,14 @@ class PolicyService:
         lookup may wait for the capture or a database, so it is awaited, with a deadline; the
         callers skip it (and the await) for requests that name no peer (most 2.4 setups)."""
         correlated: tuple[FingerprintRef, ...] = ()
+        dovecot_hash = self.dovecot_hash(req)
         try:
-            dovecot_hash = normalise_hash(req.first(self.settings.ja3_attributes))
             correlated = await asyncio.wait_for(
                 self.lookup.fingerprints_for_async(peer, dovecot_hash), LOOKUP_TIMEOUT_SECONDS
             )
         except Exception as exc:  # correlation is a bonus; the hash still decides
             log.warning("connection lookup failed", extra={"fields": {"error": type(exc).__name__}})
-        parsed = self.parse_facts(req, stage, peer, correlated)
+        parsed = self.parse_facts(req, stage, peer, correlated, ja3=dovecot_hash)
         by_profile = getattr(correlated, "dovecot_hashes", None)
         if by_profile and parsed.ja3_hash and stage is Stage.BEFORE_AUTH:
             self.profiles.observe(parsed.ja3_hash, by_profile)
@@ -302,7 +309,7 @@ class PolicyService:
             found = self._equivalents.get(ja3, allow_stale=True)
         if not found:
             return parsed
-        return self.parse_facts(req, parsed.request.stage, parsed.request.peer, (), found)
+        return self.parse_facts(req, parsed.request.stage, parsed.request.peer, (), found, ja3)
 
     def _network(self, facts: RequestFacts) -> str:
         """The remote network reputation is scoped by (memoised in the core)."""
@@ -347,7 +354,7 @@ class PolicyService:
                 if found.history is not None:
                     history = found.history
                     self._history.put(facts.login, history)
-                return PolicyInputs(
+                return PolicyInputs.of(
                     request=facts,
                     labels=tuple(labels),
                     history=history or _NO_HISTORY,
@@ -358,7 +365,7 @@ class PolicyService:
             self.metrics.degraded.inc("circuit_open")
         # Degraded: whatever the cache knows, stale included.
         self.labels.collect(misses, labels, allow_stale=True)
-        return PolicyInputs(
+        return PolicyInputs.of(
             request=facts,
             labels=tuple(labels),
             history=history or _NO_HISTORY,
@@ -385,7 +392,7 @@ class PolicyService:
                 first.fingerprints if first.correlated else (),
                 () if first.correlated else first.fingerprints,
             )
-            inputs = PolicyInputs(
+            inputs = PolicyInputs.of(
                 request=parsed.request,
                 labels=earlier.labels,
                 history=earlier.history,
@@ -404,15 +411,17 @@ class PolicyService:
                 if known is None:  # ask the database (the cache's answer needs no await)
                     parsed = await self._hash_only_facts(req, parsed)
                 elif known:
-                    parsed = self.parse_facts(req, Stage.BEFORE_AUTH, peer, (), known)
+                    parsed = self.parse_facts(
+                        req, Stage.BEFORE_AUTH, peer, (), known, parsed.ja3_hash
+                    )
             if not parsed.request.fingerprints:  # Dovecot 2.3 without correlation
-                inputs = PolicyInputs(parsed.request)
+                inputs = PolicyInputs.of(request=parsed.request)
             else:
                 cached = self._cached(parsed)
                 if cached.misses or cached.reputation is None or cached.history is None:
                     inputs = await self._gather(parsed, cached)
                 else:  # everything fresh in memory: no query, and no coroutine to make one
-                    inputs = PolicyInputs(
+                    inputs = PolicyInputs.of(
                         request=parsed.request,
                         labels=tuple(cached.labels),
                         history=cached.history,
@@ -454,7 +463,7 @@ class PolicyService:
         self.metrics.reports.inc(outcome)
         if self.settings.audit_log:
             self.writer.decision(
-                DecisionRecord(
+                DecisionRecord.of(
                     ts=now,
                     command="report",
                     username=facts.login,
@@ -476,9 +485,8 @@ class PolicyService:
     def _record(self, parsed: ParsedFacts, verdict: Verdict) -> None:
         facts = parsed.request
         action = verdict.action
-        self.metrics.verdicts.inc(
-            _ACTION_NAME[action], verdict.rule, "true" if verdict.enforced else "false"
-        )
+        name: str = action._value_
+        self.metrics.verdicts.inc(name, verdict.rule, "true" if verdict.enforced else "false")
         reason = "; ".join(verdict.reasons)
         # The level first: with INFO off, no allow is sampled and no log record is built.
         if log.isEnabledFor(logging.INFO) and (action is not Action.ALLOW or self._sample_allow()):
@@ -501,15 +509,15 @@ class PolicyService:
             )
         if self.settings.audit_log:
             self.writer.decision(
-                DecisionRecord(
+                DecisionRecord.of(
                     ts=self.clock(),
-                    command=_ALLOW_COMMAND[facts.stage],
+                    command=_ALLOW_COMMAND[facts.stage is Stage.AFTER_AUTH],
                     username=facts.login,
                     remote_ip=facts.remote_ip,
                     remote_port=facts.peer.port if facts.peer else None,
                     ja3_hash=parsed.ja3_hash,
                     status=verdict.status,
-                    action=(_ACTION_NAME if verdict.enforced else _LOG_ONLY_NAME)[action],
+                    action=name if verdict.enforced else _LOG_ONLY_NAME[name],
                     rule=verdict.rule,
                     reason=reason,
                     labels=verdict.labels,

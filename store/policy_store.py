@@ -128,6 +128,30 @@ class DecisionRecord(NamedTuple):
     reason: str
     labels: tuple[LabelFact, ...]
 
+    @classmethod
+    def of(
+        cls,
+        *,
+        ts: float,
+        command: str,
+        username: str,
+        remote_ip: str,
+        remote_port: int | None,
+        ja3_hash: str,
+        status: int,
+        action: str,
+        rule: str,
+        reason: str,
+        labels: tuple[LabelFact, ...],
+    ) -> DecisionRecord:
+        """The keyword constructor of the request path, without the dict a keyword call to the
+        class costs (see ja3svc.policy.facts)."""
+        return tuple.__new__(
+            cls,
+            (ts, command, username, remote_ip, remote_port, ja3_hash, status, action, rule,
+             reason, labels),
+        )  # fmt: skip
+
 
 # Ids one decisions page reads at most (see PolicyStore.decision_page), and how far a decision's
 # id may stray from time order (batched writers of several workers).
@@ -794,8 +818,9 @@ _WRITES: dict[str, tuple[Any, tuple[str, ...]]] = {
         ),
     ),
 }
-# 999 bound parameters is the limit of SQLite builds before 3.32; the widest row has 11.
-_ROWS_PER_STATEMENT = 999 // 11
+# 999 bound parameters is the limit of SQLite builds before 3.32; the widest row has 11. A power
+# of two: see _DriverRun.insert_rows.
+_ROWS_PER_STATEMENT = 64
 
 
 @functools.lru_cache(maxsize=8)
@@ -947,7 +972,6 @@ class _DriverRun:
         return [self._cursor(query, params).fetchall() for query, params in reads]
 
     def insert_rows(self, query: _Query, rows: Sequence[tuple[object, ...]]) -> None:
-        # One multi-row VALUES statement per _ROWS_PER_STATEMENT rows (see _DriverBackend).
         for sql, params in _values_statements(query, "sqlite", rows):
             self.conn.execute(sql, params)
 
@@ -955,16 +979,21 @@ class _DriverRun:
 def _values_statements(
     query: _Query, dialect: str, rows: Sequence[tuple[object, ...]]
 ) -> Iterable[tuple[str, list[object]]]:
-    """Multi-row VALUES statements made from the one-row INSERT ``query`` for ``rows``,
-    ``_ROWS_PER_STATEMENT`` rows each: every full statement has the same text (so a driver that
-    caches or prepares statements by text does so), only the last one differs."""
+    """Multi-row VALUES statements made from the one-row INSERT ``query`` for ``rows``: of
+    ``_ROWS_PER_STATEMENT`` rows and then the powers of two the rest is made of, a few shapes
+    per table, which the drivers keep prepared (sqlite3's statement cache; psycopg's
+    ``prepare_threshold``). One statement per batch size made SQLite parse and plan a new
+    statement of up to a thousand parameters for nearly every batch (~3,500 instructions per
+    request)."""
     head, tail, width = _values_parts(query, dialect)
-    for lo in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[lo : lo + _ROWS_PER_STATEMENT]
+    lo, n = 0, len(rows)
+    while lo < n:
+        size = min(_ROWS_PER_STATEMENT, 1 << ((n - lo).bit_length() - 1))
         yield (
-            _values_sql(head, tail, len(chunk), width, dialect),
-            list(chain.from_iterable(chunk)),
+            _values_sql(head, tail, size, width, dialect),
+            list(chain.from_iterable(rows[lo : lo + size])),
         )
+        lo += size
 
 
 def _placeholders(dialect: str, first: int, width: int) -> str:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from ja3svc.store.database import Database
-from ja3svc.store.models import AuthFailure, Decision, Fingerprint, Sighting
+from ja3svc.store.models import AuthFailure, Decision, DovecotHash, Fingerprint, Sighting
 from ja3svc.store.retention import prune
 from ja3svc.store.sighting_writer import SightingWriter
 from sqlalchemy import func, select
@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from ja3svc.record import HelloRecord
 from tests.support.database import postgres_stopped, synthetic_record
+from tests.support.records import assert_keyword_constructor
 
 # Nothing listens on port 1: a real connection failure, no mock.
 UNREACHABLE_PG = "postgresql+psycopg://postgres@127.0.0.1:1/none"
@@ -32,6 +33,12 @@ def _fingerprint(db: Database, kind: str, value: str) -> Fingerprint:
         return s.scalars(
             select(Fingerprint).where(Fingerprint.kind == kind, Fingerprint.value == value)
         ).one()
+
+
+def test_decision_record_keyword_constructor():
+    from ja3svc.store.policy_store import DecisionRecord
+
+    assert_keyword_constructor(DecisionRecord)
 
 
 def test_sightings_and_aggregates(database, make_record):
@@ -90,6 +97,22 @@ def test_storing_the_same_capture_twice_changes_nothing(database, make_record):
             w3.add(HelloRecord.from_dict(r))
     assert w3.stored == 50
     assert _fingerprint(database, "ja3", records[0]["ja3_hash"]).times_seen == 2 * before.times_seen
+
+
+def test_a_new_hello_twice_in_one_batch_is_stored_and_counted_once(database, make_record):
+    records = [make_record(n, client=n % 4) for n in range(20)]
+    with SightingWriter(database, sensor="file:x.pcap", batch_size=100) as w:
+        for r in [*records, records[3], records[3]]:
+            w.add(HelloRecord.from_dict(r))
+    assert (w.stored, w.duplicates) == (20, 2)
+    assert _count(database, Sighting) == 20
+    # Five hellos of each client stack, the repeated one included once.
+    assert _fingerprint(database, "ja3", records[3]["ja3_hash"]).times_seen == 5
+    with database.session() as s:
+        (dovecot,) = s.scalars(
+            select(DovecotHash).where(DovecotHash.ja3_hash == records[3]["ja3_hash"])
+        ).all()
+    assert dovecot.times_seen == 5
 
 
 def test_server_hello_and_odd_wire_values(database):

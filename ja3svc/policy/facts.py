@@ -8,6 +8,13 @@ Dovecot request, and a frozen dataclass's ``__init__`` sets each field through
 the policy endpoint builds ~60 fields per request). They stay immutable and keep their field
 names; a ``FingerprintRef`` also equals the plain ``(kind, value)`` tuple the store and the
 caches key by, so no conversion is needed between them.
+
+The records built on every request also have ``of``, a keyword-only constructor. Calling the
+class with keywords costs a dict per call (a class is called with a tuple and a dict of
+keywords, which its ``__new__`` unpacks again: measured under callgrind, ~4,000 more
+instructions than positional for RequestFacts); ``of`` takes the same keywords the way a plain
+function does, without that dict, and builds the tuple in field order. tests/unit checks that
+its parameters are the fields, in order, with the same defaults.
 """
 
 from __future__ import annotations
@@ -83,6 +90,26 @@ class RequestFacts(NamedTuple):
     # True when a capture gave the connection's hello (its JA4/JA3N are in ``fingerprints``);
     # False when Dovecot's hash is all there is.
     correlated: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        login: str,
+        stage: Stage = Stage.BEFORE_AUTH,
+        fingerprints: tuple[FingerprintRef, ...] = (),
+        remote_ip: str = "",
+        protocol: str = "",
+        session_id: str = "",
+        tls: bool = False,
+        peer: ConnectionPeer | None = None,
+        correlated: bool = False,
+    ) -> RequestFacts:
+        """The keyword constructor of the request path (see the module's doc)."""
+        return tuple.__new__(
+            cls,
+            (login, stage, fingerprints, remote_ip, protocol, session_id, tls, peer, correlated),
+        )
 
 
 class LabelFact(NamedTuple):
@@ -186,15 +213,32 @@ def network_of(
     return str(ipaddress.ip_network((ip, prefix), strict=False))
 
 
+_NO_HISTORY = UserHistory()
+_NO_REPUTATION = Reputation()
+
+
 class PolicyInputs(NamedTuple):
     """Everything the engine needs for one verdict."""
 
     request: RequestFacts
     labels: tuple[LabelFact, ...] = ()
-    history: UserHistory = UserHistory()
-    reputation: Reputation = Reputation()
+    history: UserHistory = _NO_HISTORY
+    reputation: Reputation = _NO_REPUTATION
     # True when the fingerprint database was unreachable and facts came from the cache only.
     degraded: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        request: RequestFacts,
+        labels: tuple[LabelFact, ...] = (),
+        history: UserHistory = _NO_HISTORY,
+        reputation: Reputation = _NO_REPUTATION,
+        degraded: bool = False,
+    ) -> PolicyInputs:
+        """The keyword constructor of the request path (see the module's doc)."""
+        return tuple.__new__(cls, (request, labels, history, reputation, degraded))
 
 
 class ConnectionLookup(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,3 +27,15 @@ def tcpdump_lo(out: Path, bpf: Sequence[str]) -> Iterator[None]:
     finally:
         dump.terminate()
         dump.wait(timeout=10)
+
+
+def record_until_captured(out: Path, record: Callable[[], None], attempts: int = 5) -> None:
+    """Run ``record`` (which writes ``out`` through ``tcpdump_lo``) until ``out`` holds a packet.
+
+    tcpdump on lo now and then records nothing although it said "listening"; such a capture is
+    simply made again, at most ``attempts`` times (the last empty one is left for the caller's
+    checks to refuse)."""
+    for _ in range(attempts):
+        record()
+        if out.stat().st_size > 24:  # more than the pcap file header
+            return

@@ -21,6 +21,7 @@ from ja3svc.policy import (
     network_of,
     parse_action,
 )
+from tests.support.records import assert_keyword_constructor
 
 H = "8a9d5d0f12f7d43ee3af1c51d2998d99"
 OTHER = "b7e9d913d85c071f5b806d59601e9b96"
@@ -36,6 +37,11 @@ def label(action: str, kind: str = "ja3", value: str = H, **kw: object) -> Label
 
 
 CFG = PolicyConfig()
+
+
+@pytest.mark.parametrize("cls", [RequestFacts, PolicyInputs])
+def test_keyword_constructor_builds_what_the_class_builds(cls: type) -> None:
+    assert_keyword_constructor(cls)
 
 
 def test_rule_names_are_unique_and_default_is_last():

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -45,14 +46,16 @@ ONE_WAY: dict[str, tuple[str, list[str], list[str]]] = {
 
 
 def one_way() -> None:
+    sys.path.insert(0, str(HERE.parent))
+    from loopback import record_until_captured
+
     with tempfile.TemporaryDirectory() as tmp:
         key, cert = _key_and_cert(Path(tmp))
         for name, (protocol, client_options, bpf) in ONE_WAY.items():
             out = HERE / f"{name}.pcap"
-            for _ in range(5):
-                _record(out, protocol, client_options, key, cert, bpf)
-                if out.stat().st_size > 24:
-                    break
+            record_until_captured(
+                out, partial(_record, out, protocol, client_options, key, cert, bpf)
+            )
             print(f"wrote {out.name}")
 
 
@@ -68,16 +71,14 @@ def _key_and_cert(tmp: Path) -> tuple[Path, Path]:
 
 
 def capture() -> None:
+    sys.path.insert(0, str(HERE.parent))
+    from loopback import record_until_captured
+
     with tempfile.TemporaryDirectory() as tmp:
         key, cert = _key_and_cert(Path(tmp))
         for name, (protocol, client_options) in SCENARIOS.items():
             out = HERE / f"{name}.pcap"
-            # tcpdump on loopback sometimes records nothing although it said "listening";
-            # a capture without packets is simply made again.
-            for _ in range(5):
-                _record(out, protocol, client_options, key, cert)
-                if out.stat().st_size > 24:
-                    break
+            record_until_captured(out, partial(_record, out, protocol, client_options, key, cert))
             print(f"wrote {out.name}")
     _write_reordered(HERE / "fragmented-dtls12.pcap", HERE / "fragmented-reordered-dtls12.pcap")
 

@@ -17,6 +17,7 @@ import struct
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -92,16 +93,14 @@ async def _one_connection(
 
 
 def capture() -> None:
+    sys.path.insert(0, str(HERE.parent))
+    from loopback import record_until_captured
+
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = _certificate(Path(tmp))
         for name, (versions, alpn, retry) in SCENARIOS.items():
             out = HERE / f"{name}.pcap"
-            # tcpdump on loopback sometimes records nothing although it said "listening";
-            # a capture without packets is simply made again.
-            for _ in range(5):
-                _record(out, versions, alpn, retry, cert, key)
-                if out.stat().st_size > 24:
-                    break
+            record_until_captured(out, partial(_record, out, versions, alpn, retry, cert, key))
             print(f"wrote {out.name}")
     _write_reordered(HERE / "split.pcap", HERE / "split-reordered.pcap")
 

@@ -30,6 +30,7 @@ import hmac
 import struct
 import sys
 import tempfile
+from functools import partial
 from hashlib import sha256
 from pathlib import Path
 
@@ -150,6 +151,8 @@ def capture() -> None:
     import aioquic
 
     sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(HERE.parent))
+    from loopback import record_until_captured
     from regenerate import _certificate
 
     series = ".".join(aioquic.__version__.split(".")[:2])
@@ -160,11 +163,7 @@ def capture() -> None:
         cert, key = _certificate(Path(tmp))
         for name, version in wanted.items():
             out = HERE / name
-            # tcpdump on loopback sometimes records nothing although it said "listening".
-            for _ in range(5):
-                _record(out, version, cert, key)
-                if out.stat().st_size > 24:
-                    break
+            record_until_captured(out, partial(_record, out, version, cert, key))
             print(f"wrote {name} (aioquic {aioquic.__version__})")
 
 
