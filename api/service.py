@@ -295,22 +295,6 @@ class PolicyService:
             self._db_failed("error", exc)
         return None
 
-    async def _hash_only_facts(self, req: DovecotRequest, parsed: ParsedFacts) -> ParsedFacts:
-        """``parsed`` plus the fingerprints of the hellos a capture saw giving Dovecot's hash
-        (see ``PolicyStore.dovecot_equivalents``): a label or a learned fingerprint made from
-        a capture then matches the hash of a Dovecot on either OpenSSL profile."""
-        ja3 = parsed.ja3_hash
-        found: tuple[Ref, ...] | None = None
-        if not self.degraded:
-            found = await self._query(self.store.dovecot_equivalents_reads(ja3))
-            if found is not None:
-                self._equivalents.put(ja3, found)
-        if found is None:
-            found = self._equivalents.get(ja3, allow_stale=True)
-        if not found:
-            return parsed
-        return self.parse_facts(req, parsed.request.stage, parsed.request.peer, (), found, ja3)
-
     def _network(self, facts: RequestFacts) -> str:
         """The remote network reputation is scoped by (memoised in the core)."""
         s = self.settings
@@ -325,16 +309,21 @@ class PolicyService:
         history = self._history.get(facts.login) if facts.login else _NO_HISTORY
         return _Cached(labels, misses, rep, history)
 
-    async def _gather(self, parsed: ParsedFacts, cached: _Cached) -> PolicyInputs:
+    async def _gather(
+        self, req: DovecotRequest, parsed: ParsedFacts, cached: _Cached, equivalents_of: str
+    ) -> tuple[ParsedFacts, PolicyInputs]:
         """Complete what ``cached`` lacks from the database (with a deadline, and not at all
-        while the circuit is open); degraded inputs from the cache, stale included, if that
-        fails."""
+        while the circuit is open), with the equivalents of Dovecot's hash ``equivalents_of``
+        ("": known already; see ``PolicyStore.dovecot_equivalents``: a label or a learned
+        fingerprint made from a capture then matches the hash of a Dovecot on either OpenSSL
+        profile) in the same call; degraded inputs from the cache, stale included, if that
+        fails. ``parsed`` comes back with the equivalents' fingerprints added."""
         facts = parsed.request
         labels, misses, rep, history = cached
         rep_key = parsed.identity
         network = self._network(facts)
         if not self.degraded:
-            args = (
+            reads = self.store.allow_facts_reads(
                 misses,
                 facts.login if history is None else None,
                 list(rep_key) if rep is None else [],
@@ -342,19 +331,27 @@ class PolicyService:
                 self.settings.reputation_window_seconds,
                 self.clock(),
                 self._min_reputation_accounts,
+                equivalents_of,
             )
-            found = await self._query(self.store.allow_facts_reads(*args))
+            found = await self._query(reads)
             if found is not None:
                 self.labels.store(found.labels)
                 for ref in misses:
                     labels.extend(found.labels.get(ref, ()))
+                if found.equivalents is not None:
+                    self._equivalents.put(equivalents_of, found.equivalents)
+                    if found.equivalents:
+                        parsed = self._with_equivalents(req, parsed, found.equivalents)
+                        facts = parsed.request
+                        for ref in found.equivalents:
+                            labels.extend(found.labels.get(ref, ()))
                 if found.reputation is not None:
                     rep = found.reputation
                     self._reputation.put(rep_key, network, rep)
                 if found.history is not None:
                     history = found.history
                     self._history.put(facts.login, history)
-                return PolicyInputs.of(
+                return parsed, PolicyInputs.of(
                     request=facts,
                     labels=tuple(labels),
                     history=history or _NO_HISTORY,
@@ -365,13 +362,25 @@ class PolicyService:
             self.metrics.degraded.inc("circuit_open")
         # Degraded: whatever the cache knows, stale included.
         self.labels.collect(misses, labels, allow_stale=True)
-        return PolicyInputs.of(
+        if equivalents_of:
+            stale = self._equivalents.get(equivalents_of, allow_stale=True)
+            if stale:
+                parsed = self._with_equivalents(req, parsed, stale)
+                facts = parsed.request
+                self.labels.collect(stale, labels, allow_stale=True)
+        return parsed, PolicyInputs.of(
             request=facts,
             labels=tuple(labels),
             history=history or _NO_HISTORY,
             reputation=rep or Reputation(window_seconds=self.settings.reputation_window_seconds),
             degraded=True,
         )
+
+    def _with_equivalents(
+        self, req: DovecotRequest, parsed: ParsedFacts, equivalents: tuple[Ref, ...]
+    ) -> ParsedFacts:
+        facts = parsed.request
+        return self.parse_facts(req, facts.stage, facts.peer, (), equivalents, parsed.ja3_hash)
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -406,10 +415,12 @@ class PolicyService:
                 if peer is None
                 else await self._correlated_facts(req, Stage.BEFORE_AUTH, peer)
             )
+            # Dovecot's hash alone: its equivalents from the cache, else asked with the rest.
+            ask = ""
             if parsed.ja3_hash and not parsed.request.correlated:
                 known = self._equivalents.get(parsed.ja3_hash)
-                if known is None:  # ask the database (the cache's answer needs no await)
-                    parsed = await self._hash_only_facts(req, parsed)
+                if known is None:
+                    ask = parsed.ja3_hash
                 elif known:
                     parsed = self.parse_facts(
                         req, Stage.BEFORE_AUTH, peer, (), known, parsed.ja3_hash
@@ -418,8 +429,8 @@ class PolicyService:
                 inputs = PolicyInputs.of(request=parsed.request)
             else:
                 cached = self._cached(parsed)
-                if cached.misses or cached.reputation is None or cached.history is None:
-                    inputs = await self._gather(parsed, cached)
+                if ask or cached.misses or cached.reputation is None or cached.history is None:
+                    parsed, inputs = await self._gather(req, parsed, cached, ask)
                 else:  # everything fresh in memory: no query, and no coroutine to make one
                     inputs = PolicyInputs.of(
                         request=parsed.request,

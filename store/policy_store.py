@@ -218,11 +218,13 @@ def decision_dict(d: Decision) -> dict[str, Any]:
 
 
 class AllowFacts(NamedTuple):
-    """What one allow needs from the database, fetched in one read transaction."""
+    """What one allow needs from the database, asked together (see ``allow_facts_reads``)."""
 
     labels: dict[Ref, tuple[LabelFact, ...]]
     history: UserHistory | None
     reputation: Reputation | None
+    # Dovecot's hash's equivalents (``dovecot_equivalents``); None: not asked.
+    equivalents: tuple[Ref, ...] | None = None
 
 
 class PolicyStore:
@@ -288,14 +290,12 @@ class PolicyStore:
     def user_history(self, username: str) -> UserHistory:
         return self.run(_history(username))
 
-    def dovecot_equivalents_reads(self, dovecot_hash: str) -> Reads[tuple[Ref, ...]]:
+    def dovecot_equivalents(self, dovecot_hash: str) -> tuple[Ref, ...]:
         """The other fingerprints of the hellos a capture saw giving ``dovecot_hash`` under
         any OpenSSL profile: their Dovecot hash under every profile, JA3, JA3N and JA4 (empty
-        when no capture saw such a hello). At most ``EQUIVALENT_HELLOS`` hellos."""
-        return _equivalents(dovecot_hash)
-
-    def dovecot_equivalents(self, dovecot_hash: str) -> tuple[Ref, ...]:
-        return self.run(self.dovecot_equivalents_reads(dovecot_hash))
+        when no capture saw such a hello). At most ``EQUIVALENT_HELLOS`` hellos. (The service
+        asks for them with the rest of an allow's facts: ``allow_facts_reads``.)"""
+        return self.run(_equivalents(dovecot_hash))
 
     def reputation(
         self, refs: Sequence[Ref], network: str, window: int, now: float, min_accounts: int = 1
@@ -311,20 +311,26 @@ class PolicyStore:
         window: int,
         now: float,
         min_accounts: int = 1,
+        equivalents_of: str = "",
     ) -> Reads[AllowFacts]:
-        """Labels of ``label_refs``, the history of ``username`` (None: not needed) and the
-        reputation of ``identity_refs`` (empty: not needed) seen from ``network``; the reads
-        go to the database together (one round trip on PostgreSQL, see ``_together``), plus
-        one when the successful accounts must be counted (``min_accounts``: see
-        ``_reputation``)."""
-        labels, history, rep = yield from _together(
+        """Labels of ``label_refs``, the history of ``username`` (None: not needed), the
+        reputation of ``identity_refs`` (empty: not needed) seen from ``network`` and the
+        equivalents of the Dovecot hash ``equivalents_of`` ("": not needed) with their labels;
+        the reads go to the database together (one round trip on PostgreSQL, see
+        ``_together``), plus one when the successful accounts must be counted
+        (``min_accounts``: see ``_reputation``) or equivalents were found."""
+        labels, history, rep, equivalents = yield from _together(
             _labels(label_refs) if label_refs else None,
             _history(username) if username else None,
             _reputation(identity_refs, network, window, now, min_accounts)
             if identity_refs
             else None,
+            _equivalents(equivalents_of) if equivalents_of else None,
         )
-        return AllowFacts(labels or {}, history, rep)
+        labels = labels or {}
+        if equivalents:
+            labels.update((yield from _labels(r for r in equivalents if r not in labels)))
+        return AllowFacts(labels, history, rep, equivalents)
 
     def allow_facts(
         self,
@@ -335,12 +341,14 @@ class PolicyStore:
         window: int,
         now: float,
         min_accounts: int = 1,
+        equivalents_of: str = "",
     ) -> AllowFacts:
         return self.run(
             self.allow_facts_reads(
-                label_refs, username, identity_refs, network, window, now, min_accounts
+                label_refs, username, identity_refs, network, window, now, min_accounts,
+                equivalents_of,
             )
-        )
+        )  # fmt: skip
 
     def close(self) -> None:
         """Close the connections the driver backends hold (the engines stay usable)."""
