@@ -1,18 +1,22 @@
 """Queries of the policy service on the fingerprint database.
 
-Each query is written once, as a SQLAlchemy Core statement (``_labels``, ``_history``,
-``_reputation``, ``_write``), and run by one of two backends chosen by
-``store.database.sqlite_file`` (the one place that decides what counts as a local SQLite file):
+Each query is written once, as SQLAlchemy Core statements (``_labels``, ``_history``,
+``_equivalents``, ``_reputation``, ``_write``); the reads are generators of what to ask
+(``Reads``), so that the reads one allow needs go to the database together. They are run by
+one of three backends, chosen by ``store.database.sqlite_file`` (the one place that decides
+what counts as a local SQLite file) and the engine's dialect:
 
-- ``_CoreBackend`` (PostgreSQL, in-memory SQLite): SQLAlchemy connections, synchronous on
-  purpose: the HTTP layer runs these in a small thread pool with a deadline (Dovecot gives up
-  after 2 s), so a slow or dead database degrades verdicts instead of blocking the event loop;
-- ``_DriverBackend`` (a SQLite file): the same statements, compiled once per shape to SQLite's
-  text, executed straight on the driver by the event loop itself (see that class for why).
+- ``_DriverBackend`` (a SQLite file): the statements compiled once per shape to SQLite's text,
+  executed straight on the driver by the event loop itself (see that class for why);
+- ``_PgBackend`` (PostgreSQL): compiled once to PostgreSQL's text; the verdict path's reads
+  awaited on the event loop through psycopg's asynchronous connections, pipelined, under the
+  service's deadline (Dovecot gives up after 2 s: a slow or dead database degrades verdicts
+  instead of blocking), and the writer's batches on the driver in the writer's thread (see
+  that class for what the profile said);
+- ``_CoreBackend`` (in-memory SQLite, tests): SQLAlchemy connections.
 
 The admin API's methods below use ORM sessions: they are not on the request path.
 """
-
 from __future__ import annotations
 
 import asyncio
