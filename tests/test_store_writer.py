@@ -158,6 +158,23 @@ def test_server_hello_and_odd_wire_values(database):
     assert sni.startswith("a\\x00b") and len(sni) == 255
 
 
+def test_a_spool_file_of_an_earlier_version_is_replayed(database, make_record, tmp_path):
+    """Before rows were spooled, a spool line held the record itself: still replayed."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    records = [make_record(n) for n in range(3)]
+    (spool / "mx1_eth0.1234.abcdef01.jsonl").write_text(
+        "".join(json.dumps({"sensor": "mx1:eth0", "record": r}) + "\n" for r in records)
+    )
+    w = SightingWriter(database, sensor="other", spool_dir=spool)
+    assert (w.replayed, w.stored) == (3, 3)
+    w.close()
+    assert not list(spool.glob("*.jsonl"))
+    assert _fingerprint(database, "ja3", records[0]["ja3_hash"]).times_seen == 3
+    with database.session() as s:
+        assert set(s.scalars(select(Sighting.sensor))) == {"mx1:eth0"}
+
+
 def test_unreachable_database_spools_then_replays_in_order(database, make_record, tmp_path):
     spool = tmp_path / "spool"
     down = Database.from_url(UNREACHABLE_PG)
