@@ -137,6 +137,8 @@ def rule_label_deny(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
 def rule_label_allow(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
     # An explicit allow is an allow-list entry: it overrides tarpit labels, reputation and the
     # rules for unknown fingerprints, but not a confident deny (checked first).
+    if not inp.labels:
+        return None
     allow = _with_action(inp, "allow")
     if allow:
         return Hit(Action.ALLOW, f"allow label on {_describe(allow)}", allow)
@@ -213,15 +215,30 @@ def reputation_scope(rep: Reputation, cfg: PolicyConfig, threshold: int) -> str 
     return None
 
 
+# Both reputation rules first check what most verdicts show: no account failed in either scope,
+# so with a positive threshold ``reputation_scope`` is None without being asked (every rule of the
+# table runs for most logins, and a call costs more than the test).
+
+
 def rule_reputation_reject(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
-    why = reputation_scope(inp.reputation, cfg, cfg.reputation_reject_accounts)
+    rep = inp.reputation
+    if not (rep.network_failed_accounts or rep.counted_failed_accounts) and (
+        cfg.reputation_reject_accounts > 0
+    ):
+        return None
+    why = reputation_scope(rep, cfg, cfg.reputation_reject_accounts)
     if why is None:
         return None
     return Hit(Action.REJECT, f"{why} (reject at {cfg.reputation_reject_accounts})")
 
 
 def rule_reputation_tarpit(inp: PolicyInputs, cfg: PolicyConfig) -> Hit | None:
-    why = reputation_scope(inp.reputation, cfg, cfg.reputation_tarpit_accounts)
+    rep = inp.reputation
+    if not (rep.network_failed_accounts or rep.counted_failed_accounts) and (
+        cfg.reputation_tarpit_accounts > 0
+    ):
+        return None
+    why = reputation_scope(rep, cfg, cfg.reputation_tarpit_accounts)
     if why is None:
         return None
     return Hit(Action.TARPIT, f"{why} (tarpit at {cfg.reputation_tarpit_accounts})")
@@ -350,4 +367,6 @@ def evaluate(inp: PolicyInputs, cfg: PolicyConfig) -> Verdict:
     if cfg.log_only and status != 0:
         reasons.append(f"log-only mode: would answer {status}, answered 0")
         status, msg, enforced = 0, "", False
-    return Verdict(status, msg, action, name, tuple(reasons), hit.labels, enforced)
+    # tuple.__new__ straight away: the class call would go through the named tuple's Python-level
+    # __new__ for the same tuple (one Verdict per allow).
+    return tuple.__new__(Verdict, (status, msg, action, name, tuple(reasons), hit.labels, enforced))
