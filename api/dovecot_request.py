@@ -141,7 +141,8 @@ def parse_request(command: str, body: bytes) -> DovecotRequest:
             _flatten(value, key, key.rpartition("/")[2], data, 1)
         else:
             _flatten({key: value}, "", "", data, 0)
-    return DovecotRequest(command, data, success, policy_reject, tls)
+    # tuple.__new__ straight away: the class call goes through a Python-level __new__.
+    return tuple.__new__(DovecotRequest, (command, data, success, policy_reject, tls))
 
 
 def normalise_hash(value: str) -> str:

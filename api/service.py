@@ -99,7 +99,10 @@ _REPORT_REASON = {o: f"report: {o}" for o in ("success", "failure", "policy_reje
 
 
 class _Cached(NamedTuple):
-    """What the caches know for one allow; None (and misses) for what must be asked."""
+    """What the caches know for one allow; None (and misses) for what must be asked.
+
+    This and ParsedFacts are built per request with tuple.__new__: calling a named tuple's
+    class runs its Python-level __new__ for the same tuple (~1,500 instructions)."""
 
     labels: list[LabelFact]
     misses: list[Ref]
@@ -250,7 +253,7 @@ class PolicyService:
             peer=peer,
             correlated=bool(correlated),
         )
-        return ParsedFacts(facts, ja3, identity)
+        return tuple.__new__(ParsedFacts, (facts, ja3, identity))  # see _Cached
 
     def _refs_of_hash(self, ja3: str) -> tuple[tuple[FingerprintRef, ...], tuple[Ref, ...]]:
         """(refs to match, refs to record under) of Dovecot's hash ``ja3``, made once per hash
@@ -337,7 +340,7 @@ class PolicyService:
         misses = self.labels.collect(facts.fingerprints, labels)
         rep = self._reputation.get(parsed.identity, self._network(facts))
         history = self._history.get(facts.login) if facts.login else _NO_HISTORY
-        return _Cached(labels, misses, rep, history)
+        return tuple.__new__(_Cached, (labels, misses, rep, history))
 
     async def _gather(self, parsed: ParsedFacts, cached: _Cached) -> PolicyInputs:
         """Complete what ``cached`` lacks from the database (with a deadline, and not at all
