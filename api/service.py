@@ -12,9 +12,8 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 from ja3svc.api.auth import DovecotCredentials
 from ja3svc.api.caches import HistoryCache, LabelCache, ReputationCache, SessionTracker, TtlMap
@@ -23,7 +22,7 @@ from ja3svc.api.dovecot_request import DovecotRequest, normalise_hash, parse_por
 from ja3svc.api.metrics import PolicyMetrics
 from ja3svc.api.writer import BatchWriter
 from ja3svc.config.settings import PolicySettings
-from ja3svc.store.policy_store import DecisionRecord, PolicyStore, Ref
+from ja3svc.store.policy_store import DecisionRecord, PolicyStore, Reads, Ref
 
 from ja3svc.policy import (
     RULES,
@@ -170,12 +169,12 @@ class PolicyService:
             on_spool=_counter("policy_writes_spooled_total"),
             on_replay=_counter("policy_writes_replayed_total"),
         )
-        # A few threads only: PostgreSQL pools are small. A local SQLite file is queried inline
-        # on the event loop instead: its indexed lookups take ~0.1-0.3 ms, while a hop to a
-        # thread costs more than that in GIL hand-offs (measured: 4x lower throughput), and
-        # WAL readers never wait for writers. A network database keeps the thread and deadline.
-        self._executor = ThreadPoolExecutor(4, thread_name_prefix="policy-db")
-        self._inline_db = store.writes_inline
+        # Reads on the event loop either way, never in threads: a hop to a thread cost more
+        # than a local SQLite file's indexed lookups (~0.1-0.3 ms; measured: 4x lower
+        # throughput), and on PostgreSQL it was the largest cost left on the loop (see
+        # store.policy_store._PgBackend). PostgreSQL's reads are awaited, with the deadline;
+        # a SQLite file's are run inline (WAL readers never wait for writers).
+        self._async_db = store.reads_async
         self._circuit_open_until = 0.0
         self.last_db_error = ""
         # Allows being judged now, and the most this worker takes at once (api.routes.policy).
@@ -194,7 +193,6 @@ class PolicyService:
 
     def stop(self) -> None:
         self.writer.stop()
-        self._executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     def forget_history(self, login: str) -> None:
@@ -295,38 +293,21 @@ class PolicyService:
             self.profiles.observe(parsed.ja3_hash, by_profile)
         return parsed
 
-    async def _query(self, fn: Callable[..., T], *args: Any) -> T | None:
-        """``fn(*args)``, a store read: on the event loop itself for a local SQLite file
-        (``store.writes_inline``, decided once in ``__init__``), else in the pool with the
-        deadline. None when it fails or times out (counted towards the circuit breaker)."""
+    async def _query(self, reads: Reads[T]) -> T | None:
+        """``reads`` asked of the store: awaited on the event loop with the deadline where
+        the store says so (``store.reads_async``: PostgreSQL), else run inline. None when it
+        fails or times out (counted towards the circuit breaker)."""
         try:
-            if self._inline_db:
-                return fn(*args)
-            loop = asyncio.get_running_loop()
+            if not self._async_db:
+                return self.store.run(reads)
             return await asyncio.wait_for(
-                loop.run_in_executor(self._executor, fn, *args), self.settings.db_timeout_seconds
+                self.store.run_async(reads), self.settings.db_timeout_seconds
             )
         except TimeoutError as exc:
             self._db_failed("timeout", exc)
         except Exception as exc:
             self._db_failed("error", exc)
         return None
-
-    async def _hash_only_facts(self, req: DovecotRequest, parsed: ParsedFacts) -> ParsedFacts:
-        """``parsed`` plus the fingerprints of the hellos a capture saw giving Dovecot's hash
-        (see ``PolicyStore.dovecot_equivalents``): a label or a learned fingerprint made from
-        a capture then matches the hash of a Dovecot on either OpenSSL profile."""
-        ja3 = parsed.ja3_hash
-        found: tuple[Ref, ...] | None = None
-        if not self.degraded:
-            found = await self._query(self.store.dovecot_equivalents, ja3)
-            if found is not None:
-                self._equivalents.put(ja3, found)
-        if found is None:
-            found = self._equivalents.get(ja3, allow_stale=True)
-        if not found:
-            return parsed
-        return self.parse_facts(req, parsed.request.stage, parsed.request.peer, (), found, ja3)
 
     def _network(self, facts: RequestFacts) -> str:
         """The remote network reputation is scoped by (memoised in the core)."""
@@ -342,16 +323,21 @@ class PolicyService:
         history = self._history.get(facts.login) if facts.login else _NO_HISTORY
         return tuple.__new__(_Cached, (labels, misses, rep, history))
 
-    async def _gather(self, parsed: ParsedFacts, cached: _Cached) -> PolicyInputs:
+    async def _gather(
+        self, req: DovecotRequest, parsed: ParsedFacts, cached: _Cached, equivalents_of: str
+    ) -> tuple[ParsedFacts, PolicyInputs]:
         """Complete what ``cached`` lacks from the database (with a deadline, and not at all
-        while the circuit is open); degraded inputs from the cache, stale included, if that
-        fails."""
+        while the circuit is open), with the equivalents of Dovecot's hash ``equivalents_of``
+        ("": known already; see ``PolicyStore.dovecot_equivalents``: a label or a learned
+        fingerprint made from a capture then matches the hash of a Dovecot on either OpenSSL
+        profile) in the same call; degraded inputs from the cache, stale included, if that
+        fails. ``parsed`` comes back with the equivalents' fingerprints added."""
         facts = parsed.request
         labels, misses, rep, history = cached
         rep_key = parsed.identity
         network = self._network(facts)
         if not self.degraded:
-            args = (
+            reads = self.store.allow_facts_reads(
                 misses,
                 facts.login if history is None else None,
                 list(rep_key) if rep is None else [],
@@ -359,19 +345,27 @@ class PolicyService:
                 self.settings.reputation_window_seconds,
                 self.clock(),
                 self._min_reputation_accounts,
+                equivalents_of,
             )
-            found = await self._query(self.store.allow_facts, *args)
+            found = await self._query(reads)
             if found is not None:
                 self.labels.store(found.labels)
                 for ref in misses:
                     labels.extend(found.labels.get(ref, ()))
+                if found.equivalents is not None:
+                    self._equivalents.put(equivalents_of, found.equivalents)
+                    if found.equivalents:
+                        parsed = self._with_equivalents(req, parsed, found.equivalents)
+                        facts = parsed.request
+                        for ref in found.equivalents:
+                            labels.extend(found.labels.get(ref, ()))
                 if found.reputation is not None:
                     rep = found.reputation
                     self._reputation.put(rep_key, network, rep)
                 if found.history is not None:
                     history = found.history
                     self._history.put(facts.login, history)
-                return PolicyInputs.of(
+                return parsed, PolicyInputs.of(
                     request=facts,
                     labels=tuple(labels),
                     history=history or _NO_HISTORY,
@@ -382,13 +376,25 @@ class PolicyService:
             self.metrics.degraded.inc("circuit_open")
         # Degraded: whatever the cache knows, stale included.
         self.labels.collect(misses, labels, allow_stale=True)
-        return PolicyInputs.of(
+        if equivalents_of:
+            stale = self._equivalents.get(equivalents_of, allow_stale=True)
+            if stale:
+                parsed = self._with_equivalents(req, parsed, stale)
+                facts = parsed.request
+                self.labels.collect(stale, labels, allow_stale=True)
+        return parsed, PolicyInputs.of(
             request=facts,
             labels=tuple(labels),
             history=history or _NO_HISTORY,
             reputation=rep or Reputation(window_seconds=self.settings.reputation_window_seconds),
             degraded=True,
         )
+
+    def _with_equivalents(
+        self, req: DovecotRequest, parsed: ParsedFacts, equivalents: tuple[Ref, ...]
+    ) -> ParsedFacts:
+        facts = parsed.request
+        return self.parse_facts(req, facts.stage, facts.peer, (), equivalents, parsed.ja3_hash)
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -423,10 +429,12 @@ class PolicyService:
                 if peer is None
                 else await self._correlated_facts(req, Stage.BEFORE_AUTH, peer)
             )
+            # Dovecot's hash alone: its equivalents from the cache, else asked with the rest.
+            ask = ""
             if parsed.ja3_hash and not parsed.request.correlated:
                 known = self._equivalents.get(parsed.ja3_hash)
-                if known is None:  # ask the database (the cache's answer needs no await)
-                    parsed = await self._hash_only_facts(req, parsed)
+                if known is None:
+                    ask = parsed.ja3_hash
                 elif known:
                     parsed = self.parse_facts(
                         req, Stage.BEFORE_AUTH, peer, (), known, parsed.ja3_hash
@@ -435,8 +443,8 @@ class PolicyService:
                 inputs = PolicyInputs.of(request=parsed.request)
             else:
                 cached = self._cached(parsed)
-                if cached.misses or cached.reputation is None or cached.history is None:
-                    inputs = await self._gather(parsed, cached)
+                if ask or cached.misses or cached.reputation is None or cached.history is None:
+                    parsed, inputs = await self._gather(req, parsed, cached, ask)
                 else:  # everything fresh in memory: no query, and no coroutine to make one
                     inputs = PolicyInputs.of(
                         request=parsed.request,

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from ja3svc.store.policy_store import DecisionRecord, Failure, PolicyStore, Ref, StoreBusy
 from ja3svc.store.spool import Spool, SpoolItem, replay_file
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
@@ -49,11 +50,14 @@ log = logging.getLogger("ja3svc.api.writer")
 
 # Errors that say the database is not there (stopped, restarting, network), not that a row is
 # bad: the batch waits in the queue. A driver's connection failure is an OperationalError
-# (psycopg: "connection refused", "server closed the connection"; sqlite3: "unable to open").
+# (psycopg: "connection refused", "server closed the connection"; sqlite3: "unable to open"),
+# through SQLAlchemy or straight from the driver (the store's PostgreSQL backend).
 _UNREACHABLE = (
     OperationalError,
     InterfaceError,
     DisconnectionError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
     sqlite3.OperationalError,
     OSError,
     TimeoutError,

@@ -8,13 +8,15 @@
 2. With ``--capture FILE``: runs ``ja3svc pcap FILE`` without storing, then with ``--store``
    into a fresh SQLite file and a fresh PostgreSQL database (their schema created beforehand:
    the figure is the cost of storing, not of a first migration), and prints each time and the
-   ratio to the plain run of the same run (target: storing costs less than 1.5x).
+   ratio to the plain run of the same run (target: storing costs less than 1.5x). With
+   ``--repeat N`` the three go round-robin N times (load from elsewhere on the machine then
+   spreads over all of them) and each keeps its fastest run, into an emptied database each time.
 
 PostgreSQL: a throw-away database ``ja3svc_bench_<random>`` is created on the server named by
 ``--pg-url`` (default: the local test server) and dropped afterwards; skipped if unreachable.
 
 Usage: python benchmarks/store_throughput.py [--count N] [--batch-size B]
-       [--capture FILE | --benchmark-capture]
+       [--capture FILE | --benchmark-capture] [--repeat N]
 """
 
 from __future__ import annotations
@@ -153,6 +155,14 @@ def store_records(url: str, records: list[dict[str, Any]], batch_size: int) -> t
     return elapsed, w.stats
 
 
+def _empty_sightings(db: Database) -> None:
+    """Empty what storing a capture fills, so that every run stores into the same state."""
+    with db.session(write=True) as s:
+        for table in ("sightings", "fingerprints", "dovecot_hashes"):
+            s.execute(text(f"DELETE FROM {table}"))
+    db.dispose()
+
+
 def run_pcap(capture: Path, *extra: str) -> float:
     exe = shutil.which("ja3svc") or ""
     cmd = [exe] if exe else [sys.executable, "-m", "ja3svc.cli.main"]
@@ -185,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="use the large benchmark capture of pcap_throughput.py (generated once, cached)",
     )
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each capture timing")
     args = ap.parse_args(argv)
     if args.benchmark_capture and not args.capture:
         args.capture = _benchmark_capture()
@@ -205,16 +216,26 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         if args.capture:
-            plain = run_pcap(args.capture)
+            best: dict[str, float] = {}
+            for _ in range(max(1, args.repeat)):
+                times = {"plain": run_pcap(args.capture)}
+                for name, url in targets:
+                    if name == "sqlite":
+                        url = f"sqlite:///{tmp}/capture.sqlite3"
+                        Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+                    # The cost of storing, not of a first migration: schema made beforehand.
+                    _empty_sightings(Database.from_url(url, upgrade=True))
+                    times[name] = run_pcap(
+                        args.capture, "--store", "--database-url", url, "--sensor", "bench"
+                    )
+                best = {k: min(v, best.get(k, v)) for k, v in times.items()}
+            plain = best["plain"]
             print(f"\nja3svc pcap {args.capture}: {plain:.2f} s without storing")
-            for name, url in targets:
-                if name == "sqlite":
-                    url = f"sqlite:///{tmp}/capture.sqlite3"
-                    Database.from_url(url, upgrade=True).dispose()
-                stored = run_pcap(
-                    args.capture, "--store", "--database-url", url, "--sensor", "bench"
-                )
+            for name, _ in targets:
+                stored = best[name]
                 print(f"  --store into {name:<11} {stored:.2f} s  ratio {stored / plain:.2f}x")
+            print(f"(fastest of {max(1, args.repeat)} runs each; load average now "
+                  f"{os.getloadavg()[0]:.2f})")  # fmt: skip
     return 0
 
 

@@ -158,7 +158,8 @@ def fingerprint_stream_native(
     *,
     write_json: Callable[[str], None] | None = None,
     sink: Callable[[dict[str, Any]], None] | None = None,
-    store: Callable[[list[dict[str, Any]]], None] | None = None,
+    store: Callable[[list[tuple[Any, ...]]], None] | None = None,
+    store_sensor: str = "",
     progress: ProgressCallback | None = None,
     path: str | None = None,
     max_flows: int = 200_000,
@@ -169,7 +170,8 @@ def fingerprint_stream_native(
     The capture goes to Rust in chunks (the GIL released while it works). With ``write_json``
     each chunk's hellos come back as finished JSON lines, so no Python object is built per
     hello; otherwise ``sink`` gets one dict per hello, equal to ``HelloRecord.as_dict``.
-    ``store`` gets each chunk's hellos as one list of such dicts (beside either output).
+    ``store`` gets each chunk's hellos as one list of database rows built in Rust for the
+    sensor ``store_sensor`` (``ja3svc.store.sighting_writer.ROW_COLUMNS``), beside either output.
     When ``path`` names the regular file ``stream`` reads (not compressed), Rust reads it
     itself, sparing a copy of every byte through Python.
     """
@@ -181,21 +183,20 @@ def fingerprint_stream_native(
         stream, magic = read_magic(stream, name)  # gzip is read through in Python
         json = write_json is not None
         run = native.PcapRun(
-            name, dovecot_profile, json, max_flows, idle_timeout, store is not None
-        )
+            name, dovecot_profile, json, max_flows, idle_timeout,
+            store_sensor if store is not None else None,
+        )  # fmt: skip
 
         def deliver(found: Any) -> None:
-            text, records = (
-                (found if store is not None else (found, None)) if json else (None, found)
-            )
-            if text and write_json is not None:
-                write_json(text)
-            if records:
-                if sink is not None:
-                    for record in records:
+            out, rows = found if store is not None else (found, None)
+            if out:
+                if write_json is not None:
+                    write_json(out)
+                elif sink is not None:
+                    for record in out:
                         sink(record)
-                if store is not None:
-                    store(records)
+            if rows and store is not None:
+                store(rows)
 
         if path is not None and stream is opened and os.path.isfile(path):
             run.open_file(path)

@@ -192,8 +192,9 @@ def run(args: argparse.Namespace) -> int:
                     stream, label, totals, profile,
                     write_json=write_json if native_json else None,
                     sink=None if native_json else emit,
-                    # The Rust engine's records go to the store as they are, a list at a time.
-                    store=None if writer is None else writer.add_dicts,
+                    # The Rust engine builds the database rows: a list a chunk.
+                    store=None if writer is None else writer.add_rows,
+                    store_sensor="" if writer is None else writer.sensor,
                     progress=progress, path=None if name == "-" else name,
                 )  # fmt: skip
         except NotACaptureError as exc:

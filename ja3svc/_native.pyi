@@ -4,14 +4,18 @@ from typing import Any
 
 # True once every part of the hot path (QUIC and DTLS included) is in Rust.
 COMPLETE: bool
+# The columns of the database rows PcapRun builds for ``store_sensor`` (the sighting writer's
+# ROW_COLUMNS).
+STORE_COLUMNS: list[str]
 
 class PcapRun:
     """One capture through one Rust engine: feed the capture's bytes in chunks, then finish.
 
     With ``json=True`` every call returns the JSON lines (each ending in a newline) of the
     hellos the bytes completed, exactly as ``ja3svc pcap`` prints them; with ``json=False`` a
-    list of dicts ``{"file": label, "frame": n, **HelloSighting.as_dict(dovecot_profile)}``;
-    with ``json=True, records=True`` the pair (JSON text, list of dicts).
+    list of dicts ``{"file": label, "frame": n, **HelloSighting.as_dict(dovecot_profile)}``.
+    With a ``store_sensor`` every call returns the pair (that, list of the hellos' database
+    rows for that sensor: tuples in ``STORE_COLUMNS`` order).
     The GIL is released while the engine works.
     """
 
@@ -22,7 +26,7 @@ class PcapRun:
         json: bool,
         max_flows: int = 200_000,
         idle_timeout: float = 300.0,
-        records: bool = False,
+        store_sensor: str | None = None,
     ) -> None: ...
     def feed(self, chunk: bytes) -> Any: ...
     def finish(self) -> Any: ...

@@ -111,6 +111,9 @@ def _install_sqlite_transactions(engine: Engine) -> None:
         # After a checkpoint that resets the WAL, SQLite truncates the file to this size: without
         # it the WAL keeps the largest size it ever reached (2.33 GB after 10 minutes of load).
         cur.execute(f"PRAGMA journal_size_limit={SQLITE_JOURNAL_SIZE_LIMIT}")
+        # The sighting writer's staging table and the sorts of its aggregates: in memory, not
+        # in a temporary file (a batch is a few MB).
+        cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -5,13 +5,20 @@ Used by ``ja3svc pcap --store`` and the capture worker::
     w = SightingWriter(db, sensor="file:capture.pcap", spool_dir=settings.resolved_spool_dir())
     for record in engine.feed_frame(...):   # HelloRecord objects
         w.add(record)
+    w.add_rows(rows)                         # or rows the Rust engine built (ROW_COLUMNS)
     stats = w.close()
 
-One transaction per batch: the sightings go in with ``INSERT ... ON CONFLICT DO NOTHING
-RETURNING`` on their uniqueness key, and only the rows that came back (new sightings) are added
-to the fingerprint aggregates, with an atomic upsert (``times_seen = times_seen + excluded``).
-Storing the same capture twice therefore changes nothing, and concurrent writers on PostgreSQL
-lose no count: the database, not the writer, does the arithmetic.
+A hello becomes one row (``ROW_COLUMNS``): its sightings-table columns, clipped and sanitised for
+the columns, plus what the aggregates need. ``sighting_row`` builds it from a record (the
+reference); the Rust engine builds the same rows itself (``store_row`` in native/engine).
+
+One transaction per batch, and the database does the work: the rows go in bulk into a
+session-local staging table, the sightings not already stored (on their uniqueness key) move
+into the sightings table, and only those are added to the fingerprint and Dovecot-hash
+aggregates, with atomic upserts (``times_seen = times_seen + excluded.times_seen``). Storing
+the same capture twice therefore changes nothing, and concurrent writers on PostgreSQL lose no
+count (there ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` says which rows are new; SQLite's
+writer holds the write lock from BEGIN).
 
 When the database is unreachable the batch is appended to a spool file and replayed, in order,
 by the next flush that reaches the database (and by any writer starting with the same spool
@@ -26,7 +33,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +42,6 @@ from ja3svc.store.database import Database
 from ja3svc.store.models import (
     DOVECOT_PROFILE_COLUMNS,
     FINGERPRINT_FIELDS,
-    Base,
     DovecotHash,
     Fingerprint,
     Sighting,
@@ -87,21 +93,33 @@ def _clip(value: Any, limit: int) -> str | None:
     return s.replace("\x00", "\\x00")[:limit]
 
 
-# The columns of a sighting row, in the order ``sighting_row`` gives them.
-ROW_COLUMNS = (
+# The columns of a row, in the order ``sighting_row`` gives them (and the Rust engine's
+# ``ja3svc._native.STORE_COLUMNS``): the sightings table's, then what the database needs for
+# the aggregates: each fingerprint's full string, and the two Dovecot hashes of the
+# ``dovecot_hashes`` key (None unless that key is complete).
+SIGHTING_COLUMNS = (
     "sensor", "ts", "src", "sport", "dst", "dport", "hello", "hello_index", "transport", "sni",
     "alpn", "tls_version", "ja3_hash", "ja3n_hash", "ja4", "ja3_dovecot_hash", "ja3s_hash",
     "ja3_dovecot_hashes",
 )  # fmt: skip
-# The uniqueness key is the row's first columns, so ``row[:_KEY_LEN]`` is its key.
-_KEY_LEN = len(KEY_COLUMNS)
-assert ROW_COLUMNS[:_KEY_LEN] == KEY_COLUMNS
-assert set(ROW_COLUMNS) == {c.name for c in _SIGHTINGS.columns if not c.primary_key}
+FULL_STRING_COLUMNS = tuple(string_key for _, string_key in FINGERPRINT_FIELDS.values())
+DOVECOT_KEY_COLUMNS = ("dovecot_openssl30", "dovecot_openssl32")
+ROW_COLUMNS = SIGHTING_COLUMNS + FULL_STRING_COLUMNS + DOVECOT_KEY_COLUMNS
+Row = tuple[Any, ...]
+assert SIGHTING_COLUMNS[: len(KEY_COLUMNS)] == KEY_COLUMNS
+assert set(SIGHTING_COLUMNS) == {c.name for c in _SIGHTINGS.columns if not c.primary_key}
+assert {v for v, _ in FINGERPRINT_FIELDS.values()} <= set(SIGHTING_COLUMNS)
 
 
-def sighting_row(sensor: str, r: dict[str, Any]) -> tuple[Any, ...]:
-    """Map a ``HelloRecord.as_dict()`` record to a row of the sightings table (``ROW_COLUMNS``)."""
+def sighting_row(sensor: str, r: dict[str, Any]) -> Row:
+    """The row (``ROW_COLUMNS``) of a ``HelloRecord.as_dict()`` record: the reference the Rust
+    engine's ``store_row`` is a port of (tests/test_store_differential.py compares them)."""
     alpn = r.get("alpn")
+    ja3_hash, ja3n_hash, ja4 = (
+        _clip(r.get("ja3_hash"), 32),
+        _clip(r.get("ja3n_hash"), 32),
+        _clip(r.get("ja4"), 64),
+    )
     return (
         _clip(sensor, 200),
         float(r["ts"]),
@@ -115,12 +133,14 @@ def sighting_row(sensor: str, r: dict[str, Any]) -> tuple[Any, ...]:
         _clip(r.get("sni"), 255),
         None if alpn is None else _alpn_json(tuple(alpn)),
         _clip(r.get("tls_version"), 16),
-        _clip(r.get("ja3_hash"), 32),
-        _clip(r.get("ja3n_hash"), 32),
-        _clip(r.get("ja4"), 64),
+        ja3_hash,
+        ja3n_hash,
+        ja4,
         _clip(r.get("ja3_dovecot_hash"), 32),
         _clip(r.get("ja3s_hash"), 32),
         _dovecot_hashes_json(r.get("ja3_dovecot_hashes")),
+        *(r.get(k) for k in FULL_STRING_COLUMNS),
+        *_dovecot_key(r.get("ja3_dovecot_hashes"), ja3_hash, ja3n_hash, ja4),
     )
 
 
@@ -142,193 +162,190 @@ def _dovecot_hashes_json(by_profile: Any) -> str | None:
     return _hashes_json(tuple(sorted((str(p), h) for p, h in by_profile.items())))
 
 
-def _dovecot_key(record: dict[str, Any]) -> tuple[str, str, str, str] | None:
-    """``(openssl30, openssl32, ja3_hash, ja4)`` of a client hello record; None when the record
-    lacks any of them (server hellos, records from before profiles were kept)."""
-    by_profile = record.get("ja3_dovecot_hashes")
+_NO_DOVECOT_KEY = (None, None)
+
+
+def _dovecot_key(by_profile: Any, ja3: str | None, ja3n: str | None, ja4: str | None) -> Row:
+    """The OpenSSL 3.0 and 3.2 hashes of a client hello's ``dovecot_hashes`` row, or two Nones
+    when the record lacks any part of that key (server hellos, records from before profiles
+    were kept)."""
     if not isinstance(by_profile, dict):
-        return None
+        return _NO_DOVECOT_KEY
     hashes = [by_profile.get(p) for p in DOVECOT_PROFILE_COLUMNS]
-    ja3, ja4 = record.get("ja3_hash"), record.get("ja4")
-    if not (all(hashes) and ja3 and ja4 and record.get("ja3n_hash")):
-        return None
-    return (str(hashes[0])[:32], str(hashes[1])[:32], str(ja3)[:32], str(ja4)[:64])
+    if not (all(hashes) and ja3 and ja4 and ja3n):
+        return _NO_DOVECOT_KEY
+    return (_clip(hashes[0], 32), _clip(hashes[1], 32))
+
+
+# --- the batch, in SQL ---------------------------------------------------------------------
+#
+# A batch goes in bulk into a session-local staging table (COPY on PostgreSQL, the driver's C
+# executemany on SQLite: no SQL compiled and no Python work per row), and the database does the
+# rest: the new sightings move into the table, and only those are added to the aggregates.
+
+_STAGE = "sightings_stage"
+_SIGHTING_NAMES = ", ".join(SIGHTING_COLUMNS)
+_ROW_NAMES = ", ".join(ROW_COLUMNS)
+_KEY_NAMES = ", ".join(KEY_COLUMNS)
+
+
+def _stage_ddl(dialect: Any) -> str:
+    """The staging table's columns: the sightings' types, text for the rest."""
+    types = {c.name: c.type.compile(dialect=dialect) for c in _SIGHTINGS.columns}
+    extra = {c: "TEXT" for c in FULL_STRING_COLUMNS} | {
+        c: "VARCHAR(32)" for c in DOVECOT_KEY_COLUMNS
+    }
+    return ", ".join(f"{c} {types.get(c) or extra[c]}" for c in ROW_COLUMNS)
+
+
+def _aggregates_sql(rows: str, pg: bool) -> tuple[str, str]:
+    """The two upserts that add the new sightings in ``rows`` (a table or CTE with
+    ``ROW_COLUMNS``) to the fingerprint and Dovecot-hash aggregates.
+
+    The database does the arithmetic (``times_seen + excluded.times_seen``), so concurrent
+    writers lose no count; rows go in sorted by their key, a consistent row-lock order across
+    writers, so they do not deadlock. ``WHERE true``: SQLite cannot otherwise tell the
+    upsert's ON CONFLICT from a join's ON. SQLite's two-argument min()/max() are LEAST/GREATEST.
+    """
+    least, greatest = ("LEAST", "GREATEST") if pg else ("min", "max")
+
+    def upsert(table: str, key: str, extra: str = "") -> str:
+        return (
+            f"ON CONFLICT ({key}) DO UPDATE SET "
+            f"times_seen = {table}.times_seen + excluded.times_seen, "
+            f"first_seen = {least}({table}.first_seen, excluded.first_seen), "
+            f"last_seen = {greatest}({table}.last_seen, excluded.last_seen){extra}"
+        )
+
+    # Grouped kind by kind (each group's sort is small); hashes are functions of their
+    # strings, so min() of a group's strings is its string.
+    per_kind = " UNION ALL ".join(
+        f"SELECT '{kind}' AS kind, {value} AS value, min({string}) AS full_string, "
+        f"min(ts) AS first_seen, max(ts) AS last_seen, count(*) AS times_seen FROM {rows} "
+        f"WHERE {value} <> '' GROUP BY {value}"
+        for kind, (value, string) in FINGERPRINT_FIELDS.items()
+    )
+    fingerprints = (
+        "INSERT INTO fingerprints (kind, value, full_string, first_seen, last_seen, times_seen) "
+        f"SELECT * FROM ({per_kind}) AS f WHERE true ORDER BY kind, value "
+        + upsert(
+            "fingerprints",
+            "kind, value",
+            ", full_string = COALESCE(fingerprints.full_string, excluded.full_string)",
+        )
+    )
+    key = "dovecot_openssl30, dovecot_openssl32, ja3_hash, ja4"
+    dovecot = (
+        "INSERT INTO dovecot_hashes (openssl30, openssl32, ja3_hash, ja4, ja3n_hash, "
+        "first_seen, last_seen, times_seen) "
+        f"SELECT {key}, min(ja3n_hash), min(ts), max(ts), count(*) FROM {rows} "
+        f"WHERE dovecot_openssl30 IS NOT NULL GROUP BY {key} ORDER BY {key} "
+        + upsert("dovecot_hashes", "openssl30, openssl32, ja3_hash, ja4")
+    )
+    return fingerprints, dovecot
 
 
 @functools.cache
-def _pg_unnest_insert(table_name: str, conflict: str) -> str:
-    """``INSERT ... SELECT * FROM unnest(%(col)s::type[], ...) ON CONFLICT ...`` for a table.
-
-    On PostgreSQL a batch of aggregates goes in as one array per column: a short statement
-    that psycopg and the server prepare once, instead of a multi-row VALUES list with thousands
-    of parameters that psycopg re-parses in Python for every batch (5x slower, measured).
-    """
-    table = Base.metadata.tables[table_name]
-    cols = [c for c in table.columns if not c.primary_key]
-    dialect = postgresql.dialect()
-    # %(name)b: binary parameters; text-format arrays cost a regex per element in psycopg.
-    arrays = ", ".join(f"%({c.name})b::{c.type.compile(dialect=dialect)}[]" for c in cols)
-    names = ", ".join(c.name for c in cols)
-    return f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays}) {conflict}"
-
-
-def _columns(rows: list[dict[str, Any]], table: Any) -> dict[str, list[Any]]:
-    return {c.name: [r[c.name] for r in rows] for c in table.columns if not c.primary_key}
-
-
-# The sightings go in through a session-local staging table: loaded in bulk (COPY on
-# PostgreSQL, the driver's C executemany on SQLite: no SQL compiled per row), then moved with
-# one INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING, which tells which are new.
-_LOAD_TABLE = "sightings_load"
-_LOAD_NAMES = ", ".join(ROW_COLUMNS)
-_KEY_NAMES = ", ".join(KEY_COLUMNS)
-# WHERE true: SQLite cannot otherwise tell the upsert's ON CONFLICT from a join's ON.
-# ORDER BY the key: the lock order, so two writers storing the same capture cannot deadlock.
-_MOVE_SQL = (
-    f"INSERT INTO sightings ({_LOAD_NAMES}) SELECT {_LOAD_NAMES} FROM {_LOAD_TABLE} "
-    f"WHERE true ORDER BY {_KEY_NAMES} ON CONFLICT ({_KEY_NAMES}) DO NOTHING "
-    f"RETURNING {_KEY_NAMES}"
-)
+def _pg_sql() -> tuple[str, str]:
+    """PostgreSQL: the staging table (its rows numbered in load order), and one statement
+    that moves the batch: ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` says which sightings
+    are new even while another writer stores the same ones, and the aggregates are computed
+    from exactly those, in the same statement."""
+    create = (
+        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} "
+        f"(seq BIGINT GENERATED ALWAYS AS IDENTITY, {_stage_ddl(postgresql.dialect())}) "
+        "ON COMMIT DELETE ROWS"
+    )
+    join = " AND ".join(f"s.{c} = n.{c}" for c in KEY_COLUMNS)
+    fingerprints, dovecot = _aggregates_sql("fresh", pg=True)
+    move = (
+        # A key twice in one batch: the first copy counts, as the first copy is stored.
+        f"WITH batch AS (SELECT DISTINCT ON ({_KEY_NAMES}) * FROM {_STAGE} "
+        f"ORDER BY {_KEY_NAMES}, seq), "
+        f"new AS (INSERT INTO sightings ({_SIGHTING_NAMES}) SELECT {_SIGHTING_NAMES} FROM batch "
+        f"ORDER BY {_KEY_NAMES} ON CONFLICT ({_KEY_NAMES}) DO NOTHING RETURNING {_KEY_NAMES}), "
+        f"fresh AS (SELECT s.* FROM batch s JOIN new n ON {join}), "
+        f"fp AS ({fingerprints}), dv AS ({dovecot}) "
+        "SELECT count(*) FROM new"
+    )
+    return create, move
 
 
-def _insert_sightings(conn: Connection, rows: list[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
-    """Insert rows (tuples in ``ROW_COLUMNS`` order), skipping those already stored; return
-    the keys of the new ones."""
-    dbapi = conn.connection.driver_connection
-    if conn.dialect.name == "postgresql":
-        # ON COMMIT DELETE ROWS: the table is empty again at the start of the next batch,
-        # and IF NOT EXISTS creates it once per pooled connection.
-        conn.exec_driver_sql(
-            f"CREATE TEMP TABLE IF NOT EXISTS {_LOAD_TABLE} ON COMMIT DELETE ROWS AS "
-            f"SELECT {_LOAD_NAMES} FROM sightings WITH NO DATA"
-        )
-        with dbapi.cursor() as cur:  # type: ignore[union-attr]
-            with cur.copy(f"COPY {_LOAD_TABLE} ({_LOAD_NAMES}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-    else:
-        conn.exec_driver_sql(
-            f"CREATE TEMP TABLE IF NOT EXISTS {_LOAD_TABLE} AS "
-            f"SELECT {_LOAD_NAMES} FROM sightings WHERE 0"
-        )
-        conn.exec_driver_sql(f"DELETE FROM {_LOAD_TABLE}")
-        cur = dbapi.cursor()  # type: ignore[union-attr]
-        try:
-            marks = ", ".join("?" * len(ROW_COLUMNS))
-            cur.executemany(f"INSERT INTO {_LOAD_TABLE} ({_LOAD_NAMES}) VALUES ({marks})", rows)
-        finally:
-            cur.close()
-    return {tuple(r) for r in conn.exec_driver_sql(_MOVE_SQL)}
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
 
 
-def write_batch(conn: Connection, items: Iterable[SpoolItem]) -> tuple[int, int]:
-    """Insert one batch in the caller's transaction; return (new sightings, duplicates)."""
-    rows: dict[tuple[Any, ...], tuple[tuple[Any, ...], dict[str, Any]]] = {}
-    total = 0
-    for sensor, record in items:
-        row = sighting_row(sensor, record)
-        rows.setdefault(row[:_KEY_LEN], (row, record))
-        total += 1
+@functools.cache
+def _sqlite_sql() -> tuple[str, ...]:
+    """SQLite: the writer holds the database's write lock from BEGIN (``BEGIN IMMEDIATE``,
+    see ja3svc.store.database), so what is not in the sightings table now is new: staged rows
+    already stored are deleted, the rest moved, and the aggregates computed from them."""
+    from sqlalchemy.dialects import sqlite
+
+    match = " AND ".join(f"s.{c} = {_STAGE}.{c}" for c in KEY_COLUMNS)
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ({_stage_ddl(sqlite.dialect())})",
+        f"INSERT INTO {_STAGE} ({_ROW_NAMES}) VALUES ({_marks(len(ROW_COLUMNS))})",
+        f"DELETE FROM {_STAGE} WHERE EXISTS (SELECT 1 FROM sightings s WHERE {match})",
+        # A key twice in one batch: its first copy is stored (and the conflict target names
+        # the key, so a row that breaks another constraint still fails the batch)...
+        f"INSERT INTO sightings ({_SIGHTING_NAMES}) SELECT {_SIGHTING_NAMES} FROM {_STAGE} "
+        f"WHERE true ORDER BY {_KEY_NAMES}, rowid ON CONFLICT ({_KEY_NAMES}) DO NOTHING",
+        # ... and only that copy counts.
+        f"DELETE FROM {_STAGE} WHERE rowid NOT IN "
+        f"(SELECT min(rowid) FROM {_STAGE} GROUP BY {_KEY_NAMES})",
+        *_aggregates_sql(_STAGE, pg=False),
+    )
+
+
+def _copy(conn: Connection, sql: str, rows: list[Row]) -> None:
+    """COPY rows in (psycopg's raw cursor: SQLAlchemy has no COPY), its errors raised as
+    SQLAlchemy's, as every other statement's are (``is_outage`` tells them apart)."""
+    dbapi: Any = conn.connection.driver_connection
+    try:
+        with dbapi.cursor() as cur, cur.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(
+            sql, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+        ) from exc
+
+
+def write_batch(conn: Connection, rows: list[Row]) -> tuple[int, int]:
+    """Insert one batch of rows (``ROW_COLUMNS``) in the caller's transaction (on SQLite one
+    begun with ``BEGIN IMMEDIATE``: ``Database.write_engine``); return (new sightings,
+    duplicates)."""
     if not rows:
         return 0, 0
-    new_keys = _insert_sightings(conn, [row for row, _ in rows.values()])
-
-    aggregates: dict[tuple[str, str], list[Any]] = {}
-    dovecot: dict[tuple[str, str, str, str], list[Any]] = {}
-    for key, (row, record) in rows.items():
-        if key not in new_keys:
-            continue
-        ts = row[1]
-        dkey = _dovecot_key(record)
-        if dkey is not None:
-            dagg = dovecot.get(dkey)
-            if dagg is None:
-                dovecot[dkey] = [str(record["ja3n_hash"])[:32], ts, ts, 1]
-            else:
-                dagg[1], dagg[2], dagg[3] = min(dagg[1], ts), max(dagg[2], ts), dagg[3] + 1
-        for kind, (value_key, string_key) in FINGERPRINT_FIELDS.items():
-            value = record.get(value_key)
-            if not value:
-                continue
-            agg = aggregates.get((kind, value))
-            if agg is None:
-                aggregates[(kind, value)] = [record.get(string_key), ts, ts, 1]
-            else:
-                agg[1], agg[2], agg[3] = min(agg[1], ts), max(agg[2], ts), agg[3] + 1
-    if aggregates:
-        _upsert_fingerprints(conn, aggregates)
-    if dovecot:
-        _upsert_dovecot_hashes(conn, dovecot)
-    return len(new_keys), total - len(new_keys)
-
-
-# Aggregates: the database does the sums (times_seen + excluded), so concurrent writers lose no
-# count. SQLite's min()/max() with two arguments are PostgreSQL's LEAST/GREATEST.
-def _upsert_sql(table: str, key: str, extra: str, conn: Connection) -> str:
-    pg = conn.dialect.name == "postgresql"
-    least, greatest = ("LEAST", "GREATEST") if pg else ("min", "max")
-    return (
-        f"ON CONFLICT ({key}) DO UPDATE SET "
-        f"times_seen = {table}.times_seen + excluded.times_seen, "
-        f"first_seen = {least}({table}.first_seen, excluded.first_seen), "
-        f"last_seen = {greatest}({table}.last_seen, excluded.last_seen){extra}"
-    )
-
-
-def _upsert(conn: Connection, table: str, key: str, extra: str, rows: list[dict[str, Any]]) -> None:
-    """One upsert of every row (sorted by the caller: a consistent row-lock order across
-    concurrent writers, so no deadlocks). PostgreSQL gets one array per column; SQLite the
-    driver's executemany, with no SQL compiled per row."""
-    conflict = _upsert_sql(table, key, extra, conn)
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(_pg_unnest_insert(table, conflict), _columns(rows, _TABLES[table]))
-        return
-    names = list(rows[0])
-    marks = ", ".join("?" * len(names))
-    conn.exec_driver_sql(
-        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks}) {conflict}",
-        [tuple(r.values()) for r in rows],
-    )
+        create, move = _pg_sql()
+        # The batch's sorts (dedup, join, groups) fit in memory, instead of going to disk.
+        conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+        # IF NOT EXISTS: once per pooled connection; ON COMMIT DELETE ROWS empties it.
+        conn.exec_driver_sql(create)
+        _copy(conn, f"COPY {_STAGE} ({_ROW_NAMES}) FROM STDIN", rows)
+        new = conn.exec_driver_sql(move).scalar_one()
+    else:
+        create, load, drop_stored, move, drop_copies, *aggregates = _sqlite_sql()
+        conn.exec_driver_sql(create)
+        conn.exec_driver_sql(f"DELETE FROM {_STAGE}")
+        conn.exec_driver_sql(load, rows)  # the driver's executemany
+        staged = len(rows) - conn.exec_driver_sql(drop_stored).rowcount
+        new = conn.exec_driver_sql(move).rowcount
+        if new < staged:
+            conn.exec_driver_sql(drop_copies)
+        for sql in aggregates:
+            conn.exec_driver_sql(sql)
+    return new, len(rows) - new
 
 
-_TABLES = {"fingerprints": _FINGERPRINTS, "dovecot_hashes": _DOVECOT_HASHES}
-
-
-def _upsert_dovecot_hashes(
-    conn: Connection, rows: dict[tuple[str, str, str, str], list[Any]]
-) -> None:
-    """Add the batch's hellos to the Dovecot-hash index (same arithmetic as the aggregates)."""
-    params = [
-        {
-            "openssl30": h30,
-            "openssl32": h32,
-            "ja3_hash": ja3,
-            "ja3n_hash": ja3n,
-            "ja4": ja4,
-            "first_seen": first,
-            "last_seen": last,
-            "times_seen": count,
-        }
-        for (h30, h32, ja3, ja4), (ja3n, first, last, count) in sorted(rows.items())
-    ]
-    _upsert(conn, _DOVECOT_HASHES.name, "openssl30, openssl32, ja3_hash, ja4", "", params)
-
-
-def _upsert_fingerprints(conn: Connection, aggregates: dict[tuple[str, str], list[Any]]) -> None:
-    """Add the batch's counts to the fingerprint aggregates in one statement."""
-    params = [
-        {
-            "kind": kind,
-            "value": value,
-            "full_string": full,
-            "first_seen": first,
-            "last_seen": last,
-            "times_seen": count,
-        }
-        for (kind, value), (full, first, last, count) in sorted(aggregates.items())
-    ]
-    extra = ", full_string = COALESCE(fingerprints.full_string, excluded.full_string)"
-    _upsert(conn, _FINGERPRINTS.name, "kind, value", extra, params)
+def _from_spool(sensor: str, record: dict[str, Any]) -> Row:
+    """The row of a spool line: spooled as ``{column: value}`` (readable, and independent of
+    the column order); a line of an earlier version holds the record itself."""
+    if "hello_index" in record:
+        return tuple(record.get(c) for c in ROW_COLUMNS)
+    return sighting_row(sensor, record)
 
 
 class SightingWriter:
@@ -355,7 +372,7 @@ class SightingWriter:
         self.sensor = sensor
         self.batch_size = batch_size
         self.stats = WriterStats()
-        self._pending: list[SpoolItem] = []
+        self._pending: list[Row] = []
         self._spool = Spool(Path(spool_dir), sensor) if spool_dir is not None else None
         self._retry_interval = retry_interval
         self._clock = clock
@@ -366,7 +383,7 @@ class SightingWriter:
             # Leftovers of earlier runs (ours or another writer's that died) go in first.
             self._replay(self._spool.files(), blocking=False)
         # Items: (batch, final); None stops the thread.
-        self._queue: queue.Queue[tuple[list[SpoolItem], bool] | None] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[tuple[list[Row], bool] | None] = queue.Queue(maxsize=2)
         self._worker = threading.Thread(
             target=self._work, name=f"sighting-writer[{sensor}]", daemon=True
         )
@@ -393,19 +410,17 @@ class SightingWriter:
         if self._closed:
             raise RuntimeError("SightingWriter is closed")
         self._raise_error()
-        # Serialised here, at the edge: the spool and the batch writer take the JSON shape.
-        self._pending.append((self.sensor, record.as_dict()))
+        self._pending.append(sighting_row(self.sensor, record.as_dict()))
         if len(self._pending) >= self.batch_size:
             self._submit(final=False)
 
-    def add_dicts(self, records: list[dict[str, Any]]) -> None:
-        """Like ``add`` for records already in ``HelloRecord.as_dict()`` shape (what the Rust
-        engine hands over), a whole list per call: no Python object per record is built."""
+    def add_rows(self, rows: list[Row]) -> None:
+        """Like ``add`` for rows already built (``ROW_COLUMNS``, the sensor this writer's): what
+        the Rust engine hands over, a chunk of a capture per call."""
         if self._closed:
             raise RuntimeError("SightingWriter is closed")
         self._raise_error()
-        sensor = self.sensor
-        self._pending.extend([(sensor, d) for d in records])
+        self._pending.extend(rows)
         if len(self._pending) >= self.batch_size:
             self._submit(final=False)
 
@@ -464,7 +479,7 @@ class SightingWriter:
                 self._queue.task_done()
         self._queue.task_done()
 
-    def _write_or_spool(self, batch: list[SpoolItem]) -> None:
+    def _write_or_spool(self, batch: list[Row]) -> None:
         spool = self._spool
         if spool is not None and (
             self._clock() < self._retry_after  # database known down: do not wait on it
@@ -485,7 +500,7 @@ class SightingWriter:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _write(self, batch: list[SpoolItem]) -> None:
+    def _write(self, batch: list[Row]) -> None:
         for attempt in range(_RETRIES):
             try:
                 with self.db.write_engine.begin() as conn:
@@ -502,7 +517,7 @@ class SightingWriter:
         """Replay spool files; False (and a retry pause) if the database is still down."""
         for path in paths:
             try:
-                n = replay_file(path, self._write, self.batch_size, blocking=blocking)
+                n = replay_file(path, self._write_spooled, self.batch_size, blocking=blocking)
             except DBAPIError as exc:
                 if not is_outage(exc):
                     raise
@@ -513,9 +528,12 @@ class SightingWriter:
                 log.info("replayed %d spooled sightings from %s", n, path)
         return True
 
-    def _to_spool(self, batch: list[SpoolItem]) -> None:
+    def _write_spooled(self, items: list[SpoolItem]) -> None:
+        self._write([_from_spool(sensor, record) for sensor, record in items])
+
+    def _to_spool(self, batch: list[Row]) -> None:
         assert self._spool is not None
-        self._spool.append(batch)
+        self._spool.append([(row[0], dict(zip(ROW_COLUMNS, row, strict=True))) for row in batch])
         self.stats.spooled += len(batch)
 
     def _note_outage(self, exc: DBAPIError) -> None:

@@ -280,7 +280,7 @@ def _break_database(client, monkeypatch):
     def boom(*a, **k):
         raise OperationalError("SELECT", {}, Exception("database is down"))
 
-    monkeypatch.setattr(service(client).store, "allow_facts", boom)
+    monkeypatch.setattr(service(client).store, "run", boom)
 
 
 def test_database_outage_uses_cache_and_readyz_degraded(make_client, monkeypatch):

@@ -83,6 +83,28 @@ def test_db_commands(empty_database_url):
     assert status == 1  # REV is required
 
 
+def test_head_and_current_revision_agree_with_alembic(empty_database_url):
+    """The store reads both without importing Alembic (ja3svc.store.migrate): the answers
+    must be Alembic's own, at every revision."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    assert migrate.head_revision() == script.get_current_head()
+    db = Database.from_url(empty_database_url, upgrade=False)
+
+    def alembic_current() -> str | None:
+        with db.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    assert db.current_revision() is None and alembic_current() is None
+    for rev in reversed([s.revision for s in script.walk_revisions()]):
+        db.upgrade(rev)
+        assert db.current_revision() == alembic_current() == rev
+    db.downgrade("base")
+    assert db.current_revision() is None and alembic_current() is None
+    db.dispose()
+
+
 def test_script_directory_is_inside_the_package():
     location = migrate.script_location()
     assert (location / "env.py").is_file()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from ja3svc.store.database import Database
-from ja3svc.store.models import AuthFailure, Decision, Fingerprint, Sighting
+from ja3svc.store.models import AuthFailure, Decision, DovecotHash, Fingerprint, Sighting
 from ja3svc.store.retention import prune
 from ja3svc.store.sighting_writer import SightingWriter
 from sqlalchemy import func, select
@@ -99,6 +99,22 @@ def test_storing_the_same_capture_twice_changes_nothing(database, make_record):
     assert _fingerprint(database, "ja3", records[0]["ja3_hash"]).times_seen == 2 * before.times_seen
 
 
+def test_a_new_hello_twice_in_one_batch_is_stored_and_counted_once(database, make_record):
+    records = [make_record(n, client=n % 4) for n in range(20)]
+    with SightingWriter(database, sensor="file:x.pcap", batch_size=100) as w:
+        for r in [*records, records[3], records[3]]:
+            w.add(HelloRecord.from_dict(r))
+    assert (w.stored, w.duplicates) == (20, 2)
+    assert _count(database, Sighting) == 20
+    # Five hellos of each client stack, the repeated one included once.
+    assert _fingerprint(database, "ja3", records[3]["ja3_hash"]).times_seen == 5
+    with database.session() as s:
+        (dovecot,) = s.scalars(
+            select(DovecotHash).where(DovecotHash.ja3_hash == records[3]["ja3_hash"])
+        ).all()
+    assert dovecot.times_seen == 5
+
+
 def test_server_hello_and_odd_wire_values(database):
     server = {
         "ts": 1_700_000_001.5,
@@ -140,6 +156,23 @@ def test_server_hello_and_odd_wire_values(database):
     with database.session() as s:
         sni = s.scalar(select(Sighting.sni).where(Sighting.hello == "client"))
     assert sni.startswith("a\\x00b") and len(sni) == 255
+
+
+def test_a_spool_file_of_an_earlier_version_is_replayed(database, make_record, tmp_path):
+    """Before rows were spooled, a spool line held the record itself: still replayed."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    records = [make_record(n) for n in range(3)]
+    (spool / "mx1_eth0.1234.abcdef01.jsonl").write_text(
+        "".join(json.dumps({"sensor": "mx1:eth0", "record": r}) + "\n" for r in records)
+    )
+    w = SightingWriter(database, sensor="other", spool_dir=spool)
+    assert (w.replayed, w.stored) == (3, 3)
+    w.close()
+    assert not list(spool.glob("*.jsonl"))
+    assert _fingerprint(database, "ja3", records[0]["ja3_hash"]).times_seen == 3
+    with database.session() as s:
+        assert set(s.scalars(select(Sighting.sensor))) == {"mx1:eth0"}
 
 
 def test_unreachable_database_spools_then_replays_in_order(database, make_record, tmp_path):

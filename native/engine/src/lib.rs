@@ -19,6 +19,7 @@ pub mod link;
 pub mod pcap;
 pub mod pcapng;
 pub mod quic;
+pub mod store_row;
 pub mod tcp;
 pub mod tls_stream;
 

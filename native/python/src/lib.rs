@@ -5,16 +5,24 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::IntoPyObjectExt;
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 use ja3svc_engine::capture::{CaptureError, CaptureStream};
 use ja3svc_engine::fingerprints::{DovecotProfile, Memo};
 use ja3svc_engine::hello::{ascii_backslashreplace, Hello};
 use ja3svc_engine::json::{write_addr, write_record};
+use ja3svc_engine::store_row::{clip, store_row, StoreRow, STORE_COLUMNS};
 use ja3svc_engine::{Engine, Sighting};
 
-/// Bytes the engine reads from a capture file per call.
+/// Bytes the engine reads from a capture file per read.
 const CHUNK_SIZE: usize = 1 << 20;
+/// Reads per `feed_file` call. Each call takes the GIL back once, and while another thread
+/// holds it (the sighting writer of `--store`, binding rows) that can take up to the
+/// interpreter's switch interval, 5 ms: at 1 MiB a call that was seconds per gigabyte.
+const CHUNKS_PER_CALL: usize = 16;
+/// ... unless this many hellos are waiting, which bounds the memory of one call's output.
+const MAX_FOUND_PER_CALL: usize = 4096;
 
 /// One capture through one engine.
 #[pyclass(module = "ja3svc._native")]
@@ -28,9 +36,12 @@ struct PcapRun {
     /// The capture file when Rust reads it itself (`read_file`).
     file: Option<std::fs::File>,
     json: bool,
-    /// With `json`: also hand back the records as dicts (for `--store`), beside the text.
-    records: bool,
+    /// For `--store`: the sensor (clipped to its column) of the database rows (`StoreRow`)
+    /// handed back beside the output.
+    store_sensor: Option<String>,
     error: Option<CaptureError>,
+    /// A read error after some chunks of a `feed_file` call were read: raised by the next call.
+    read_error: Option<std::io::Error>,
     finished: bool,
 }
 
@@ -59,8 +70,11 @@ impl PcapRun {
         error
     }
 
-    /// Like `work` with the next chunk, read from the capture file in Rust. Ok(false) at its end.
+    /// Like `work` with the next chunks, read from the capture file in Rust. Ok(false) at its end.
     fn work_file(&mut self) -> std::io::Result<bool> {
+        if let Some(e) = self.read_error.take() {
+            return Err(e);
+        }
         if self.error.is_some() || self.finished {
             return Ok(false);
         }
@@ -68,63 +82,95 @@ impl PcapRun {
             Some(f) => f,
             None => return Ok(false),
         };
-        let engine = &mut self.engine;
-        let mut sink = |ts: f64, linktype: u32, frame: &[u8], _wire: u64| {
-            engine.feed_frame(ts, linktype, frame);
-        };
-        match self.stream.feed_from(file, CHUNK_SIZE, &mut sink)? {
-            Ok(0) => Ok(false),
-            Ok(_) => Ok(true),
-            Err(e) => {
-                self.finished = true;
-                if self.stream.format() != "" {
-                    self.engine.finish();
+        let mut read_any = false;
+        for _ in 0..CHUNKS_PER_CALL {
+            let engine = &mut self.engine;
+            let mut sink = |ts: f64, linktype: u32, frame: &[u8], _wire: u64| {
+                engine.feed_frame(ts, linktype, frame);
+            };
+            match self.stream.feed_from(file, CHUNK_SIZE, &mut sink) {
+                Ok(Ok(0)) => break,
+                Ok(Ok(_)) => read_any = true,
+                Ok(Err(e)) => {
+                    self.finished = true;
+                    if self.stream.format() != "" {
+                        self.engine.finish();
+                    }
+                    self.error = Some(e);
+                    return Ok(false);
                 }
-                self.error = Some(e);
-                Ok(false)
+                // The hellos of the chunks read before it are handed over first.
+                Err(e) if read_any => {
+                    self.read_error = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+            if self.engine.found.len() >= MAX_FOUND_PER_CALL {
+                break;
             }
         }
+        Ok(read_any)
     }
 
-    fn json_lines(&mut self) -> String {
-        let mut out = String::with_capacity(self.engine.found.len() * 700);
-        for s in &self.engine.found {
-            write_record(s, &self.label, self.profile, &mut self.memo, &mut out);
+    /// What the found hellos become without Python: the JSON lines (with `json`) and the
+    /// database rows (with a store sensor). With `json` and no rows wanted, the hellos are done.
+    fn render(&mut self) -> (String, Vec<StoreRow>) {
+        let mut out = String::new();
+        if self.json {
+            out.reserve(self.engine.found.len() * 700);
+            for s in &self.engine.found {
+                write_record(s, &self.label, self.profile, &mut self.memo, &mut out);
+            }
         }
-        if !self.records {
+        let rows = match &self.store_sensor {
+            Some(sensor) => self
+                .engine
+                .found
+                .iter()
+                .map(|s| store_row(s, sensor, self.profile, &mut self.memo))
+                .collect(),
+            None => Vec::new(),
+        };
+        if self.json {
             self.engine.found.clear();
         }
-        out
+        (out, rows)
     }
 
-    /// The found hellos as the caller wants them: JSON text or a list of dicts.
-    /// With `json` and `records`, the pair (text, list of dicts).
-    fn take_found<'py>(&mut self, py: Python<'py>, text: String) -> PyResult<Bound<'py, PyAny>> {
-        if self.json && !self.records {
-            return Ok(text.into_pyobject(py)?.into_any());
+    /// The found hellos as the caller wants them: the JSON text, or (without `json`) a list
+    /// of dicts; with a store sensor, the pair (that, list of row tuples).
+    fn take_found<'py>(
+        &mut self,
+        py: Python<'py>,
+        (text, rows): (String, Vec<StoreRow>),
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let out = if self.json {
+            text.into_pyobject(py)?.into_any()
+        } else {
+            let list = PyList::empty(py);
+            let found: Vec<Sighting> = self.engine.found.drain(..).collect();
+            for s in &found {
+                list.append(record_dict(py, s, &self.label, self.profile, &mut self.memo)?)?;
+            }
+            list.into_any()
+        };
+        if self.store_sensor.is_none() {
+            return Ok(out);
         }
-        let list = PyList::empty(py);
-        let found: Vec<Sighting> = self.engine.found.drain(..).collect();
-        for s in &found {
-            list.append(record_dict(py, s, &self.label, self.profile, &mut self.memo)?)?;
-        }
-        if self.json {
-            return Ok((text, list).into_pyobject(py)?.into_any());
-        }
-        Ok(list.into_any())
+        let tuples = rows.into_iter().map(|r| row_tuple(py, r)).collect::<PyResult<Vec<_>>>()?;
+        Ok((out, PyList::new(py, tuples)?).into_pyobject(py)?.into_any())
     }
 
     fn step<'py>(&mut self, py: Python<'py>, chunk: Option<&[u8]>) -> PyResult<Bound<'py, PyAny>> {
-        let json = self.json;
-        let (error, text) = py.detach(|| {
+        let (error, rendered) = py.detach(|| {
             let e = self.work(chunk);
-            let text = if json { self.json_lines() } else { String::new() };
-            (e, text)
+            (e, self.render())
         });
         if error.is_some() {
             self.error = error;
         }
-        self.take_found(py, text)
+        self.take_found(py, rendered)
     }
 }
 
@@ -152,6 +198,42 @@ fn addr_str(a: &ja3svc_engine::engine::Addr) -> String {
     let mut s = String::new();
     write_addr(a, &mut s);
     s
+}
+
+/// A `StoreRow` as the tuple the writer takes (`STORE_COLUMNS` order).
+fn row_tuple(py: Python<'_>, r: StoreRow) -> PyResult<Bound<'_, PyTuple>> {
+    fn obj<'py, T: IntoPyObject<'py>>(py: Python<'py>, v: T) -> PyResult<Bound<'py, PyAny>> {
+        v.into_bound_py_any(py)
+    }
+    let items = [
+        obj(py, r.sensor)?,
+        obj(py, r.ts)?,
+        obj(py, r.src)?,
+        obj(py, r.sport)?,
+        obj(py, r.dst)?,
+        obj(py, r.dport)?,
+        obj(py, r.hello)?,
+        obj(py, r.hello_index)?,
+        obj(py, r.transport)?,
+        obj(py, r.sni)?,
+        obj(py, r.alpn)?,
+        obj(py, r.tls_version)?,
+        obj(py, r.ja3_hash)?,
+        obj(py, r.ja3n_hash)?,
+        obj(py, r.ja4)?,
+        obj(py, r.ja3_dovecot_hash)?,
+        obj(py, r.ja3s_hash)?,
+        obj(py, r.ja3_dovecot_hashes)?,
+        obj(py, r.ja3)?,
+        obj(py, r.ja3n)?,
+        obj(py, r.ja4_r)?,
+        obj(py, r.ja3_dovecot)?,
+        obj(py, r.ja3s)?,
+        obj(py, r.dovecot_openssl30)?,
+        obj(py, r.dovecot_openssl32)?,
+    ];
+    debug_assert_eq!(items.len(), STORE_COLUMNS.len());
+    PyTuple::new(py, items)
 }
 
 /// `{"file": ..., "frame": ..., **HelloSighting.as_dict(profile)}`, key for key.
@@ -215,7 +297,8 @@ fn record_dict<'py>(
 impl PcapRun {
     #[new]
     #[pyo3(signature = (
-        label, dovecot_profile, json, max_flows = 200_000, idle_timeout = 300.0, records = false
+        label, dovecot_profile, json, max_flows = 200_000, idle_timeout = 300.0,
+        store_sensor = None
     ))]
     fn new(
         label: String,
@@ -223,7 +306,7 @@ impl PcapRun {
         json: bool,
         max_flows: usize,
         idle_timeout: f64,
-        records: bool,
+        store_sensor: Option<&str>,
     ) -> PyResult<Self> {
         let profile = DovecotProfile::from_name(dovecot_profile).ok_or_else(|| {
             PyValueError::new_err(format!("unknown OpenSSL profile {dovecot_profile:?}"))
@@ -236,8 +319,9 @@ impl PcapRun {
             memo: Memo::default(),
             file: None,
             json,
-            records: json && records,
+            store_sensor: store_sensor.map(|s| clip(s, 200)),
             error: None,
+            read_error: None,
             finished: false,
         })
     }
@@ -257,14 +341,12 @@ impl PcapRun {
     /// The next chunk of the file given to `open_file`: its hellos, or None at the end of it
     /// (or after damage: see `error`).
     fn feed_file<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let json = self.json;
-        let (more, text) = py.detach(|| {
+        let (more, rendered) = py.detach(|| {
             let more = self.work_file();
-            let text = if json { self.json_lines() } else { String::new() };
-            (more, text)
+            (more, self.render())
         });
         let more = more?;
-        let found = self.take_found(py, text)?;
+        let found = self.take_found(py, rendered)?;
         // At the end of the file nothing was read, so nothing was found either.
         Ok((more || self.error.is_some()).then_some(found))
     }
@@ -491,6 +573,7 @@ impl LiveRun {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PcapRun>()?;
     m.add_class::<LiveRun>()?;
+    m.add("STORE_COLUMNS", STORE_COLUMNS.to_vec())?;
     // Whether every part of the hot path is in Rust (QUIC and DTLS included); until it is,
     // `ja3svc pcap` keeps the Python engine as its default.
     m.add(
