@@ -136,7 +136,8 @@ class HistoryCache:
         found = self._lru.get(login)
         if found is None:
             return None
-        return UserHistory(frozenset(found[0]), found[1], found[2], found[3])
+        # tuple.__new__: the class call runs a Python-level __new__ for the same tuple.
+        return tuple.__new__(UserHistory, (frozenset(found[0]), found[1], found[2], found[3]))
 
     def put(self, login: str, history: UserHistory) -> None:
         refs = tuple([(k, v) for k, v in history.known])
@@ -178,7 +179,8 @@ class ReputationCache:
 
     def get(self, key: tuple[Ref, ...], network: str = "") -> Reputation | None:
         found = self._lru.get((key, network))
-        return None if found is None else Reputation._make(found)
+        # tuple.__new__: _make is a Python-level call and checks a length that put made right.
+        return None if found is None else tuple.__new__(Reputation, found)
 
     def put(self, key: tuple[Ref, ...], network: str, rep: Reputation) -> None:
         self._lru.put((key, network), tuple(rep))

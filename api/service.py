@@ -53,6 +53,10 @@ DOVECOT_KIND = "ja3_dovecot"
 # deadline, and Dovecot's budget is 2 s per request.
 CIRCUIT_OPEN_SECONDS = 5.0
 PRELOAD_LABELS = 100_000
+# Dovecot hashes whose refs are kept made (PolicyService._refs_of_hash). Named tuples stay
+# tracked by the collector (see api.caches), so a few thousand: the hashes of one site's clients.
+HASH_REFS_MAX = 4096
+_NO_REFS: tuple[tuple[FingerprintRef, ...], tuple[Ref, ...]] = ((), ())
 # The connection lookup bounds its own waits; this is the backstop that keeps the whole answer
 # inside Dovecot's 2 s budget whatever the lookup does.
 LOOKUP_TIMEOUT_SECONDS = 1.5
@@ -94,7 +98,10 @@ _REPORT_REASON = {o: f"report: {o}" for o in ("success", "failure", "policy_reje
 
 
 class _Cached(NamedTuple):
-    """What the caches know for one allow; None (and misses) for what must be asked."""
+    """What the caches know for one allow; None (and misses) for what must be asked.
+
+    This and ParsedFacts are built per request with tuple.__new__: calling a named tuple's
+    class runs its Python-level __new__ for the same tuple (~1,500 instructions)."""
 
     labels: list[LabelFact]
     misses: list[Ref]
@@ -138,6 +145,7 @@ class PolicyService:
         # one account need no query. Updated in place by this worker's own success reports.
         self._history = HistoryCache(100_000, settings.label_cache_seconds)
         self._ja3_kinds = tuple(settings.ja3_label_kinds)
+        self._hash_refs: dict[str, tuple[tuple[FingerprintRef, ...], tuple[Ref, ...]]] = {}
         # The lowest reputation threshold in force: below it no verdict needs the fingerprint's
         # successful accounts counted (PolicyStore.allow_facts).
         thresholds = [
@@ -221,25 +229,21 @@ class PolicyService:
         attributes = req.attributes
         if ja3 is None:
             ja3 = self.dovecot_hash(req)
-        refs: list[FingerprintRef]
-        identity: list[Ref]
-        if ja3:
-            refs = [FingerprintRef(k, ja3) for k in self._ja3_kinds]
-            identity = [(DOVECOT_KIND, ja3)]
-        else:
-            refs, identity = [], []
+        made = self._hash_refs.get(ja3) if ja3 else _NO_REFS
+        refs, identity = made if made is not None else self._refs_of_hash(ja3)
+        # Added to rarely and only a few: a new tuple each time costs less than lists.
         for ref in correlated:
             if ref not in refs:
-                refs.append(ref)
-                identity.append((ref.kind, ref.value))
+                refs += (ref,)
+                identity += ((ref.kind, ref.value),)
         for ref in equivalent:
-            # The after-auth allow passes the first allow's refs back: no new tuple for them.
+            # The after-auth allow passes the first allow's refs back: they are in refs already.
             if ref not in refs:
-                refs.append(ref if type(ref) is FingerprintRef else FingerprintRef(*ref))
+                refs += (ref if type(ref) is FingerprintRef else FingerprintRef(*ref),)
         facts = RequestFacts.of(
             login=attributes.get(s.login_attribute, ""),
             stage=stage,
-            fingerprints=tuple(refs),
+            fingerprints=refs,
             remote_ip=attributes.get(s.remote_attribute, ""),
             protocol=attributes.get("protocol", ""),
             session_id=attributes.get(s.session_attribute, ""),
@@ -247,7 +251,17 @@ class PolicyService:
             peer=peer,
             correlated=bool(correlated),
         )
-        return ParsedFacts(facts, ja3, tuple(identity))
+        return tuple.__new__(ParsedFacts, (facts, ja3, identity))  # see _Cached
+
+    def _refs_of_hash(self, ja3: str) -> tuple[tuple[FingerprintRef, ...], tuple[Ref, ...]]:
+        """(refs to match, refs to record under) of Dovecot's hash ``ja3``, made once per hash
+        and kept in ``_hash_refs``: every request of a login and every login of a client brings
+        the same one."""
+        if len(self._hash_refs) >= HASH_REFS_MAX:
+            self._hash_refs.clear()  # bounded; clients with a new hash each time refill it
+        made = (tuple([FingerprintRef(k, ja3) for k in self._ja3_kinds]), ((DOVECOT_KIND, ja3),))
+        self._hash_refs[ja3] = made
+        return made
 
     def dovecot_hash(self, req: DovecotRequest) -> str:
         """The JA3 hash Dovecot sent, normalised; "" without one."""
@@ -307,7 +321,7 @@ class PolicyService:
         misses = self.labels.collect(facts.fingerprints, labels)
         rep = self._reputation.get(parsed.identity, self._network(facts))
         history = self._history.get(facts.login) if facts.login else _NO_HISTORY
-        return _Cached(labels, misses, rep, history)
+        return tuple.__new__(_Cached, (labels, misses, rep, history))
 
     async def _gather(
         self, req: DovecotRequest, parsed: ParsedFacts, cached: _Cached, equivalents_of: str
