@@ -300,9 +300,9 @@ class PolicyService:
         try:
             if not self._async_db:
                 return self.store.run(reads)
-            return await asyncio.wait_for(
-                self.store.run_async(reads), self.settings.db_timeout_seconds
-            )
+            # asyncio.timeout, not wait_for: no task to create per read.
+            async with asyncio.timeout(self.settings.db_timeout_seconds):
+                return await self.store.run_async(reads)
         except TimeoutError as exc:
             self._db_failed("timeout", exc)
         except Exception as exc:
