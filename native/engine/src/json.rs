@@ -129,10 +129,24 @@ pub fn write_addr(a: &Addr, out: &mut String) {
     }
 }
 
-/// A JSON string as Python's encoder writes it with ensure_ascii=False.
+/// A JSON string as Python's encoder writes it with ensure_ascii=False (`ja3svc pcap`'s JSON).
 pub fn write_str(s: &str, out: &mut String) {
+    write_escaped(s, false, out);
+}
+
+/// A JSON string as Python's `json.dumps` writes it by default (ensure_ascii: anything outside
+/// printable ASCII as `\uXXXX`, with surrogate pairs above the BMP; the stored ALPN and hash
+/// columns).
+pub fn write_ascii_str(s: &str, out: &mut String) {
+    write_escaped(s, true, out);
+}
+
+/// Python's two string encoders differ only in what lies outside printable ASCII: with
+/// `ascii` it is escaped as UTF-16 units (DEL included), without it only controls are.
+fn write_escaped(s: &str, ascii: bool, out: &mut String) {
     out.push('"');
-    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    let plain = |b: u8| b >= 0x20 && b != b'"' && b != b'\\' && (!ascii || b <= b'~');
+    if s.bytes().all(plain) {
         out.push_str(s); // nearly every string: hex digits, numbers, names
         out.push('"');
         return;
@@ -146,8 +160,11 @@ pub fn write_str(s: &str, out: &mut String) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+            c if (c as u32) < 0x20 || (ascii && c > '~') => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{u:04x}");
+                }
             }
             c => out.push(c),
         }

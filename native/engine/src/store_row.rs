@@ -7,12 +7,10 @@
 //! text), exactly as the reference does; `tests/test_store_differential.py` stores the golden
 //! captures through both engines and requires identical database contents.
 
-use std::fmt::Write;
-
 use crate::engine::Sighting;
 use crate::fingerprints::{DovecotProfile, Memo};
 use crate::hello::{ascii_backslashreplace, Hello};
-use crate::json::write_addr;
+use crate::json::{write_addr, write_ascii_str};
 
 /// The columns of a row, in order: the sightings table's (its uniqueness key first), then what
 /// the database needs for the aggregates (each fingerprint's full string, and the Dovecot
@@ -83,31 +81,6 @@ pub fn clip(s: &str, limit: usize) -> String {
     s.replace('\0', "\\x00").chars().take(limit).collect()
 }
 
-/// A JSON string as Python's `json.dumps` writes it (ensure_ascii: anything outside printable
-/// ASCII as `\uXXXX`, with surrogate pairs above the BMP).
-pub fn write_ascii_json_str(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            c => {
-                let mut units = [0u16; 2];
-                for u in c.encode_utf16(&mut units) {
-                    let _ = write!(out, "\\u{u:04x}");
-                }
-            }
-        }
-    }
-    out.push('"');
-}
-
 /// `json.dumps(alpn)`: `["h2", "http/1.1"]`, Python's default separators.
 fn alpn_json<'a>(names: impl Iterator<Item = &'a [u8]>) -> String {
     let mut out = String::from("[");
@@ -115,7 +88,7 @@ fn alpn_json<'a>(names: impl Iterator<Item = &'a [u8]>) -> String {
         if i > 0 {
             out.push_str(", ");
         }
-        write_ascii_json_str(&ascii_backslashreplace(a), &mut out);
+        write_ascii_str(&ascii_backslashreplace(a), &mut out);
     }
     out.push(']');
     out
@@ -180,9 +153,9 @@ pub fn store_row(s: &Sighting, sensor: &str, profile: DovecotProfile, memo: &mut
                 if i > 0 {
                     hashes.push(',');
                 }
-                write_ascii_json_str(p, &mut hashes);
+                write_ascii_str(p, &mut hashes);
                 hashes.push(':');
-                write_ascii_json_str(h, &mut hashes);
+                write_ascii_str(h, &mut hashes);
             }
             hashes.push('}');
             row.ja3_dovecot_hashes = Some(hashes);
@@ -233,7 +206,7 @@ mod tests {
     fn json_strings_like_python_json_dumps() {
         let dumps = |s: &str| {
             let mut out = String::new();
-            write_ascii_json_str(s, &mut out);
+            write_ascii_str(s, &mut out);
             out
         };
         // Expected values printed by Python's json.dumps.
