@@ -147,7 +147,7 @@ class PolicyService:
         self._ja3_kinds = tuple(settings.ja3_label_kinds)
         self._hash_refs: dict[str, tuple[tuple[FingerprintRef, ...], tuple[Ref, ...]]] = {}
         # The lowest reputation threshold in force: below it no verdict needs the fingerprint's
-        # successful accounts counted (PolicyStore.allow_facts).
+        # successful accounts counted (PolicyStore.allow_facts_reads).
         thresholds = [
             n
             for n in (settings.reputation_tarpit_accounts, settings.reputation_reject_accounts)

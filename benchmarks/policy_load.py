@@ -251,7 +251,7 @@ def bulk_labels(db_url: str, n: int, rng: random.Random) -> list[str]:
 
 
 def store_lookup_ms(db_url: str, hashes: list[str], n: int = 2000) -> tuple[float, float]:
-    """p50/p99 in ms of PolicyStore.allow_facts (labels + history + reputation), uncached."""
+    """p50/p99 in ms of an allow's reads (labels + history + reputation), uncached."""
     from ja3svc.store.policy_store import PolicyStore
     from sqlalchemy import create_engine
 
@@ -261,8 +261,11 @@ def store_lookup_ms(db_url: str, hashes: list[str], n: int = 2000) -> tuple[floa
     for _ in range(n):
         h = rng.choice(hashes)
         t = time.perf_counter()
-        store.allow_facts(
-            [("ja3_dovecot", h), ("ja3", h)], "user1", [("ja3_dovecot", h)], 3600, time.time()
+        store.run(
+            store.allow_facts_reads(
+                [("ja3_dovecot", h), ("ja3", h)], "user1", [("ja3_dovecot", h)], "", 3600,
+                time.time(),
+            )
         )
         times.append((time.perf_counter() - t) * 1000)
     store.engine.dispose()

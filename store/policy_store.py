@@ -336,24 +336,6 @@ class PolicyStore:
             labels.update((yield from _labels(r for r in equivalents if r not in labels)))
         return AllowFacts(labels, history, rep, equivalents)
 
-    def allow_facts(
-        self,
-        label_refs: Sequence[Ref],
-        username: str | None,
-        identity_refs: Sequence[Ref],
-        network: str,
-        window: int,
-        now: float,
-        min_accounts: int = 1,
-        equivalents_of: str = "",
-    ) -> AllowFacts:
-        return self.run(
-            self.allow_facts_reads(
-                label_refs, username, identity_refs, network, window, now, min_accounts,
-                equivalents_of,
-            )
-        )  # fmt: skip
-
     def close(self) -> None:
         """Close the connections the driver backends hold (the engines stay usable)."""
         self._backend.close()
