@@ -277,9 +277,6 @@ class PolicyStore:
         ``run_async`` (see ``_PgBackend``); elsewhere they are local and quick (``run``)."""
         return self._backend.asynchronous
 
-    def labels_for(self, refs: Iterable[Ref]) -> dict[Ref, tuple[LabelFact, ...]]:
-        return self.run(_labels(list(refs)))
-
     def actionable_labels(self, limit: int) -> list[LabelFact]:
         """Labels that change verdicts, newest first: the outage cache is preloaded with them."""
         with self.session() as s:
