@@ -407,12 +407,7 @@ class SightingWriter:
         return self.stats.replayed
 
     def add(self, record: HelloRecord) -> None:
-        if self._closed:
-            raise RuntimeError("SightingWriter is closed")
-        self._raise_error()
-        self._pending.append(sighting_row(self.sensor, record.as_dict()))
-        if len(self._pending) >= self.batch_size:
-            self._submit(final=False)
+        self.add_rows([sighting_row(self.sensor, record.as_dict())])
 
     def add_rows(self, rows: list[Row]) -> None:
         """Like ``add`` for rows already built (``ROW_COLUMNS``, the sensor this writer's): what
