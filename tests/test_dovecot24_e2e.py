@@ -17,9 +17,9 @@ directory removed in ``finally`` blocks; every wait is bounded.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -93,9 +93,10 @@ class Stack:
         self.http("POST", "/api/v1/labels", {"source": "manual", "confidence": 100, **fields})
 
     def login(
-        self, client: str, user: str, proto: str = "imap", mode: str = "tls"
-    ) -> dict[str, Any]:
-        port = trixie.PORTS[(proto, mode)]
+        self, client: str, user: str, proto: str = "imap", mode: str = "tls",
+        port: int | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        port = port or trixie.PORTS[(proto, mode)]
         argv = trixie.client_argv(self.wd, sys.executable, client, proto, mode,
                                   self.net.server.ipv4, port, user)  # fmt: skip
         started = time.monotonic()
@@ -170,10 +171,38 @@ def stack(request: pytest.FixtureRequest, root: Path, net: VethPair) -> Iterator
             yield stack
 
 
-def _logged(stack: Stack, user: str, count: int = 1) -> list[dict[str, Any]]:
-    rows = trixie.wait_login_lines(stack.dovecot_log, user, count)
+def _logged(
+    stack: Stack, user: str, count: int = 1, log: Path | None = None
+) -> list[dict[str, Any]]:
+    rows = trixie.wait_login_lines(log or stack.dovecot_log, user, count)
     assert len(rows) >= count, (user, rows, stack.log_tail())
     return rows
+
+
+# The second Dovecot's ports (same server address as the first).
+O30_PORTS = {"imap": 1143, "imaps": 1993, "pop3": 1110, "pop3s": 1995}
+
+
+@contextlib.contextmanager
+def _dovecot_on_openssl30(stack: Stack) -> Iterator[Path]:
+    """A second Debian 13 Dovecot 2.4.1, same README snippet (so the same ja3svc serve), running
+    on Debian 12's OpenSSL 3.0 (trixie.host_openssl30); yields its login log."""
+    wd = stack.wd
+    o30 = wd.host / "o30"
+    (o30 / "home").mkdir(parents=True)
+    (o30 / "home").chmod(0o777)
+    for name in ("cert.pem", "key.pem", "passwd"):
+        shutil.copy2(wd.host / name, o30 / name)
+    lib = trixie.host_openssl30(wd)
+    (o30 / "dovecot.conf").write_text(trixie.dovecot24_conf(
+        f"{wd.inner}/o30", stack.net.server.ipv4, stack.net.client.ipv4,
+        trixie.readme_dovecot24_snippet(), ports=O30_PORTS, openssl_lib=lib,
+    ))  # fmt: skip
+    argv = trixie.in_root(wd.root, ["env", f"LD_LIBRARY_PATH={lib}", "dovecot", "-F", "-c",
+                                    f"{wd.inner}/o30/dovecot.conf"])  # fmt: skip
+    with spawn(stack.net.server, argv, stderr=open(o30 / "dovecot.err", "wb")):
+        wait_for_listen(stack.net.server, O30_PORTS["imaps"], timeout=30)
+        yield o30 / "dovecot.log"
 
 
 # Every client family, with the connections it makes in the first round.
@@ -205,14 +234,6 @@ def test_every_client_logs_in_and_the_service_gets_dovecots_hash(stack: Stack, f
         assert rows[-1]["ja3_hash"] == row["ja3_hash"], (key, rows, row)
         assert rows[-1]["remote_port"] == row["rport"], (key, rows, row)
         assert rows[-1]["status"] == 0
-
-
-def _h30(dovecot_string: str) -> str:
-    """What a Dovecot on OpenSSL 3.0 logs for the same hello: the spec's known-extension
-    difference (3.2 adds 19, 20 and 27), applied to the string this Dovecot logged."""
-    fields = dovecot_string.split(",")
-    fields[2] = "-".join(e for e in fields[2].split("-") if e and e not in {"19", "20", "27"})
-    return hashlib.md5(",".join(fields).encode()).hexdigest()
 
 
 def test_deny_tarpit_and_allow_by_label_on_dovecots_hash(stack: Stack, first_round):
@@ -305,17 +326,16 @@ def _pcap_records(pcap: Path, *extra: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("stack", ["hash_only"], indirect=True)
 def test_a_label_from_a_capture_applies_on_openssl_30_and_35(stack: Stack, first_round, tmp_path):
     """A capture is stored, its hello labelled by the wire JA3 (from tshark); the label then
-    applies through the real Dovecot 2.4.1 on OpenSSL 3.5 and to the hash a Dovecot 2.4 on
-    OpenSSL 3.0 would send for the same client (which differs: the hello offers 27)."""
+    applies to logins through two real Dovecot 2.4.1 with the README's snippet and one service:
+    Debian 13's on OpenSSL 3.5 and the same Dovecot on Debian 12's OpenSSL 3.0, whose hash for
+    the same client differs (its OpenSSL does not report extension 27)."""
     pcap = tmp_path / "python.pcap"
     user = next(stack.users)
     with tcpdump(stack.net.server, pcap, bpf=f"tcp port {trixie.IMAPS}"):
         assert stack.login("python", user)["ok"]
-    logged = _logged(stack, user)[0]
+    h35 = _logged(stack, user)[0]
     wire = tcp_client_hellos(pcap, (f"tcp.port=={trixie.IMAPS},tls",))
     assert len(wire) == 1, wire
-    h35, h30 = logged["ja3_hash"], _h30(logged["ja3"])
-    assert h30 != h35 and wire[0]["ja3"] != h30, (logged, wire)
     data = stack.wd.host / "data"
     res = subprocess.run(
         [sys.executable, "-m", "ja3svc.cli.main", "pcap", "-q", "--no-progress", "--store",
@@ -324,19 +344,29 @@ def test_a_label_from_a_capture_applies_on_openssl_30_and_35(stack: Stack, first
         env={**os.environ, "PYTHONPATH": str(REPO), "JA3SVC_DATA_DIR": str(data)},
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
-    stack.label(kind="ja3", value=wire[0]["ja3"], action="deny", client_name="python")
-    time.sleep(1.2)  # label_cache_seconds (also the cached "nothing known" for the hash)
 
-    again = next(stack.users)
-    got = stack.login("python", again)
-    assert not got["ok"] and REJECT_MSG in got["text"], (got, stack.log_tail())
-    assert _logged(stack, again)[0]["ja3_hash"] == h35
-    # The same service, asked by a Dovecot 2.4 on OpenSSL 3.0 for the same client.
-    body = {"attrs": {"ja3": h30}, "device_id": "", "fail_type": "", "login": next(stack.users),
-            "protocol": "imap", "pwhash": "0c54", "remote": "198.18.0.1",
-            "session_id": "openssl30", "tls": True}  # fmt: skip
-    answer = stack.http("POST", "/policy?command=allow", json.dumps(body), token=README_KEY)
-    assert answer["status"] == -1, answer
+    with _dovecot_on_openssl30(stack) as o30_log:
+        # Before the label both let the client in, each logging its own hash (the oracle).
+        first = next(stack.users)
+        assert stack.login("python", first, port=O30_PORTS["imaps"])["ok"], stack.log_tail()
+        h30 = _logged(stack, first, log=o30_log)[0]
+        exts35, exts30 = (r["ja3"].split(",")[2].split("-") for r in (h35, h30))
+        # Which OpenSSL each Dovecot runs on, as its own log shows: only 3.2+ reports 27.
+        assert "27" in exts35 and "27" not in exts30, (h35, h30)
+        assert h30["ja3_hash"] != h35["ja3_hash"], (h35, h30)
+        # Only the stored hello's index ties the 3.0 Dovecot's hash to the wire JA3.
+        assert wire[0]["ja3"] != h30["ja3_hash"], (wire, h30)
+
+        stack.label(kind="ja3", value=wire[0]["ja3"], action="deny", client_name="python")
+        time.sleep(1.2)  # label_cache_seconds (also the cached "nothing known" for the hash)
+        for port, log, logged in ((trixie.IMAPS, stack.dovecot_log, h35),
+                                  (O30_PORTS["imaps"], o30_log, h30)):  # fmt: skip
+            again = next(stack.users)
+            got = stack.login("python", again, port=port)
+            assert not got["ok"] and REJECT_MSG in got["text"], (port, got, stack.log_tail())
+            assert _logged(stack, again, log=log)[0]["ja3_hash"] == logged["ja3_hash"]
+            rows = [d for d in stack.decisions(again) if d["command"] == "allow/before"]
+            assert rows and rows[0]["rule"] == "label_deny", rows
 
 
 @pytest.mark.parametrize("stack", ["capture"], indirect=True)

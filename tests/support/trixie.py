@@ -18,6 +18,7 @@ import json
 import re
 import shutil
 import subprocess
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -125,12 +126,37 @@ service pop3-login {{
 """
 
 
-def dovecot24_conf(inner: str, listen: str, trusted: str, snippet: str) -> str:
-    """dovecot.conf for a work directory at ``inner`` (its path inside the root)."""
-    base = DOVECOT24_BASE.format(
-        d=inner, listen=listen, trusted=trusted, imap=IMAP, imaps=IMAPS, pop3=POP3, pop3s=POP3S
-    )
+def dovecot24_conf(
+    inner: str, listen: str, trusted: str, snippet: str, *, ports: dict[str, int] | None = None,
+    openssl_lib: str | None = None,
+) -> str:  # fmt: skip
+    """dovecot.conf for a work directory at ``inner`` (its path inside the root). ``ports``
+    (imap, imaps, pop3, pop3s) for a second instance; ``openssl_lib``: a folder (inside the
+    root) whose libssl/libcrypto every Dovecot process loads instead of the root's."""
+    p = {"imap": IMAP, "imaps": IMAPS, "pop3": POP3, "pop3s": POP3S, **(ports or {})}
+    base = DOVECOT24_BASE.format(d=inner, listen=listen, trusted=trusted, **p)
+    if openssl_lib is not None:
+        # The master passes only import_environment to the processes it starts (imap-login
+        # does the TLS); it gets LD_LIBRARY_PATH itself from its own environment.
+        base += f"import_environment {{\n  LD_LIBRARY_PATH = {openssl_lib}\n}}\n"
     return base + "\n# --- the README's Dovecot 2.4 snippet, as written there ---\n" + snippet
+
+
+def host_openssl30(wd: RootWorkdir, name: str = "openssl30") -> str:
+    """Debian 12's OpenSSL 3.0 (this host's libssl.so.3 and libcrypto.so.3) copied into the
+    root; returns the folder's path inside it. Debian 13's Dovecot 2.4.1 asks only for
+    OPENSSL_3.0.0 symbols, so with this folder first in LD_LIBRARY_PATH it runs unchanged on
+    OpenSSL 3.0: a real Dovecot 2.4 on OpenSSL 3.0, as one built for Debian 12 or Ubuntu 22.04
+    is. Raises if the host's OpenSSL is not 3.0 (the test would prove nothing)."""
+    version = subprocess.run(["openssl", "version"], capture_output=True, text=True, timeout=30)
+    if not version.stdout.startswith("OpenSSL 3.0."):
+        raise RuntimeError(f"the host's OpenSSL is not 3.0: {version.stdout.strip()}")
+    libdir = Path("/usr/lib") / str(sysconfig.get_config_var("MULTIARCH"))
+    dest = wd.host / name
+    dest.mkdir()
+    for lib in ("libssl.so.3", "libcrypto.so.3"):
+        shutil.copy2(libdir / lib, dest / lib)
+    return f"{wd.inner}/{name}"
 
 
 @dataclass
