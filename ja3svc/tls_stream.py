@@ -15,7 +15,10 @@ States and what moves between them:
              first record header is whole (5 bytes; 6 to see a handshake type, 12 after a
              possible warning alert), however small the first segments are; a segment of a
              text protocol that starts with 16 03 inside a line (an argument of a command
-             before STARTTLS) is plaintext.
+             before STARTTLS) is plaintext. A line ending in an IMAP literal announcement,
+             "{N}", "{N+}" or "{N-}" before CRLF (or a bare LF), is followed by N bytes of
+             literal data that are plaintext whatever they hold, the line going on after them
+             (see _LITERAL below).
     HEADER   expecting a 5-byte record header (kept across chunks) -> BODY; an invalid header
              -> DONE with problem "bad_record_header"; application data (23) -> DONE, because
              everything after it is encrypted.
@@ -30,6 +33,8 @@ anything else there ends the direction quietly.
 """
 
 from __future__ import annotations
+
+import re
 
 DETECT, HEADER, BODY, DONE = range(4)
 
@@ -115,6 +120,46 @@ def _text_run_after(run: int, data: bytes, pos: int) -> int:
     return _RUN_BINARY if data[pos:].translate(None, _TEXT_BYTES) else _RUN_TEXT
 
 
+# IMAP literals (RFC 9051 4.3; LITERAL+ and LITERAL-, RFC 7888; ManageSieve and ACAP use the
+# same syntax): a line that ends with "{N}", "{N+}" or "{N-}" and CRLF is followed by N bytes of
+# literal data, after which the command line goes on. Those bytes are plaintext whatever they
+# hold: a client (or an attacker) can send a whole hello record there before STARTTLS, and
+# tshark's IMAP dissector takes it for IMAP. A bare LF counts as CRLF, and leading zeros are
+# allowed: Dovecot 2.3 reads "{3}\n" and "{003+}" as literals (seen on this project's test
+# instance), so an attacker could use either form.
+#
+# The rule can only take hello candidates away, never add one: a line of another protocol that
+# happens to end like an announcement (SMTP, POP3, XMPP, LDAP's BER, a binary prologue) hides
+# at most the next N bytes of its own direction, and the STARTTLS hello of a client or server
+# follows that side's own command or answer line (STARTTLS, OK, 220, <proceed/>, an LDAP
+# extended response), none of which ends with "}". A literal the server refuses is not sent:
+# a synchronising one it answers with NO or BAD instead of the "+" continuation (on the other
+# side, which this parser does not see), or "{N-}", which Dovecot 2.3 answers "BAD Invalid
+# literal size". Up to N bytes of what follows are then skipped as if they were literal data,
+# so a client can hide its own STARTTLS hello (if N reaches past the newline of its STARTTLS
+# command); but no more than it already can by sending MAX_PLAINTEXT bytes of commands, as the
+# skipped bytes count against the same MAX_PLAINTEXT budget, and never another connection's.
+# N is never used to allocate: only to count, capped at _LITERAL_CAP (any larger literal
+# exhausts that budget anyway).
+_LITERAL_CAP = MAX_PLAINTEXT + 1
+_LITERAL = re.compile(rb"\{([0-9]+)[+-]?\}\r?\n")
+# An announcement cut by the end of a chunk: "{", "{12", "{12+", "{12}", "{12+}\r", ...
+_LITERAL_PART = re.compile(rb"\{([0-9]*)([+-]?)(\}?)(\r?)\Z")
+_DIGITS = re.compile(rb"[0-9]+")
+# Where a partial announcement stands: nothing, after "{", after digits, after the sign, after
+# "}", after "}\r".
+_LIT_NONE, _LIT_OPEN, _LIT_DIGITS, _LIT_SIGN, _LIT_CLOSE, _LIT_CR = range(6)
+
+
+def _more_digits(size: int, digits: bytes) -> int:
+    """A literal size so far followed by more decimal ``digits``, at most _LITERAL_CAP (Python
+    refuses int() of a very long string, and N may be any length)."""
+    digits = (b"%d" % size + digits).lstrip(b"0")
+    if len(digits) > len(str(_LITERAL_CAP)):
+        return _LITERAL_CAP
+    return min(int(digits or b"0"), _LITERAL_CAP)
+
+
 class TlsStreamParser:
     """TLS record and handshake reassembly for one direction of one TCP stream."""
 
@@ -123,6 +168,9 @@ class TlsStreamParser:
         "_at_start",
         "_hs_buf",
         "_hs_skip",
+        "_literal_left",
+        "_literal_part",
+        "_literal_size",
         "_msg_starts_record",
         "_pending",
         "_plaintext_seen",
@@ -142,6 +190,11 @@ class TlsStreamParser:
         # In plaintext: what the bytes since the last line break are (_RUN_EMPTY, _RUN_TEXT,
         # _RUN_BINARY).
         self._text_run = _RUN_EMPTY
+        # In plaintext: bytes of an IMAP literal still to come, and an announcement cut by the
+        # end of the last chunk (_LIT_* state, and its size so far).
+        self._literal_left = 0
+        self._literal_part = _LIT_NONE
+        self._literal_size = 0
         self.hellos = 0
         self._pending = b""  # an incomplete record header (HEADER) or stream start (DETECT)
         self._record_type = 0
@@ -198,6 +251,16 @@ class TlsStreamParser:
         self.started = True
         if self._at_start:
             return self._detect_start(data)
+        if self._literal_left:
+            # Literal data: plaintext, and the line it belongs to goes on after it (_text_run
+            # is already _RUN_TEXT), so no hello starts right after it either.
+            take = min(self._literal_left, end - pos)
+            self._literal_left -= take
+            self._plaintext_seen += take
+            if self._plaintext_seen > MAX_PLAINTEXT:
+                self.state = DONE
+                return end
+            return pos + take
         if (
             self._text_run != _RUN_TEXT
             and end - pos < 6
@@ -215,15 +278,26 @@ class TlsStreamParser:
             # PostgreSQL SSLRequest, ...) after which the client starts TLS with a new write.
             self.state = HEADER
             return pos
-        # Plaintext: a STARTTLS hello starts right after the line (the client's command, the
-        # server's answer) that ended in "\n". Inside a line of text it is never a hello,
-        # wherever a segment happens to end.
-        i = data.find(b"\x16\x03", pos + 1)
+        # Plaintext up to the end of the chunk, or of the first line that announces a literal.
+        stop = self._literal_announced(data, pos)
+        limit = end if stop < 0 else stop
+        # A STARTTLS hello starts right after the line (the client's command, the server's
+        # answer) that ended in "\n". Inside a line of text it is never a hello, wherever a
+        # segment happens to end.
+        i = data.find(b"\x16\x03", pos + 1, limit)
         while i != -1:
             if data[i - 1] == 0x0A and end - i >= 5 and _is_handshake_header(data, i):
                 self.state = HEADER
                 return i
-            i = data.find(b"\x16\x03", i + 1)
+            i = data.find(b"\x16\x03", i + 1, limit)
+        if stop >= 0:
+            self._literal_left = self._literal_size
+            self._text_run = _RUN_TEXT  # the announcing line goes on after the literal
+            self._plaintext_seen += stop - pos
+            if self._plaintext_seen > MAX_PLAINTEXT:
+                self.state = DONE
+                return end
+            return stop
         # The chunk may end inside a record header that follows a newline (reassembled TCP can
         # join the last plaintext line and the start of the hello): keep it for the next chunk.
         for t in range(max(pos + 1, end - 4), end):
@@ -236,12 +310,63 @@ class TlsStreamParser:
                 self._pending = data[t:]
                 self._plaintext_seen += t - pos
                 self._text_run = _RUN_EMPTY
+                self._literal_part = _LIT_NONE  # as it stands after the newline before t
                 return -1
         self._text_run = _text_run_after(self._text_run, data, pos)
         self._plaintext_seen += end - pos
         if self._plaintext_seen > MAX_PLAINTEXT:
             self.state = DONE
         return end
+
+    def _literal_announced(self, data: bytes, pos: int) -> int:
+        """The end of the first literal announcement in plaintext ``data[pos:]`` (just after its
+        "\n"; its size goes to _literal_size), or -1 with the announcement the chunk ends in,
+        if any, kept in _literal_part and _literal_size for the next chunk."""
+        end = len(data)
+        part, size = self._literal_part, self._literal_size
+        i = pos
+        # An announcement begun in an earlier chunk: a few bytes decide it (digits in bulk).
+        while part != _LIT_NONE and i < end:
+            b = data[i]
+            if 0x30 <= b <= 0x39 and part in (_LIT_OPEN, _LIT_DIGITS):
+                m = _DIGITS.match(data, i)
+                assert m is not None
+                size = _more_digits(size, m.group())
+                part, i = _LIT_DIGITS, m.end()
+                continue
+            i += 1
+            if b == 0x7B:  # "{" starts another
+                part, size = _LIT_OPEN, 0
+            elif b in (0x2B, 0x2D) and part == _LIT_DIGITS:
+                part = _LIT_SIGN
+            elif b == 0x7D and part in (_LIT_DIGITS, _LIT_SIGN):
+                part = _LIT_CLOSE
+            elif b == 0x0D and part == _LIT_CLOSE:
+                part = _LIT_CR
+            elif b == 0x0A and part in (_LIT_CLOSE, _LIT_CR):
+                self._literal_part, self._literal_size = _LIT_NONE, size
+                return i
+            else:
+                part = _LIT_NONE
+        if part == _LIT_NONE:
+            m = _LITERAL.search(data, i)
+            if m is not None:
+                self._literal_part, self._literal_size = _LIT_NONE, _more_digits(0, m[1])
+                return m.end()
+            m = _LITERAL_PART.search(data, max(i, data.rfind(b"\n", i) + 1))
+            if m is not None:
+                digits, sign, close, cr = m.groups()
+                size = _more_digits(0, digits)
+                if not digits:
+                    part = _LIT_NONE if sign or close or cr else _LIT_OPEN
+                elif close:
+                    part = _LIT_CR if cr else _LIT_CLOSE
+                elif cr:
+                    part = _LIT_NONE
+                else:
+                    part = _LIT_SIGN if sign else _LIT_DIGITS
+        self._literal_part, self._literal_size = part, size
+        return -1
 
     def _detect_start(self, data: bytes) -> int:
         """Judge the stream's first bytes (``data`` holds all of them so far), once there are

@@ -247,6 +247,13 @@ def generated_capture(draw: st.DrawFn) -> tuple[bytes, int]:
         sport, dport = 40000 + flow, draw(st.sampled_from([443, 143, 993]))
         for direction in range(draw(st.integers(1, 2))):
             payload = draw(st.sampled_from([b"", b"* OK ready\r\n", b"garbage"]))
+            if draw(st.booleans()):
+                # IMAP before STARTTLS: a literal holding a hello record (plaintext), its
+                # announced size drawn so it may end inside the record or run past it.
+                fake = pb.record(22, _hello(draw))
+                size = draw(st.integers(0, len(fake) + 8) | st.just(len(fake)))
+                announce = draw(st.sampled_from([b"}\r\n", b"+}\r\n", b"-}\r\n", b"}\n"]))
+                payload += b'a1 ID ("x" {%d' % size + announce + fake + b")\r\na2 STARTTLS\r\n"
             for _ in range(draw(st.integers(1, 2))):
                 msg = _hello(draw)
                 if draw(st.booleans()):
@@ -308,6 +315,47 @@ def test_generated_captures_small_flow_table(
     """Eviction of the oldest flow when the table is full, and idle expiry, as in Python."""
     data, seed = case
     assert_same(data, seed=seed, table=(max_flows, idle_timeout))
+
+
+@st.composite
+def literal_dialogue_capture(draw: st.DrawFn) -> tuple[bytes, int]:
+    """One IMAP flow before STARTTLS whose commands carry literals, announced well or badly
+    (any size, leading zeros, a sign or not, CR or not, junk after the "}"), some holding
+    hello records or newlines; then STARTTLS and a hello; all in small in-order segments, so
+    that announcements and literals are cut everywhere."""
+    payload = b"a0 CAPABILITY\r\n"
+    for _ in range(draw(st.integers(1, 4))):
+        fake = pb.record(22, _hello(draw))
+        literal = draw(st.sampled_from([fake, b"x\r\n" + fake, b"{5}\r\n", b""]))
+        size = draw(st.just(len(literal)) | st.integers(0, len(literal) + 40))
+        digits = b"0" * draw(st.integers(0, 3)) + b"%d" % size
+        announce = (
+            b"{"
+            + draw(st.sampled_from([digits, b"", b"+" + digits, digits * 8]))
+            + draw(st.sampled_from([b"", b"+", b"-"]))
+            + b"}"
+            + draw(st.sampled_from([b"\r\n", b"\n", b"x\r\n", b"\r"]))
+        )
+        payload += b'a1 ID ("x" ' + announce + literal + b")\r\n"
+    payload += b"a2 STARTTLS\r\n" + pb.record(22, _hello(draw))
+    isn = draw(st.integers(0, 0xFFFFFFFF))
+    frames, pos, ts = [], 0, 1_700_000_000.0
+    while pos < len(payload):
+        size = draw(st.integers(1, 12))
+        l4 = pb.tcp(
+            40000, 143, isn + 1 + pos, 1, pb.TCP_ACK | pb.TCP_PSH, payload[pos : pos + size]
+        )
+        frames.append((ts, pb.ethernet(pb.ipv4("10.0.0.1", "10.0.1.1", l4))))
+        pos += size
+        ts += 0.001
+    return pb.pcap_bytes(frames, 1), draw(st.integers(0, 1000))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(literal_dialogue_capture())
+def test_literal_dialogues_in_small_segments(case: tuple[bytes, int]) -> None:
+    data, seed = case
+    assert_same(data, seed=seed)
 
 
 @st.composite

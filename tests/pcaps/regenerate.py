@@ -283,6 +283,77 @@ with insecure().wrap_socket(sock, server_hostname=host) as tls:
 """
 )
 
+# argv: host -- IMAP before STARTTLS with command arguments sent as literals (RFC 9051 4.3,
+# RFC 7888) whose bytes are a whole TLS ClientHello record (one of this client's, from OpenSSL
+# via MemoryBIO, with ALPN so its JA3 differs from the real hello's): a synchronising literal
+# sent after Dovecot's "+" continuation, so it starts a segment of its own; LITERAL+ literals in
+# the announcing segment, and with segments split inside "{N+}", between "}" and CRLF and
+# inside the literal. Then STARTTLS and a real handshake, the only hello tshark reports.
+PY_IMAP_LITERAL = (
+    PY_INSECURE
+    + """
+import socket, ssl, sys, time
+host = sys.argv[1]
+
+def hello_record():
+    ctx = insecure()
+    ctx.set_alpn_protocols(["imap"])
+    out = ssl.MemoryBIO()
+    tls = ctx.wrap_bio(ssl.MemoryBIO(), out, server_hostname=host)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+def line(sock):
+    buf = b""
+    while not buf.endswith(b"\\r\\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            raise SystemExit("server closed")
+        buf += chunk
+    return buf
+
+def tagged(sock, tag):
+    while True:
+        ln = line(sock)
+        if ln.startswith(tag + b" "):
+            return ln
+
+def pieces(sock, *parts):
+    for part in parts:
+        sock.sendall(part)
+        time.sleep(0.05)
+
+sock = socket.create_connection((host, 143), timeout=10)
+sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+greeting = line(sock)
+if b"LITERAL+" not in greeting:
+    raise SystemExit(f"no LITERAL+ in {greeting!r}")
+rec = hello_record()
+n = str(len(rec)).encode()
+# Synchronising: the literal waits for the continuation request.
+pieces(sock, b'a001 ID ("x" {' + n + b"}\\r\\n")
+cont = line(sock)
+if not cont.startswith(b"+"):
+    raise SystemExit(f"no continuation: {cont!r}")
+pieces(sock, rec, b")\\r\\n")
+print("a001", tagged(sock, b"a001"), file=sys.stderr)
+# LITERAL+: announcement and literal in one segment.
+pieces(sock, b'a002 ID ("x" {' + n + b"+}\\r\\n" + rec + b")\\r\\n")
+print("a002", tagged(sock, b"a002"), file=sys.stderr)
+# LITERAL+ in pieces: inside "{N+}", between "}" and CRLF, inside the literal.
+pieces(sock, b'a003 ID ("x" {' + n[:1], n[1:] + b"+}", b"\\r\\n", rec[:3], rec[3:] + b")\\r\\n")
+print("a003", tagged(sock, b"a003"), file=sys.stderr)
+pieces(sock, b"a004 STARTTLS\\r\\n")
+print("a004", tagged(sock, b"a004"), file=sys.stderr)
+with insecure().wrap_socket(sock, server_hostname=host) as tls:
+    tls.sendall(b"a005 LOGOUT\\r\\n")
+    tls.recv(4096)
+"""
+)
+
 # argv: url target
 PY_CURL_CFFI = """
 import sys
@@ -539,6 +610,19 @@ def make_starttls_plaintext_record(out: Path, ctx: Ctx) -> list[Conn]:
                 "python socket: IMAP command whose argument starts a segment with a ClientHello "
                 "record, then STARTTLS and Python ssl",
                 [PY, "-c", PY_IMAP_PLAINTEXT_RECORD, SERVER_NAME],
+            )
+        ]
+
+
+def make_starttls_literal(out: Path, ctx: Ctx) -> list[Conn]:
+    with veth_pair(hosts=HOSTS) as net, dovecot(net.server, ctx), tcpdump(net.client, out):
+        return [
+            client_run(
+                net.client,
+                ctx,
+                "python socket: IMAP ID commands whose literals (synchronising, LITERAL+, split "
+                "segments) are a ClientHello record, then STARTTLS and Python ssl",
+                [PY, "-c", PY_IMAP_LITERAL, SERVER_NAME],
             )
         ]
 
@@ -944,6 +1028,14 @@ CAPTURES: list[Capture] = [
         make_starttls_plaintext_record,
     ),
     Capture(
+        "dovecot-starttls-literal.pcap",
+        "Python socket and ssl against Dovecot 2.3 IMAP",
+        "before STARTTLS, IMAP literals (synchronising and LITERAL+, segments split inside "
+        "{N+}, before CRLF and inside the literal) holding a ClientHello record (plaintext, not "
+        "TLS); then the real STARTTLS hello",
+        make_starttls_literal,
+    ),
+    Capture(
         "dovecot-starttls-pop3.pcap",
         "openssl s_client -starttls pop3, Python poplib",
         "hello after POP3 STLS plaintext on port 110 (Dovecot 2.3)",
@@ -1332,6 +1424,12 @@ files. `tunnels/` holds IP-in-IP (4in4, 6in4, 4in6, 6in6), GTP-U, CAPWAP (802.11
 in the standard order, and byte-swapped as Cisco sends it) and PPP (link type 9): the real packets
 of `openssl-tls13.pcap` and `ipv6.pcap` wrapped by `tunnels/regenerate.py` (this machine's kernel
 has no ipip/sit/ip6_tunnel), with their own tshark expectations.
+`quic/` holds aioquic connections on loopback (`quic/regenerate.py`: v1, v2, Retry, a hello split
+over three Initials) and, from `quic/regenerate_versions.py`, the versions before RFC 9000:
+draft-27 (aioquic 0.8.8), draft-29 and draft-32 (aioquic 0.9.25) recorded live; every other draft
+from 23 to 34, mvfst's 0xfaceb001/0xfaceb002/0xfaceb00e and Google's T050/T051 re-protected from
+`draft29.pcap` (same plaintext under that version's salt; Google framing for T050/T051), as no
+stack available here speaks them. `quic/expected.json` is tshark's answer for all of them.
 
 ## ClientHello JA3 per capture (tshark)
 

@@ -406,3 +406,104 @@ def test_hello_after_an_xmpp_proceed() -> None:
     # XMPP (RFC 6120): <starttls/> ends with ">" and no newline.
     stream = [b"<?xml version='1.0'?><stream:stream to='example.com'>", b"<starttls/>"]
     assert feed_all([*stream, HELLO_RECORD]) == [(CH, HELLO)]
+
+
+# --- IMAP literals before STARTTLS --------------------------------------------------------------
+
+FAKE = client_hello_body([0x1301], [sni_ext("fake.example")])
+FAKE_RECORD = record(HANDSHAKE, handshake(CH, FAKE))
+
+
+def literal_dialogue(announce: bytes) -> bytes:
+    """IMAP before STARTTLS with a command argument sent as a literal (RFC 9051 4.3, RFC 7888)
+    holding a hello record of its own, then STARTTLS and the real hello. ``announce`` has N
+    for the literal's length."""
+    size = str(len(FAKE_RECORD)).encode()
+    return (
+        b'a001 ID ("x" '
+        + announce.replace(b"N", size)
+        + FAKE_RECORD
+        + b")\r\na002 STARTTLS\r\n"
+        + HELLO_RECORD
+    )
+
+
+ANNOUNCEMENTS = [b"{N}\r\n", b"{N+}\r\n", b"{N-}\r\n", b"{N}\n", b"{0000N+}\r\n"]
+
+
+@pytest.mark.parametrize("announce", ANNOUNCEMENTS)
+def test_literal_holding_a_hello_is_plaintext_wherever_segments_split(announce: bytes) -> None:
+    # tshark's IMAP dissector keeps the literal as IMAP: only the hello after STARTTLS counts.
+    stream = literal_dialogue(announce)
+    assert feed_all([stream]) == [(CH, HELLO)]
+    assert feed_all(stream[i : i + 1] for i in range(len(stream))) == [(CH, HELLO)]
+    for i in range(len(stream) + 1):
+        assert feed_all([stream[:i], stream[i:]]) == [(CH, HELLO)], i
+
+
+def test_literal_every_pair_of_split_points_around_it() -> None:
+    # Splits inside "{N+}", between "}" and CRLF, inside the literal and right after it.
+    stream = literal_dialogue(b"{N+}\r\n")
+    start = stream.index(b"{")
+    after = start + len(b"{N+}\r\n") + 2 + len(FAKE_RECORD) + 3
+    for i in range(start, after):
+        for j in range(i, after + 2):
+            got = feed_all([stream[:i], stream[i:j], stream[j:]])
+            assert got == [(CH, HELLO)], (i, j)
+
+
+def test_literal_starting_its_own_segment_after_the_continuation() -> None:
+    # A synchronising literal is sent once the server's "+" continuation is back: it starts a
+    # segment of its own, where the hello at the start of a line used to be taken as TLS.
+    size = str(len(FAKE_RECORD)).encode()
+    p = TlsStreamParser()
+    assert feed_all([b"a001 LOGIN {" + size + b"}\r\n", FAKE_RECORD], p) == []
+    assert feed_all([b" {6}\r\n", b"secret", b"\r\n"], p) == []
+    assert not p.done
+    assert feed_all([b"a002 STARTTLS\r\n", HELLO_RECORD], p) == [(CH, HELLO)]
+
+
+def test_a_hello_inside_a_literal_after_a_newline_is_plaintext() -> None:
+    literal = b"x\r\n" + FAKE_RECORD
+    stream = b"a001 ID {%d}\r\n" % len(literal) + literal + b"\r\na002 STARTTLS\r\n" + HELLO_RECORD
+    assert feed_all([stream]) == [(CH, HELLO)]
+
+
+def test_an_announcement_inside_a_literal_is_literal_data() -> None:
+    # The 5-byte literal "{9}\r\n" announces nothing: the hello after the line's end is real.
+    assert feed_all([b"a001 ID {5}\r\n{9}\r\n)\r\n", HELLO_RECORD]) == [(CH, HELLO)]
+    assert feed_all([b"a001 ID {5}\r\n{9}\r\n)\r\n" + HELLO_RECORD]) == [(CH, HELLO)]
+
+
+def test_the_line_goes_on_after_a_literal() -> None:
+    # An empty literal, then a segment that starts with a hello record: still inside the line.
+    p = TlsStreamParser()
+    assert feed_all([b"a001 ID {0+}\r\n", HELLO_RECORD], p) == []
+    assert not p.done
+    assert feed_all([b"\r\n", HELLO_RECORD], p) == [(CH, HELLO)]
+
+
+@pytest.mark.parametrize(
+    "line", [b"a001 ID {}\r\n", b"a001 ID {+5}\r\n", b"a001 ID {5}x\r\n", b"a001 ID {5\r\n"]
+)
+def test_not_an_announcement(line: bytes) -> None:
+    # Not the syntax of a literal: the next line may start the hello, whatever the split.
+    stream = line + HELLO_RECORD
+    for i in range(len(stream) + 1):
+        assert feed_all([stream[:i], stream[i:]]) == [(CH, HELLO)], i
+
+
+def test_a_huge_literal_spends_the_plaintext_budget() -> None:
+    # N is only counted (no int() of 20,000 digits, nothing allocated by it): the literal
+    # outlasts MAX_PLAINTEXT, so the direction gives up rather than look inside it.
+    p = TlsStreamParser()
+    assert feed_all([b"a001 ID {", *[b"9" * 20] * 1000, b"}\r\n", HELLO_RECORD], p) == []
+    assert not p.done
+    assert feed_all([b"x" * MAX_PLAINTEXT], p) == []
+    assert p.done
+
+
+def test_a_literal_announced_by_the_server_is_plaintext_too() -> None:
+    # A FETCH response before STARTTLS is unusual, but its literal is plaintext all the same.
+    stream = b"* 1 FETCH (BODY[] {%d}\r\n" % len(FAKE_RECORD) + FAKE_RECORD + b")\r\n"
+    assert feed_all([b"* OK ready\r\n", stream, b"a002 OK go\r\n", HELLO_RECORD]) == [(CH, HELLO)]

@@ -100,6 +100,24 @@ fn text_run_after(run: TextRun, data: &[u8], pos: usize) -> TextRun {
     }
 }
 
+/// IMAP literals (the reference's `_LITERAL` comment says why they are plaintext and why the
+/// rule is safe for the other STARTTLS protocols): a line ending in "{N}", "{N+}" or "{N-}" and
+/// CRLF (or a bare LF) is followed by N bytes of literal data. N only counts bytes, capped at
+/// `LITERAL_CAP`: any larger literal exhausts the `MAX_PLAINTEXT` budget the same way.
+const LITERAL_CAP: usize = MAX_PLAINTEXT + 1;
+
+/// Where a literal announcement stands at a chunk's end: after "{", digits, the sign, "}" and
+/// "}\r".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LiteralPart {
+    None,
+    Open,
+    Digits,
+    Sign,
+    Close,
+    Cr,
+}
+
 fn find(data: &[u8], needle: &[u8; 2], from: usize) -> Option<usize> {
     if from >= data.len() {
         return None;
@@ -115,6 +133,11 @@ pub struct TlsStreamParser {
     at_start: bool,
     /// In plaintext: what the bytes since the last line break are.
     text_run: TextRun,
+    /// In plaintext: bytes of an IMAP literal still to come, and an announcement cut by the
+    /// end of the last chunk (its state and its size so far).
+    literal_left: usize,
+    literal_part: LiteralPart,
+    literal_size: usize,
     hellos: u32,
     pending: Vec<u8>,
     record_type: u8,
@@ -134,6 +157,9 @@ impl Default for TlsStreamParser {
             started: false,
             at_start: true,
             text_run: TextRun::Empty,
+            literal_left: 0,
+            literal_part: LiteralPart::None,
+            literal_size: 0,
             hellos: 0,
             pending: Vec::new(),
             record_type: 0,
@@ -210,6 +236,18 @@ impl TlsStreamParser {
         if self.at_start {
             return self.detect_start(data);
         }
+        if self.literal_left > 0 {
+            // Literal data: plaintext, and its line goes on after it (text_run is already
+            // Text), so no hello starts right after it either.
+            let take = self.literal_left.min(end - pos);
+            self.literal_left -= take;
+            self.plaintext_seen += take;
+            if self.plaintext_seen > MAX_PLAINTEXT {
+                self.state = State::Done;
+                return Some(end);
+            }
+            return Some(pos + take);
+        }
         if self.text_run != TextRun::Text
             && end - pos < 6
             && data[pos] == CONTENT_HANDSHAKE
@@ -227,15 +265,28 @@ impl TlsStreamParser {
             self.state = State::Header;
             return Some(pos);
         }
-        // Plaintext: a STARTTLS hello starts right after the line that ended in "\n"; inside
-        // a line of text it is never a hello, wherever a segment happens to end.
-        let mut found = find(data, b"\x16\x03", pos + 1);
+        // Plaintext up to the end of the chunk, or of the first line that announces a literal.
+        let stop = self.literal_announced(data, pos);
+        let limit = stop.unwrap_or(end);
+        // A STARTTLS hello starts right after the line that ended in "\n"; inside a line of
+        // text it is never a hello, wherever a segment happens to end.
+        let mut found = find(&data[..limit], b"\x16\x03", pos + 1);
         while let Some(i) = found {
             if data[i - 1] == 0x0A && end - i >= 5 && is_handshake_header(data, i) {
                 self.state = State::Header;
                 return Some(i);
             }
-            found = find(data, b"\x16\x03", i + 1);
+            found = find(&data[..limit], b"\x16\x03", i + 1);
+        }
+        if let Some(stop) = stop {
+            self.literal_left = self.literal_size;
+            self.text_run = TextRun::Text; // the announcing line goes on after the literal
+            self.plaintext_seen += stop - pos;
+            if self.plaintext_seen > MAX_PLAINTEXT {
+                self.state = State::Done;
+                return Some(end);
+            }
+            return Some(stop);
         }
         // The chunk may end inside a record header that follows a newline: keep it.
         for t in (pos + 1).max(end.saturating_sub(4))..end {
@@ -247,6 +298,7 @@ impl TlsStreamParser {
                 self.pending = data[t..].to_vec();
                 self.plaintext_seen += t - pos;
                 self.text_run = TextRun::Empty;
+                self.literal_part = LiteralPart::None; // as it stands after the newline before t
                 return None;
             }
         }
@@ -256,6 +308,38 @@ impl TlsStreamParser {
             self.state = State::Done;
         }
         Some(end)
+    }
+
+    /// The end of the first literal announcement in plaintext `data[pos..]` (just after its
+    /// "\n"; its size goes to `literal_size`), or None with the announcement the chunk ends in,
+    /// if any, kept in `literal_part` and `literal_size` for the next chunk. The same automaton
+    /// as the reference's regular expressions, a byte at a time.
+    fn literal_announced(&mut self, data: &[u8], pos: usize) -> Option<usize> {
+        let (mut part, mut size) = (self.literal_part, self.literal_size);
+        for (i, &b) in data.iter().enumerate().skip(pos) {
+            part = match (part, b) {
+                (_, b'{') => {
+                    size = 0;
+                    LiteralPart::Open
+                }
+                (LiteralPart::Open | LiteralPart::Digits, b'0'..=b'9') => {
+                    size = (size * 10 + usize::from(b - b'0')).min(LITERAL_CAP);
+                    LiteralPart::Digits
+                }
+                (LiteralPart::Digits, b'+' | b'-') => LiteralPart::Sign,
+                (LiteralPart::Digits | LiteralPart::Sign, b'}') => LiteralPart::Close,
+                (LiteralPart::Close, b'\r') => LiteralPart::Cr,
+                (LiteralPart::Close | LiteralPart::Cr, b'\n') => {
+                    self.literal_part = LiteralPart::None;
+                    self.literal_size = size;
+                    return Some(i + 1);
+                }
+                _ => LiteralPart::None,
+            };
+        }
+        self.literal_part = part;
+        self.literal_size = size;
+        None
     }
 
     /// Judge the stream's first bytes (`data` holds all of them so far) once there are enough
@@ -478,6 +562,79 @@ mod tests {
         p.feed(&v2[..1], &mut out);
         p.feed(&v2[1..], &mut out);
         assert!(p.done() && out.is_empty());
+    }
+
+    /// An IMAP dialogue whose command before STARTTLS sends a literal (announced by `announce`,
+    /// e.g. "{N}\r\n") holding a hello record of its own, then the real STARTTLS hello.
+    fn literal_dialogue(announce: &str) -> (Vec<u8>, Vec<u8>) {
+        let fake = record(22, &hello_msg(1, b"FAKE"));
+        let real = record(22, &hello_msg(1, b"REAL"));
+        let mut stream = b"a001 ID (\"x\" ".to_vec();
+        stream.extend(announce.replace('N', &fake.len().to_string()).bytes());
+        stream.extend(&fake);
+        stream.extend(b")\r\na002 STARTTLS\r\n");
+        stream.extend(&real);
+        (stream, b"REAL".to_vec())
+    }
+
+    fn feed_chunks(chunks: &[&[u8]]) -> (Vec<StreamItem>, TlsStreamParser) {
+        let mut p = TlsStreamParser::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            p.feed(c, &mut out);
+        }
+        (out, p)
+    }
+
+    #[test]
+    fn literal_holding_a_hello_is_plaintext_wherever_segments_split() {
+        for announce in ["{N}\r\n", "{N+}\r\n", "{N-}\r\n", "{N}\n", "{000N+}\r\n"] {
+            let (stream, real) = literal_dialogue(announce);
+            let want = vec![StreamItem::Hello(1, real)];
+            assert_eq!(feed_chunks(&[&stream]).0, want, "{announce:?} whole");
+            for i in 0..=stream.len() {
+                let (a, b) = stream.split_at(i);
+                assert_eq!(feed_chunks(&[a, b]).0, want, "{announce:?} split at {i}");
+            }
+            let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+            assert_eq!(feed_chunks(&bytes).0, want, "{announce:?} byte by byte");
+        }
+    }
+
+    #[test]
+    fn an_announcement_inside_a_literal_is_literal_data() {
+        // The 5-byte literal "{9}\r\n" announces nothing: the hello after the line's CRLF is
+        // the real one.
+        let mut stream = b"a001 ID {5}\r\n{9}\r\n)\r\n".to_vec();
+        stream.extend(record(22, &hello_msg(1, b"REAL")));
+        assert_eq!(feed_chunks(&[&stream]).0, vec![StreamItem::Hello(1, b"REAL".to_vec())]);
+    }
+
+    #[test]
+    fn the_line_goes_on_after_an_empty_literal() {
+        let hello = record(22, &hello_msg(1, b"BODY"));
+        let (out, p) = feed_chunks(&[b"a001 ID {0+}\r\n", &hello]);
+        assert!(out.is_empty() && !p.done());
+        let (out, _) = feed_chunks(&[b"a001 ID {0+}\r\n", &hello, b"\r\n", &hello]);
+        assert_eq!(out, vec![StreamItem::Hello(1, b"BODY".to_vec())]);
+    }
+
+    #[test]
+    fn a_huge_literal_spends_the_plaintext_budget_without_allocating() {
+        let hello = record(22, &hello_msg(1, b"BODY"));
+        let mut p = TlsStreamParser::default();
+        let mut out = Vec::new();
+        p.feed(b"a001 ID {", &mut out);
+        for _ in 0..1000 {
+            p.feed(b"99999999999999999999", &mut out);
+        }
+        p.feed(b"}\r\n", &mut out);
+        p.feed(&hello, &mut out);
+        assert!(out.is_empty() && !p.done());
+        assert!(p.pending.capacity() < 64 && p.literal_size == LITERAL_CAP);
+        let filler = vec![b'x'; MAX_PLAINTEXT];
+        p.feed(&filler, &mut out);
+        assert!(out.is_empty() && p.done());
     }
 
     #[test]
