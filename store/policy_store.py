@@ -59,7 +59,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.visitors import replacement_traverse
 
 from ja3svc.policy.facts import (
     NETWORK_ONLY_FAIL_TYPES,
@@ -1150,20 +1152,57 @@ class _PgRun:
             self.conn.execute(sql, params)
 
 
-async def _drive_async(conn: Any, reads: Reads[T]) -> T:
-    """``reads`` asked on the psycopg AsyncConnection ``conn``, statement after statement.
+def _renumbered(stmt: Any, offset: int) -> Any:
+    """``stmt`` with its binds ``p<i>`` renamed ``p<i + offset>``."""
 
-    Not in psycopg's pipeline mode, although it saves round trips: profiled under the soak at
-    1,500 req/s (py-spy, GIL samples of the event loop), the reads took 59% of the samples in
-    pipeline mode (34% in psycopg's pipeline communication alone) and 23% one statement at a
-    time. The CPU of the event loop is what one worker runs out of; a loopback round trip is
-    cheap beside it."""
+    def rename(element: Any, **kw: Any) -> Any:
+        if isinstance(element, BindParameter):
+            return bindparam(f"p{int(element.key[1:]) + offset}")
+        return None
+
+    opts: dict[str, Any] = {}
+    return replacement_traverse(stmt, opts, rename)
+
+
+@functools.lru_cache(maxsize=256)
+def _together_query(queries: tuple[_Query, ...]) -> _Query:
+    """One statement asking all of ``queries`` (with their parameters one after the other):
+    a single row whose column i holds query i's rows as a JSON array of arrays (NULL for no
+    rows). Built from the queries' own Core statements, so each query still exists once; the
+    few shapes an allow makes are kept (and prepared by psycopg once the server has seen them
+    a few times)."""
+    columns = []
+    offset = 0
+    for query in queries:
+        sub = _renumbered(query.stmt, offset).subquery()
+        # json_agg keeps the order of its input, the subquery's ORDER BY (the equivalents').
+        rows = select(func.json_agg(func.json_build_array(*sub.c))).select_from(sub)
+        columns.append(rows.scalar_subquery())
+        offset += len(query.names)
+    return _Query(select(*columns), offset)
+
+
+async def _drive_async(conn: Any, reads: Reads[T]) -> T:
+    """``reads`` asked on the psycopg AsyncConnection ``conn``, each round in one statement.
+
+    What psycopg costs in Python per statement (sending, preparing, describing, fetching) was
+    most of an allow's CPU on the event loop, the resource one worker runs out of: the four
+    reads of an allow that misses the caches are asked as one statement (``_together_query``;
+    their rows come back as JSON, parsed by the driver in C). Not in psycopg's pipeline mode
+    either: profiled under the soak at 1,500 req/s (py-spy, GIL samples of the event loop), the
+    reads took 59% of the samples in pipeline mode (34% in psycopg's pipeline communication
+    alone) and 23% one statement at a time."""
     try:
         batch = next(reads)
         while True:
-            rows = []
-            for sql, params in _pg_args(batch):
-                rows.append(await (await conn.execute(sql, params)).fetchall())
+            if len(batch) == 1:
+                ((sql, params),) = _pg_args(batch)
+                rows = [await (await conn.execute(sql, params)).fetchall()]
+            else:
+                query = _together_query(tuple([q for q, _ in batch]))
+                ((sql, params),) = _pg_args([(query, [x for _, p in batch for x in p])])
+                row = await (await conn.execute(sql, params)).fetchone()
+                rows = [found or [] for found in row]
             batch = reads.send(rows)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
@@ -1182,10 +1221,11 @@ class _PgBackend:
     So the verdict path's reads run on the event loop (``read_async``): a few psycopg
     AsyncConnections in autocommit mode (no BEGIN, no ROLLBACK, no ping: a connection that
     failed is closed, with the idle ones, and the next read opens another), everything one
-    allow needs asked in one call on one connection (``_together``; back to back, not in
-    pipeline mode: see ``_drive_async``), statements the server has seen a few times prepared
-    (psycopg's ``prepare_threshold``). Each read is its own snapshot: the
-    facts only grow, and reading them microseconds apart changes no verdict. The service
+    allow needs asked in one statement on one connection (``_together``, made one statement
+    by ``_together_query``; not in pipeline mode: see ``_drive_async``), statements the server
+    has seen a few times prepared (psycopg's ``prepare_threshold``). Each round is one
+    snapshot; rounds are separate ones: the facts only grow, and reading them milliseconds
+    apart changes no verdict. The service
     bounds every read with its deadline; a read cut off by it closes its connection.
 
     The writer's batches (a thread, ``write``) are one transaction of multi-row INSERTs on a
