@@ -236,18 +236,16 @@ sock.close()
 """
 )
 
-# argv: host -- IMAP before STARTTLS with a command argument that starts a TCP segment with a
-# whole TLS ClientHello record (one of this client's, from OpenSSL via MemoryBIO; its newline bytes,
-# e.g. in extension type 10, make Dovecot answer a few junk lines with BAD), then a real
-# STARTTLS handshake.
-PY_IMAP_PLAINTEXT_RECORD = (
+# The start of the two IMAP clients below: hello_record() is one of this client's ClientHello
+# records (from OpenSSL via MemoryBIO, with ALPN, unlike the real hello after STARTTLS: the two
+# differ in JA3); line() reads one line of the server's.
+PY_IMAP_HELLO_RECORD = (
     PY_INSECURE
     + """
 import socket, ssl, sys, time
 host = sys.argv[1]
 
 def hello_record():
-    # With ALPN, unlike the real hello after STARTTLS: the two differ in JA3.
     ctx = insecure()
     ctx.set_alpn_protocols(["imap"])
     out = ssl.MemoryBIO()
@@ -266,7 +264,16 @@ def line(sock):
             raise SystemExit("server closed")
         buf += chunk
     return buf
+"""
+)
 
+# argv: host -- IMAP before STARTTLS with a command argument that starts a TCP segment with a
+# whole TLS ClientHello record (one of this client's, from OpenSSL via MemoryBIO; its newline bytes,
+# e.g. in extension type 10, make Dovecot answer a few junk lines with BAD), then a real
+# STARTTLS handshake.
+PY_IMAP_PLAINTEXT_RECORD = (
+    PY_IMAP_HELLO_RECORD
+    + """
 sock = socket.create_connection((host, 143), timeout=10)
 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 line(sock)  # greeting
@@ -290,31 +297,8 @@ with insecure().wrap_socket(sock, server_hostname=host) as tls:
 # the announcing segment, and with segments split inside "{N+}", between "}" and CRLF and
 # inside the literal. Then STARTTLS and a real handshake, the only hello tshark reports.
 PY_IMAP_LITERAL = (
-    PY_INSECURE
+    PY_IMAP_HELLO_RECORD
     + """
-import socket, ssl, sys, time
-host = sys.argv[1]
-
-def hello_record():
-    ctx = insecure()
-    ctx.set_alpn_protocols(["imap"])
-    out = ssl.MemoryBIO()
-    tls = ctx.wrap_bio(ssl.MemoryBIO(), out, server_hostname=host)
-    try:
-        tls.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return out.read()
-
-def line(sock):
-    buf = b""
-    while not buf.endswith(b"\\r\\n"):
-        chunk = sock.recv(1)
-        if not chunk:
-            raise SystemExit("server closed")
-        buf += chunk
-    return buf
-
 def tagged(sock, tag):
     while True:
         ln = line(sock)
