@@ -203,9 +203,11 @@ def _aggregates_sql(rows: str, pg: bool) -> tuple[str, str]:
     ``ROW_COLUMNS``) to the fingerprint and Dovecot-hash aggregates.
 
     The database does the arithmetic (``times_seen + excluded.times_seen``), so concurrent
-    writers lose no count; rows go in sorted by their key, a consistent row-lock order across
-    writers, so they do not deadlock. ``WHERE true``: SQLite cannot otherwise tell the
-    upsert's ON CONFLICT from a join's ON. SQLite's two-argument min()/max() are LEAST/GREATEST.
+    writers lose no count; on PostgreSQL rows go in sorted by their key, a consistent row-lock
+    order across writers, so they do not deadlock (SQLite's writer holds the database's one
+    write lock: a sort there would be spent for nothing). ``WHERE true``: SQLite cannot
+    otherwise tell the upsert's ON CONFLICT from a join's ON. SQLite's two-argument
+    min()/max() are LEAST/GREATEST.
     """
     least, greatest = ("LEAST", "GREATEST") if pg else ("min", "max")
 
@@ -227,7 +229,7 @@ def _aggregates_sql(rows: str, pg: bool) -> tuple[str, str]:
     )
     fingerprints = (
         "INSERT INTO fingerprints (kind, value, full_string, first_seen, last_seen, times_seen) "
-        f"SELECT * FROM ({per_kind}) AS f WHERE true ORDER BY kind, value "
+        f"SELECT * FROM ({per_kind}) AS f WHERE true{' ORDER BY kind, value' if pg else ''} "
         + upsert(
             "fingerprints",
             "kind, value",
@@ -287,10 +289,11 @@ def _sqlite_sql() -> tuple[str, ...]:
         f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ({_stage_ddl(sqlite.dialect())})",
         f"INSERT INTO {_STAGE} ({_ROW_NAMES}) VALUES ({_marks(len(ROW_COLUMNS))})",
         f"DELETE FROM {_STAGE} WHERE EXISTS (SELECT 1 FROM sightings s WHERE {match})",
-        # A key twice in one batch: its first copy is stored (and the conflict target names
-        # the key, so a row that breaks another constraint still fails the batch)...
+        # A key twice in one batch: its first copy is stored, in load order (the staging
+        # table's rowid order: no sort), and the conflict target names the key, so a row that
+        # breaks another constraint still fails the batch...
         f"INSERT INTO sightings ({_SIGHTING_NAMES}) SELECT {_SIGHTING_NAMES} FROM {_STAGE} "
-        f"WHERE true ORDER BY {_KEY_NAMES}, rowid ON CONFLICT ({_KEY_NAMES}) DO NOTHING",
+        f"WHERE true ORDER BY rowid ON CONFLICT ({_KEY_NAMES}) DO NOTHING",
         # ... and only that copy counts.
         f"DELETE FROM {_STAGE} WHERE rowid NOT IN "
         f"(SELECT min(rowid) FROM {_STAGE} GROUP BY {_KEY_NAMES})",
