@@ -585,30 +585,14 @@ def make_tiny_first_segments(out: Path, ctx: Ctx) -> list[Conn]:
     return conns
 
 
-def make_starttls_plaintext_record(out: Path, ctx: Ctx) -> list[Conn]:
-    with veth_pair(hosts=HOSTS) as net, dovecot(net.server, ctx), tcpdump(net.client, out):
-        return [
-            client_run(
-                net.client,
-                ctx,
-                "python socket: IMAP command whose argument starts a segment with a ClientHello "
-                "record, then STARTTLS and Python ssl",
-                [PY, "-c", PY_IMAP_PLAINTEXT_RECORD, SERVER_NAME],
-            )
-        ]
+def dovecot_python_client(what: str, script: str) -> Scenario:
+    """One connection to Dovecot 2.3 by ``script`` (a Python client; argv: host)."""
 
+    def run(out: Path, ctx: Ctx) -> list[Conn]:
+        with veth_pair(hosts=HOSTS) as net, dovecot(net.server, ctx), tcpdump(net.client, out):
+            return [client_run(net.client, ctx, what, [PY, "-c", script, SERVER_NAME])]
 
-def make_starttls_literal(out: Path, ctx: Ctx) -> list[Conn]:
-    with veth_pair(hosts=HOSTS) as net, dovecot(net.server, ctx), tcpdump(net.client, out):
-        return [
-            client_run(
-                net.client,
-                ctx,
-                "python socket: IMAP ID commands whose literals (synchronising, LITERAL+, split "
-                "segments) are a ClientHello record, then STARTTLS and Python ssl",
-                [PY, "-c", PY_IMAP_LITERAL, SERVER_NAME],
-            )
-        ]
+    return run
 
 
 def drop_second_full_segment(ep: Endpoint, family: str, hook: str, match: str, mtu: int) -> None:
@@ -1009,7 +993,11 @@ CAPTURES: list[Capture] = [
         "Python socket and ssl against Dovecot 2.3 IMAP",
         "before STARTTLS, a command argument starting a segment with a ClientHello record "
         "(plaintext, not TLS); then the real STARTTLS hello",
-        make_starttls_plaintext_record,
+        dovecot_python_client(
+            "python socket: IMAP command whose argument starts a segment with a ClientHello "
+            "record, then STARTTLS and Python ssl",
+            PY_IMAP_PLAINTEXT_RECORD,
+        ),
     ),
     Capture(
         "dovecot-starttls-literal.pcap",
@@ -1017,7 +1005,11 @@ CAPTURES: list[Capture] = [
         "before STARTTLS, IMAP literals (synchronising and LITERAL+, segments split inside "
         "{N+}, before CRLF and inside the literal) holding a ClientHello record (plaintext, not "
         "TLS); then the real STARTTLS hello",
-        make_starttls_literal,
+        dovecot_python_client(
+            "python socket: IMAP ID commands whose literals (synchronising, LITERAL+, split "
+            "segments) are a ClientHello record, then STARTTLS and Python ssl",
+            PY_IMAP_LITERAL,
+        ),
     ),
     Capture(
         "dovecot-starttls-pop3.pcap",
