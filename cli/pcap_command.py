@@ -17,7 +17,8 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from ja3svc.capture.capture_file import NotACaptureError
 from ja3svc.capture.pcap_run import (
@@ -93,8 +94,9 @@ def register(sub: Any) -> None:
 
 def _configured() -> bool:
     """Whether any setting is given (a config file or a JA3SVC_ variable other than the
-    engine's): without one the settings are the defaults, and loading them (pydantic, a third
-    of a second) is skipped, which keeps `ja3svc pcap` on a small capture fast."""
+    engine's): without one the settings are the defaults, and loading them (pydantic, a sixth
+    of a second) is skipped, which keeps `ja3svc pcap`, with `--store` too, fast on a small
+    capture (`--store` then takes its defaults from ja3svc.config.defaults)."""
     if os.environ.get("JA3SVC_CONFIG"):
         return True
     return any(k.startswith("JA3SVC_") and k != ENGINE_ENV for k in os.environ)
@@ -102,7 +104,7 @@ def _configured() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     settings: Settings | None = None
-    if args.store or args.database_url or _configured():
+    if _configured():
         from ja3svc.config.settings import load_settings
 
         overrides = {"database_url": args.database_url} if args.database_url else {}
@@ -137,9 +139,9 @@ def run(args: argparse.Namespace) -> int:
         )
     out = sys.stdout
     store = None
-    if args.store and settings:
+    if args.store:
         try:
-            store = _Store(args, settings)
+            store = _Store(args, _StoreTarget.of(settings, args.database_url))
         except _StoreRefused as exc:
             print(f"ja3svc pcap: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -416,16 +418,45 @@ class _StoreRefused(Exception):
     """``--store`` cannot work: the message is the one line the user sees."""
 
 
+class _StoreTarget(NamedTuple):
+    """The settings `--store` uses: from the loaded settings, or, with nothing configured,
+    their defaults (``ja3svc.config.defaults``), without loading the settings machinery."""
+
+    database_url: str
+    auto_upgrade: bool | None
+    batch_size: int
+    spool_dir: Path
+
+    @classmethod
+    def of(cls, settings: Settings | None, database_url: str | None) -> _StoreTarget:
+        if settings is not None:  # --database-url is among its overrides
+            return cls(
+                settings.resolved_database_url(),
+                settings.store.auto_upgrade,
+                settings.store.batch_size,
+                settings.resolved_spool_dir(),
+            )
+        from ja3svc.config import defaults
+
+        data_dir = defaults.default_data_dir()
+        return cls(
+            database_url or defaults.default_database_url(data_dir),
+            None,
+            defaults.STORE_BATCH_SIZE,
+            defaults.default_spool_dir(data_dir),
+        )
+
+
 class _Store:
     """Records each hello as a sighting through the store's batched, spooling writer."""
 
-    def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
+    def __init__(self, args: argparse.Namespace, target: _StoreTarget) -> None:
         from ja3svc.store.database import Database, DatabaseUnavailable, SchemaOutOfDate
         from sqlalchemy.exc import ArgumentError, DBAPIError
 
-        self.settings = settings
+        self.target = target
         try:
-            self.db = Database.from_settings(self.settings)
+            self.db = Database.from_url(target.database_url, upgrade=target.auto_upgrade)
         except ArgumentError as exc:
             raise _StoreRefused(str(exc)) from None
         except DBAPIError as exc:
@@ -455,8 +486,8 @@ class _Store:
             self.db,
             sensor=self.sensor or f"file:{os.path.basename(label)}",
             # Offline, nothing waits for a sighting: big batches, one transaction each.
-            batch_size=max(self.settings.store.batch_size, PCAP_STORE_BATCH),
-            spool_dir=self.settings.resolved_spool_dir(),
+            batch_size=max(self.target.batch_size, PCAP_STORE_BATCH),
+            spool_dir=self.target.spool_dir,
         )
         self.writers.append(writer)
         return writer

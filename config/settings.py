@@ -13,14 +13,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+from ja3svc.config.defaults import (
+    STORE_BATCH_SIZE,
+    default_data_dir,
+    default_database_url,
+    default_spool_dir,
+)
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-
-def default_data_dir() -> Path:
-    """Per-user data directory (XDG): ``$XDG_DATA_HOME/ja3svc`` or ``~/.local/share/ja3svc``."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "ja3svc"
 
 
 class StoreSettings(BaseModel):
@@ -28,7 +28,7 @@ class StoreSettings(BaseModel):
 
     # Sightings per write transaction; larger batches amortise the commit, smaller ones make
     # captured hellos visible to the policy service sooner.
-    batch_size: int = Field(default=500, ge=1, le=100_000)
+    batch_size: int = Field(default=STORE_BATCH_SIZE, ge=1, le=100_000)
     # Sightings, auth failures and decisions older than this are pruned (`ja3svc db prune`);
     # fingerprint aggregates and labels are kept. None keeps everything.
     retention_days: int | None = Field(default=90, ge=1)
@@ -229,10 +229,10 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{self.data_dir / 'ja3svc.sqlite3'}"
+        return default_database_url(self.data_dir)
 
     def resolved_spool_dir(self) -> Path:
-        return self.store.spool_dir or self.data_dir / "spool"
+        return self.store.spool_dir or default_spool_dir(self.data_dir)
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

@@ -14,15 +14,17 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ja3svc.config.settings import Settings
 from ja3svc.store import migrate
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+
+if TYPE_CHECKING:  # only annotations: `pcap --store` unconfigured does not load pydantic
+    from ja3svc.config.settings import Settings
 
 log = logging.getLogger(__name__)
 

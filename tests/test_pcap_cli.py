@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -269,3 +271,50 @@ def test_broken_config_file_warns_offline_and_refuses_store(tmp_path, monkeypatc
     status, out, err = run_cli("pcap", "--no-progress", "-q", "--store", str(capture))
     assert status == 1 and out == ""
     assert "bad settings" in err and str(bad) in err and "Traceback" not in err
+
+
+def _pcap_store_process(env: dict[str, str], *argv: str) -> tuple[int, str, set[str]]:
+    """``ja3svc pcap --store`` in a fresh interpreter: exit status, stderr, and which of the
+    settings libraries it imported (in-process runs share the test session's modules)."""
+    probe = (
+        "import sys; from ja3svc.cli.main import main; status = main(sys.argv[1:]); "
+        "print(sorted(m for m in ('pydantic', 'pydantic_settings') if m in sys.modules), "
+        "file=sys.stderr); sys.exit(status)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, "pcap", "-q", "--no-progress", "--store", *argv],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    *lines, loaded = proc.stderr.strip().splitlines() or ["[]"]
+    return proc.returncode, "\n".join(lines), set(json.loads(loaded.replace("'", '"')))
+
+
+def _sightings(db_file: Path) -> int:
+    with sqlite3.connect(db_file) as con:
+        return int(con.execute("SELECT count(*) FROM sightings").fetchone()[0])
+
+
+def test_store_unconfigured_uses_the_defaults_without_loading_settings(tmp_path: Path) -> None:
+    # Nothing configured: the default SQLite file in the XDG data directory, made on first
+    # use, and the settings machinery (pydantic) never imported; configured through the
+    # environment: the configured database, through the settings.
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JA3SVC_")}
+    env = base | {"XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path)}
+    status, err, loaded = _pcap_store_process(env, str(HRR))
+    hellos = len(expected(HRR)["hellos"])
+    assert (status, err, loaded) == (0, "", set())
+    assert _sightings(tmp_path / "data" / "ja3svc" / "ja3svc.sqlite3") == hellos
+
+    other = tmp_path / "configured.sqlite3"
+    env_configured = env | {"JA3SVC_DATABASE_URL": f"sqlite:///{other}"}
+    status, err, loaded = _pcap_store_process(env_configured, str(CURL))
+    assert (status, err, loaded) == (0, "", {"pydantic", "pydantic_settings"})
+    assert _sightings(other) == len(expected(CURL)["hellos"])
+    # --database-url without configuration: that database, still without the settings.
+    given = tmp_path / "given.sqlite3"
+    status, err, loaded = _pcap_store_process(
+        env, str(CURL), "--database-url", f"sqlite:///{given}"
+    )
+    assert (status, err, loaded) == (0, "", set())
+    assert _sightings(given) == len(expected(CURL)["hellos"])
+    assert _sightings(tmp_path / "data" / "ja3svc" / "ja3svc.sqlite3") == hellos  # untouched
