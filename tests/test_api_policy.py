@@ -587,6 +587,7 @@ def test_inline_writer_writes_a_full_batch_once_without_a_tick_per_request():
 
     class RecordingStore:
         writes_inline = True
+        writes_async = False
 
         def __init__(self) -> None:
             self.batches: list[int] = []
