@@ -15,13 +15,13 @@ one or two rows per request. ``Queue.put`` notifies a condition every time, waki
 thread per row; each wake-up is a GIL hand-off that the event loop then waits to take back
 (profiled: 16% of samples in the writer and 12% in ``transport.write`` waiting for the GIL at
 ~1,700 req/s). Here the producer only appends (atomic in CPython, no lock, no wake-up) and the
-writer wakes every ``interval`` to write everything queued in one transaction, or earlier when a
-batch is full or someone asks for a flush.
+writer wakes every ``interval`` to write what is queued, ``BATCH_ROWS`` rows per transaction, or
+earlier when a batch is full or someone asks for a flush.
 
-On a SQLite file there is no thread at all: the event loop writes each batch itself (a few
-milliseconds for a fifth of a second of traffic). A writer thread there cost more than the
-writing: every time the loop released the GIL for a socket call the thread took it, and the loop
-waited to get it back (measured at the wrk peak: ~30 µs of the thread's own CPU and ~40 µs more
+On a SQLite file there is no thread at all: the event loop writes each batch itself (~2.4 ms
+for ``BATCH_ROWS`` rows, one batch per tick: see there). A writer thread there cost more than
+the writing: every time the loop released the GIL for a socket call the thread took it, and the
+loop waited to get it back (measured at the wrk peak: ~30 µs of the thread's own CPU and ~40 µs more
 of the loop's per request, against ~7 µs of SQLite work). The loop never waits for SQLite's
 lock: when a capture process is committing, the batch stays queued and is tried again on the next
 tick; checkpoints, which copy pages and fsync, run in a worker thread every
@@ -75,6 +75,15 @@ T = TypeVar("T")
 Success = tuple[float, str, Ref]
 Item = tuple[str, object]
 CHECKPOINT_SECONDS = 10.0
+# Rows per transaction. The loop writes one batch at a time and answers requests in between, so
+# this bounds how long a write holds the loop up: on SQLite a row costs ~18 us there (its random
+# index pages: decisions by account and by hash, user_fingerprints), and 0.2 s of traffic at
+# 2,000 req/s (~560 rows) held it 5.5-9 ms per tick, growing with the database; a backlog after
+# a checkpoint held the lock (~660 rows) 10-12 ms. That was SQLite's p99 (9.7-11 ms in 90-120 s
+# soaks); in 128-row batches the ticks take ~2.4 ms, p99 4.1-5.9 ms. Writing every ~50 ms
+# instead of every 200 ms costs ~35% more of the writes' CPU (52 against 38 ms per second).
+# PostgreSQL's batches are built on the loop too (rows, parameters, psycopg's adaptation).
+BATCH_ROWS = 128
 # After a replay found the database unreachable, spool without trying it for this long.
 SPOOL_RETRY_SECONDS = 1.0
 # The spool files' "sensor" field, and the prefix of their names.
@@ -141,7 +150,7 @@ class BatchWriter:
         on_drop: Callable[[int], None] = lambda n: None,
         on_retry: Callable[[int], None] = lambda n: None,
         max_queue: int = 100_000,
-        batch: int = 5_000,
+        batch: int = BATCH_ROWS,
         interval: float = 0.2,
         spool_dir: Path | None = None,
         on_spool: Callable[[int], None] = lambda n: None,
@@ -163,7 +172,7 @@ class BatchWriter:
         self._items: collections.deque[Item | _Marker] = collections.deque()
         self._max_queue = max_queue
         self._batch = batch
-        # 0.2 s: five small transactions a second at most; the audit log is visible well within
+        # 0.2 s, or at once when a batch is full; the audit log is visible well within
         # the ~1 s the admin API promises (and /api/v1/decisions flushes first anyway).
         self._interval = interval
         self._wake = threading.Event()
@@ -262,7 +271,7 @@ class BatchWriter:
             self._last_checkpoint = loop.time()
             self._checkpointing = True
             loop.run_in_executor(None, self._checkpoint)
-        self._schedule(self._interval)
+        self._schedule(self._next_tick())
 
     def _drained(self, task: asyncio.Task[None]) -> None:
         if task is not self._task:  # cancelled by stop()
@@ -272,8 +281,7 @@ class BatchWriter:
             exc = task.exception()
             log.error("policy writer failed", exc_info=exc)
         if self._loop is not None and self._tick_handle is None:
-            full = len(self._items) >= self._batch and not self._busy
-            self._schedule(0 if full else self._interval)
+            self._schedule(self._next_tick())
 
     def _kick(self) -> None:
         """A drain as soon as possible (a flush from another thread)."""
@@ -384,7 +392,9 @@ class BatchWriter:
                 loop.close()
 
     async def _drain(self, wait: bool = True) -> None:
-        """Write everything queued now, ``batch`` rows per transaction. Without ``wait``, a
+        """Write everything queued now, ``batch`` rows per transaction; without ``wait`` (the
+        loop's ticks) one batch only, the next tick coming at once while a full batch is
+        queued: the loop answers requests between two batches. Without ``wait``, too, a
         batch that finds the database locked by another process goes back to the front of the
         queue, in order, for the next tick (flush markers behind it wait with it)."""
         if self._spooled:
@@ -422,6 +432,13 @@ class BatchWriter:
                 return
             for marker in markers:
                 marker.done.set()
+            if not wait:
+                return
+
+    def _next_tick(self) -> float:
+        """Delay of the tick after one: none while a full batch is queued (after a backlog: a
+        checkpoint held the lock), else the interval."""
+        return 0 if len(self._items) >= self._batch and not self._busy else self._interval
 
     async def _write(self, items: list[Item], wait: bool = True) -> bool:
         """False when the batch was not written and stays queued: the database was busy
