@@ -361,9 +361,10 @@ class BatchWriter:
         self._retry_at = 0.0
         marker = _Marker()
         self._items.append(marker)
-        deadline = asyncio.get_running_loop().time() + timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while not marker.done.is_set():
-            left = deadline - asyncio.get_running_loop().time()
+            left = deadline - loop.time()
             if left <= 0:
                 return False
             if self._task is None:
@@ -372,6 +373,8 @@ class BatchWriter:
             if task is None:  # nothing to await: the marker was released
                 break
             await asyncio.wait([task], timeout=left)
+            if self._busy:  # unreachable and no spool: not a tight loop of connection attempts
+                await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
         return marker.done.is_set()
 
     def _run(self) -> None:
