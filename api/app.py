@@ -256,7 +256,8 @@ def create_app(
             close = getattr(connection_lookup, "close", None)
             if callable(close):
                 close()
-            service.writer.flush(5.0)
+            # Awaited: on PostgreSQL the loop itself writes the last batches.
+            await service.writer.flush_async(5.0)
             service.stop()
             mark_worker_gone()
 

@@ -113,6 +113,52 @@ class Spool:
         return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
 
 
+class Replay:
+    """A spool file being replayed (see :func:`replaying`): its ``items``, in order, and how
+    many of them are in the database (``done``), set by the replayer as it goes."""
+
+    __slots__ = ("done", "items")
+
+    def __init__(self, items: list[SpoolItem]) -> None:
+        self.items = items
+        self.done = 0
+
+
+@contextmanager
+def replaying(path: Path, *, blocking: bool = True) -> Iterator[Replay | None]:
+    """Hold a spool file locked while its items are written; None if it vanished, or is
+    locked by another replayer and ``blocking`` is false.
+
+    On a normal exit the file is removed; on an exception, what was written (``done``) stays
+    written and the rest is kept in the file for the next attempt. For a replayer that writes
+    synchronously (:func:`replay_file`) or awaits its writes (the policy writer on PostgreSQL).
+    """
+    with _locked(path, "r+", blocking=blocking) as fh:
+        if fh is None:
+            yield None
+            return
+        items: list[SpoolItem] = []
+        for lineno, line in enumerate(fh, 1):
+            if not line.endswith("\n"):
+                # A crash mid-append leaves a partial last line; its batch was never
+                # acknowledged to the caller, so dropping it loses nothing promised.
+                log.warning("%s:%d: incomplete line of an interrupted write, ignored", path, lineno)
+                break
+            try:
+                obj = json.loads(line)
+                items.append((str(obj["sensor"]), dict(obj["record"])))
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s:%d: unreadable spool line, ignored", path, lineno)
+        replay = Replay(items)
+        try:
+            yield replay
+        except BaseException:
+            if replay.done:
+                _rewrite(path, items[replay.done :])
+            raise
+        path.unlink()
+
+
 def replay_file(
     path: Path,
     write: Callable[[list[SpoolItem]], None],
@@ -126,32 +172,14 @@ def replay_file(
     the rest is kept in the file for the next attempt. A file locked by another replayer is
     skipped when ``blocking`` is false.
     """
-    with _locked(path, "r+", blocking=blocking) as fh:
-        if fh is None:
+    with replaying(path, blocking=blocking) as replay:
+        if replay is None:
             return 0
-        items: list[SpoolItem] = []
-        for lineno, line in enumerate(fh, 1):
-            if not line.endswith("\n"):
-                # A crash mid-append leaves a partial last line; its batch was never
-                # acknowledged to the caller, so dropping it loses nothing promised.
-                log.warning("%s:%d: incomplete line of an interrupted write, ignored", path, lineno)
-                break
-            try:
-                obj = json.loads(line)
-                items.append((str(obj["sensor"]), dict(obj["record"])))
-            except (ValueError, KeyError, TypeError):
-                log.warning("%s:%d: unreadable spool line, ignored", path, lineno)
-        done = 0
-        try:
-            for start in range(0, len(items), batch_size):
-                write(items[start : start + batch_size])
-                done = start + min(batch_size, len(items) - start)
-        except BaseException:
-            if done:
-                _rewrite(path, items[done:])
-            raise
-        path.unlink()
-        return done
+        items = replay.items
+        for start in range(0, len(items), batch_size):
+            write(items[start : start + batch_size])
+            replay.done = start + min(batch_size, len(items) - start)
+        return replay.done
 
 
 def _rewrite(path: Path, rest: list[SpoolItem]) -> None:

@@ -587,6 +587,7 @@ def test_inline_writer_writes_a_full_batch_once_without_a_tick_per_request():
 
     class RecordingStore:
         writes_inline = True
+        writes_async = False
 
         def __init__(self) -> None:
             self.batches: list[int] = []
@@ -667,3 +668,36 @@ def test_cache_entries_go_stale_then_make_room_in_the_order_they_were_put():
     cache.put("a", 3)  # refreshed after the lookup missed: now the newest
     cache.put("c", 4)  # one too many: "b" was put longest ago
     assert (cache.get("b", allow_stale=True), cache.get("a"), cache.get("c")) == (None, 3, 4)
+
+
+def test_inline_writer_answers_requests_between_two_batches_of_a_backlog():
+    """A backlog (a checkpoint held SQLite's lock) is written one batch per tick, with what
+    else the loop has to do (requests) run in between, not in one long stall of the loop."""
+    import asyncio
+
+    from ja3svc.api.writer import BatchWriter
+
+    events: list[object] = []
+
+    class RecordingStore:
+        writes_inline = True
+        writes_async = False
+
+        def write_batch(self, successes, failures, decisions, wait=True) -> None:
+            events.append(len(successes) + len(failures) + len(decisions))
+
+        def checkpoint(self) -> None:
+            pass
+
+    async def scenario() -> None:
+        writer = BatchWriter(RecordingStore(), batch=10, interval=60.0)  # type: ignore[arg-type]
+        writer.start()
+        for i in range(35):  # the tenth schedules a tick at once
+            writer.failure((1.0, f"u{i}", ("ja3", H), "192.0.2.0/24", "credentials"))
+        asyncio.get_running_loop().call_soon(events.append, "request")
+        for _ in range(6):
+            await asyncio.sleep(0)
+        writer.stop()
+
+    asyncio.run(scenario())
+    assert events == [10, "request", 10, 10, 5]

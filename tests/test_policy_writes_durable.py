@@ -57,6 +57,20 @@ def test_one_poisoned_report_loses_no_other_write(database, tmp_path, bad):
     assert _count(database, "decisions") == 100
 
 
+def test_reports_still_queued_at_shutdown_are_written(database, tmp_path):
+    """The service's shutdown writes what its writer still holds (on PostgreSQL the loop awaits
+    it: flush_async), without anyone flushing before."""
+    with AppClient(create_app(make_settings(tmp_path), database=database)) as client:
+        for i in range(300):
+            body = _report(f"user{i}@example.org", f"s{i}")
+            r = client.post("/policy?command=report", content=body, headers=AUTH)
+            assert r.json() == {"status": "ok"}
+        queued = len(client.app.policy_service.writer._items)
+    assert _count(database, "auth_failures") == 300
+    assert _count(database, "decisions") == 300
+    assert queued > 0  # the last reports were still queued when the service stopped
+
+
 def test_a_row_the_database_refuses_is_dropped_alone(database):
     """Past the door (a caller of the writer): the batch is split and only the bad row lost."""
     store = PolicyStore.from_database(database)
