@@ -183,6 +183,8 @@ class BatchWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tick_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._task: asyncio.Task[None] | None = None
+        # The batch a drain is writing (with its flush markers), for stop() to spool.
+        self._in_flight: list[Item | _Marker] | None = None
         self._last_checkpoint = 0.0  # loop time
         self._checkpointing = False
         self._busy = False  # the last inline attempt found the lock taken: wait for the timer
@@ -214,10 +216,16 @@ class BatchWriter:
                     self._complete(self._drain(wait=True))  # shutting down: last chance, so wait
                 else:
                     # A drain cannot be awaited here (flush_async first, as the service does).
-                    # One still awaiting the database puts its batch back when cancelled.
+                    # The batch one is still writing goes back to the front now, to be spooled
+                    # with the rest: cancelled, the task would only put it back after this (and
+                    # the process would exit with it in memory). It may have reached the
+                    # database too: a report stored twice rather than lost.
                     if self._task is not None:
                         self._task.cancel()
                         self._task = None
+                        if self._in_flight:
+                            self._items.extendleft(reversed(self._in_flight))
+                        self._in_flight = None
                     if self._items and self._spool is not None:
                         self._spool_queue()  # durable, replayed by the next process
             if self._items:
@@ -424,11 +432,15 @@ class BatchWriter:
                     markers.append(item)
                 else:
                     items.append(item)
+            self._in_flight = [*items, *markers]
             try:
                 written = not items or await self._write(items, wait)
             except asyncio.CancelledError:  # stopping: the batch goes back, in order
-                self._items.extendleft(reversed([*items, *markers]))
+                if self._in_flight is not None:  # unless stop() has taken it already
+                    self._items.extendleft(reversed(self._in_flight))
                 raise
+            finally:
+                self._in_flight = None
             self._busy = not written
             if self._busy:
                 self._items.extendleft(reversed([*items, *markers]))

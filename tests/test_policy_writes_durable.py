@@ -225,3 +225,57 @@ def test_reports_survive_a_restart_of_the_service_during_an_outage(pg_admin_url,
             if second is not None:
                 stop(second)
             db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_batch_being_written_when_the_service_stops_is_spooled(pg_migrated_url, tmp_path):
+    """The service stops while a PostgreSQL batch is still being written (its shutdown flush
+    timed out: here another session holds the table locked): that batch is spooled with what
+    is queued behind it, and the next writer stores all of it."""
+    import asyncio
+
+    import psycopg
+
+    db = Database.from_url(pg_migrated_url)  # one database for the session's tests: count by name
+
+    def _stored(db: Database) -> int:
+        with db.engine.connect() as conn:
+            sql = "SELECT count(*) FROM decisions WHERE username LIKE 'inflight%'"
+            return int(conn.execute(text(sql)).scalar() or 0)
+
+    store = PolicyStore.from_database(db)
+    spool = tmp_path / "spool"
+    writer = BatchWriter(store, spool_dir=spool, batch=8)
+    now = time.time()
+
+    def record(name: str) -> DecisionRecord:
+        return DecisionRecord(now, "report", name, "192.0.2.1", None, H, 0, "failure", "report",
+                              "report: failure", ())  # fmt: skip
+
+    locker = psycopg.connect(pg_migrated_url.replace("postgresql+psycopg://", "postgresql://"))
+    locker.execute("LOCK TABLE decisions IN ACCESS EXCLUSIVE MODE")
+
+    async def serve_and_stop() -> tuple[bool, int]:
+        writer.start()
+        for i in range(20):
+            writer.decision(record(f"inflight{i}"))
+        in_flight = False
+        for _ in range(100):  # at most 5 s: until the first batch waits on the lock
+            await asyncio.sleep(0.05)
+            if writer._task is not None and len(writer._items) == 12:
+                in_flight = True
+                break
+        writer.stop()
+        return in_flight, len(writer._items)
+
+    try:
+        in_flight, left = asyncio.run(serve_and_stop())
+    finally:
+        locker.rollback()
+        locker.close()
+    assert in_flight and left == 0  # a batch was being written; nothing stayed in memory
+    assert _stored(db) == 0
+    later = BatchWriter(PolicyStore.from_database(db), spool_dir=spool)
+    assert later.flush(10.0)
+    assert _stored(db) == 20
+    db.dispose()
