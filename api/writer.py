@@ -424,31 +424,37 @@ class BatchWriter:
             if self._spooled:  # a batch of this drain was spooled: the rest goes behind it
                 self._spool_queue()
                 return
-            items: list[Item] = []
-            markers: list[_Marker] = []
-            while self._items and len(items) < self._batch:
-                item = self._items.popleft()
-                if isinstance(item, _Marker):
-                    markers.append(item)
-                else:
-                    items.append(item)
-            self._in_flight = [*items, *markers]
+            items, markers = self._take(self._batch)
+            self._in_flight = batch = [*items, *markers]
             try:
                 written = not items or await self._write(items, wait)
             except asyncio.CancelledError:  # stopping: the batch goes back, in order
                 if self._in_flight is not None:  # unless stop() has taken it already
-                    self._items.extendleft(reversed(self._in_flight))
+                    self._items.extendleft(reversed(batch))
                 raise
             finally:
                 self._in_flight = None
             self._busy = not written
             if self._busy:
-                self._items.extendleft(reversed([*items, *markers]))
+                self._items.extendleft(reversed(batch))
                 return
             for marker in markers:
                 marker.done.set()
             if not wait:
                 return
+
+    def _take(self, limit: int) -> tuple[list[Item], list[_Marker]]:
+        """Up to ``limit`` writes from the front of the queue, and the flush markers among
+        them (released once those writes are done)."""
+        items: list[Item] = []
+        markers: list[_Marker] = []
+        while self._items and len(items) < limit:
+            item = self._items.popleft()
+            if isinstance(item, _Marker):
+                markers.append(item)
+            else:
+                items.append(item)
+        return items, markers
 
     def _next_tick(self) -> float:
         """Delay of the tick after one: none while a full batch is queued (after a backlog: a
@@ -537,14 +543,7 @@ class BatchWriter:
     def _spool_queue(self) -> None:
         """Move everything queued now to the spool (the database is known unreachable); flush
         markers are released: their writes are on disk."""
-        items: list[Item] = []
-        markers: list[_Marker] = []
-        while self._items:
-            item = self._items.popleft()
-            if isinstance(item, _Marker):
-                markers.append(item)
-            else:
-                items.append(item)
+        items, markers = self._take(len(self._items))
         if items:
             self._to_spool(items)
         for marker in markers:

@@ -256,11 +256,7 @@ class TlsStreamParser:
             # is already _RUN_TEXT), so no hello starts right after it either.
             take = min(self._literal_left, end - pos)
             self._literal_left -= take
-            self._plaintext_seen += take
-            if self._plaintext_seen > MAX_PLAINTEXT:
-                self.state = DONE
-                return end
-            return pos + take
+            return end if self._count_plaintext(take) else pos + take
         if (
             self._text_run != _RUN_TEXT
             and end - pos < 6
@@ -293,11 +289,7 @@ class TlsStreamParser:
         if stop >= 0:
             self._literal_left = self._literal_size
             self._text_run = _RUN_TEXT  # the announcing line goes on after the literal
-            self._plaintext_seen += stop - pos
-            if self._plaintext_seen > MAX_PLAINTEXT:
-                self.state = DONE
-                return end
-            return stop
+            return end if self._count_plaintext(stop - pos) else stop
         # The chunk may end inside a record header that follows a newline (reassembled TCP can
         # join the last plaintext line and the start of the hello): keep it for the next chunk.
         for t in range(max(pos + 1, end - 4), end):
@@ -313,10 +305,17 @@ class TlsStreamParser:
                 self._literal_part = _LIT_NONE  # as it stands after the newline before t
                 return -1
         self._text_run = _text_run_after(self._text_run, data, pos)
-        self._plaintext_seen += end - pos
+        self._count_plaintext(end - pos)
+        return end
+
+    def _count_plaintext(self, n: int) -> bool:
+        """Count ``n`` more bytes of plaintext; True, and the direction DONE, once the bytes
+        before a STARTTLS hello pass MAX_PLAINTEXT."""
+        self._plaintext_seen += n
         if self._plaintext_seen > MAX_PLAINTEXT:
             self.state = DONE
-        return end
+            return True
+        return False
 
     def _literal_announced(self, data: bytes, pos: int) -> int:
         """The end of the first literal announcement in plaintext ``data[pos:]`` (just after its

@@ -241,12 +241,7 @@ impl TlsStreamParser {
             // Text), so no hello starts right after it either.
             let take = self.literal_left.min(end - pos);
             self.literal_left -= take;
-            self.plaintext_seen += take;
-            if self.plaintext_seen > MAX_PLAINTEXT {
-                self.state = State::Done;
-                return Some(end);
-            }
-            return Some(pos + take);
+            return Some(if self.count_plaintext(take) { end } else { pos + take });
         }
         if self.text_run != TextRun::Text
             && end - pos < 6
@@ -281,12 +276,7 @@ impl TlsStreamParser {
         if let Some(stop) = stop {
             self.literal_left = self.literal_size;
             self.text_run = TextRun::Text; // the announcing line goes on after the literal
-            self.plaintext_seen += stop - pos;
-            if self.plaintext_seen > MAX_PLAINTEXT {
-                self.state = State::Done;
-                return Some(end);
-            }
-            return Some(stop);
+            return Some(if self.count_plaintext(stop - pos) { end } else { stop });
         }
         // The chunk may end inside a record header that follows a newline: keep it.
         for t in (pos + 1).max(end.saturating_sub(4))..end {
@@ -303,11 +293,19 @@ impl TlsStreamParser {
             }
         }
         self.text_run = text_run_after(self.text_run, data, pos);
-        self.plaintext_seen += end - pos;
+        self.count_plaintext(end - pos);
+        Some(end)
+    }
+
+    /// Count `n` more bytes of plaintext; true, and the direction Done, once the bytes before
+    /// a STARTTLS hello pass MAX_PLAINTEXT.
+    fn count_plaintext(&mut self, n: usize) -> bool {
+        self.plaintext_seen += n;
         if self.plaintext_seen > MAX_PLAINTEXT {
             self.state = State::Done;
+            return true;
         }
-        Some(end)
+        false
     }
 
     /// The end of the first literal announcement in plaintext `data[pos..]` (just after its
