@@ -147,7 +147,8 @@ class Target:
 
 
 def schema_revision(conn: Any, pg: bool) -> str | None:
-    """The revision stamped in the database (None for an empty one)."""
+    """The revision stamped in the database (None for an empty one), read through a driver
+    connection (in the caller's transaction, if any)."""
     cur = conn.cursor()
     try:
         if pg:
@@ -163,7 +164,6 @@ def schema_revision(conn: Any, pg: bool) -> str | None:
         rows = [r[0] for r in cur.fetchall()]
     finally:
         cur.close()
-        conn.rollback()  # nothing is held open between the writer's transactions
     if len(rows) > 1:
         raise RuntimeError(f"the database is at several revisions: {sorted(rows)}")
     return rows[0] if rows else None

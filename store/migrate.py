@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ja3svc.store.dbapi import VERSION_TABLE, head_revision, script_location
-from sqlalchemy import inspect, text
+from ja3svc.store.dbapi import head_revision, schema_revision, script_location
 from sqlalchemy.engine import Connection, Engine
 
 if TYPE_CHECKING:
@@ -42,12 +41,8 @@ def alembic_config(connection: Connection | None = None, url: str | None = None)
 def current_revision(engine: Engine) -> str | None:
     """The revision stamped in the database (None for an empty one)."""
     with engine.connect() as conn:
-        if not inspect(conn).has_table(VERSION_TABLE):
-            return None
-        rows = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
-    if len(rows) > 1:
-        raise RuntimeError(f"the database is at several revisions: {sorted(rows)}")
-    return rows[0] if rows else None
+        pg = conn.dialect.name == "postgresql"
+        return schema_revision(conn.connection.driver_connection, pg)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
