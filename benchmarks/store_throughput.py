@@ -174,7 +174,8 @@ class Timing(NamedTuple):
 
 def _postgres_cpu() -> float:
     """CPU seconds used so far by the processes named ``postgres`` (the local server: its
-    backends, WAL writer, checkpointer, autovacuum)."""
+    backends, WAL writer, checkpointer, autovacuum), with those that have exited: a run's own
+    backend is gone when it is measured, its time added to the postmaster's children's."""
     total = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -184,7 +185,7 @@ def _postgres_cpu() -> float:
         name, _, rest = text.partition(" (")[2].rpartition(") ")
         if name == "postgres":
             fields = rest.split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
     return total / os.sysconf("SC_CLK_TCK")
 
 
