@@ -51,6 +51,14 @@ def open_database(
     return settings, db
 
 
+def _driver_errors() -> tuple[type[Exception], ...]:
+    import sqlite3
+
+    import psycopg
+
+    return sqlite3.Error, psycopg.Error
+
+
 def friendly_errors(command: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable]:
     """Decorator for a ``func(args)``: known failures print one line and exit 1."""
 
@@ -67,8 +75,10 @@ def friendly_errors(command: str) -> Callable[[Callable[[argparse.Namespace], in
                 return func(args)
             except (DatabaseUnavailable, SchemaOutOfDate, ArgumentError, InvalidLabel) as exc:
                 message = str(exc)
-            except DBAPIError as exc:
-                first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            except (DBAPIError, *_driver_errors()) as exc:
+                # SQLAlchemy's, or the driver's own (the sighting writer uses the driver).
+                orig = getattr(exc, "orig", None) or exc
+                first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
                 message = f"database error: {first}"
                 if "does not exist" in first or "no such table" in first:
                     message += " (is the schema created? run `ja3svc db upgrade`)"

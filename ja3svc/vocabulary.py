@@ -23,6 +23,10 @@ FINGERPRINT_FIELDS: dict[str, tuple[str, str]] = {
     "ja3s": ("ja3s_hash", "ja3s"),
 }
 
+# The column of the dovecot_hashes table holding each OpenSSL profile's hash
+# (ja3svc.dovecot.OPENSSL_PROFILES): the sighting writer fills it, the models declare it.
+DOVECOT_PROFILE_COLUMNS: dict[str, str] = {"openssl-3.0": "openssl30", "openssl-3.2": "openssl32"}
+
 # (kind, value): how labels, aggregates and the service's caches key a fingerprint.
 # ja3svc.policy.FingerprintRef is the same pair, named (and equal to the plain tuple).
 FingerprintKey = tuple[str, str]

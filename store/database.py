@@ -17,6 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ja3svc.store import migrate
+from ja3svc.store.dbapi import (
+    PG_CONNECT_TIMEOUT_S,
+    SQLITE_BUSY_TIMEOUT_S,
+    SQLITE_JOURNAL_SIZE_LIMIT,
+    normalize_url,
+    sqlite_setup,
+)
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
@@ -28,13 +35,10 @@ if TYPE_CHECKING:  # only annotations: `pcap --store` unconfigured does not load
 
 log = logging.getLogger(__name__)
 
-# A writer waiting for another process's SQLite write lock: long enough to ride out a large
-# batch or a migration, short enough that a wedged process is noticed.
-SQLITE_BUSY_TIMEOUT_S = 30
-# Bytes the WAL file is cut back to after a checkpoint (see the connect hook).
-SQLITE_JOURNAL_SIZE_LIMIT = 64 << 20
-# An unreachable PostgreSQL must not stall a capture for minutes: fail fast and spool.
-PG_CONNECT_TIMEOUT_S = 5
+__all__ = [
+    "PG_CONNECT_TIMEOUT_S", "SQLITE_BUSY_TIMEOUT_S", "SQLITE_JOURNAL_SIZE_LIMIT", "Database",
+    "DatabaseUnavailable", "SchemaOutOfDate", "create_engine_for", "normalize_url", "sqlite_file",
+]  # fmt: skip
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -43,14 +47,6 @@ class DatabaseUnavailable(RuntimeError):
 
 class SchemaOutOfDate(RuntimeError):
     """The schema is not at the migrations' head and automatic upgrade is off."""
-
-
-def normalize_url(url: str) -> str:
-    """Accept the URL spellings people paste and pick the driver we ship (psycopg 3)."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
 
 
 def sqlite_file(url: str | URL) -> Path | None:
@@ -102,21 +98,7 @@ def _install_sqlite_transactions(engine: Engine) -> None:
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
-        cur = dbapi_conn.cursor()
-        # WAL: readers (the policy service) never block on the capture's writes.
-        cur.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable across application crashes in WAL mode; only a power loss can
-        # lose the last commits, which a re-run of the capture restores idempotently.
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
-        # After a checkpoint that resets the WAL, SQLite truncates the file to this size: without
-        # it the WAL keeps the largest size it ever reached (2.33 GB after 10 minutes of load).
-        cur.execute(f"PRAGMA journal_size_limit={SQLITE_JOURNAL_SIZE_LIMIT}")
-        # The sighting writer's staging table and the sorts of its aggregates: in memory, not
-        # in a temporary file (a batch is a few MB).
-        cur.execute("PRAGMA temp_store=MEMORY")
-        cur.close()
+        sqlite_setup(dbapi_conn)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:

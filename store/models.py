@@ -28,7 +28,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ja3svc.vocabulary import FINGERPRINT_FIELDS, FINGERPRINT_KINDS, HELLO_KINDS, LABEL_ACTIONS
+from ja3svc.vocabulary import (
+    DOVECOT_PROFILE_COLUMNS,
+    FINGERPRINT_FIELDS,
+    FINGERPRINT_KINDS,
+    HELLO_KINDS,
+    LABEL_ACTIONS,
+)
 
 # Constraint names must be deterministic: Alembic's batch mode on SQLite recreates tables and
 # can only drop or alter constraints it can name, and PostgreSQL's generated names differ.
@@ -121,10 +127,6 @@ class Sighting(Base):
     # JSON {profile: hash}: Dovecot's hash under every OpenSSL profile (ja3svc.dovecot), so the
     # correlation can tell which one the Dovecot of a connection uses.
     ja3_dovecot_hashes: Mapped[str | None] = mapped_column(Text)
-
-
-# Column of DovecotHash holding each OpenSSL profile's hash (ja3svc.dovecot.OPENSSL_PROFILES).
-DOVECOT_PROFILE_COLUMNS = {"openssl-3.0": "openssl30", "openssl-3.2": "openssl32"}
 
 
 class DovecotHash(Base):

@@ -36,28 +36,19 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ja3svc.store.database import Database
-from ja3svc.store.models import (
-    DOVECOT_PROFILE_COLUMNS,
-    FINGERPRINT_FIELDS,
-    DovecotHash,
-    Fingerprint,
-    Sighting,
-)
+from ja3svc.store.dbapi import Target
 from ja3svc.store.spool import Spool, SpoolItem, replay_file
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from ja3svc.record import HelloRecord
+from ja3svc.vocabulary import DOVECOT_PROFILE_COLUMNS, FINGERPRINT_FIELDS
+
+if TYPE_CHECKING:
+    from ja3svc.store.database import Database
 
 log = logging.getLogger(__name__)
 
-_SIGHTINGS = Sighting.__table__
-_FINGERPRINTS = Fingerprint.__table__
-_DOVECOT_HASHES = DovecotHash.__table__
 KEY_COLUMNS = ("sensor", "ts", "src", "sport", "dst", "dport", "hello", "hello_index")
 # PostgreSQL error codes worth an immediate retry: the transaction lost a race, nothing is down.
 _RETRY_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
@@ -73,13 +64,6 @@ class WriterStats:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
-
-
-def is_outage(exc: BaseException) -> bool:
-    """Errors that mean "the database is not there right now", as opposed to a bad statement."""
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def _clip(value: Any, limit: int) -> str | None:
@@ -107,7 +91,6 @@ DOVECOT_KEY_COLUMNS = ("dovecot_openssl30", "dovecot_openssl32")
 ROW_COLUMNS = SIGHTING_COLUMNS + FULL_STRING_COLUMNS + DOVECOT_KEY_COLUMNS
 Row = tuple[Any, ...]
 assert SIGHTING_COLUMNS[: len(KEY_COLUMNS)] == KEY_COLUMNS
-assert set(SIGHTING_COLUMNS) == {c.name for c in _SIGHTINGS.columns if not c.primary_key}
 assert {v for v, _ in FINGERPRINT_FIELDS.values()} <= set(SIGHTING_COLUMNS)
 
 
@@ -189,13 +172,16 @@ _ROW_NAMES = ", ".join(ROW_COLUMNS)
 _KEY_NAMES = ", ".join(KEY_COLUMNS)
 
 
-def _stage_ddl(dialect: Any) -> str:
-    """The staging table's columns: the sightings' types, text for the rest."""
-    types = {c.name: c.type.compile(dialect=dialect) for c in _SIGHTINGS.columns}
-    extra = {c: "TEXT" for c in FULL_STRING_COLUMNS} | {
-        c: "VARCHAR(32)" for c in DOVECOT_KEY_COLUMNS
-    }
-    return ", ".join(f"{c} {types.get(c) or extra[c]}" for c in ROW_COLUMNS)
+def _stage_sql(pg: bool) -> str:
+    """The staging table: the sightings' columns with their types (read from the table, so
+    the models are not needed), text for the rest; on PostgreSQL emptied by each commit."""
+    extra = ", ".join(
+        f"CAST(NULL AS TEXT) AS {c}" for c in FULL_STRING_COLUMNS + DOVECOT_KEY_COLUMNS
+    )
+    select = f"SELECT {_SIGHTING_NAMES}, {extra} FROM sightings"
+    if pg:
+        return f"CREATE TEMP TABLE {_STAGE} ON COMMIT DELETE ROWS AS {select} WITH NO DATA"
+    return f"CREATE TEMP TABLE {_STAGE} AS {select} WHERE false"
 
 
 def _aggregates_sql(rows: str, pg: bool) -> tuple[str, str]:
@@ -248,15 +234,14 @@ def _aggregates_sql(rows: str, pg: bool) -> tuple[str, str]:
 
 
 @functools.cache
-def _pg_sql() -> tuple[str, str]:
+def _pg_sql() -> tuple[str, str, str]:
     """PostgreSQL: the staging table (its rows numbered in load order), and one statement
     that moves the batch: ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` says which sightings
     are new even while another writer stores the same ones, and the aggregates are computed
     from exactly those, in the same statement."""
     create = (
-        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} "
-        f"(seq BIGINT GENERATED ALWAYS AS IDENTITY, {_stage_ddl(postgresql.dialect())}) "
-        "ON COMMIT DELETE ROWS"
+        f"{_stage_sql(pg=True)}; "
+        f"ALTER TABLE {_STAGE} ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY"
     )
     join = " AND ".join(f"s.{c} = n.{c}" for c in KEY_COLUMNS)
     fingerprints, dovecot = _aggregates_sql("fresh", pg=True)
@@ -270,7 +255,7 @@ def _pg_sql() -> tuple[str, str]:
         f"fp AS ({fingerprints}), dv AS ({dovecot}) "
         "SELECT count(*) FROM new"
     )
-    return create, move
+    return create, f"COPY {_STAGE} ({_ROW_NAMES}) FROM STDIN", move
 
 
 def _marks(n: int) -> str:
@@ -279,14 +264,12 @@ def _marks(n: int) -> str:
 
 @functools.cache
 def _sqlite_sql() -> tuple[str, ...]:
-    """SQLite: the writer holds the database's write lock from BEGIN (``BEGIN IMMEDIATE``,
-    see ja3svc.store.database), so what is not in the sightings table now is new: staged rows
-    already stored are deleted, the rest moved, and the aggregates computed from them."""
-    from sqlalchemy.dialects import sqlite
-
+    """SQLite: the writer holds the database's write lock from BEGIN (``BEGIN IMMEDIATE``),
+    so what is not in the sightings table now is new: staged rows already stored are deleted,
+    the rest moved, and the aggregates computed from them."""
     match = " AND ".join(f"s.{c} = {_STAGE}.{c}" for c in KEY_COLUMNS)
     return (
-        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ({_stage_ddl(sqlite.dialect())})",
+        _stage_sql(pg=False),
         f"INSERT INTO {_STAGE} ({_ROW_NAMES}) VALUES ({_marks(len(ROW_COLUMNS))})",
         f"DELETE FROM {_STAGE} WHERE EXISTS (SELECT 1 FROM sightings s WHERE {match})",
         # A key twice in one batch: its first copy is stored, in load order (the staging
@@ -301,45 +284,40 @@ def _sqlite_sql() -> tuple[str, ...]:
     )
 
 
-def _copy(conn: Connection, sql: str, rows: list[Row]) -> None:
-    """COPY rows in (psycopg's raw cursor: SQLAlchemy has no COPY), its errors raised as
-    SQLAlchemy's, as every other statement's are (``is_outage`` tells them apart)."""
-    dbapi: Any = conn.connection.driver_connection
-    try:
-        with dbapi.cursor() as cur, cur.copy(sql) as copy:
-            for row in rows:
-                copy.write_row(row)
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(
-            sql, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
-        ) from exc
-
-
-def write_batch(conn: Connection, rows: list[Row]) -> tuple[int, int]:
-    """Insert one batch of rows (``ROW_COLUMNS``) in the caller's transaction (on SQLite one
-    begun with ``BEGIN IMMEDIATE``: ``Database.write_engine``); return (new sightings,
-    duplicates)."""
+def write_batch(conn: Any, rows: list[Row], *, pg: bool, staged: bool) -> tuple[int, int]:
+    """Insert one batch of rows (``ROW_COLUMNS``) through a driver connection (sqlite3 or
+    psycopg), in the transaction the caller began (on SQLite with ``BEGIN IMMEDIATE``) and
+    commits; ``staged``: this connection already has the staging table. Returns (new
+    sightings, duplicates)."""
     if not rows:
         return 0, 0
-    if conn.dialect.name == "postgresql":
-        create, move = _pg_sql()
-        # The batch's sorts (dedup, join, groups) fit in memory, instead of going to disk.
-        conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
-        # IF NOT EXISTS: once per pooled connection; ON COMMIT DELETE ROWS empties it.
-        conn.exec_driver_sql(create)
-        _copy(conn, f"COPY {_STAGE} ({_ROW_NAMES}) FROM STDIN", rows)
-        new = conn.exec_driver_sql(move).scalar_one()
-    else:
-        create, load, drop_stored, move, drop_copies, *aggregates = _sqlite_sql()
-        conn.exec_driver_sql(create)
-        conn.exec_driver_sql(f"DELETE FROM {_STAGE}")
-        conn.exec_driver_sql(load, rows)  # the driver's executemany
-        staged = len(rows) - conn.exec_driver_sql(drop_stored).rowcount
-        new = conn.exec_driver_sql(move).rowcount
-        if new < staged:
-            conn.exec_driver_sql(drop_copies)
-        for sql in aggregates:
-            conn.exec_driver_sql(sql)
+    cur = conn.cursor()
+    try:
+        if pg:
+            create, copy_sql, move = _pg_sql()
+            # The batch's sorts (dedup, join, groups) fit in memory, instead of going to disk.
+            cur.execute("SET LOCAL work_mem = '64MB'")
+            if not staged:
+                cur.execute(create)
+            with cur.copy(copy_sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(move)
+            new = int(cur.fetchone()[0])
+        else:
+            create, load, drop_stored, move, drop_copies, *aggregates = _sqlite_sql()
+            if not staged:
+                cur.execute(create)
+            cur.execute(f"DELETE FROM {_STAGE}")
+            cur.executemany(load, rows)
+            staged_rows = len(rows) - cur.execute(drop_stored).rowcount
+            new = cur.execute(move).rowcount
+            if new < staged_rows:
+                cur.execute(drop_copies)
+            for sql in aggregates:
+                cur.execute(sql)
+    finally:
+        cur.close()
     return new, len(rows) - new
 
 
@@ -349,6 +327,63 @@ def _from_spool(sensor: str, record: dict[str, Any]) -> Row:
     if "hello_index" in record:
         return tuple(record.get(c) for c in ROW_COLUMNS)
     return sighting_row(sensor, record)
+
+
+class _Link:
+    """The writer's one driver connection: opened on first use, and again after an outage."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.pg = target.pg
+        self.error, outage = target.errors()
+        self.outage: tuple[type[BaseException], ...] = (outage,)
+        if self.pg:
+            import psycopg
+
+            self.outage += (psycopg.InterfaceError,)  # "the connection is closed"
+        self._conn: Any = None
+        self._staged = False  # the staging table exists on this connection
+
+    def write(self, rows: list[Row]) -> tuple[int, int]:
+        """One batch in one transaction, retried when PostgreSQL reports a lost race."""
+        for attempt in range(_RETRIES):
+            if self._conn is None:
+                self._conn, self._staged = self.target.connect(), False
+            conn = self._conn
+            try:
+                if not self.pg:
+                    conn.execute("BEGIN IMMEDIATE")
+                result = write_batch(conn, rows, pg=self.pg, staged=self._staged)
+                self._staged = True
+                conn.commit()
+                return result
+            except self.error as exc:
+                self._abandon(exc)
+                sqlstate = getattr(exc, "sqlstate", None)
+                if sqlstate not in _RETRY_SQLSTATES or attempt == _RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def is_outage(self, exc: BaseException) -> bool:
+        """Errors that mean "the database is not there right now", as opposed to a bad
+        statement (which would fail again on every replay)."""
+        return isinstance(exc, self.outage)
+
+    def _abandon(self, exc: BaseException) -> None:
+        try:
+            self._conn.rollback()
+        except self.error:
+            pass
+        if self.is_outage(exc):  # reconnect next time: a server restart kills the connection
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.close()
+            except self.error:
+                pass
 
 
 class SightingWriter:
@@ -363,7 +398,7 @@ class SightingWriter:
 
     def __init__(
         self,
-        db: Database,
+        db: Database | Target | str,
         sensor: str,
         batch_size: int = 500,
         spool_dir: Path | str | None = None,
@@ -371,7 +406,10 @@ class SightingWriter:
         retry_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.db = db
+        """``db``: an open ``Database``, or where to connect (a ``Target``, or a URL that
+        ``Target.parse`` reads) without loading SQLAlchemy."""
+        self.target = _target(db)
+        self._link = _Link(self.target)
         self.sensor = sensor
         self.batch_size = batch_size
         self.stats = WriterStats()
@@ -435,6 +473,7 @@ class SightingWriter:
             self._submit(final=True)
             self._queue.put(None)
             self._worker.join()
+            self._link.close()
             if self._spool is not None and self._spool.has_data():
                 log.warning(
                     "database still unreachable: %s keeps the unsaved sightings; they are "
@@ -490,8 +529,8 @@ class SightingWriter:
             return
         try:
             self._write(batch)
-        except DBAPIError as exc:
-            if spool is None or not is_outage(exc):
+        except self._link.error as exc:
+            if spool is None or not self._link.is_outage(exc):
                 raise
             self._note_outage(exc)
             self._to_spool(batch)
@@ -499,15 +538,7 @@ class SightingWriter:
     # -- internals ------------------------------------------------------------------------------
 
     def _write(self, batch: list[Row]) -> None:
-        for attempt in range(_RETRIES):
-            try:
-                with self.db.write_engine.begin() as conn:
-                    stored, dups = write_batch(conn, batch)
-                break
-            except DBAPIError as exc:
-                sqlstate = getattr(exc.orig, "sqlstate", None)
-                if sqlstate not in _RETRY_SQLSTATES or attempt == _RETRIES - 1:
-                    raise
+        stored, dups = self._link.write(batch)
         self.stats.stored += stored
         self.stats.duplicates += dups
 
@@ -516,8 +547,8 @@ class SightingWriter:
         for path in paths:
             try:
                 n = replay_file(path, self._write_spooled, self.batch_size, blocking=blocking)
-            except DBAPIError as exc:
-                if not is_outage(exc):
+            except self._link.error as exc:
+                if not self._link.is_outage(exc):
                     raise
                 self._note_outage(exc)
                 return False
@@ -534,11 +565,22 @@ class SightingWriter:
         self._spool.append([(row[0], dict(zip(ROW_COLUMNS, row, strict=True))) for row in batch])
         self.stats.spooled += len(batch)
 
-    def _note_outage(self, exc: DBAPIError) -> None:
+    def _note_outage(self, exc: BaseException) -> None:
         self._retry_after = self._clock() + self._retry_interval
         log.warning(
             "database unreachable (%s); spooling to %s, retrying in %.0f s",
-            str(exc.orig).strip().splitlines()[0] if exc.orig else exc,
+            (str(exc).strip().splitlines() or [type(exc).__name__])[0],
             self._spool.path if self._spool else "-",
             self._retry_interval,
         )
+
+
+def _target(db: Database | Target | str) -> Target:
+    if isinstance(db, Target):
+        return db
+    if isinstance(db, str):
+        target = Target.parse(db)
+        if target is None:
+            raise ValueError(f"sightings are stored in a SQLite file or PostgreSQL, not {db!r}")
+        return target
+    return Target.of_engine(db.engine)

@@ -275,10 +275,12 @@ def test_broken_config_file_warns_offline_and_refuses_store(tmp_path, monkeypatc
 
 def _pcap_store_process(env: dict[str, str], *argv: str) -> tuple[int, str, set[str]]:
     """``ja3svc pcap --store`` in a fresh interpreter: exit status, stderr, and which of the
-    settings libraries it imported (in-process runs share the test session's modules)."""
+    settings and database libraries it imported (in-process runs share the test session's
+    modules)."""
     probe = (
         "import sys; from ja3svc.cli.main import main; status = main(sys.argv[1:]); "
-        "print(sorted(m for m in ('pydantic', 'pydantic_settings') if m in sys.modules), "
+        "print(sorted(m for m in ('pydantic', 'pydantic_settings', 'sqlalchemy') "
+        "if m in sys.modules), "
         "file=sys.stderr); sys.exit(status)"
     )
     proc = subprocess.run(
@@ -295,26 +297,90 @@ def _sightings(db_file: Path) -> int:
 
 
 def test_store_unconfigured_uses_the_defaults_without_loading_settings(tmp_path: Path) -> None:
-    # Nothing configured: the default SQLite file in the XDG data directory, made on first
-    # use, and the settings machinery (pydantic) never imported; configured through the
-    # environment: the configured database, through the settings.
+    # Nothing configured: the default SQLite file in the XDG data directory, made (through
+    # SQLAlchemy, which migrates it) on first use, and the settings machinery (pydantic) never
+    # imported; once the file is at the schema's head, SQLAlchemy is not imported either.
+    # Configured through the environment: the configured database, through the settings.
     base = {k: v for k, v in os.environ.items() if not k.startswith("JA3SVC_")}
     env = base | {"XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path)}
+    default_file = tmp_path / "data" / "ja3svc" / "ja3svc.sqlite3"
     status, err, loaded = _pcap_store_process(env, str(HRR))
     hellos = len(expected(HRR)["hellos"])
+    assert (status, err, loaded) == (0, "", {"sqlalchemy"})
+    assert _sightings(default_file) == hellos
+    status, err, loaded = _pcap_store_process(env, str(HRR))
     assert (status, err, loaded) == (0, "", set())
-    assert _sightings(tmp_path / "data" / "ja3svc" / "ja3svc.sqlite3") == hellos
+    assert _sightings(default_file) == hellos  # stored again: nothing new
 
     other = tmp_path / "configured.sqlite3"
     env_configured = env | {"JA3SVC_DATABASE_URL": f"sqlite:///{other}"}
     status, err, loaded = _pcap_store_process(env_configured, str(CURL))
-    assert (status, err, loaded) == (0, "", {"pydantic", "pydantic_settings"})
+    assert (status, err, loaded) == (0, "", {"pydantic", "pydantic_settings", "sqlalchemy"})
     assert _sightings(other) == len(expected(CURL)["hellos"])
     # --database-url without configuration: that database, still without the settings.
     given = tmp_path / "given.sqlite3"
     status, err, loaded = _pcap_store_process(
         env, str(CURL), "--database-url", f"sqlite:///{given}"
     )
+    assert (status, err, loaded) == (0, "", {"sqlalchemy"})
+    status, err, loaded = _pcap_store_process(env, str(HRR), "--database-url", f"sqlite:///{given}")
     assert (status, err, loaded) == (0, "", set())
-    assert _sightings(given) == len(expected(CURL)["hellos"])
-    assert _sightings(tmp_path / "data" / "ja3svc" / "ja3svc.sqlite3") == hellos  # untouched
+    assert _sightings(given) == len(expected(CURL)["hellos"]) + hellos
+    assert _sightings(default_file) == hellos  # untouched
+
+
+@pytest.mark.postgres
+def test_store_into_postgresql_at_head_without_sqlalchemy(
+    pg_migrated_url: str, tmp_path: Path
+) -> None:
+    """A PostgreSQL database at the schema's head is checked and written through psycopg
+    alone; one behind it is refused with the command that fixes it."""
+    import psycopg
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JA3SVC_")} | {
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "HOME": str(tmp_path),
+    }
+    sensor = f"pg-fast-{os.getpid()}"
+    url = pg_migrated_url
+    status, err, loaded = _pcap_store_process(
+        env, str(CURL), "--database-url", url, "--sensor", sensor
+    )
+    assert (status, err, loaded) == (0, "", set())
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo) as conn:
+        (n,) = conn.execute(
+            "SELECT count(*) FROM sightings WHERE sensor = %s", (sensor,)
+        ).fetchone()
+        assert n == len(expected(CURL)["hellos"])
+        conn.execute("DELETE FROM sightings WHERE sensor = %s", (sensor,))
+        (head,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        conn.execute("UPDATE alembic_version SET version_num = '0001'")
+    try:
+        status, err, loaded = _pcap_store_process(env, str(CURL), "--database-url", url)
+        assert status == 1 and "run `ja3svc db upgrade`" in err, err
+    finally:
+        with psycopg.connect(conninfo) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = %s", (head,))
+
+
+def test_store_a_refused_batch_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """A batch the database refuses (not an outage, which is spooled) ends the run with the
+    database's reason in one line and exit status 1."""
+    db_file = tmp_path / "refusing.sqlite3"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JA3SVC_")} | {
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "HOME": str(tmp_path),
+    }
+    url = f"sqlite:///{db_file}"
+    assert _pcap_store_process(env, str(HRR), "--database-url", url)[0] == 0  # migrated
+    with sqlite3.connect(db_file) as con:
+        con.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON sightings "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    status, err, _ = _pcap_store_process(env, str(CURL), "--database-url", url)
+    assert status == 1
+    assert err == "ja3svc pcap: database error: refused by the test"
+    assert _sightings(db_file) == len(expected(HRR)["hellos"])
+    assert not list((tmp_path / "data").rglob("*.jsonl"))  # refused, so not spooled

@@ -7,13 +7,13 @@ import json
 import multiprocessing
 import time
 
+import psycopg
 import pytest
 from ja3svc.store.database import Database
 from ja3svc.store.models import AuthFailure, Decision, DovecotHash, Fingerprint, Sighting
 from ja3svc.store.retention import prune
 from ja3svc.store.sighting_writer import SightingWriter
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
 
 from ja3svc.record import HelloRecord
 from tests.support.database import postgres_stopped, synthetic_record
@@ -203,8 +203,8 @@ def test_without_a_spool_directory_errors_propagate(make_record):
     down = Database.from_url(UNREACHABLE_PG)
     w = SightingWriter(down, sensor="s", batch_size=1)
     w.add(HelloRecord.from_dict(make_record(1)))
-    # Written in the background: the error surfaces at the next call.
-    with pytest.raises(OperationalError):
+    # Written in the background: the driver's error surfaces at the next call.
+    with pytest.raises(psycopg.OperationalError, match="Connection refused"):
         w.flush()
     w.close()
     down.dispose()
@@ -337,14 +337,63 @@ class _Serialised:
 
 
 def test_a_refused_batch_is_reported_and_the_writer_goes_on(database, make_record, tmp_path):
-    from sqlalchemy.exc import IntegrityError
+    import sqlite3
 
     bad = {**make_record(1), "hello": "bogus"}  # violates the hello CHECK constraint
     w = SightingWriter(database, sensor="s", batch_size=1, spool_dir=tmp_path / "spool")
     w.add(_Serialised(bad))  # a HelloRecord cannot be bogus: hand the writer its JSON shape
-    with pytest.raises(IntegrityError):
+    # The driver's own error: the writer works on driver connections.
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError), match="hello"):
         w.flush()
     w.add(HelloRecord.from_dict(make_record(2)))
     assert w.close().stored == 1
     # Not an outage: nothing spooled that would be refused again on every replay.
     assert not list((tmp_path / "spool").glob("*.jsonl"))
+
+
+def test_the_writer_columns_are_the_sightings_table_columns():
+    from ja3svc.store.sighting_writer import SIGHTING_COLUMNS
+
+    assert set(SIGHTING_COLUMNS) == {
+        c.name for c in Sighting.__table__.columns if not c.primary_key
+    }
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///relative/ja3svc.sqlite3",
+        "sqlite:////var/lib/ja3svc/ja3svc.sqlite3",
+        "postgresql+psycopg://ja3svc:s3cr%40t@db.example:6543/fp?sslmode=require",
+        "postgres://ja3svc@db.example/fp",
+    ],
+)
+def test_target_parse_agrees_with_sqlalchemy(url):
+    """The driver-level URL reading of `pcap --store` finds what SQLAlchemy's does."""
+    from ja3svc.store.database import create_engine_for
+    from ja3svc.store.dbapi import Target
+
+    fast = Target.parse(url)
+    engine = create_engine_for(url) if url.startswith("postgres") else None
+    if engine is None:
+        from sqlalchemy import create_engine
+
+        engine = create_engine(url)  # no directory made for a file URL
+    full = Target.of_engine(engine)
+    assert fast is not None and fast.backend == full.backend
+    assert "s3cr" not in fast.display and fast.display == full.display
+    if fast.pg:
+        import psycopg.conninfo
+
+        assert psycopg.conninfo.conninfo_to_dict(fast.args[0]) == {
+            k: str(v) for k, v in full.kwargs.items()
+        }
+    else:
+        assert fast.args == full.args
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///x.db?mode=ro"])
+def test_target_parse_leaves_unusual_urls_to_sqlalchemy(url):
+    from ja3svc.store.dbapi import Target
+
+    assert Target.parse(url) is None
