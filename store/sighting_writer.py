@@ -20,6 +20,11 @@ the same capture twice therefore changes nothing, and concurrent writers on Post
 count (there ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` says which rows are new; SQLite's
 writer holds the write lock from BEGIN).
 
+``db`` is a ``Database``, a URL, or a ``ja3svc.store.dbapi.Target``: the writer holds one
+connection of the driver itself (sqlite3, psycopg), opened on first use and again after an
+outage, so `pcap --store` into a database at the schema's head never imports SQLAlchemy. Its
+errors are the driver's.
+
 When the database is unreachable the batch is appended to a spool file and replayed, in order,
 by the next flush that reaches the database (and by any writer starting with the same spool
 directory), so nothing is lost.
