@@ -20,6 +20,11 @@ the same capture twice therefore changes nothing, and concurrent writers on Post
 count (there ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` says which rows are new; SQLite's
 writer holds the write lock from BEGIN).
 
+``db`` is a ``Database``, a URL, or a ``ja3svc.store.dbapi.Target``: the writer holds one
+connection of the driver itself (sqlite3, psycopg), opened on first use and again after an
+outage, so `pcap --store` into a database at the schema's head never imports SQLAlchemy. Its
+errors are the driver's.
+
 When the database is unreachable the batch is appended to a spool file and replayed, in order,
 by the next flush that reaches the database (and by any writer starting with the same spool
 directory), so nothing is lost.
@@ -345,9 +350,16 @@ class _Link:
         self._staged = False  # the staging table exists on this connection
 
     def write(self, rows: list[Row]) -> tuple[int, int]:
-        """One batch in one transaction, retried when PostgreSQL reports a lost race."""
-        for attempt in range(_RETRIES):
-            if self._conn is None:
+        """One batch in one transaction, retried when PostgreSQL reports a lost race, and
+        once on a new connection when the one kept from an earlier batch has gone (a server
+        restart or an idle timeout while the writer waited: not an outage if a new connection
+        works). A retry after a commit whose answer was lost stores nothing twice: the batch's
+        sightings are then all there, so none is new and no count is added."""
+        replaced = False
+        failures = 0
+        while True:
+            kept = self._conn is not None
+            if not kept:
                 self._conn, self._staged = self.target.connect(), False
             conn = self._conn
             try:
@@ -359,10 +371,13 @@ class _Link:
                 return result
             except self.error as exc:
                 self._abandon(exc)
-                sqlstate = getattr(exc, "sqlstate", None)
-                if sqlstate not in _RETRY_SQLSTATES or attempt == _RETRIES - 1:
+                # (SQLite's file does not go away: its outage is a lock held too long.)
+                if self.pg and kept and not replaced and self.is_outage(exc):
+                    replaced = True
+                    continue
+                failures += 1
+                if getattr(exc, "sqlstate", None) not in _RETRY_SQLSTATES or failures == _RETRIES:
                     raise
-        raise AssertionError("unreachable")
 
     def is_outage(self, exc: BaseException) -> bool:
         """Errors that mean "the database is not there right now", as opposed to a bad

@@ -397,3 +397,35 @@ def test_target_parse_leaves_unusual_urls_to_sqlalchemy(url):
     from ja3svc.store.dbapi import Target
 
     assert Target.parse(url) is None
+
+
+@pytest.mark.postgres
+def test_a_connection_the_server_dropped_while_idle_is_replaced_not_spooled(
+    pg_migrated_url, make_record, tmp_path
+):
+    """The writer keeps its connection between batches; when the server ends it meanwhile
+    (a restart, an idle timeout), the next batch goes through a new one: no outage, nothing
+    spooled, no warning."""
+    db = Database.from_url(pg_migrated_url)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE sightings, fingerprints")
+    spool = tmp_path / "spool"
+    w = SightingWriter(db, sensor="idle-drop", batch_size=10, spool_dir=spool, retry_interval=60)
+    records = [make_record(n) for n in range(20)]
+    for r in records[:10]:
+        w.add(HelloRecord.from_dict(r))
+    w.flush()
+    conninfo = pg_migrated_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert ended >= 1  # the writer's own connection among them
+    for r in records[10:]:
+        w.add(HelloRecord.from_dict(r))
+    stats = w.close()
+    assert (stats.stored, stats.spooled) == (20, 0)
+    assert not spool.exists() or not list(spool.glob("*.jsonl"))
+    assert _fingerprint(db, "ja3", records[0]["ja3_hash"]).times_seen == 20
+    db.dispose()
