@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from ja3svc.store.sighting_writer import SightingWriter
 
 from ja3svc.record import HelloRecord
@@ -105,3 +106,22 @@ def test_unreachable_database_is_one_line_and_exit_1():
     assert (
         err.startswith("ja3svc fingerprints top: database error: ") and len(err.splitlines()) == 1
     )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("fingerprints", "top"),
+        ("db", "upgrade"),
+        ("pcap", "-q", "--store", "tests/pcaps/curl-https.pcap"),
+        ("serve", "--port", "1"),
+    ],
+    ids=["fingerprints", "db", "pcap-store", "serve"],
+)
+def test_a_database_other_than_sqlite_or_postgresql_is_refused_in_one_line(argv, tmp_path):
+    """Another dialect's URL names the two databases ja3svc stores into, instead of failing
+    with the traceback of a missing driver module (MySQLdb here)."""
+    status, out, err = run_cli(*argv, "--database-url", "mysql://ja3svc@127.0.0.1/fp")
+    assert status == 1 and out == ""
+    assert err.endswith(": ja3svc stores its data in SQLite or PostgreSQL, not mysql\n")
+    assert len(err.splitlines()) == 1
