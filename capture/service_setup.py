@@ -139,10 +139,15 @@ def hand_over_files(settings: Settings, database: Database, user: str) -> None:
 def open_database(settings: Any) -> Database:
     """The configured database, checked and at the migrations' head; errors as one-liners."""
     from ja3svc.store.database import Database, DatabaseUnavailable, SchemaOutOfDate
+    from ja3svc.store.dbapi import Target
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
     try:
         db = Database.from_settings(settings)
+        try:
+            Target.of_engine(db.engine)  # where the sighting writer can connect (not in memory)
+        except ValueError as exc:
+            raise SetupError(str(exc)) from None
         try:
             db.check()
         except DatabaseUnavailable as exc:

@@ -173,9 +173,17 @@ def _run_workers(args: argparse.Namespace, settings: Any) -> int:
     import uvicorn
     from ja3svc.api.app import LOG_LEVEL_ENV, SETTINGS_ENV
     from ja3svc.store.database import Database
+    from sqlalchemy.exc import ArgumentError, DBAPIError
 
     # Migrate (where the store allows it) and fail early on an unusable database.
-    db = Database.from_settings(settings)
+    try:
+        db = Database.from_settings(settings)
+    except ArgumentError as exc:
+        return _fail(str(exc))
+    except DBAPIError as exc:
+        return _fail(f"database error: {str(exc.orig).strip().splitlines()[0]}")
+    except OSError as exc:
+        return _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
     db.dispose()
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     os.environ[LOG_LEVEL_ENV] = args.log_level

@@ -26,7 +26,7 @@ from ja3svc.store.dbapi import (
 )
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -84,7 +84,8 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
             connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
             **kwargs,
         )
-    return create_engine(url, **kwargs)
+    # Refused here, with the reason, rather than as a missing driver module's traceback.
+    raise ArgumentError(f"ja3svc stores its data in SQLite or PostgreSQL, not {backend}")
 
 
 def _install_sqlite_transactions(engine: Engine) -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
+import pytest
 from ja3svc.store.sighting_writer import SightingWriter
 
 from ja3svc.record import HelloRecord
@@ -104,4 +108,41 @@ def test_unreachable_database_is_one_line_and_exit_1():
     assert status == 1 and out == ""
     assert (
         err.startswith("ja3svc fingerprints top: database error: ") and len(err.splitlines()) == 1
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("fingerprints", "top"),
+        ("db", "upgrade"),
+        ("pcap", "-q", "--store", "tests/pcaps/curl-https.pcap"),
+        ("serve", "--port", "1"),
+    ],
+    ids=["fingerprints", "db", "pcap-store", "serve"],
+)
+def test_a_database_other_than_sqlite_or_postgresql_is_refused_in_one_line(argv, tmp_path):
+    """Another dialect's URL names the two databases ja3svc stores into, instead of failing
+    with the traceback of a missing driver module (MySQLdb here)."""
+    status, out, err = run_cli(*argv, "--database-url", "mysql://ja3svc@127.0.0.1/fp")
+    assert status == 1 and out == ""
+    assert err.endswith(": ja3svc stores its data in SQLite or PostgreSQL, not mysql\n")
+    assert len(err.splitlines()) == 1
+
+
+def test_capture_into_an_in_memory_database_is_refused_before_capturing(tmp_path):
+    """The sighting writer has a connection of its own, which an in-memory SQLite database
+    would not share: `capture` says so before opening an interface."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JA3SVC_")} | {
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "HOME": str(tmp_path),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "ja3svc.cli.main", "capture", "-i", "lo", "--database-url",
+         "sqlite://"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == (
+        "ja3svc capture: sightings cannot be stored in an in-memory SQLite database\n"
     )
