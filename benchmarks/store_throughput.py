@@ -159,10 +159,17 @@ def store_records(url: str, records: list[dict[str, Any]], batch_size: int) -> t
 
 
 def _empty_sightings(db: Database) -> None:
-    """Empty what storing a capture fills, so that every run stores into the same state."""
+    """Empty what storing a capture fills, so that every run stores into the same state
+    (TRUNCATE on PostgreSQL: a DELETE leaves the rows dead in the tables and their indexes,
+    and autovacuum cleaning them up during the next run; SQLite's DELETE of a whole table is
+    its truncation)."""
+    tables = ("sightings", "fingerprints", "dovecot_hashes")
     with db.session(write=True) as s:
-        for table in ("sightings", "fingerprints", "dovecot_hashes"):
-            s.execute(text(f"DELETE FROM {table}"))
+        if db.dialect == "postgresql":
+            s.execute(text(f"TRUNCATE {', '.join(tables)}"))
+        else:
+            for table in tables:
+                s.execute(text(f"DELETE FROM {table}"))
     db.dispose()
 
 
