@@ -496,15 +496,15 @@ class _Store:
         error, outage = target.errors()
         try:
             conn = target.connect()
-        except outage as exc:
+        except error as exc:
+            if not (target.pg and isinstance(exc, outage)):
+                return False  # a SQLite file that cannot be opened: the full path says why
             print(
                 f"ja3svc pcap: database {target.display} unreachable: {_first_line(exc)}; "
                 "sightings are spooled",
                 file=sys.stderr,
             )
             return True
-        except error:
-            return False  # let the full path say what is wrong
         try:
             return schema_revision(conn, target.pg) == head_revision()
         except error:
