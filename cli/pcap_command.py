@@ -243,6 +243,8 @@ def _process(args: argparse.Namespace, engine: str, profile: str, store: _Store 
         store.close()
     if not args.quiet:
         _print_totals(totals, sys.stderr)
+        if store is not None:
+            store.print_totals(sys.stderr)
     return status
 
 
@@ -494,15 +496,15 @@ class _Store:
         error, outage = target.errors()
         try:
             conn = target.connect()
-        except outage as exc:
+        except error as exc:
+            if not (target.pg and isinstance(exc, outage)):
+                return False  # a SQLite file that cannot be opened: the full path says why
             print(
                 f"ja3svc pcap: database {target.display} unreachable: {_first_line(exc)}; "
                 "sightings are spooled",
                 file=sys.stderr,
             )
             return True
-        except error:
-            return False  # let the full path say what is wrong
         try:
             return schema_revision(conn, target.pg) == head_revision()
         except error:
@@ -562,6 +564,21 @@ class _Store:
     def close(self) -> None:
         for writer in self.writers:
             writer.close()
+
+    def print_totals(self, err: TextIO) -> None:
+        """What each input's writer did: new sightings, those already stored (a capture stored
+        again), and those spooled because the database could not be reached."""
+        for w in self.writers:
+            s = w.stats
+            line = (
+                f"sightings of {w.sensor} in {self.target.display}: {s.stored} stored, "
+                f"{s.duplicates} already there"
+            )
+            if s.replayed:
+                line += f", {s.replayed} replayed from the spool"
+            if s.spooled:
+                line += f", {s.spooled} spooled until the database is back"
+            err.write(line + "\n")
 
 
 def _first_line(exc: BaseException) -> str:

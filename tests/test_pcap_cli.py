@@ -384,3 +384,17 @@ def test_store_a_refused_batch_is_one_line_not_a_traceback(tmp_path: Path) -> No
     assert err == "ja3svc pcap: database error: refused by the test"
     assert _sightings(db_file) == len(expected(HRR)["hellos"])
     assert not list((tmp_path / "data").rglob("*.jsonl"))  # refused, so not spooled
+
+
+def test_store_says_what_it_stored(tmp_path: Path) -> None:
+    """Without -q, `pcap --store` ends with what each input's sightings became: stored, already
+    there (the capture stored again)."""
+    url = f"sqlite:///{tmp_path / 'said.sqlite3'}"
+    n = len(expected(CURL)["hellos"])
+    argv = ("pcap", "--no-progress", "--store", "--database-url", url, str(CURL))
+    for stored, there in ((n, 0), (0, n)):
+        status, _, err = run_cli(*argv)
+        assert status == 0
+        assert err.splitlines()[-1] == (
+            f"sightings of file:{CURL.name} in {url}: {stored} stored, {there} already there"
+        )
