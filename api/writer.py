@@ -574,9 +574,8 @@ class BatchWriter:
                 with replaying(path, blocking=False) as replay:
                     if replay is None:
                         continue
-                    for start in range(0, len(replay.items), self._batch):
-                        await write(replay.items[start : start + self._batch])
-                        replay.done = min(start + self._batch, len(replay.items))
+                    for batch in replay.batches(self._batch):
+                        await write(batch)
                     n = replay.done
             except StoreBusy:
                 return None

@@ -32,6 +32,7 @@ from ja3svc.capture.pcap_run import (
     native_module,
 )
 from ja3svc.cli.main import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE
+from ja3svc.cli.store_options import database_error_message, first_line
 
 from ja3svc.dovecot import DEFAULT_PROFILE, PROFILE_CHOICES
 from ja3svc.record import HelloRecord
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         return _process(args, engine, profile, store)
     except refused as exc:
         # A batch the database refused (an outage is spooled instead): say which, once.
-        print(f"ja3svc pcap: database error: {_first_line(exc)}", file=sys.stderr)
+        print(f"ja3svc pcap: {database_error_message(exc)}", file=sys.stderr)
         with contextlib.suppress(*refused):
             store.close()  # type: ignore[union-attr]
         return EXIT_USAGE
@@ -473,22 +474,22 @@ class _Store:
     which the migrations and the error reporting of an unusual URL need, costs 0.2 s to import.
     """
 
-    def __init__(self, args: argparse.Namespace, target: _StoreTarget) -> None:
-        from ja3svc.store.dbapi import Target, normalize_url
+    def __init__(self, args: argparse.Namespace, options: _StoreTarget) -> None:
+        from ja3svc.store.dbapi import Target
 
-        self.settings = target
-        url = normalize_url(target.database_url)
-        self.target = Target.parse(url)
-        if self.target is None or not self._at_head(self.target):
-            self.target = self._open(url)
+        self.options = options
+        self.target = Target.parse(options.database_url)
+        if self.target is None or not self._ready(self.target):
+            self.target = self._open(options.database_url)
         self.error = self.target.errors()[0]  # what the writers raise for a refused batch
         self.sensor = args.sensor
         self.writers: list[Any] = []
 
     @staticmethod
-    def _at_head(target: Target) -> bool:
-        """Whether the database is at the schema's head (an unreachable one is: its sightings
-        are spooled, and replayed by a later writer once it is back)."""
+    def _ready(target: Target) -> bool:
+        """Whether the driver alone will do: the database is at the schema's head, or it is a
+        PostgreSQL server that cannot be reached (its sightings are spooled, and replayed by a
+        later writer once it is back; said here once)."""
         from ja3svc.store.dbapi import head_revision, schema_revision
 
         if not target.pg and not Path(target.args[0]).is_file():
@@ -500,7 +501,7 @@ class _Store:
             if not (target.pg and isinstance(exc, outage)):
                 return False  # a SQLite file that cannot be opened: the full path says why
             print(
-                f"ja3svc pcap: database {target.display} unreachable: {_first_line(exc)}; "
+                f"ja3svc pcap: database {target.display} unreachable: {first_line(exc)}; "
                 "sightings are spooled",
                 file=sys.stderr,
             )
@@ -516,36 +517,29 @@ class _Store:
         """Open the database through SQLAlchemy: migrate a SQLite file (or any database the
         settings say to upgrade), refuse a schema that is out of date, and say what is wrong
         with a URL."""
-        from ja3svc.store.database import Database, DatabaseUnavailable, SchemaOutOfDate
+        from ja3svc.store.database import Database, DatabaseUnavailable
         from ja3svc.store.dbapi import Target
-        from sqlalchemy.exc import ArgumentError, DBAPIError
 
         try:
-            db = Database.from_url(url, upgrade=self.settings.auto_upgrade)
-        except ArgumentError as exc:
-            raise _StoreRefused(str(exc)) from None
-        except DBAPIError as exc:
-            raise _StoreRefused(f"database error: {_first_line(exc)}") from None
-        except OSError as exc:
-            raise _StoreRefused(f"{exc.filename or ''}: {exc.strerror or exc}") from None
-        try:
-            db.check()
-        except DatabaseUnavailable as exc:
-            # Outages lose nothing: the writer spools until the database is back.
-            print(f"ja3svc pcap: {_first_line(exc)}; sightings are spooled", file=sys.stderr)
-        else:
+            db = Database.from_url(url, upgrade=self.options.auto_upgrade)
             try:
+                db.check()
+            except DatabaseUnavailable as exc:
+                # Outages lose nothing: the writer spools until the database is back.
+                print(f"ja3svc pcap: {first_line(exc)}; sightings are spooled", file=sys.stderr)
+            else:
                 db.require_head()
-            except SchemaOutOfDate as exc:
-                raise _StoreRefused(str(exc)) from None
-            except DBAPIError as exc:
-                raise _StoreRefused(f"database error: {_first_line(exc)}") from None
-        try:
-            return Target.of_engine(db.engine)
-        except ValueError as exc:
+            try:
+                return Target.of_engine(db.engine)
+            finally:
+                db.dispose()
+        except ValueError as exc:  # an in-memory SQLite database
             raise _StoreRefused(str(exc)) from None
-        finally:
-            db.dispose()
+        except Exception as exc:
+            message = database_error_message(exc)
+            if message is None:
+                raise
+            raise _StoreRefused(message) from None
 
     def writer_for(self, label: str) -> SightingWriter:
         """What stores the hellos of one input (its own writer: the sensor names the file)."""
@@ -555,8 +549,8 @@ class _Store:
             self.target,
             sensor=self.sensor or f"file:{os.path.basename(label)}",
             # Offline, nothing waits for a sighting: bigger batches than the live capture's.
-            batch_size=max(self.settings.batch_size, PCAP_STORE_BATCH),
-            spool_dir=self.settings.spool_dir,
+            batch_size=max(self.options.batch_size, PCAP_STORE_BATCH),
+            spool_dir=self.options.spool_dir,
         )
         self.writers.append(writer)
         return writer
@@ -579,9 +573,3 @@ class _Store:
             if s.spooled:
                 line += f", {s.spooled} spooled until the database is back"
             err.write(line + "\n")
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -172,18 +172,17 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
 def _run_workers(args: argparse.Namespace, settings: Any) -> int:
     import uvicorn
     from ja3svc.api.app import LOG_LEVEL_ENV, SETTINGS_ENV
+    from ja3svc.cli.store_options import database_error_message
     from ja3svc.store.database import Database
-    from sqlalchemy.exc import ArgumentError, DBAPIError
 
     # Migrate (where the store allows it) and fail early on an unusable database.
     try:
         db = Database.from_settings(settings)
-    except ArgumentError as exc:
-        return _fail(str(exc))
-    except DBAPIError as exc:
-        return _fail(f"database error: {str(exc.orig).strip().splitlines()[0]}")
-    except OSError as exc:
-        return _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+    except Exception as exc:
+        message = database_error_message(exc)
+        if message is None:
+            raise
+        return _fail(message)
     db.dispose()
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     os.environ[LOG_LEVEL_ENV] = args.log_level

@@ -51,12 +51,44 @@ def open_database(
     return settings, db
 
 
-def _driver_errors() -> tuple[type[Exception], ...]:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error (of the driver's, for SQLAlchemy's wrapped ones)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def database_error_message(exc: BaseException) -> str | None:
+    """The one line a user sees for a database failure they can act on (a URL ja3svc cannot
+    use, an unreachable server, an old schema, a statement the database refused, a file that
+    cannot be opened); None for anything else.
+
+    SQLAlchemy is not imported for this: an error of SQLAlchemy's (or of the store's
+    ``Database``) can only have been raised once it was loaded, and ``pcap --store`` writes
+    through the driver without it.
+    """
     import sqlite3
 
-    import psycopg
+    driver_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    if "psycopg" in sys.modules:
+        driver_errors += (sys.modules["psycopg"].Error,)
+    database_errors = driver_errors
+    if "sqlalchemy" in sys.modules:
+        from ja3svc.store.database import DatabaseUnavailable, SchemaOutOfDate
+        from sqlalchemy.exc import ArgumentError, DBAPIError
 
-    return sqlite3.Error, psycopg.Error
+        if isinstance(exc, DatabaseUnavailable | SchemaOutOfDate | ArgumentError):
+            return str(exc)
+        database_errors += (DBAPIError,)
+    if isinstance(exc, database_errors):
+        first = first_line(exc)
+        message = f"database error: {first}"
+        if "does not exist" in first or "no such table" in first:
+            message += " (is the schema created? run `ja3svc db upgrade`)"
+        return message
+    if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+        return f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+    return None
 
 
 def friendly_errors(command: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable]:
@@ -65,29 +97,20 @@ def friendly_errors(command: str) -> Callable[[Callable[[argparse.Namespace], in
     def wrap(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
         @functools.wraps(func)
         def run(args: argparse.Namespace) -> int:
-            from ja3svc.store.database import DatabaseUnavailable, SchemaOutOfDate
             from pydantic import ValidationError
-            from sqlalchemy.exc import ArgumentError, DBAPIError
 
             from ja3svc.vocabulary import InvalidLabel
 
             try:
                 return func(args)
-            except (DatabaseUnavailable, SchemaOutOfDate, ArgumentError, InvalidLabel) as exc:
-                message = str(exc)
-            except (DBAPIError, *_driver_errors()) as exc:
-                # SQLAlchemy's, or the driver's own (the sighting writer uses the driver).
-                orig = getattr(exc, "orig", None) or exc
-                first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-                message = f"database error: {first}"
-                if "does not exist" in first or "no such table" in first:
-                    message += " (is the schema created? run `ja3svc db upgrade`)"
-            except ValidationError as exc:
-                message = f"bad settings: {exc}"
-            except BrokenPipeError:
-                raise  # `ja3svc labels export ... | head`: cli.main handles it quietly
-            except OSError as exc:
-                message = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+            except (InvalidLabel, ValidationError) as exc:
+                message = str(exc) if isinstance(exc, InvalidLabel) else f"bad settings: {exc}"
+            except Exception as exc:
+                # BrokenPipeError (`ja3svc labels export ... | head`): cli.main handles it.
+                found = database_error_message(exc)
+                if found is None:
+                    raise
+                message = found
             print(f"ja3svc {command}: {message}", file=sys.stderr)
             return EXIT_USAGE
 

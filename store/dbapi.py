@@ -41,7 +41,7 @@ SQLITE_WRITER_CHECKPOINT_PAGES = 4096
 PG_CONNECT_TIMEOUT_S = 5
 VERSION_TABLE = "alembic_version"  # Alembic's default; migrations/env.py keeps it
 
-_PG_SCHEMES = ("postgresql+psycopg://", "postgresql://", "postgres://")
+_PG_SCHEME = "postgresql+psycopg://"  # what normalize_url makes of every PostgreSQL spelling
 _SQLITE_SCHEMES = ("sqlite+pysqlite:///", "sqlite:///")
 
 
@@ -88,26 +88,25 @@ class Target:
         """The target of the common URLs, read without SQLAlchemy: a SQLite file
         (``sqlite:///PATH``, no query string) or PostgreSQL (``postgres[ql][+psycopg]://``, which
         libpq reads itself). None for anything else: SQLAlchemy's parser then decides."""
+        url = normalize_url(url)
         for scheme in _SQLITE_SCHEMES:
             if url.startswith(scheme):
                 path = url[len(scheme) :]
                 if not path or "?" in path or path == ":memory:":
                     return None
                 return cls("sqlite", url, (unquote(path),))
-        for scheme in _PG_SCHEMES:
-            if url.startswith(scheme):
-                rest = url[len(scheme) :]
-                userinfo, _, hostpart = rest.rpartition("@")
-                shown = f"{userinfo.partition(':')[0]}:***@{hostpart}" if ":" in userinfo else rest
-                return cls("postgresql", "postgresql+psycopg://" + shown, ("postgresql://" + rest,))
-        return None
+        if not url.startswith(_PG_SCHEME):
+            return None
+        rest = url[len(_PG_SCHEME) :]
+        userinfo, _, hostpart = rest.rpartition("@")
+        shown = f"{userinfo.partition(':')[0]}:***@{hostpart}" if ":" in userinfo else rest
+        return cls("postgresql", _PG_SCHEME + shown, ("postgresql://" + rest,))
 
     @classmethod
     def of_engine(cls, engine: Engine) -> Target:
-        """The target of an open SQLAlchemy engine (any URL SQLAlchemy reads)."""
+        """The target of an open engine (any URL SQLAlchemy reads; its dialect is SQLite or
+        PostgreSQL: ``create_engine_for`` refuses the others)."""
         backend = engine.dialect.name
-        if backend not in ("sqlite", "postgresql"):
-            raise ValueError(f"sightings are stored in SQLite or PostgreSQL, not {backend}")
         args, kwargs = engine.dialect.create_connect_args(engine.url)
         display = engine.url.render_as_string(hide_password=True)
         if backend == "sqlite":
@@ -138,13 +137,14 @@ class Target:
             *self.args, **{"connect_timeout": PG_CONNECT_TIMEOUT_S, **self.kwargs}
         )
 
-    def errors(self) -> tuple[type[BaseException], type[BaseException]]:
-        """(any error of the driver, the errors that mean "the database is not there now")."""
+    def errors(self) -> tuple[type[Exception], tuple[type[Exception], ...]]:
+        """(any error of the driver, the errors that mean "the database is not there now":
+        on PostgreSQL InterfaceError too, "the connection is closed")."""
         if not self.pg:
-            return sqlite3.Error, sqlite3.OperationalError
+            return sqlite3.Error, (sqlite3.OperationalError,)
         import psycopg
 
-        return psycopg.Error, psycopg.OperationalError
+        return psycopg.Error, (psycopg.OperationalError, psycopg.InterfaceError)
 
 
 def schema_revision(conn: Any, pg: bool) -> str | None:

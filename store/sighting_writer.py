@@ -20,7 +20,7 @@ the same capture twice therefore changes nothing, and concurrent writers on Post
 count (there ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` says which rows are new; SQLite's
 writer holds the write lock from BEGIN).
 
-``db`` is a ``Database``, a URL, or a ``ja3svc.store.dbapi.Target``: the writer holds one
+``db`` is a ``Database`` or a ``ja3svc.store.dbapi.Target``: the writer holds one
 connection of the driver itself (sqlite3, psycopg), opened on first use and again after an
 outage, so `pcap --store` into a database at the schema's head never imports SQLAlchemy. Its
 errors are the driver's.
@@ -340,12 +340,7 @@ class _Link:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.pg = target.pg
-        self.error, outage = target.errors()
-        self.outage: tuple[type[BaseException], ...] = (outage,)
-        if self.pg:
-            import psycopg
-
-            self.outage += (psycopg.InterfaceError,)  # "the connection is closed"
+        self.error, self.outage = target.errors()
         self._conn: Any = None
         self._staged = False  # the staging table exists on this connection
 
@@ -413,7 +408,7 @@ class SightingWriter:
 
     def __init__(
         self,
-        db: Database | Target | str,
+        db: Database | Target,
         sensor: str,
         batch_size: int = 500,
         spool_dir: Path | str | None = None,
@@ -421,9 +416,8 @@ class SightingWriter:
         retry_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``db``: an open ``Database``, or where to connect (a ``Target``, or a URL that
-        ``Target.parse`` reads) without loading SQLAlchemy."""
-        self.target = _target(db)
+        """``db``: an open ``Database``, or where to connect (a ``Target``: no SQLAlchemy)."""
+        self.target = db if isinstance(db, Target) else Target.of_engine(db.engine)
         self._link = _Link(self.target)
         self.sensor = sensor
         self.batch_size = batch_size
@@ -588,14 +582,3 @@ class SightingWriter:
             self._spool.path if self._spool else "-",
             self._retry_interval,
         )
-
-
-def _target(db: Database | Target | str) -> Target:
-    if isinstance(db, Target):
-        return db
-    if isinstance(db, str):
-        target = Target.parse(db)
-        if target is None:
-            raise ValueError(f"sightings are stored in a SQLite file or PostgreSQL, not {db!r}")
-        return target
-    return Target.of_engine(db.engine)

@@ -123,6 +123,13 @@ class Replay:
         self.items = items
         self.done = 0
 
+    def batches(self, size: int) -> Iterator[list[SpoolItem]]:
+        """The items, ``size`` at a time; a batch counts as ``done`` once the next one is asked
+        for (its write returned), so a write that raises leaves it for the next attempt."""
+        for start in range(0, len(self.items), size):
+            yield self.items[start : start + size]
+            self.done = min(start + size, len(self.items))
+
 
 @contextmanager
 def replaying(path: Path, *, blocking: bool = True) -> Iterator[Replay | None]:
@@ -175,10 +182,8 @@ def replay_file(
     with replaying(path, blocking=blocking) as replay:
         if replay is None:
             return 0
-        items = replay.items
-        for start in range(0, len(items), batch_size):
-            write(items[start : start + batch_size])
-            replay.done = start + min(batch_size, len(items) - start)
+        for batch in replay.batches(batch_size):
+            write(batch)
         return replay.done
 
 
